@@ -1,0 +1,106 @@
+"""Argument checks that name the bad argument, what was expected and what was given."""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+
+
+def check_classes(classes) -> list[str]:
+    """Class names as a list of distinct non-empty strings (at least two)."""
+    if classes is None:
+        raise ValueError("classes is required: give the list of class names, e.g. classes=['cat', 'dog']")
+    if isinstance(classes, (str, bytes)):
+        raise TypeError(f"classes must be a list of names, not one string {classes!r}")
+    try:
+        out = [str(c) for c in classes]
+    except TypeError as e:
+        raise TypeError(f"classes must be a list of names, not {type(classes).__name__}") from e
+    if len(out) < 2:
+        raise ValueError(f"classes needs at least two names, got {out}")
+    if any(not c.strip() for c in out):
+        raise ValueError(f"class names must be non-empty, got {out}")
+    dup = sorted({c for c in out if out.count(c) > 1})
+    if dup:
+        raise ValueError(f"class names must be distinct; repeated: {dup}")
+    return out
+
+
+def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
+    """Item ids as int64, each in 0..n-1; a single id is accepted."""
+    if isinstance(ids, (numbers.Integral, np.integer)) and not isinstance(ids, (bool, np.bool_)):
+        arr = np.array([int(ids)], dtype=np.int64)
+    else:
+        if isinstance(ids, (str, bytes, float, bool, np.bool_)):
+            raise TypeError(f"{name} must be integer item ids, got {ids!r}")
+        arr = np.asarray(ids)
+        if arr.ndim == 0:
+            raise TypeError(f"{name} must be integer item ids, got {ids!r}")
+        if arr.dtype == bool or (arr.dtype.kind not in "iu" and arr.size > 0):
+            if arr.dtype.kind == "f" and arr.size and np.isfinite(arr).all() and (arr == np.round(arr)).all():
+                arr = arr.astype(np.int64)
+            else:
+                raise TypeError(f"{name} must be integer item ids, got dtype {arr.dtype} ({arr.ravel()[:3].tolist()}...)")
+        arr = arr.astype(np.int64).reshape(-1)
+    bad = arr[(arr < 0) | (arr >= n)]
+    if len(bad):
+        raise ValueError(f"unknown item id(s) {bad[:5].tolist()} in {name}; ids run from 0 to {n - 1}")
+    return arr
+
+
+def to_class_indices(labels, classes: Sequence[str], n: int | None = None, name: str = "labels") -> np.ndarray:
+    """Labels given as class names or class indices -> int64 indices; a scalar is repeated n times."""
+    k = len(classes)
+    lookup = {c: i for i, c in enumerate(classes)}
+
+    def one(v) -> int:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{name}: {v!r} is not a class; use a class name from {list(classes)} or its index")
+        if isinstance(v, (numbers.Integral, np.integer)):
+            if 0 <= int(v) < k:
+                return int(v)
+            if str(v) in lookup:
+                return lookup[str(v)]
+            raise ValueError(f"{name}: class index {v} is out of range; there are {k} classes {list(classes)}")
+        if isinstance(v, (float, np.floating)):
+            if np.isfinite(v) and float(v).is_integer() and 0 <= int(v) < k:
+                return int(v)
+            raise ValueError(f"{name}: {v!r} is not a class; expected one of {list(classes)}")
+        if isinstance(v, (str, np.str_)):
+            if str(v) in lookup:
+                return lookup[str(v)]
+            raise ValueError(f"{name}: unknown class {str(v)!r}; expected one of {list(classes)}")
+        raise TypeError(f"{name}: {v!r} ({type(v).__name__}) is not a class name or index")
+
+    if isinstance(labels, (str, bytes, numbers.Number, np.generic)) or labels is None:
+        if labels is None:
+            raise TypeError(f"{name} is None; give a class name or index")
+        idx = one(labels)
+        return np.full(1 if n is None else n, idx, dtype=np.int64)
+    seq = list(np.asarray(labels, dtype=object).reshape(-1)) if not isinstance(labels, list) else labels
+    if n is not None and len(seq) != n:
+        raise ValueError(f"{name} has {len(seq)} entries but there are {n} ids; give one label per id (or one for all)")
+    return np.array([one(v) for v in seq], dtype=np.int64)
+
+
+def check_embeddings(X, n: int | None = None, name: str = "embeddings") -> np.ndarray:
+    """A finite float32 (N, d) matrix (with N == n when given)."""
+    if X is None:
+        raise ValueError(f"{name} is None; give an (N, d) array")
+    X = np.asarray(X)
+    if X.dtype == object or X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, d); got {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {X.shape}); a session needs at least one item and one feature")
+    if n is not None and X.shape[0] != n:
+        raise ValueError(f"{name} has {X.shape[0]} rows but there are {n} items")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = np.where(bad.any(axis=1))[0]
+        raise ValueError(f"{name} has NaN or infinite values in {len(rows)} row(s) (first: {rows[:5].tolist()}); "
+                         "clean or drop those items first")
+    return X

@@ -1,0 +1,228 @@
+"""Default encoders (no downloaded weights) and adapters for user callables / torch modules.
+
+An encoder maps an ItemSet to a float32 (N, d) array. `key` names it for the on-disk cache; an encoder
+whose output cannot be identified (an anonymous callable) has key None and is not cached.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data.items import ImageItems, ItemSet, TableItems, TextItems, VectorItems
+from ..store.cache import content_hash
+
+
+class Encoder:
+    """Base: `encode(items) -> (N, d) float32`; `key` identifies it for caching (None: do not cache)."""
+
+    key: str | None = None
+
+    def encode(self, items: ItemSet) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PixelPCA(Encoder):
+    """Images -> pixels scaled to [0, 1] (downsampled to <= max_side) -> PCA to `dim` components.
+
+    A sound default with no downloaded weights: for digit-like data PCA keeps the class structure, and
+    LANCET learns a better embedding on top of it.
+    """
+
+    def __init__(self, dim: int = 64, max_side: int = 32, seed: int = 0):
+        self.dim, self.max_side, self.seed = int(dim), int(max_side), int(seed)
+        self.key = f"pixelpca-d{self.dim}-s{self.max_side}-r{self.seed}"
+
+    def pixels(self, items: ImageItems) -> np.ndarray:
+        imgs = items.images
+        h, w = imgs.shape[1:3]
+        step = int(np.ceil(max(h, w) / self.max_side))
+        if step > 1:  # block-average downsampling keeps it cheap and dependency-free
+            hh, ww = (h // step) * step, (w // step) * step
+            x = imgs[:, :hh, :ww].astype(np.float32)
+            x = x.reshape(len(imgs), hh // step, step, ww // step, step, *imgs.shape[3:]).mean(axis=(2, 4))
+        else:
+            x = imgs.astype(np.float32)
+        x = x.reshape(len(imgs), -1)
+        hi = float(x.max()) if x.size else 1.0
+        return x / (255.0 if hi > 1.0 else 1.0)
+
+    def encode(self, items: ItemSet) -> np.ndarray:
+        if not isinstance(items, ImageItems):
+            raise TypeError(f"PixelPCA encodes images, not {items.kind} items")
+        from sklearn.decomposition import PCA
+
+        x = self.pixels(items)
+        k = min(self.dim, x.shape[1], max(1, len(x) - 1))
+        if k >= x.shape[1]:
+            return (x - x.mean(0)).astype(np.float32)
+        return PCA(n_components=k, svd_solver="randomized", random_state=self.seed).fit_transform(x).astype(np.float32)
+
+
+class TfidfSVD(Encoder):
+    """Texts -> TF-IDF -> truncated SVD (LSA): a download-free text encoder."""
+
+    def __init__(self, dim: int = 128, seed: int = 0):
+        self.dim, self.seed = int(dim), int(seed)
+        self.key = f"tfidfsvd-d{self.dim}-r{self.seed}"
+
+    def encode(self, items: ItemSet) -> np.ndarray:
+        if not isinstance(items, TextItems):
+            raise TypeError(f"TfidfSVD encodes texts, not {items.kind} items")
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        tf = TfidfVectorizer(sublinear_tf=True, min_df=1).fit_transform(items.texts)
+        k = min(self.dim, tf.shape[1] - 1, len(items) - 1)
+        if k < 1:
+            return tf.toarray().astype(np.float32)
+        return TruncatedSVD(k, random_state=self.seed).fit_transform(tf).astype(np.float32)
+
+
+class SentenceTransformerEncoder(Encoder):
+    """Texts -> a sentence-transformers model loaded from a local path or the local HF cache, never fetched."""
+
+    def __init__(self, model: str, batch_size: int = 64):
+        self.model, self.batch_size = str(model), int(batch_size)
+        self.key = f"st-{Path(self.model).name}"
+
+    def encode(self, items: ItemSet) -> np.ndarray:
+        if not isinstance(items, TextItems):
+            raise TypeError(f"a sentence-transformers model encodes texts, not {items.kind} items")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise ImportError("text sessions with a named model need sentence-transformers: "
+                              "pip install 'dcai-widgets[text]', or pass encoder='tfidf' or a callable") from e
+        try:
+            st = SentenceTransformer(self.model, device="cpu")
+        except Exception as e:
+            raise ValueError(f"could not load sentence-transformers model {self.model!r} offline ({e}); "
+                             "give a local folder path of the model, or encoder='tfidf'") from e
+        return np.asarray(st.encode(items.texts, batch_size=self.batch_size, show_progress_bar=len(items) > 1000,
+                                    convert_to_numpy=True), dtype=np.float32)
+
+
+class TableStandardizer(Encoder):
+    """Table rows -> numeric columns standardised, categorical columns one-hot encoded."""
+
+    key = "table-std"
+
+    def encode(self, items: ItemSet) -> np.ndarray:
+        import pandas as pd
+
+        if not isinstance(items, TableItems):
+            raise TypeError(f"TableStandardizer encodes tables, not {items.kind} items")
+        f = items.frame
+        num = f.select_dtypes(include=[np.number, bool]).astype(float)
+        cat = f.drop(columns=num.columns)
+        nan_cols = [c for c in num.columns if not np.isfinite(num[c].to_numpy()).all()]
+        if nan_cols:
+            raise ValueError(f"table columns {nan_cols[:5]} have NaN or infinite values; fill or drop them first")
+        parts = []
+        if len(num.columns):
+            x = num.to_numpy()
+            sd = x.std(0)
+            parts.append((x - x.mean(0)) / np.where(sd > 0, sd, 1.0))
+        if len(cat.columns):
+            parts.append(pd.get_dummies(cat.astype(str), dtype=float).to_numpy())
+        if not parts:
+            raise ValueError("the table has no feature columns")
+        return np.hstack(parts).astype(np.float32)
+
+
+class Identity(Encoder):
+    """Precomputed vectors are their own embedding."""
+
+    key = "identity"
+
+    def encode(self, items: ItemSet) -> np.ndarray:
+        return np.asarray(items.X, dtype=np.float32)
+
+
+class CallableEncoder(Encoder):
+    """A user function or torch module applied in batches to the raw items."""
+
+    def __init__(self, fn: Callable[[Any], Any], batch_size: int = 256, key: str | None = None):
+        self.fn, self.batch_size = fn, int(batch_size)
+        self.key = key
+        try:
+            import torch
+
+            if isinstance(fn, torch.nn.Module) and key is None:
+                state = [t.detach().cpu().numpy() for t in fn.state_dict().values()]
+                self.key = "torch-" + content_hash(type(fn).__qualname__, *state)[:16]
+        except ImportError:
+            pass
+
+    def _batch(self, items: ItemSet, lo: int, hi: int):
+        if isinstance(items, ImageItems):
+            return items.images[lo:hi]
+        if isinstance(items, TextItems):
+            return items.texts[lo:hi]
+        if isinstance(items, TableItems):
+            return items.frame.iloc[lo:hi]
+        return items.X[lo:hi]
+
+    def encode(self, items: ItemSet) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        outs = []
+        is_torch = False
+        try:
+            import torch
+
+            is_torch = isinstance(self.fn, torch.nn.Module)
+        except ImportError:
+            pass
+        starts = range(0, len(items), self.batch_size)
+        for lo in tqdm(starts, desc="encoding", disable=len(starts) < 8, leave=False):
+            batch = self._batch(items, lo, lo + self.batch_size)
+            if is_torch:
+                import torch
+
+                x = torch.as_tensor(np.asarray(batch), dtype=torch.float32)
+                if x.ndim == 3:
+                    x = x[:, None]
+                elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+                    x = x.permute(0, 3, 1, 2)
+                self.fn.eval()
+                with torch.no_grad():
+                    out = self.fn(x).reshape(len(x), -1).cpu().numpy()
+            else:
+                out = self.fn(batch)
+            outs.append(np.asarray(out, dtype=np.float32).reshape(len(batch), -1))
+        return np.concatenate(outs, axis=0)
+
+
+def resolve(encoder: Any, items: ItemSet) -> Encoder:
+    """Turn the user's `encoder` argument (None, a name, a path, a callable) into an Encoder."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    if encoder is None:
+        if isinstance(items, ImageItems):
+            return PixelPCA()
+        if isinstance(items, TextItems):
+            return SentenceTransformerEncoder("all-MiniLM-L6-v2")
+        if isinstance(items, TableItems):
+            return TableStandardizer()
+        if isinstance(items, VectorItems):
+            return Identity()
+    if isinstance(encoder, (str, os.PathLike)):
+        name = str(encoder)
+        if name in ("pixels", "pixel-pca", "pca"):
+            return PixelPCA()
+        if name == "tfidf":
+            return TfidfSVD()
+        if name in ("standardize", "table"):
+            return TableStandardizer()
+        if isinstance(items, TextItems):
+            return SentenceTransformerEncoder(name)
+        raise ValueError(f"unknown encoder {name!r} for {items.kind} items; use 'pixels', 'tfidf', "
+                         "'standardize', a sentence-transformers model (texts) or a callable")
+    if callable(encoder):
+        return CallableEncoder(encoder, key=getattr(encoder, "cache_key", None))
+    raise TypeError(f"encoder must be None, a name, a path or a callable, not {type(encoder).__name__}")

@@ -1,0 +1,202 @@
+"""FAISS nearest-neighbour index: exact below a size threshold, IVF (or HNSW) above; L2 or cosine.
+
+Distances are true distances: Euclidean for "l2" (FAISS returns squared values; we take the root) and
+1 - cosine similarity for "cosine". The index can be saved beside the embeddings and reopened.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("l2", "cosine")
+KINDS = ("auto", "flat", "ivf", "hnsw")
+
+
+def _as_matrix(x, d: int | None = None, name: str = "vectors") -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == object or x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d); got shape {x.shape}")
+    if d is not None and x.shape[1] != d:
+        raise ValueError(f"{name} have dimension {x.shape[1]} but the index has dimension {d}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return x
+
+
+class NeighborIndex:
+    """k-nearest-neighbour search over a fixed set of vectors, backed by FAISS.
+
+    kind="auto" picks an exact flat index when N <= exact_below and an IVF index above it; "hnsw" is
+    available for very large, read-mostly data. Parameters follow scikit-learn conventions; `fit`
+    builds the index and learned state ends in `_`.
+    """
+
+    def __init__(self, kind: str = "auto", metric: str = "l2", exact_below: int = 50_000,
+                 nlist: int | None = None, nprobe: int | None = None, hnsw_m: int = 32,
+                 ef_search: int = 128, seed: int = 0):
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+        self.kind, self.metric, self.exact_below = kind, metric, int(exact_below)
+        self.nlist, self.nprobe, self.hnsw_m, self.ef_search, self.seed = nlist, nprobe, hnsw_m, ef_search, seed
+
+    # -- build ---------------------------------------------------------------------------------
+    def _prep(self, x: np.ndarray) -> np.ndarray:
+        if self.metric == "cosine":
+            import faiss
+
+            x = x.copy()
+            faiss.normalize_L2(x)
+        return x
+
+    def fit(self, X) -> "NeighborIndex":
+        import faiss
+
+        X = _as_matrix(X, name="embeddings")
+        if len(X) == 0:
+            raise ValueError("cannot index an empty set of vectors")
+        n, d = X.shape
+        kind = self.kind if self.kind != "auto" else ("flat" if n <= self.exact_below else "ivf")
+        xp = self._prep(X)
+        ip = self.metric == "cosine"
+        if kind == "flat":
+            index = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+            index.hnsw.efSearch = int(self.ef_search)
+        else:
+            nlist = int(self.nlist or max(1, min(n // 39, int(4 * math.sqrt(n)))))
+            quant = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
+            index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+            rng = np.random.default_rng(self.seed)
+            sample = xp if n <= 64 * nlist else xp[np.sort(rng.choice(n, 64 * nlist, replace=False))]
+            index.cp.seed = int(self.seed)
+            index.train(sample)
+            index.nprobe = int(self.nprobe or max(8, nlist // 32))
+        index.add(xp)
+        self.index_, self.kind_, self.n_, self.d_ = index, kind, n, d
+        self.X_ = X
+        return self
+
+    # -- search --------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "index_"):
+            raise RuntimeError("the index is not built yet; call fit(X) first")
+
+    def search(self, vectors, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest indexed items of each query vector: (ids (m, k) int64, distances (m, k) float32)."""
+        self._check_fitted()
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if k > self.n_:
+            raise ValueError(f"k={k} is larger than the number of items ({self.n_}); use k <= {self.n_}")
+        q = self._prep(_as_matrix(vectors, self.d_, name="query vectors"))
+        dist, ids = self.index_.search(q, k)
+        missing = ids < 0
+        if missing.any() and self.kind_ == "ivf":  # too few items in the probed lists: widen the search
+            rows = np.where(missing.any(axis=1))[0]
+            old = self.index_.nprobe
+            self.index_.nprobe = self.index_.nlist
+            dist[rows], ids[rows] = self.index_.search(q[rows], k)
+            self.index_.nprobe = old
+        if self.metric == "cosine":
+            dist = 1.0 - dist
+        else:
+            dist = np.sqrt(np.maximum(dist, 0.0))
+        return ids.astype(np.int64), dist.astype(np.float32)
+
+    def search_ids(self, ids, k: int, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbours of indexed items by id; the item itself is left out when exclude_self."""
+        self._check_fitted()
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        bad = ids[(ids < 0) | (ids >= self.n_)]
+        if len(bad):
+            raise ValueError(f"unknown item id(s) {bad[:5].tolist()}; ids run from 0 to {self.n_ - 1}")
+        k = int(k)
+        if exclude_self and k > self.n_ - 1:
+            raise ValueError(f"k={k} is larger than the number of other items ({self.n_ - 1})")
+        got, dist = self.search(self.X_[ids], min(k + int(exclude_self), self.n_))
+        if not exclude_self:
+            return got, dist
+        out_i = np.empty((len(ids), k), np.int64)
+        out_d = np.empty((len(ids), k), np.float32)
+        for r, item in enumerate(ids):
+            keep = got[r] != item
+            gi, gd = got[r][keep][:k], dist[r][keep][:k]
+            out_i[r], out_d[r] = gi, gd
+        return out_i, out_d
+
+    def knn_graph(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's k nearest neighbours including itself first (the form UMAP expects)."""
+        from tqdm.auto import tqdm
+
+        self._check_fitted()
+        k = min(int(k), self.n_)
+        ids = np.empty((self.n_, k), np.int64)
+        dist = np.empty((self.n_, k), np.float32)
+        step = 20_000
+        for lo in tqdm(range(0, self.n_, step), desc="kNN graph", disable=self.n_ <= 2 * step, leave=False):
+            hi = min(lo + step, self.n_)
+            ids[lo:hi], dist[lo:hi] = self.search(self.X_[lo:hi], k)
+        # make sure each row starts with the item itself (ties and approximate search may move it)
+        rows = np.arange(self.n_)
+        not_first = ids[:, 0] != rows
+        if not_first.any():
+            for r in np.where(not_first)[0]:
+                others = ids[r][ids[r] != r][: k - 1]
+                od = dist[r][ids[r] != r][: k - 1]
+                ids[r, 0], dist[r, 0] = r, 0.0
+                ids[r, 1:1 + len(others)], dist[r, 1:1 + len(od)] = others, od
+        dist[:, 0] = 0.0
+        return ids, dist
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the FAISS index and its parameters (`path` and `path.json`)."""
+        import faiss
+
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index_, str(tmp))
+        os.replace(tmp, path)
+        params = {k: getattr(self, k) for k in ("kind", "metric", "exact_below", "nlist", "nprobe",
+                                                "hnsw_m", "ef_search", "seed")}
+        params.update(kind_=self.kind_, n_=self.n_, d_=self.d_)
+        path.with_name(path.name + ".json").write_text(json.dumps(params))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, X) -> "NeighborIndex":
+        """Reopen a saved index over the same vectors X (kept for search by id)."""
+        import faiss
+
+        path = Path(path)
+        meta_path = path.with_name(path.name + ".json")
+        if not path.exists() or not meta_path.exists():
+            raise FileNotFoundError(f"no saved index at {str(path)!r}")
+        p = json.loads(meta_path.read_text())
+        self = cls(**{k: p[k] for k in ("kind", "metric", "exact_below", "nlist", "nprobe",
+                                        "hnsw_m", "ef_search", "seed")})
+        X = _as_matrix(X, name="embeddings")
+        if X.shape != (p["n_"], p["d_"]):
+            raise ValueError(f"saved index {str(path)!r} is over {p['n_']}x{p['d_']} vectors, "
+                             f"not {X.shape[0]}x{X.shape[1]}; rebuild it")
+        self.index_ = faiss.read_index(str(path))
+        self.kind_, self.n_, self.d_, self.X_ = p["kind_"], p["n_"], p["d_"], X
+        return self
+
+    def __len__(self) -> int:
+        return getattr(self, "n_", 0)

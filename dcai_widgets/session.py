@@ -1,0 +1,387 @@
+"""Session: the one shared state of a labeling project.
+
+It holds the items, their embeddings (cached on disk by content hash), the FAISS index, the 2-D map,
+the persistent LabelStore and the models, and it emits events ("labels", "model") that panels and
+engines subscribe to. Item ids are positions 0..N-1.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._validate import check_classes, check_embeddings, check_ids, to_class_indices
+from .data.items import ImageItems, ItemSet, TableItems, TextItems, VectorItems
+from .data import loaders
+from .store import ArrayCache, LabelStore, content_hash
+
+log = logging.getLogger(__name__)
+
+HUMAN = ("human", "review", "import")
+EVENTS = ("labels", "model")
+
+
+def default_cache_root() -> Path:
+    """Where embeddings, indexes and maps are cached: $DCAI_WIDGETS_CACHE or ~/.cache/dcai-widgets."""
+    env = os.environ.get("DCAI_WIDGETS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dcai-widgets"
+
+
+class Session:
+    """Items + embeddings + neighbours + map + labels + models, shared by every panel and engine."""
+
+    def __init__(self, items: ItemSet, classes: Sequence[str], *, y_true=None, embeddings=None,
+                 encoder: Any = None, store: str | os.PathLike | LabelStore | None = None,
+                 cache_dir: str | os.PathLike | None = None, metric: str = "l2",
+                 annotator: str | None = None, map_neighbors: int = 15):
+        if not isinstance(items, ItemSet):
+            raise TypeError(f"items must be an ItemSet, got {type(items).__name__}")
+        n = len(items)
+        if n == 0:
+            raise ValueError("the dataset is empty; a session needs at least one item")
+        self.items = items
+        self.classes = check_classes(classes)
+        self.y_true = None if y_true is None else self._check_y(y_true, n)
+        self.metric = metric
+        self.annotator = annotator
+        self.map_neighbors = int(map_neighbors)
+        self._embeddings = None if embeddings is None else check_embeddings(embeddings, n)
+        from .embed.encoders import resolve
+
+        self.encoder = None if self._embeddings is not None else resolve(encoder, items)
+        self.fingerprint = items.fingerprint()
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+        self.cache_dir = root / self.fingerprint[:20]
+        self.cache = ArrayCache(self.cache_dir)
+        self._tmpdir = None
+        if store is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="dcai-widgets-")
+            store = Path(self._tmpdir.name) / "labels.db"
+        self.store = store if isinstance(store, LabelStore) else LabelStore(store)
+        self.store.bind(self.fingerprint, n, self.classes)
+        self.models: dict[str, Any] = {}
+        self._handlers: dict[str, list[Callable]] = defaultdict(list)
+        self._lock = threading.RLock()
+        self._index = None
+        self._map = None
+        self._emb_key = None
+
+    # -- constructors ------------------------------------------------------------------------
+    @classmethod
+    def demo(cls, store=None, **kw) -> "Session":
+        """The bundled demo: scikit-learn's 1,797 8x8 digit images, with their true labels as y_true."""
+        images, y, names = loaders.load_digits()
+        return cls(ImageItems(images), names, y_true=y, store=store, **kw)
+
+    @classmethod
+    def from_images(cls, images, classes, *, y_true=None, store=None, encoder=None, **kw) -> "Session":
+        """Images as an (N, H, W[, C]) array; embeddings from `encoder` (default: pixels + PCA)."""
+        return cls(ImageItems(images), classes, y_true=y_true, store=store, encoder=encoder, **kw)
+
+    @classmethod
+    def from_texts(cls, texts, classes, *, encoder="all-MiniLM-L6-v2", y_true=None, store=None,
+                   **kw) -> "Session":
+        """Texts; embeddings from a sentence-transformers model (name or local path), 'tfidf', or a callable."""
+        return cls(TextItems(texts), classes, y_true=y_true, store=store, encoder=encoder, **kw)
+
+    @classmethod
+    def from_embeddings(cls, X, classes, *, items=None, y_true=None, store=None, **kw) -> "Session":
+        """Precomputed features (or a numeric table) as the embedding; `items` optionally shows the raw items."""
+        X = check_embeddings(X, name="X")
+        if items is None:
+            items = VectorItems(X)
+        elif not isinstance(items, ItemSet):
+            if isinstance(items, pd.DataFrame):
+                items = TableItems(items)
+            elif isinstance(items, np.ndarray) and items.ndim in (3, 4):
+                items = ImageItems(items)
+            else:
+                items = TextItems(items)
+        if len(items) != len(X):
+            raise ValueError(f"items has {len(items)} entries but X has {len(X)} rows")
+        return cls(items, classes, y_true=y_true, store=store, embeddings=X, **kw)
+
+    @classmethod
+    def from_table(cls, frame: pd.DataFrame, classes=None, *, label_column: str | None = None,
+                   text_column: str | None = None, feature_columns: Sequence[str] | None = None,
+                   store=None, encoder=None, **kw) -> "Session":
+        """A DataFrame: a text column (text session) or feature columns, and an optional label column."""
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+        for col in (label_column, text_column, *(feature_columns or [])):
+            if col is not None and col not in frame.columns:
+                raise ValueError(f"column {col!r} is not in the table; columns are {list(frame.columns)}")
+        y_true = None
+        if label_column is not None:
+            raw = frame[label_column]
+            if classes is None:
+                classes = sorted(raw.dropna().astype(str).unique().tolist())
+            classes = check_classes(classes)
+            known = raw.notna()
+            bad = sorted(set(raw[known].astype(str)) - set(classes))
+            if bad:
+                raise ValueError(f"label column {label_column!r} has values {bad[:5]} not among classes {classes}")
+            y_true = np.where(known, raw.astype(str).map({c: i for i, c in enumerate(classes)}).fillna(-1), -1)
+        if text_column is not None:
+            texts = frame[text_column]
+            if texts.isna().any():
+                raise ValueError(f"text column {text_column!r} has {int(texts.isna().sum())} empty cell(s)")
+            return cls(TextItems(texts.astype(str).tolist()), classes, y_true=y_true, store=store,
+                       encoder=encoder if encoder is not None else "all-MiniLM-L6-v2", **kw)
+        drop = [c for c in (label_column,) if c is not None]
+        feats = frame[list(feature_columns)] if feature_columns else frame.drop(columns=drop)
+        return cls(TableItems(feats), classes, y_true=y_true, store=store, encoder=encoder, **kw)
+
+    @classmethod
+    def open(cls, source: str | os.PathLike, *, classes=None, store=None, label_column: str | None = None,
+             text_column: str | None = None, **kw) -> "Session":
+        """Open "digits", an .npz (X, y), an MNIST idx folder, a CSV/Parquet file or an image folder."""
+        if str(source) == "digits":
+            return cls.demo(store=store, **kw)
+        p = Path(source).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"data {str(p)!r} does not exist; give 'digits', an .npz, a CSV/Parquet "
+                                    "file, an MNIST folder or an image folder")
+        if p.is_dir() and loaders.is_mnist_folder(p):
+            images, y = loaders.load_mnist(p)
+            return cls.from_images(images, classes or [str(i) for i in range(10)], y_true=y, store=store, **kw)
+        if p.is_dir():
+            images, y, found, _ = loaders.load_image_folder(p)
+            if classes is None and found is None:
+                raise ValueError(f"{str(p)!r} has no class sub-folders; pass classes=[...]")
+            return cls.from_images(images, classes or found, y_true=y if classes is None else None,
+                                   store=store, **kw)
+        suffix = p.suffix.lower()
+        if suffix == ".npz":
+            X, y = loaders.load_npz(p)
+            if classes is None:
+                if y is None:
+                    raise ValueError(f"{str(p)!r} has no y; pass classes=[...]")
+                values = np.unique(y)
+                classes = [str(v.item() if hasattr(v, "item") else v) for v in values]
+                y = np.searchsorted(values, y)
+            return cls.from_embeddings(X, classes, y_true=y, store=store, **kw)
+        if suffix in (".csv", ".tsv", ".parquet", ".pq"):
+            frame = loaders.load_table(p)
+            if label_column is None and "label" in frame.columns:
+                label_column = "label"
+            if text_column is None and "text" in frame.columns:
+                text_column = "text"
+            return cls.from_table(frame, classes, label_column=label_column, text_column=text_column,
+                                  store=store, **kw)
+        raise ValueError(f"don't know how to open {str(p)!r}; use .npz, .csv, .parquet, an MNIST folder "
+                         "or a folder of images")
+
+    def _check_y(self, y, n: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise ValueError(f"y_true must have shape ({n},) like the items, got {y.shape}")
+        if y.dtype.kind in "iu":
+            if ((y < -1) | (y >= len(self.classes))).any():
+                raise ValueError(f"y_true has class indices outside 0..{len(self.classes) - 1} (-1 = unknown)")
+            return y.astype(np.int64)
+        return to_class_indices(list(y), self.classes, n, name="y_true")
+
+    # -- arrays --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """(N, d) float32 embeddings, computed once by the encoder and cached on disk."""
+        with self._lock:
+            if self._embeddings is None:
+                enc = self.encoder
+                if enc.key is None:
+                    X = enc.encode(self.items)
+                else:
+                    X = self.cache.get_or_compute(f"emb-{enc.key}", lambda: enc.encode(self.items))
+                self._embeddings = check_embeddings(X, len(self), name="encoder output")
+            return self._embeddings
+
+    @property
+    def has_embeddings(self) -> bool:
+        return self._embeddings is not None or self.encoder is not None
+
+    def _embedding_key(self) -> str:
+        if self._emb_key is None:
+            key = getattr(self.encoder, "key", None)
+            self._emb_key = key or content_hash(self.embeddings)[:16]
+        return self._emb_key
+
+    @property
+    def index(self):
+        """The FAISS NeighborIndex over the embeddings; saved beside them and reopened, not rebuilt."""
+        from .neighbors import NeighborIndex
+
+        with self._lock:
+            if self._index is None:
+                X = self.embeddings
+                path = self.cache_dir / f"index-{self._embedding_key()}-{self.metric}.faiss"
+                try:
+                    self._index = NeighborIndex.load(path, X)
+                except (FileNotFoundError, ValueError, RuntimeError):
+                    self._index = NeighborIndex(metric=self.metric).fit(X)
+                    try:
+                        self._index.save(path)
+                    except OSError as e:  # a read-only cache must not stop the session
+                        log.warning("could not save the index to %s: %s", path, e)
+            return self._index
+
+    def neighbors(self, ids_or_vectors, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours of item ids (the item itself excluded) or of query vectors."""
+        arr = np.asarray(ids_or_vectors)
+        if arr.dtype.kind == "f" and arr.ndim >= 1 and (arr.ndim == 2 or arr.shape[0] == self.embeddings.shape[1]):
+            return self.index.search(arr, k)
+        ids = check_ids(ids_or_vectors, len(self))
+        return self.index.search_ids(ids, k)
+
+    @property
+    def map(self) -> np.ndarray:
+        """(N, 2) UMAP projection built from the FAISS kNN graph; computed once, cached on disk."""
+        with self._lock:
+            if self._map is None:
+                k = min(self.map_neighbors, len(self) - 1)
+                key = f"map-{self._embedding_key()}-{self.metric}-k{k}"
+                self._map = self.cache.get_or_compute(key, lambda: self._compute_map(k)).astype(np.float32)
+            return self._map
+
+    def _compute_map(self, k: int) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        from .mapping import small_map, umap_from_knn
+
+        if len(self) < 16:
+            return small_map(self.embeddings)
+        with tqdm(total=2, desc="map", leave=False, disable=len(self) < 5000) as bar:
+            ids, dist = self.index.knn_graph(k + 1)
+            bar.update(1)
+            emb = umap_from_knn(self.embeddings, ids, dist, seed=0 if len(self) <= 20_000 else None)
+            bar.update(1)
+        return emb
+
+    # -- labels --------------------------------------------------------------------------------
+    def label(self, ids, labels, annotator: str | None = None, source: str = "human") -> int:
+        """Record labels for items (class names or indices); committed to disk before this returns."""
+        if source == "propagated":
+            raise ValueError("use set_propagated(...) for model labels; label() is for people")
+        ids = check_ids(ids, len(self))
+        if len(ids) == 0:
+            return 0
+        idx = to_class_indices(labels, self.classes, len(ids))
+        names = [self.classes[i] for i in idx]
+        annotator = annotator if annotator is not None else self.annotator
+        if annotator is not None and not isinstance(annotator, str):
+            raise TypeError(f"annotator must be a string, got {type(annotator).__name__}")
+        batch = self.store.append(ids, names, annotator=annotator, source=source)
+        self.emit("labels", ids=ids.tolist(), labels=names, source=source, annotator=annotator)
+        return batch
+
+    def undo(self, annotator: str | None = None) -> pd.DataFrame | None:
+        """Retract the latest human label batch (of `annotator`, if given); returns what was undone."""
+        undone = self.store.undo(annotator=annotator)
+        if undone.empty:
+            return None
+        self.emit("labels", ids=undone["id"].tolist(), labels=[None] * len(undone), source="undo",
+                  annotator=annotator)
+        return undone
+
+    def labeled(self, sources: Sequence[str] = HUMAN) -> pd.DataFrame:
+        """Current label per labeled item: DataFrame id, label, annotator, source, ts."""
+        return self.store.current(sources)[["id", "label", "annotator", "source", "ts"]]
+
+    def label_vector(self, sources: Sequence[str] = HUMAN) -> np.ndarray:
+        """(N,) int64: the class index of each item's current label, -1 where unlabeled."""
+        cur = self.store.current(sources)
+        out = np.full(len(self), -1, dtype=np.int64)
+        if len(cur):
+            lookup = {c: i for i, c in enumerate(self.classes)}
+            out[cur["id"].to_numpy()] = cur["label"].map(lookup).fillna(-1).astype(np.int64).to_numpy()
+        return out
+
+    def set_propagated(self, ids, labels, confidence, model_version: str | None = None) -> int:
+        """Write model-propagated labels in bulk (source="propagated"), with confidences in [0, 1]."""
+        ids = check_ids(ids, len(self))
+        idx = to_class_indices(labels, self.classes, len(ids))
+        conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+        if conf.shape != ids.shape:
+            raise ValueError(f"confidence has {conf.size} values but there are {len(ids)} ids")
+        if not np.isfinite(conf).all() or (conf < 0).any() or (conf > 1).any():
+            raise ValueError("confidence values must be finite and within [0, 1]")
+        batch = self.store.append(ids, [self.classes[i] for i in idx], source="propagated",
+                                  confidence=conf, model_version=model_version)
+        self.emit("labels", ids=ids.tolist(), labels=[self.classes[i] for i in idx], source="propagated",
+                  annotator=None)
+        return batch
+
+    def propagated(self) -> pd.DataFrame:
+        """Latest propagated label per item: DataFrame id, label, confidence, model_version."""
+        return self.store.current(("propagated",))[["id", "label", "confidence", "model_version"]]
+
+    def current_labels(self) -> pd.DataFrame:
+        """Every item's label with human/review/import labels taking precedence over propagated ones."""
+        human = self.store.current(HUMAN)
+        prop = self.store.current(("propagated",))
+        prop = prop[~prop["id"].isin(human["id"])]
+        return pd.concat([human, prop], ignore_index=True).sort_values("id", ignore_index=True)
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write current labels (human, review, import and propagated) to CSV or Parquet by suffix."""
+        path = Path(path)
+        df = self.current_labels()
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df.to_parquet(path, index=False)
+        elif path.suffix.lower() == ".csv":
+            df.to_csv(path, index=False)
+        else:
+            raise ValueError(f"export to .csv or .parquet, not {path.suffix!r}")
+        return path
+
+    def import_labels(self, y=None, annotator: str = "import") -> int:
+        """Write known labels (y_true by default; -1 = unknown) into the store as source="import"."""
+        y = self.y_true if y is None else self._check_y(y, len(self))
+        if y is None:
+            raise ValueError("no labels to import: this session has no y_true; pass y=")
+        ids = np.where(y >= 0)[0]
+        return self.label(ids, y[ids], annotator=annotator, source="import") if len(ids) else 0
+
+    # -- events and models ---------------------------------------------------------------------
+    def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Subscribe callback(**payload) to an event ("labels" or "model"); returns the callback."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self._handlers[event].append(callback)
+        return callback
+
+    def off(self, event: str, callback: Callable[..., Any]) -> None:
+        if callback in self._handlers.get(event, []):
+            self._handlers[event].remove(callback)
+
+    def emit(self, event: str, **payload: Any) -> None:
+        """Call every subscriber; a failing subscriber is logged and never undoes what was stored."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
+        for cb in list(self._handlers.get(event, [])):
+            try:
+                cb(**payload)
+            except Exception:  # a broken view must not break labeling
+                log.exception("handler %r for event %r failed", cb, event)
+
+    def set_model(self, name: str, model: Any) -> None:
+        """Keep a model under `name` and tell subscribers ("model" event)."""
+        self.models[name] = model
+        self.emit("model", name=name, model=model)
+
+    def __repr__(self) -> str:
+        n_lab = int((self.label_vector() >= 0).sum())
+        return (f"Session({len(self)} {self.items.kind} items, {len(self.classes)} classes, {n_lab} labeled, "
+                f"store={str(self.store.path)!r})")
