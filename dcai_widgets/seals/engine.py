@@ -1,0 +1,350 @@
+"""SEALS: active learning and rare-concept search that scores only the neighbours of the labeled set.
+
+Coleman et al., "Similarity Search for Efficient Active Learning and Search of Rare Concepts" (AAAI
+2022): instead of scoring every unlabeled item each round, score the candidate pool, the union of the
+k nearest neighbours (FAISS) of the labeled items, grown incrementally as labels arrive.  With
+``full_scan=True`` the same strategy, estimator and seed score every unlabeled item, for comparison.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+
+from .pool import CandidatePool, search_neighbors
+from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
+
+__all__ = ["Seals", "default_estimator"]
+
+_NEEDS_TARGET = {"most_likely_positive", "mlp"}
+REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_scored", "fraction_scored", "positives_found",
+                  "n_searched", "search_s", "train_s", "score_s", "select_s"]
+
+
+def default_estimator() -> LogisticRegression:
+    """Logistic regression with balanced class weights: fast, calibrated enough, robust to rare classes."""
+    return LogisticRegression(class_weight="balanced", max_iter=1000)
+
+
+class Seals:
+    """SEALS candidate selection over a Session (or plain arrays via :meth:`from_arrays`).
+
+    Parameters follow scikit-learn: ``fit`` returns self, learned state ends in ``_``.  ``strategy`` is
+    a name (entropy, margin, least_confidence, random, most_likely_positive, information_density,
+    kcenter), an object with ``query(X, y, clf, n)`` or a modAL-style function.  ``target`` (a class
+    name or index) switches to one-vs-rest search for that concept.  ``batch`` is how many ids
+    ``candidates()`` returns when no n is given.
+    """
+
+    def __init__(self, session: Any = None, k: int = 100, strategy: Any = "entropy", target: Any = None,
+                 estimator: Any = None, *, full_scan: bool = False, batch: int = 10,
+                 random_state: int | None = 0, strategy_params: dict | None = None):
+        self.session = session
+        self.k = k
+        self.strategy = strategy
+        self.target = target
+        self.estimator = estimator
+        self.full_scan = full_scan
+        self.batch = batch
+        self.random_state = random_state
+        self.strategy_params = strategy_params
+        self._X: np.ndarray | None = None
+        self._index: Any = None
+        self._classes: list[str] | None = None
+        self._validate()
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, X: np.ndarray, index: Any = None, classes: Sequence[str] | None = None,
+                    **params: Any) -> "Seals":
+        """SEALS over plain (N, d) vectors and an index with ``search(vectors, k)`` (built if None)."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"X must be a non-empty 2-D array (N, d); got shape {X.shape}")
+        if index is None:
+            from ..neighbors import NeighborIndex
+
+            index = NeighborIndex().fit(X)
+        self = cls.__new__(cls)
+        self.session = None
+        self._X, self._index = X, index
+        self._classes = [str(c) for c in classes] if classes is not None else None
+        for name, value in dict(k=100, strategy="entropy", target=None, estimator=None, full_scan=False,
+                                batch=10, random_state=0, strategy_params=None).items():
+            setattr(self, name, params.pop(name, value))
+        if params:
+            raise TypeError(f"unknown parameter(s) {sorted(params)}")
+        self._validate()
+        return self
+
+    @property
+    def X(self) -> np.ndarray:
+        """The (N, d) vectors searched and scored."""
+        return self._X if self._X is not None else self.session.embeddings
+
+    @property
+    def index(self) -> Any:
+        """The neighbour index (the Session's, or the one given to from_arrays)."""
+        return self._index if self._index is not None else self.session.index
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names, when known."""
+        if self._classes is not None:
+            return self._classes
+        return list(self.session.classes) if self.session is not None else None
+
+    def _n_items(self) -> int:
+        if self._X is not None:
+            return len(self._X)
+        return len(self.session)
+
+    def _validate(self) -> None:
+        params = dict(self.strategy_params or {})
+        key = self.strategy.strip().lower().replace("-", "_") if isinstance(self.strategy, str) else None
+        if key in ("random",) or key in ("information_density", "density"):
+            params.setdefault("random_state", self.random_state)
+        self.strategy_ = as_strategy(self.strategy, **params)
+        if key in _NEEDS_TARGET and self.target is None:
+            raise ValueError(f"strategy {self.strategy!r} searches for one class: pass target=<class name>")
+        if self.estimator is not None and not hasattr(self.estimator, "predict_proba"):
+            raise TypeError(f"estimator {type(self.estimator).__name__} has no predict_proba; "
+                            "use a probabilistic classifier such as LogisticRegression")
+        if int(self.batch) < 1:
+            raise ValueError(f"batch must be >= 1; got {self.batch}")
+        if self.session is None and self._X is None:
+            raise TypeError("Seals needs a Session (Seals(session, ...)) or arrays (Seals.from_arrays(X, ...))")
+        n = self._n_items()
+        if not 1 <= int(self.k) < n:
+            raise ValueError(f"k={self.k} neighbours asked but there are only {n} items; choose 1 <= k <= {n - 1}")
+        self.target_ = self._resolve_target(self.target)
+        if self.target_ is not None and isinstance(self.strategy_, MostLikelyPositive):
+            self.strategy_.positive = 1
+
+    def _resolve_target(self, target: Any) -> int | None:
+        if target is None:
+            return None
+        classes = self.classes
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            if classes is not None and not 0 <= int(target) < len(classes):
+                raise ValueError(f"target class index {target} is out of range; classes are {classes}")
+            return int(target)
+        if classes is None:
+            raise ValueError(f"target {target!r} is a name but no class names are known; pass classes= or "
+                             "an integer class index")
+        if str(target) not in classes:
+            raise ValueError(f"unknown target class {target!r}; choose one of {classes}")
+        return classes.index(str(target))
+
+    # -- fitting -----------------------------------------------------------------------------------
+    def _label_vector(self, y: Any) -> np.ndarray:
+        n = self._n_items()
+        if y is None:
+            if self.session is None:
+                raise TypeError("fit(y) needs the label vector (N,) with -1 for unlabeled when built from arrays")
+            y = self.session.label_vector()
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise ValueError(f"label vector must have shape ({n},) with -1 for unlabeled; got {y.shape}")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"label vector must hold integer class indices (-1 = unlabeled); got dtype {y.dtype}")
+        return y.astype(np.int64)
+
+    def fit(self, y: np.ndarray | None = None) -> "Seals":
+        """Grow the pool with the newly labeled items, retrain the estimator and rank the pool."""
+        y = self._label_vector(y)
+        labeled = np.flatnonzero(y != MISSING)
+        if len(labeled) == 0:
+            raise ValueError("no labeled items yet: label at least one seed item (e.g. one found by search) "
+                             "so SEALS can search its neighbours")
+        cname = (lambda t: self.classes[t] if self.classes and t < len(self.classes) else str(t))
+        if self.target_ is not None:
+            yfit = (y[labeled] == self.target_).astype(np.int64)
+            if yfit.sum() == 0:
+                raise ValueError(f"no positive of target {cname(self.target_)!r} labeled yet: label at least one "
+                                 "seed example of it (search for one, or pick one on the map) before fitting")
+            if yfit.sum() == len(yfit):
+                raise ValueError(f"every labeled item is {cname(self.target_)!r}: label at least one negative "
+                                 "(an item of another class) before fitting")
+        else:
+            yfit = y[labeled]
+            if len(np.unique(yfit)) < 2:
+                raise ValueError(f"only one class ({cname(int(yfit[0]))!r}) is labeled: label at least one item "
+                                 "of another class before fitting")
+        X = self.X
+        n = len(y)
+        rnd = len(getattr(self, "rounds_", []))
+
+        # 1. search: only the newly labeled items (SEALS); nothing for a full scan
+        t0 = time.perf_counter()
+        if not self.full_scan:
+            if not hasattr(self, "pool_"):
+                self.pool_ = CandidatePool(X, self.index, k=int(self.k))
+            self.pool_.update(labeled)
+            cand = self.pool_.ids()
+            n_searched = self.pool_.n_searched_last_
+        else:
+            cand = np.flatnonzero(y == MISSING)
+            n_searched = 0
+        t1 = time.perf_counter()
+        if len(cand) == 0 and (y == MISSING).any():
+            raise ValueError(f"the candidate pool is empty: all k={self.k} neighbours of the {len(labeled)} labeled "
+                             "items are labeled already; increase k, or use full_scan=True")
+
+        # 2. train on the labeled items
+        est = clone(self.estimator) if self.estimator is not None else default_estimator()
+        est.fit(X[labeled], yfit)
+        t2 = time.perf_counter()
+
+        # 3. score the candidates (labeled rows ride along for strategies that need them)
+        if self.full_scan:
+            Xr, yr = X, np.full(n, MISSING, dtype=np.int64)
+            yr[labeled] = yfit
+            row_ids = None
+        else:
+            row_ids = np.concatenate([labeled, cand])
+            Xr = X[row_ids]
+            yr = np.concatenate([yfit, np.full(len(cand), MISSING, dtype=np.int64)])
+        m = max(int(self.batch), 1)
+        if isinstance(self.strategy_, ScoreStrategy):
+            scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
+            order = _top(scores, m)
+            self.scores_ = scores
+            ranking = cand[order]
+        else:
+            rows = np.asarray(self.strategy_.query(Xr, yr, est, m), dtype=np.int64)
+            ranking = rows if row_ids is None else row_ids[rows]
+            self.scores_ = None
+        t3 = time.perf_counter()
+
+        self.estimator_ = est
+        self.candidates_pool_ = cand
+        self.ranking_ = ranking
+        self._y = y
+        self._Xr, self._yr, self._row_ids = Xr, yr, row_ids
+        ever = self.pool_.fraction_scored if not self.full_scan else float((y == MISSING).mean())
+        if self.full_scan:
+            self.ever_full_ = max(getattr(self, "ever_full_", 0.0), ever)
+            ever = self.ever_full_
+        pos = int((y[labeled] == self.target_).sum()) if self.target_ is not None else None
+        self.rounds_ = getattr(self, "rounds_", []) + [dict(
+            round=rnd, n_labeled=len(labeled), pool_size=len(cand), n_scored=len(cand), fraction_scored=ever,
+            positives_found=pos, n_searched=n_searched, search_s=t1 - t0, train_s=t2 - t1, score_s=t3 - t2,
+            select_s=(t1 - t0) + (t3 - t2))]
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "ranking_"):
+            raise RuntimeError("Seals is not fitted yet; call fit() first")
+
+    # -- results -----------------------------------------------------------------------------------
+    def candidates(self, n: int | None = None) -> list[int]:
+        """The ``n`` (default ``batch``) unlabeled ids to ask next, best first."""
+        self._check_fitted()
+        n = int(self.batch if n is None else n)
+        if n < 0:
+            raise ValueError(f"n must be >= 0; got {n}")
+        if n <= len(self.ranking_) or len(self.ranking_) == len(self.candidates_pool_):
+            return [int(i) for i in self.ranking_[:n]]
+        if self.scores_ is not None:
+            return [int(i) for i in self.candidates_pool_[_top(self.scores_, n)]]
+        rows = np.asarray(self.strategy_.query(self._Xr, self._yr, self.estimator_, n), dtype=np.int64)
+        return [int(i) for i in (rows if self._row_ids is None else self._row_ids[rows])]
+
+    @property
+    def pool_size(self) -> int:
+        """Items in the current candidate pool (all unlabeled items for a full scan)."""
+        self._check_fitted()
+        return len(self.candidates_pool_)
+
+    @property
+    def pool_fraction(self) -> float:
+        """Fraction of all items ever scored (ever in the pool)."""
+        self._check_fitted()
+        return float(self.rounds_[-1]["fraction_scored"])
+
+    def report(self) -> pd.DataFrame:
+        """One row per fit: pool size, fraction ever scored, positives found, seconds per phase."""
+        return pd.DataFrame(getattr(self, "rounds_", []), columns=REPORT_COLUMNS)
+
+    def scores(self) -> pd.DataFrame:
+        """Every candidate, best first, with its rank and strategy score (NaN for strategies without scores)."""
+        self._check_fitted()
+        if self.scores_ is None:
+            ids = np.asarray(self.candidates(len(self.candidates_pool_)), dtype=np.int64)
+            score = np.full(len(ids), np.nan)
+        else:
+            order = np.argsort(-self.scores_, kind="stable")
+            ids, score = self.candidates_pool_[order], self.scores_[order]
+        return pd.DataFrame({"id": ids, "rank": np.arange(len(ids)), "score": score})
+
+    def proba(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Predicted probability of the target (search mode) or of every class, for these ids."""
+        self._check_fitted()
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self._n_items()):
+            raise ValueError(f"ids must lie in 0..{self._n_items() - 1}")
+        p = self.estimator_.predict_proba(self.X[ids])
+        if self.target_ is not None:
+            return p[:, list(self.estimator_.classes_).index(1)]
+        return p
+
+    def similar(self, ids: Sequence[int] | None = None, vectors: np.ndarray | None = None, k: int = 10,
+                exclude: Sequence[int] | None = None) -> pd.DataFrame:
+        """"More like these": neighbours of items (by id) or query vectors, merged, nearest first.
+
+        Returns id, distance (index metric), similarity (cosine to the nearest query) and query (the
+        query item, or -1-based position of the query vector).  The query items themselves are left out.
+        """
+        if (ids is None) == (vectors is None):
+            raise TypeError("pass exactly one of ids= or vectors=")
+        n = self._n_items()
+        X = self.X
+        if ids is not None:
+            qids = np.asarray(ids, dtype=np.int64).reshape(-1)
+            if qids.size == 0:
+                raise ValueError("no ids given: select at least one item")
+            if qids.min() < 0 or qids.max() >= n:
+                raise ValueError(f"ids must lie in 0..{n - 1}")
+            Q = np.asarray(X[qids], dtype=np.float32)
+        else:
+            Q = np.asarray(vectors, dtype=np.float32)
+            if Q.ndim == 1:
+                Q = Q[None, :]
+            qids = -1 - np.arange(len(Q))
+        k = int(k)
+        if not 1 <= k < n:
+            raise ValueError(f"k={k} neighbours asked but there are only {n} items; choose 1 <= k <= {n - 1}")
+        skip = set(int(i) for i in qids if i >= 0) | set(int(i) for i in (exclude or []))
+        kk = min(n, k + len(skip))
+        nbr, dist = search_neighbors(self.index, Q, kk, X.shape[1])
+        best: dict[int, tuple[float, int]] = {}
+        for qi, row, drow in zip(qids, nbr, dist):
+            for j, d in zip(row, drow):
+                j = int(j)
+                if j < 0 or j in skip:
+                    continue
+                if j not in best or d < best[j][0]:
+                    best[j] = (float(d), int(qi))
+        items = sorted(best.items(), key=lambda t: (t[1][0], t[0]))[:k]
+        out = pd.DataFrame({"id": [i for i, _ in items], "distance": [v[0] for _, v in items],
+                            "query": [v[1] for _, v in items]})
+        if len(out):
+            V = np.asarray(X[out["id"].to_numpy()], dtype=np.float32)
+            qrow = {int(q): r for r, q in enumerate(qids)}
+            Qm = Q[[qrow[int(q)] for q in out["query"]]]
+            num = np.einsum("ij,ij->i", V, Qm)
+            den = np.linalg.norm(V, axis=1) * np.linalg.norm(Qm, axis=1)
+            out["similarity"] = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0).astype(np.float32)
+        else:
+            out["similarity"] = np.zeros(0, np.float32)
+        return out[["id", "similarity", "distance", "query"]]
+
+    def __repr__(self) -> str:
+        mode = "full scan" if self.full_scan else f"k={self.k}"
+        tgt = f", target={self.target!r}" if self.target is not None else ""
+        return f"Seals({mode}, strategy={self.strategy_!r}{tgt})"

@@ -1,0 +1,115 @@
+"""SEALS candidate pool: the union of the k nearest neighbours of every labeled item, minus the labeled.
+
+Kept incrementally: each update searches only the items labeled since the last one, and a per-item
+cover count lets a retracted label (undo) shrink the pool exactly as recomputing from scratch would.
+Memory is O(N) (a cover count and an ever-scored flag per item) plus k ids per labeled item.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = ["CandidatePool", "search_neighbors"]
+
+
+def search_neighbors(index: Any, vectors: np.ndarray, k: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` with its input checked: 2-D float32 of the index's dimension, ``k >= 1``."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2:
+        raise ValueError(f"query vectors must be 1-D or 2-D; got shape {v.shape}")
+    if dim is not None and v.shape[1] != dim:
+        raise ValueError(f"query vectors have dimension {v.shape[1]} but the index holds dimension {dim}; "
+                         "encode the query with the same encoder as the items")
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    ids, dists = index.search(np.ascontiguousarray(v), int(k))
+    return np.asarray(ids, dtype=np.int64), np.asarray(dists, dtype=np.float32)
+
+
+class CandidatePool:
+    """Union of the k nearest neighbours of the labeled items, minus the labeled ones.
+
+    ``index`` is anything with ``search(vectors (m, d), k) -> (ids (m, k), dists (m, k))`` (a
+    ``NeighborIndex`` or a raw FAISS index); ``X`` the (N, d) vectors it holds.
+    """
+
+    def __init__(self, X: np.ndarray, index: Any, k: int = 100, batch: int = 4096):
+        if not hasattr(index, "search"):
+            raise TypeError(f"index must have search(vectors, k); got {type(index).__name__}")
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (N, d); got shape {X.shape}")
+        n = X.shape[0]
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1; got {k}")
+        if k >= n:
+            raise ValueError(f"k={k} neighbours asked but there are only {n} items (each has at most "
+                             f"{n - 1} others); choose k <= {n - 1}")
+        self.X = X
+        self.index = index
+        self.k = k
+        self.batch = batch
+        self.n = n
+        self.cover_ = np.zeros(n, dtype=np.int32)        # how many searched items list each item as a neighbour
+        self.ever_ = np.zeros(n, dtype=bool)             # ever in the pool (ever scored)
+        self.neighbors_: dict[int, np.ndarray] = {}      # searched item -> its k neighbour ids
+        self.labeled_ = np.zeros(n, dtype=bool)
+        self.n_searched_last_ = 0
+
+    # -- updates ----------------------------------------------------------------------------------
+    def update(self, labeled_ids: Iterable[int]) -> "CandidatePool":
+        """Make the pool match this labeled set: search the newly labeled, drop the unlabeled."""
+        ids = np.unique(np.asarray(list(labeled_ids) if not isinstance(labeled_ids, np.ndarray)
+                                   else labeled_ids, dtype=np.int64))
+        if ids.size and (ids[0] < 0 or ids[-1] >= self.n):
+            raise ValueError(f"labeled ids must lie in 0..{self.n - 1}; got {ids[0]}..{ids[-1]}")
+        new_mask = np.zeros(self.n, dtype=bool)
+        new_mask[ids] = True
+        gone = [i for i in self.neighbors_ if not new_mask[i]]
+        for i in gone:
+            self.cover_[self.neighbors_.pop(i)] -= 1
+        fresh = ids[~np.isin(ids, np.fromiter(self.neighbors_.keys(), dtype=np.int64, count=len(self.neighbors_)))]
+        for s in range(0, len(fresh), self.batch):
+            chunk = fresh[s:s + self.batch]
+            nbr, _ = search_neighbors(self.index, self.X[chunk], self.k + 1, self.X.shape[1])
+            for i, row in zip(chunk, nbr):
+                row = row[(row >= 0) & (row != i)][: self.k]
+                self.neighbors_[int(i)] = row
+                self.cover_[row] += 1
+        self.n_searched_last_ = len(fresh)
+        self.labeled_ = new_mask
+        self.ever_ |= self.mask()
+        return self
+
+    # -- views ------------------------------------------------------------------------------------
+    def mask(self) -> np.ndarray:
+        """Boolean (N,) membership of the current pool."""
+        return (self.cover_ > 0) & ~self.labeled_
+
+    def ids(self) -> np.ndarray:
+        """Sorted ids of the current pool."""
+        return np.flatnonzero(self.mask())
+
+    def __len__(self) -> int:
+        return int(self.mask().sum())
+
+    @property
+    def fraction_scored(self) -> float:
+        """Fraction of all N items that were ever in the pool."""
+        return float(self.ever_.mean()) if self.n else 0.0
+
+    @staticmethod
+    def from_scratch(X: np.ndarray, index: Any, labeled_ids: Iterable[int], k: int = 100) -> np.ndarray:
+        """The pool recomputed in one go (reference for tests): union of kNN of labeled, minus labeled."""
+        ids = np.unique(np.asarray(list(labeled_ids), dtype=np.int64))
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        nbr, _ = search_neighbors(index, np.asarray(X)[ids], k + 1, np.asarray(X).shape[1])
+        keep = []
+        for i, row in zip(ids, nbr):
+            keep.append(row[(row >= 0) & (row != i)][:k])
+        return np.setdiff1d(np.unique(np.concatenate(keep)), ids)

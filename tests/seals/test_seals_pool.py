@@ -1,0 +1,79 @@
+"""Candidate pool: union of kNN of the labeled minus the labeled, kept incrementally."""
+import numpy as np
+import pytest
+
+from dcai_widgets.neighbors import NeighborIndex
+from dcai_widgets.seals import CandidatePool
+
+
+class CountingIndex:
+    """Wraps an index and records how many query vectors each search got."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.queries = []
+
+    def search(self, v, k):
+        self.queries.append(len(v))
+        return self.inner.search(v, k)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 8)).astype(np.float32)
+    return X, NeighborIndex(kind="flat").fit(X)
+
+
+def brute_knn(X, i, k):
+    d = ((X - X[i]) ** 2).sum(1)
+    d[i] = np.inf
+    return set(np.argsort(d, kind="stable")[:k].tolist())
+
+
+def test_pool_is_union_of_knn_minus_labeled(data):
+    X, index = data
+    labeled = [0, 5, 17, 200]
+    pool = CandidatePool(X, index, k=7).update(labeled)
+    expect = set().union(*(brute_knn(X, i, 7) for i in labeled)) - set(labeled)
+    assert set(pool.ids().tolist()) == expect
+    assert len(pool) == len(expect)
+    assert pool.fraction_scored == pytest.approx(len(expect) / len(X))
+
+
+def test_incremental_equals_from_scratch_and_searches_only_new(data):
+    X, index = data
+    counting = CountingIndex(index)
+    pool = CandidatePool(X, counting, k=10)
+    rng = np.random.default_rng(0)
+    labeled: list[int] = []
+    for _ in range(6):
+        new = [int(i) for i in rng.choice(len(X), 15, replace=False) if i not in labeled][:10]
+        labeled += new
+        pool.update(labeled)
+        assert counting.queries[-1] == len(set(new))
+        assert pool.n_searched_last_ == len(set(new))
+        scratch = CandidatePool.from_scratch(X, index, labeled, k=10)
+        np.testing.assert_array_equal(pool.ids(), scratch)
+    # no new labels: no search at all
+    n_calls = len(counting.queries)
+    pool.update(labeled)
+    assert len(counting.queries) == n_calls and pool.n_searched_last_ == 0
+    # a retracted label (undo) shrinks the pool exactly as recomputing would
+    labeled = labeled[:-5]
+    pool.update(labeled)
+    np.testing.assert_array_equal(pool.ids(), CandidatePool.from_scratch(X, index, labeled, k=10))
+    # items once in the pool still count as scored
+    assert pool.ever_.sum() >= len(pool)
+
+
+def test_pool_bad_input(data):
+    X, index = data
+    with pytest.raises(ValueError, match="k=400"):
+        CandidatePool(X, index, k=400)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        CandidatePool(X, index, k=0)
+    with pytest.raises(TypeError, match="search"):
+        CandidatePool(X, object(), k=3)
+    with pytest.raises(ValueError, match="0..399"):
+        CandidatePool(X, index, k=3).update([5, 400])
