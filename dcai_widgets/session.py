@@ -128,7 +128,8 @@ class Session:
             bad = sorted(set(raw[known].astype(str)) - set(classes))
             if bad:
                 raise ValueError(f"label column {label_column!r} has values {bad[:5]} not among classes {classes}")
-            y_true = np.where(known, raw.astype(str).map({c: i for i, c in enumerate(classes)}).fillna(-1), -1)
+            codes = raw.astype(str).map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(np.int64)
+            y_true = np.where(known, codes, -1).astype(np.int64)
         if text_column is not None:
             texts = frame[text_column]
             if texts.isna().any():

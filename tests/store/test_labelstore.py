@@ -1,0 +1,108 @@
+import json
+import multiprocessing as mp
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from dcai_widgets.store import LabelStore, StoreMismatchError
+
+
+def test_append_is_persisted_and_current_is_latest(tmp_path):
+    path = tmp_path / "l.db"
+    s = LabelStore(path)
+    s.append([1, 2], ["a", "b"], annotator="ada")
+    s.append([1], ["c"], annotator="bob")
+    # a second, independent connection sees the committed rows immediately
+    rows = sqlite3.connect(path).execute("SELECT item, label FROM events ORDER BY seq").fetchall()
+    assert rows == [(1, "a"), (2, "b"), (1, "c")]
+    cur = s.current()
+    assert cur.set_index("id")["label"].to_dict() == {1: "c", 2: "b"}
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_undo_appends_a_retraction_and_restores_previous_label(tmp_path):
+    s = LabelStore(tmp_path / "l.db")
+    s.append([1], ["a"], annotator="ada")
+    s.append([1, 2, 3], ["b", "b", "b"], annotator="ada")  # one bulk action
+    n_before = len(s)
+    undone = s.undo("ada")
+    assert sorted(undone["id"]) == [1, 2, 3]  # the whole batch is undone at once
+    assert len(s) == n_before + 3  # nothing deleted: three retraction events appended
+    assert s.current().set_index("id")["label"].to_dict() == {1: "a"}
+    s.undo("ada")
+    assert s.current().empty
+    assert s.undo("ada").empty  # nothing left to undo is not an error
+    all_events = s.events(include_retracted=True)
+    assert all_events["retracts"].notna().sum() == 4
+
+
+def test_undo_only_touches_that_annotator(tmp_path):
+    s = LabelStore(tmp_path / "l.db")
+    s.append([1], ["a"], annotator="ada")
+    s.append([2], ["b"], annotator="bob")
+    s.undo("ada")
+    assert s.current()["id"].tolist() == [2]
+
+
+def test_agreement_and_progress(tmp_path):
+    s = LabelStore(tmp_path / "l.db")
+    s.append([1, 2], ["a", "a"], annotator="ada")
+    s.append([1, 2], ["a", "b"], annotator="bob")
+    s.append([1], ["a"], annotator="cy")
+    ag = s.agreement().set_index("id")
+    assert ag.loc[1, "n_annotators"] == 3 and ag.loc[1, "agreement"] == 1.0
+    assert ag.loc[2, "agreement"] == 0.5
+    prog = s.progress().set_index("annotator")["items"].to_dict()
+    assert prog == {"ada": 2, "bob": 2, "cy": 1}
+
+
+def test_bind_refuses_a_store_of_another_dataset_and_keeps_its_labels(tmp_path):
+    s = LabelStore(tmp_path / "l.db")
+    s.bind("aaaa", 10, ["x", "y"])
+    s.append([1], ["x"])
+    with pytest.raises(StoreMismatchError, match="another dataset"):
+        LabelStore(tmp_path / "l.db").bind("bbbb", 10, ["x", "y"])
+    with pytest.raises(StoreMismatchError, match=r"\['x'\]"):
+        LabelStore(tmp_path / "l.db").bind("aaaa", 10, ["y", "z"])
+    reopened = LabelStore(tmp_path / "l.db")
+    assert reopened.current()["label"].tolist() == ["x"]
+    assert json.loads(reopened.meta()["classes"]) == ["x", "y"]
+
+
+def test_bad_paths_and_files(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        LabelStore(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        LabelStore(tmp_path / "nope" / "l.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ValueError, match="not a dcai-widgets label store"):
+        LabelStore(junk)
+    s = LabelStore(tmp_path / "ok.db")
+    with pytest.raises(ValueError, match="unknown source"):
+        s.append([1], ["a"], source="robot")
+    with pytest.raises(ValueError, match="one label per item"):
+        s.append([1, 2], ["a"])
+
+
+def _writer(path, worker, n):
+    s = LabelStore(path, timeout=1.0, retries=200)
+    for i in range(n):
+        s.append([worker * 1000 + i], [f"w{worker}"], annotator=f"w{worker}")
+
+
+def test_concurrent_processes_lose_no_write(tmp_path):
+    path = tmp_path / "shared.db"
+    LabelStore(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 150)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    ev = LabelStore(path).events()
+    assert len(ev) == 600
+    assert ev.groupby("annotator").size().to_dict() == {f"w{w}": 150 for w in range(4)}
+    assert isinstance(ev, pd.DataFrame)
