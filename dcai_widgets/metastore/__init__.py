@@ -1,0 +1,8 @@
+"""MetaStore engine: per-sample gradient factors, exact influence operators, mislabel analytics.
+
+Plain PyTorch/NumPy; never imports widgets. See ``store.MetaStore``.
+"""
+from .layers import LayerSpec, SubLayer, resolve_layers
+from .store import MetaStore, Recorder
+
+__all__ = ["MetaStore", "Recorder", "resolve_layers", "LayerSpec", "SubLayer"]

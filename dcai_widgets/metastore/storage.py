@@ -1,0 +1,284 @@
+"""Sharded on-disk arrays of per-sample factors (or full gradients), crash-safe, with an LRU shard cache.
+
+Layout under the store root::
+
+    meta.json                         model signature, layers, sample shape, dtype
+    checkpoints.json                  name -> lr, order, weights file
+    ckpt/<checkpoint>/weights.pt      the model weights the factors belong to
+    ckpt/<checkpoint>/<sublayer>/manifest.json   mode, shard list (file, ids, rows, bytes, crc32)
+    ckpt/<checkpoint>/<sublayer>/shard-000000.npz  ids, y, and x+g (factors) or full
+
+Every file is written to a temporary name and renamed atomically; a shard counts only once the manifest
+lists it with a matching size and CRC32, so a half-written shard (a crash mid-collection) is never read:
+its items are reported missing and the next ``collect`` recollects them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["atomic_write", "read_json", "LayerShards", "ShardCache", "choose_mode"]
+
+DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to ``path`` via a temp file + fsync + rename, so readers see all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """JSON content of ``path`` or ``default`` when absent."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text())
+
+
+def choose_mode(T: int, a: int, b: int) -> str:
+    """Cost model: store factors (T*(a+b) numbers) unless the full gradient (a*b numbers) is smaller."""
+    return "factors" if T * (a + b) <= a * b else "full"
+
+
+class ShardCache:
+    """LRU cache of loaded shards, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        self.max_bytes = int(max_bytes)
+        self._d: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str):
+        if key in self._d:
+            self._d.move_to_end(key)
+            self.hits += 1
+            return self._d[key]
+        self.misses += 1
+        return None
+
+    def put(self, key: str, value: dict[str, np.ndarray]) -> None:
+        size = sum(v.nbytes for v in value.values())
+        if size > self.max_bytes:
+            return
+        self._d[key] = value
+        self._sizes[key] = size
+        while sum(self._sizes.values()) > self.max_bytes:
+            old, _ = self._d.popitem(last=False)
+            self._sizes.pop(old)
+
+    def drop(self, prefix: str) -> None:
+        for k in [k for k in self._d if k.startswith(prefix)]:
+            self._d.pop(k)
+            self._sizes.pop(k)
+
+    def clear(self) -> None:
+        self._d.clear()
+        self._sizes.clear()
+
+
+class LayerShards:
+    """The shards of one (checkpoint, sub-layer): append rows, look up ids, iterate blocks."""
+
+    def __init__(self, root: Path, cache: ShardCache, dtype: str = "float32", shard_bytes: int = 64 << 20,
+                 storage: str = "auto"):
+        self.root = Path(root)
+        self.storage = storage
+        self.cache = cache
+        self.dtype = DTYPES[dtype]
+        self.shard_bytes = shard_bytes
+        self.manifest_path = self.root / "manifest.json"
+        self.manifest = read_json(self.manifest_path, {"mode": None, "T": None, "shards": []})
+        self._verify_files()
+        self._buf: list[dict[str, np.ndarray]] = []
+        self._buf_rows = 0
+        self._build_index()
+
+    # -- integrity ----------------------------------------------------------------------------
+    def _verify_files(self) -> None:
+        """Drop manifest entries whose file is missing or of the wrong size; delete orphans and temps."""
+        good, bad = [], []
+        for sh in self.manifest["shards"]:
+            p = self.root / sh["file"]
+            if p.exists() and p.stat().st_size == sh["bytes"]:
+                good.append(sh)
+            else:
+                bad.append(sh["file"])
+        listed = {sh["file"] for sh in good}
+        if self.root.exists():
+            for p in self.root.iterdir():
+                if p.name.startswith("shard-") and (p.name.endswith(".tmp") or p.name not in listed):
+                    bad.append(p.name)
+                    p.unlink()
+        if bad:
+            warnings.warn(f"MetaStore: {len(set(bad))} incomplete or unlisted shard(s) in {self.root} were "
+                          "discarded (crash during collection?); their items will be recollected", stacklevel=3)
+            self.manifest["shards"] = good
+            self._save_manifest()
+
+    def _save_manifest(self) -> None:
+        atomic_write(self.manifest_path, json.dumps(self.manifest).encode())
+
+    def _build_index(self) -> None:
+        ids, shard, row = [], [], []
+        for si, sh in enumerate(self.manifest["shards"]):
+            a = np.asarray(sh["ids"], dtype=np.int64)
+            ids.append(a)
+            shard.append(np.full(len(a), si, np.int64))
+            row.append(np.arange(len(a), dtype=np.int64))
+        if ids:
+            ids_a = np.concatenate(ids)
+            order = np.argsort(ids_a, kind="stable")
+            self._ids = ids_a[order]
+            self._shard = np.concatenate(shard)[order]
+            self._row = np.concatenate(row)[order]
+        else:
+            self._ids = np.zeros(0, np.int64)
+            self._shard = self._row = self._ids
+
+    # -- write --------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str | None:
+        return self.manifest["mode"]
+
+    def append(self, ids: np.ndarray, y: np.ndarray | None, xs: np.ndarray, gs: np.ndarray) -> None:
+        """Buffer a batch of factors (B,T,a), (B,T,b); stored as factors or full per the cost model."""
+        B, T, a = xs.shape
+        b = gs.shape[2]
+        if self.manifest["mode"] is None:
+            self.manifest["mode"] = choose_mode(T, a, b) if self.storage == "auto" else self.storage
+            self.manifest["T"] = int(T)
+            self.manifest["a"], self.manifest["b"] = int(a), int(b)
+        elif self.manifest["T"] != T:
+            raise ValueError(f"{self.root.name}: {T} positions per sample but earlier shards have "
+                             f"{self.manifest['T']}; all samples must share one input shape")
+        rec = {"ids": np.asarray(ids, np.int64)}
+        rec["y"] = (np.asarray(y, np.float64).reshape(B, -1)[:, 0] if y is not None and np.size(y) == B
+                    else np.full(B, np.nan))
+        if self.manifest["mode"] == "factors":
+            rec["x"] = xs.astype(self.dtype, copy=False)
+            rec["g"] = gs.astype(self.dtype, copy=False)
+        else:
+            rec["full"] = np.einsum("ntb,nta->nba", gs, xs).reshape(B, b * a).astype(self.dtype, copy=False)
+        self._buf.append(rec)
+        self._buf_rows += B
+        row_bytes = sum(v[0].nbytes for k, v in rec.items() if k not in ("ids", "y"))
+        if self._buf_rows * row_bytes >= self.shard_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered rows as one shard (atomic), then list it in the manifest (atomic)."""
+        if not self._buf:
+            return
+        rec = {k: np.concatenate([r[k] for r in self._buf]) for k in self._buf[0]}
+        self._buf, self._buf_rows = [], 0
+        n = len(self.manifest["shards"])
+        existing = {sh["file"] for sh in self.manifest["shards"]}
+        while f"shard-{n:06d}.npz" in existing:
+            n += 1
+        name = f"shard-{n:06d}.npz"
+        bio = io.BytesIO()
+        np.savez(bio, **rec)
+        data = bio.getvalue()
+        atomic_write(self.root / name, data)
+        self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": int(len(rec["ids"])),
+                                        "bytes": len(data), "crc32": zlib.crc32(data)})
+        self._save_manifest()
+        self._build_index()
+
+    # -- read ---------------------------------------------------------------------------------
+    @property
+    def ids(self) -> np.ndarray:
+        """Sorted ids stored here."""
+        return self._ids
+
+    def nbytes_on_disk(self) -> int:
+        return sum(sh["bytes"] for sh in self.manifest["shards"])
+
+    def load_shard(self, si: int) -> dict[str, np.ndarray]:
+        """One shard's arrays, checked against the manifest CRC (via the LRU cache)."""
+        sh = self.manifest["shards"][si]
+        key = f"{self.root}/{sh['file']}"
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        data = (self.root / sh["file"]).read_bytes()
+        if len(data) != sh["bytes"] or zlib.crc32(data) != sh["crc32"]:
+            self._discard([sh["file"]])
+            raise OSError(f"shard {self.root / sh['file']} was corrupt (size/CRC mismatch with its manifest) and "
+                          f"has been discarded without being read; its {sh['rows']} items are now missing: "
+                          "run collect() again for this checkpoint to recollect them")
+        with np.load(io.BytesIO(data)) as z:
+            arrays = {k: z[k] for k in z.files}
+        self.cache.put(key, arrays)
+        return arrays
+
+    def verify_all(self) -> list[str]:
+        """Check every shard's CRC; drop bad ones from the manifest (so they are recollected)."""
+        bad = []
+        for sh in list(self.manifest["shards"]):
+            p = self.root / sh["file"]
+            data = p.read_bytes() if p.exists() else b""
+            if len(data) != sh["bytes"] or zlib.crc32(data) != sh["crc32"]:
+                bad.append(sh["file"])
+        self._discard(bad)
+        return bad
+
+    def _discard(self, files: list[str]) -> None:
+        if not files:
+            return
+        self.manifest["shards"] = [s for s in self.manifest["shards"] if s["file"] not in files]
+        for f in files:
+            (self.root / f).unlink(missing_ok=True)
+        self._save_manifest()
+        self._build_index()
+        self.cache.drop(str(self.root))
+
+    def missing(self, ids: np.ndarray) -> np.ndarray:
+        """Those of ``ids`` not stored here."""
+        ids = np.asarray(ids, np.int64)
+        return ids[~np.isin(ids, self._ids)]
+
+    def blocks(self, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Yield (positions into ``ids``, arrays of those rows) shard by shard; all stored ids if None."""
+        if ids is None:
+            start = 0
+            for si, sh in enumerate(self.manifest["shards"]):
+                arr = self.load_shard(si)
+                n = sh["rows"]
+                yield np.arange(start, start + n), arr
+                start += n
+            return
+        ids = np.asarray(ids, np.int64)
+        loc = np.searchsorted(self._ids, ids)
+        loc = np.clip(loc, 0, max(len(self._ids) - 1, 0))
+        if len(self._ids) == 0 or not np.all(self._ids[loc] == ids):
+            raise KeyError("ids not stored")
+        shard, row = self._shard[loc], self._row[loc]
+        for si in np.unique(shard):
+            pos = np.nonzero(shard == si)[0]
+            arr = self.load_shard(int(si))
+            r = row[pos]
+            yield pos, {k: v[r] for k, v in arr.items()}
+
+    def all_ids_in_order(self) -> np.ndarray:
+        """Ids in shard order (matching ``blocks(None)`` positions)."""
+        if not self.manifest["shards"]:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.asarray(sh["ids"], np.int64) for sh in self.manifest["shards"]])

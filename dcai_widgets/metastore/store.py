@@ -1,0 +1,602 @@
+"""MetaStore: compact per-sample gradients and exact influence queries (Zhang, WPI 2023, Part III)."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import operators as ops
+from .collector import Collector, per_sample_loss, replay_factors
+from .layers import SubLayer, resolve_layers
+from .storage import DTYPES, LayerShards, ShardCache, atomic_write, read_json
+
+__all__ = ["MetaStore", "Recorder"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def model_signature(model: nn.Module) -> dict[str, list[int]]:
+    """Parameter names and shapes: what makes two models share a store."""
+    return {n: list(p.shape) for n, p in model.named_parameters()}
+
+
+def _sig_hash(sig: dict) -> str:
+    return hashlib.sha1(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weights_hash(state: dict[str, torch.Tensor]) -> str:
+    """Content hash of a state dict (to tell two checkpoints' weights apart)."""
+    h = hashlib.sha1()
+    for k in sorted(state):
+        v = state[k]
+        if torch.is_tensor(v):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _to_tensor(a: Any, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    t = a if torch.is_tensor(a) else torch.as_tensor(np.asarray(a))
+    if dtype is not None and t.is_floating_point():
+        t = t.to(dtype)
+    return t.to(device) if device is not None else t
+
+
+class MetaStore:
+    """Per-sample gradients of chosen layers stored as prefix/suffix factors, queried exactly.
+
+    Collect factors by model replay at a checkpoint (``collect``) or inside your own training loop
+    (``record``); then ask P2P/P2B/B2P/B2B inner products, summed over checkpoints with learning-rate
+    weights (TracIn-CP, Pruthi et al. 2020), proponents/opponents, self-influence and ``suspects``.
+    Factors are stored instead of full gradients where smaller (the dissertation's cost model).
+
+    >>> ms = MetaStore(model, layers=["fc1", "fc2"], path="grads/")
+    >>> ms.collect((X, y), nn.CrossEntropyLoss(), checkpoint="epoch-3", lr=0.1)
+    >>> ms.p2b(train_ids, test_x, test_y)     # one exact inner product per train id
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], path: str | Path | None = None,
+                 dtype: str = "float32", cache_bytes: int = 2 << 30, shard_bytes: int = 64 << 20,
+                 batch_size: int = 128, verify: bool = False, loss_fn: Callable | None = None,
+                 storage: str = "auto"):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if storage not in ("auto", "factors", "full"):
+            raise ValueError(f"storage={storage!r}: use 'auto' (cost model), 'factors' or 'full'")
+        self.storage = storage
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        self.model = model
+        self.specs = resolve_layers(model, list(layers) if not isinstance(layers, str) else [layers])
+        self.layers = [s.name for s in self.specs]
+        self.dtype = dtype
+        self.loss_fn = loss_fn
+        self.on_progress: Callable[[str, int, int | None], None] | None = None  # (checkpoint, done, total)
+        self.batch_size = int(batch_size)
+        self.shard_bytes = int(shard_bytes)
+        self.cache = ShardCache(cache_bytes)
+        self.path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="metastore-"))
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._open_meta()
+        self._shards: dict[tuple[str, str], LayerShards] = {}
+        self._weights_cache: dict[str, dict[str, torch.Tensor]] = {}
+        if verify:
+            self.verify()
+
+    # -- store metadata ----------------------------------------------------------------------
+    def _open_meta(self) -> None:
+        sig = model_signature(self.model)
+        meta = read_json(self.path / "meta.json")
+        if meta is None:
+            meta = {"format": 1, "model": type(self.model).__name__, "signature": _sig_hash(sig),
+                    "params": sig, "dtype": self.dtype, "sample_shape": None, "layers": []}
+        elif meta.get("signature") != _sig_hash(sig):
+            old = set(map(tuple, ((k, tuple(v)) for k, v in meta.get("params", {}).items())))
+            new = set((k, tuple(v)) for k, v in sig.items())
+            diff = sorted(old ^ new)[:4]
+            raise ValueError(f"the store at {self.path} was written for a different model "
+                             f"({meta.get('model')}; differing parameters e.g. {diff}); use a new path for this "
+                             "model, or delete that directory to start over")
+        elif meta.get("dtype") != self.dtype:
+            raise ValueError(f"the store at {self.path} holds {meta.get('dtype')} factors but dtype={self.dtype!r} "
+                             f"was given; pass dtype={meta.get('dtype')!r} or use a new path")
+        meta["layers"] = sorted(set(meta.get("layers", [])) | set(self.layers))
+        self.meta = meta
+        atomic_write(self.path / "meta.json", json.dumps(meta).encode())
+        self.checkpoints_: dict[str, dict] = read_json(self.path / "checkpoints.json", {})
+
+    def _save_checkpoints(self) -> None:
+        atomic_write(self.path / "checkpoints.json", json.dumps(self.checkpoints_).encode())
+
+    @property
+    def sublayers(self) -> list[SubLayer]:
+        return [s for spec in self.specs for s in spec.sublayers]
+
+    def _shard(self, ckpt: str, sub: str) -> LayerShards:
+        key = (ckpt, sub)
+        if key not in self._shards:
+            self._shards[key] = LayerShards(self.path / "ckpt" / ckpt / sub, self.cache, self.dtype,
+                                            self.shard_bytes, self.storage)
+        return self._shards[key]
+
+    def verify(self) -> dict[str, list[str]]:
+        """Check every shard's CRC; discard bad ones (their items become missing). Returns what was dropped."""
+        bad = {}
+        for ck in self.checkpoints_:
+            for s in self.sublayers:
+                b = self._shard(ck, s.name).verify_all()
+                if b:
+                    bad[f"{ck}/{s.name}"] = b
+        return bad
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _check_ckpt_name(self, checkpoint: str) -> str:
+        if not isinstance(checkpoint, str) or not _NAME.match(checkpoint):
+            raise ValueError(f"checkpoint={checkpoint!r}: use a short name of letters, digits, '_', '-', '.' "
+                             "(e.g. 'epoch-3')")
+        return checkpoint
+
+    def add_checkpoint(self, checkpoint: str, lr: float = 1.0, state_dict: dict | None = None,
+                       overwrite: bool = False) -> None:
+        """Register the model's current weights (or ``state_dict``) as ``checkpoint`` with learning rate ``lr``."""
+        self._check_ckpt_name(checkpoint)
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr={lr!r}: the learning rate of a checkpoint must be a positive number")
+        state = {k: v.detach().cpu().clone() for k, v in (state_dict or self.model.state_dict()).items()}
+        h = weights_hash(state)
+        old = self.checkpoints_.get(checkpoint)
+        if old is not None and not overwrite:
+            if old["weights_hash"] != h:
+                raise ValueError(f"checkpoint {checkpoint!r} was collected with different weights; give this "
+                                 "one a new name, or pass overwrite=True to replace it")
+            if old["lr"] != lr:
+                old["lr"] = float(lr)
+                self._save_checkpoints()
+            return
+        if old is not None and overwrite:
+            self.drop_checkpoint(checkpoint)
+        bio = io.BytesIO()
+        torch.save(state, bio)
+        atomic_write(self.path / "ckpt" / checkpoint / "weights.pt", bio.getvalue())
+        self.checkpoints_[checkpoint] = {"lr": float(lr), "order": len(self.checkpoints_), "weights_hash": h}
+        self._save_checkpoints()
+        self._weights_cache[checkpoint] = state
+
+    def drop_checkpoint(self, checkpoint: str) -> None:
+        """Delete a checkpoint's weights and factors."""
+        self.checkpoints_.pop(checkpoint, None)
+        self._save_checkpoints()
+        for key in [k for k in self._shards if k[0] == checkpoint]:
+            del self._shards[key]
+        self.cache.drop(str(self.path / "ckpt" / checkpoint))
+        self._weights_cache.pop(checkpoint, None)
+        shutil.rmtree(self.path / "ckpt" / checkpoint, ignore_errors=True)
+
+    @property
+    def checkpoints(self) -> list[str]:
+        """Collected checkpoints in the order they were added."""
+        return sorted(self.checkpoints_, key=lambda c: self.checkpoints_[c]["order"])
+
+    def _ckpts(self, checkpoint: str | Sequence[str] | None) -> list[str]:
+        if not self.checkpoints_:
+            raise ValueError("nothing collected yet: call ms.collect(dataset, loss_fn, checkpoint=...) first")
+        if checkpoint is None:
+            return self.checkpoints
+        names = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+        for c in names:
+            if c not in self.checkpoints_:
+                raise ValueError(f"checkpoint {c!r} was never collected; collected checkpoints: {self.checkpoints}")
+        return names
+
+    def _subs(self, layers: str | Sequence[str] | None) -> list[SubLayer]:
+        if layers is None:
+            return self.sublayers
+        names = [layers] if isinstance(layers, str) else list(layers)
+        out = []
+        for n in names:
+            hit = [s for s in self.sublayers if s.name == n or s.module == n]
+            if not hit:
+                raise ValueError(f"layer {n!r} is not in this MetaStore; its layers: {self.layers} "
+                                 f"(sub-layers {[s.name for s in self.sublayers]})")
+            out += [s for s in hit if s not in out]
+        return out
+
+    @contextlib.contextmanager
+    def _at(self, checkpoint: str) -> Iterator[None]:
+        """Temporarily load a checkpoint's weights into the model (eval mode); restore afterwards."""
+        if checkpoint not in self._weights_cache:
+            self._weights_cache[checkpoint] = torch.load(self.path / "ckpt" / checkpoint / "weights.pt",
+                                                         map_location="cpu", weights_only=True)
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        training = self.model.training
+        self.model.load_state_dict(self._weights_cache[checkpoint])
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(saved)
+            self.model.train(training)
+
+    # -- collection ---------------------------------------------------------------------------
+    def stored_ids(self, checkpoint: str | None = None, layers: Sequence[str] | None = None) -> np.ndarray:
+        """Sorted ids stored for every chosen sub-layer of ``checkpoint`` (all checkpoints if None)."""
+        ids = None
+        for ck in self._ckpts(checkpoint):
+            for s in self._subs(layers):
+                a = self._shard(ck, s.name).ids
+                ids = a if ids is None else np.intersect1d(ids, a)
+        return ids if ids is not None else np.zeros(0, np.int64)
+
+    def labels(self, ids: Sequence[int] | None = None) -> pd.Series:
+        """The training label stored with each item at collection (NaN when unknown)."""
+        s0 = self.sublayers[0]
+        vals: dict[int, float] = {}
+        for ck in self.checkpoints:
+            sh = self._shard(ck, s0.name)
+            for si in range(len(sh.manifest["shards"])):
+                arr = sh.load_shard(si)
+                vals.update(zip(arr["ids"].tolist(), arr["y"].tolist()))
+        ser = pd.Series(vals, dtype=float).sort_index()
+        return ser if ids is None else ser.reindex(np.asarray(ids, np.int64))
+
+    def _sample_shape_check(self, x: torch.Tensor) -> None:
+        shape = self.meta.get("sample_shape")
+        if shape is None:
+            self.meta["sample_shape"] = list(x.shape[1:])
+            atomic_write(self.path / "meta.json", json.dumps(self.meta).encode())
+        elif list(x.shape[1:]) != shape:
+            raise ValueError(f"batch of shape {tuple(x.shape)} does not match the collected samples' shape "
+                             f"{tuple(shape)}; pass (m, {', '.join(map(str, shape))})")
+
+    def collect(self, dataset: Any, loss_fn: Callable, checkpoint: str, lr: float = 1.0,
+                ids: Sequence[int] | None = None, batch_size: int | None = None, overwrite: bool = False,
+                progress: bool = True) -> "MetaStore":
+        """Replay the model (current weights = ``checkpoint``) over ``dataset`` and store every item's factors.
+
+        ``dataset`` yields (x, y) per sample (a torch Dataset, a list, or a tuple ``(X, Y)`` of arrays), or
+        is a non-shuffling DataLoader. Items already stored for this checkpoint are skipped, so after a
+        crash calling ``collect`` again fills in exactly what is missing.
+        """
+        self.add_checkpoint(checkpoint, lr, overwrite=overwrite)
+        loss = per_sample_loss(loss_fn)
+        self.loss_fn = loss_fn
+        subs = self.sublayers
+        have = self.stored_ids(checkpoint)
+        bs = int(batch_size or self.batch_size)
+        training = self.model.training
+        self.model.eval()
+        col = Collector(self.specs, keep_graph=True).attach()
+        try:
+            n = _n_items(dataset)
+            bar = tqdm(total=None if n is None else max(0, n - len(have)), desc=f"MetaStore {checkpoint}",
+                       unit="item", disable=not progress, leave=False)
+            for bids, x, y in _batches(dataset, ids, have, bs):
+                bar.update(len(bids))
+                x = _to_tensor(x, self._float_dtype(), self._device())
+                y = _to_tensor(y, None, self._device())
+                self._sample_shape_check(x)
+                fac = replay_factors(self.model, col, x, y, loss)
+                self._append(checkpoint, subs, bids, y, fac)
+                if self.on_progress is not None:
+                    self.on_progress(checkpoint, bar.n, bar.total)
+            bar.close()
+        finally:
+            col.detach()
+            self.model.train(training)
+            for s in subs:
+                self._shard(checkpoint, s.name).flush()
+        return self
+
+    def _append(self, ckpt, subs, bids, y, fac) -> None:
+        yn = y.detach().cpu().numpy() if torch.is_tensor(y) else y
+        for s in subs:
+            X, G = fac[s.name]
+            self._shard(ckpt, s.name).append(np.asarray(bids), yn, X.cpu().numpy(), G.cpu().numpy())
+
+    def _float_dtype(self) -> torch.dtype:
+        p = next(self.model.parameters(), None)
+        return p.dtype if p is not None else torch.float32
+
+    def _device(self):
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else None
+
+    def record(self, checkpoint: str, lr: float = 1.0, reduction: str = "mean",
+               loss_fn: Callable | None = None) -> "Recorder":
+        """Context manager that captures factors inside your own training loop (model unchanged).
+
+        >>> with ms.record("epoch-1", lr=0.1) as rec:
+        ...     for ids, x, y in loader:
+        ...         loss = F.cross_entropy(model(x), y); opt.zero_grad(); loss.backward()
+        ...         rec.step(ids, y); opt.step()
+
+        ``reduction`` says how your loss combines samples ("mean" or "sum") so dC_i/dy_i is recovered
+        exactly. The checkpoint's weights are those at the end of the block (TracIn's in-loop approximation:
+        each item's gradient is taken at the weights it was trained with).
+        """
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction={reduction!r}: use 'mean' or 'sum' (how your loss combines samples)")
+        self._check_ckpt_name(checkpoint)
+        if loss_fn is not None:
+            self.loss_fn = loss_fn
+        return Recorder(self, checkpoint, lr, reduction)
+
+    # -- test-side replay ---------------------------------------------------------------------
+    def _test_batches(self, test_x: Any, test_y: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x = _to_tensor(test_x, self._float_dtype(), self._device())
+        y = _to_tensor(test_y, None, self._device())
+        shape = self.meta.get("sample_shape")
+        if shape is not None and list(x.shape) == shape:
+            x = x[None]
+        if shape is not None and list(x.shape[1:]) != shape:
+            raise ValueError(f"test_x has shape {tuple(x.shape)} but the collected samples have shape "
+                             f"{tuple(shape)}; pass a batch (m, {', '.join(map(str, shape))}) or one sample "
+                             f"{tuple(shape)}")
+        if y.dim() == 0:
+            y = y[None]
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"test_y has {y.shape[0]} labels for {x.shape[0]} test inputs; give one label per input")
+        for s in range(0, x.shape[0], self.batch_size):
+            yield x[s:s + self.batch_size], y[s:s + self.batch_size]
+
+    def _test_factors(self, ckpt: str, test_x, test_y, loss_fn=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        loss = per_sample_loss(loss_fn or self._loss_fn())
+        parts: dict[str, list] = {}
+        with self._at(ckpt), Collector(self.specs, keep_graph=True) as col:
+            for x, y in self._test_batches(test_x, test_y):
+                for k, (X, G) in replay_factors(self.model, col, x, y, loss).items():
+                    parts.setdefault(k, []).append((X.cpu(), G.cpu()))
+        return {k: (torch.cat([p[0] for p in v]), torch.cat([p[1] for p in v])) for k, v in parts.items()}
+
+    def _loss_fn(self) -> Callable:
+        if self.loss_fn is None:
+            raise ValueError("no loss function known for test replay: pass MetaStore(..., loss_fn=...), set "
+                             "ms.loss_fn = nn.CrossEntropyLoss(), or collect() first")
+        return self.loss_fn
+
+    def _train_ids(self, ckpts, subs, train_ids) -> np.ndarray:
+        if train_ids is None:
+            ids = None
+            for ck in ckpts:
+                for s in subs:
+                    a = self._shard(ck, s.name).ids
+                    ids = a if ids is None else np.intersect1d(ids, a)
+            return ids
+        ids = np.asarray(train_ids, dtype=np.int64).reshape(-1)
+        for ck in ckpts:
+            for s in subs:
+                miss = self._shard(ck, s.name).missing(ids)
+                if len(miss):
+                    raise ValueError(f"{len(miss)} train id(s) are not stored for checkpoint {ck!r}, layer "
+                                     f"{s.name!r} (e.g. {miss[:5].tolist()}); collect them first with "
+                                     f"ms.collect(..., checkpoint={ck!r})")
+        return ids
+
+    # -- operators ----------------------------------------------------------------------------
+    def _accumulate(self, train_ids, checkpoint, layers, per_ckpt: Callable) -> tuple[np.ndarray, Any]:
+        ckpts, subs = self._ckpts(checkpoint), self._subs(layers)
+        ids = self._train_ids(ckpts, subs, train_ids)
+        total = None
+        for ck in ckpts:
+            lr = self.checkpoints_[ck]["lr"]
+            r = per_ckpt(ck, subs, ids)
+            total = lr * r if total is None else total + lr * r
+        return ids, total
+
+    def p2p(self, train_ids: Sequence[int] | None, test_x: Any, test_y: Any, checkpoint=None,
+            layers=None, _with_ids: bool = False) -> np.ndarray:
+        """(n_train, n_test) exact TracIn-CP inner products of each train item with each test item.
+
+        ``train_ids=None`` means every stored item (in ``stored_ids()`` order).
+        """
+        def per(ck, subs, ids):
+            tf = self._test_factors(ck, test_x, test_y)
+            out = None
+            for s in subs:
+                Xt, Gt = tf[s.name]
+                part = torch.zeros(len(ids), Xt.shape[0], dtype=torch.float64)
+                for pos, blk in self._shard(ck, s.name).blocks(ids):
+                    part[torch.as_tensor(pos)] = ops.p2p_block(blk, Xt, Gt).double()
+                out = part if out is None else out + part
+            return out
+        ids, total = self._accumulate(train_ids, checkpoint, layers, per)
+        return (ids, total.numpy()) if _with_ids else total.numpy()
+
+    def _test_bar(self, ck, test_x, test_y, subs) -> dict[str, torch.Tensor]:
+        tf = self._test_factors(ck, test_x, test_y)
+        return {s.name: ops.mean_grad(*tf[s.name]) for s in subs}
+
+    def p2b(self, train_ids: Sequence[int] | None, test_x: Any, test_y: Any, checkpoint=None,
+            layers=None, _with_ids: bool = False) -> np.ndarray:
+        """(n_train,) inner product of each train item's gradient with the test batch's mean gradient."""
+        def per(ck, subs, ids):
+            bars = self._test_bar(ck, test_x, test_y, subs)
+            out = torch.zeros(len(ids), dtype=torch.float64)
+            for s in subs:
+                for pos, blk in self._shard(ck, s.name).blocks(ids):
+                    out[torch.as_tensor(pos)] += ops.p2b_block(blk, bars[s.name]).double()
+            return out
+        ids, total = self._accumulate(train_ids, checkpoint, layers, per)
+        return (ids, total.numpy()) if _with_ids else total.numpy()
+
+    def _train_bar(self, ck, subs, ids) -> dict[str, torch.Tensor]:
+        bars = {}
+        for s in subs:
+            acc = None
+            for _, blk in self._shard(ck, s.name).blocks(ids):
+                g = ops.batch_grad_block(blk).double()
+                acc = g if acc is None else acc + g
+            bars[s.name] = acc.reshape(s.b, s.a) / len(ids)
+        return bars
+
+    def b2p(self, train_ids: Sequence[int] | None, test_x: Any, test_y: Any, checkpoint=None,
+            layers=None) -> np.ndarray:
+        """(n_test,) inner product of the train batch's mean gradient with each test item's gradient."""
+        def per(ck, subs, ids):
+            bars = self._train_bar(ck, subs, ids)
+            tf = self._test_factors(ck, test_x, test_y)
+            return sum(ops.b2p_test(bars[s.name], tf[s.name][0].double(), tf[s.name][1].double()) for s in subs)
+        return self._accumulate(train_ids, checkpoint, layers, per)[1].numpy()
+
+    def b2b(self, train_ids: Sequence[int] | None, test_x: Any, test_y: Any, checkpoint=None,
+            layers=None) -> float:
+        """Inner product of the train batch's mean gradient with the test batch's mean gradient."""
+        def per(ck, subs, ids):
+            tb = self._train_bar(ck, subs, ids)
+            vb = self._test_bar(ck, test_x, test_y, subs)
+            return sum(float((tb[s.name] * vb[s.name].double()).sum()) for s in subs)
+        return float(self._accumulate(train_ids, checkpoint, layers, per)[1])
+
+    def self_influence(self, ids: Sequence[int] | None = None, checkpoint=None, layers=None) -> np.ndarray:
+        """(n,) TracIn-CP self-influence ``sum_c lr_c ||grad_i||^2`` of stored items (all if ids is None)."""
+        def per(ck, subs, ids_):
+            out = torch.zeros(len(ids_), dtype=torch.float64)
+            for s in subs:
+                for pos, blk in self._shard(ck, s.name).blocks(ids_):
+                    out[torch.as_tensor(pos)] += ops.self_block(blk).double()
+            return out
+        return self._accumulate(ids, checkpoint, layers, per)[1].numpy()
+
+    # -- analytics (see analytics.py) -----------------------------------------------------------
+    def proponents(self, x: Any, y: Any, k: int = 10, checkpoint=None, layers=None) -> pd.DataFrame:
+        """Training items whose gradient most agrees with this test item's: DataFrame id, score, label."""
+        from .analytics import ranked
+        return ranked(self, x, y, k, checkpoint, layers, positive=True)
+
+    def opponents(self, x: Any, y: Any, k: int = 10, checkpoint=None, layers=None) -> pd.DataFrame:
+        """Training items whose gradient most opposes this test item's (most negative scores)."""
+        from .analytics import ranked
+        return ranked(self, x, y, k, checkpoint, layers, positive=False)
+
+    def suspects(self, val_x: Any, val_y: Any, k: int = 50, checkpoint=None, layers=None,
+                 classes: Sequence[str] | None = None) -> pd.DataFrame:
+        """Likely mislabeled/harmful training items: most negative P2B against a trusted validation batch."""
+        from .analytics import suspects
+        return suspects(self, val_x, val_y, k, checkpoint, layers, classes)
+
+    def storage_report(self) -> pd.DataFrame:
+        """Per checkpoint and sub-layer: mode chosen, items, bytes on disk and the full-gradient bytes."""
+        rows = []
+        for ck in self.checkpoints:
+            for s in self.sublayers:
+                sh = self._shard(ck, s.name)
+                n = len(sh.ids)
+                full = n * s.full_size * np.dtype(DTYPES[self.dtype]).itemsize
+                disk = sh.nbytes_on_disk()
+                T = sh.manifest.get("T")
+                rows.append({"checkpoint": ck, "layer": s.name, "mode": sh.mode, "positions": T, "items": n,
+                             "bytes": disk, "full_bytes": full, "ratio": full / disk if disk else np.nan,
+                             "analytic_ratio": (s.full_size / min(s.full_size, T * (s.a + s.b))) if T else np.nan})
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        return (f"MetaStore(layers={self.layers}, path={str(self.path)!r}, checkpoints={self.checkpoints}, "
+                f"dtype={self.dtype!r})")
+
+
+class Recorder:
+    """Captures factors during the user's own training loop; see ``MetaStore.record``."""
+
+    def __init__(self, ms: MetaStore, checkpoint: str, lr: float, reduction: str):
+        self.ms, self.checkpoint, self.lr, self.reduction = ms, checkpoint, lr, reduction
+        self.collector = Collector(ms.specs, keep_graph=False)
+        self._pending: list = []
+
+    def __enter__(self) -> "Recorder":
+        self.collector.attach()
+        return self
+
+    def step(self, ids: Sequence[int], y: Any = None) -> None:
+        """Store the factors of the batch whose ``loss.backward()`` just ran, under ``ids``."""
+        ids = np.asarray(ids.cpu() if torch.is_tensor(ids) else ids, np.int64).reshape(-1)
+        B = len(ids)
+        scale = float(B) if self.reduction == "mean" else 1.0
+        fac = self.collector.factors(B, None, scale=scale)
+        self.collector.clear()
+        yn = None if y is None else (y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y))
+        self._pending.append((ids, yn, {k: (X.cpu().numpy(), G.cpu().numpy()) for k, (X, G) in fac.items()}))
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.collector.detach()
+        if exc_type is not None:
+            return
+        ms = self.ms
+        ms.add_checkpoint(self.checkpoint, self.lr)
+        for ids, y, fac in self._pending:
+            for s in ms.sublayers:
+                X, G = fac[s.name]
+                ms._shard(self.checkpoint, s.name).append(ids, y, X, G)
+        for s in ms.sublayers:
+            ms._shard(self.checkpoint, s.name).flush()
+        self._pending = []
+
+
+def _n_items(dataset: Any) -> int | None:
+    try:
+        return len(dataset[0]) if isinstance(dataset, tuple) and len(dataset) == 2 else len(dataset)
+    except TypeError:
+        return None
+
+
+def _batches(dataset: Any, ids: Sequence[int] | None, have: np.ndarray, bs: int
+             ) -> Iterator[tuple[np.ndarray, Any, Any]]:
+    """Yield (ids, x, y) batches of the items of ``dataset`` not already in ``have``."""
+    from torch.utils.data import DataLoader, SequentialSampler
+    have_set = set(have.tolist())
+    if isinstance(dataset, DataLoader):
+        if ids is None and not isinstance(dataset.sampler, SequentialSampler):
+            raise ValueError("the DataLoader shuffles, so positions are not item ids; pass shuffle=False or ids=")
+        pos = 0
+        id_arr = None if ids is None else np.asarray(ids, np.int64)
+        for x, y in dataset:
+            n = len(x)
+            bid = np.arange(pos, pos + n) if id_arr is None else id_arr[pos:pos + n]
+            pos += n
+            keep = np.array([i not in have_set for i in bid.tolist()])
+            if keep.any():
+                kt = torch.as_tensor(keep)
+                yield bid[keep], _to_tensor(x)[kt], _to_tensor(y)[kt]
+        return
+    if isinstance(dataset, tuple) and len(dataset) == 2 and all(hasattr(d, "shape") for d in dataset):
+        X, Y = dataset
+        if len(X) != len(Y):
+            raise ValueError(f"dataset (X, Y) has {len(X)} inputs but {len(Y)} labels")
+        n = len(X)
+        get = None
+    elif hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        n = len(dataset)
+        get = dataset.__getitem__
+    else:
+        items = list(dataset)
+        n = len(items)
+        get = items.__getitem__
+    id_arr = np.arange(n) if ids is None else np.asarray(ids, np.int64).reshape(-1)
+    if len(id_arr) != n:
+        raise ValueError(f"ids has {len(id_arr)} entries but the dataset has {n} items")
+    if len(np.unique(id_arr)) != n:
+        raise ValueError("ids must be unique")
+    todo = np.nonzero(~np.isin(id_arr, have))[0]
+    for s in range(0, len(todo), bs):
+        pos = todo[s:s + bs]
+        if get is None:
+            X, Y = dataset
+            xb = X[torch.as_tensor(pos)] if torch.is_tensor(X) else X[pos]
+            yb = Y[torch.as_tensor(pos)] if torch.is_tensor(Y) else Y[pos]
+        else:
+            pairs = [get(int(p)) for p in pos]
+            xb = torch.stack([_to_tensor(p[0]) for p in pairs])
+            yb = torch.stack([_to_tensor(p[1]) for p in pairs])
+        yield id_arr[pos], xb, yb
