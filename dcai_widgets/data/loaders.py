@@ -19,12 +19,27 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """scikit-learn's bundled 1,797 8x8 digit images (uint8 0..255), labels and class names."""
-    from sklearn.datasets import load_digits as _ld
+    """scikit-learn's bundled 1,797 8x8 digit images (uint8 0..255), labels and class names.
 
-    d = _ld()
-    images = np.clip(d.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
-    return images, d.target.astype(np.int64), [str(c) for c in d.target_names]
+    Reads the file scikit-learn ships directly: importing sklearn.datasets costs seconds at open.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if path.exists():
+        with gzip.open(path, "rb") as f:
+            text = f.read().decode("ascii")
+        rows = text.split()
+        table = np.array(",".join(rows).split(","), dtype=np.int64).reshape(len(rows), -1)
+        pixels, target = table[:, :-1], table[:, -1]
+    else:  # a future scikit-learn may move the file: fall back to its loader
+        from sklearn.datasets import load_digits as _ld
+
+        d = _ld()
+        pixels, target = d.data, d.target.astype(np.int64)
+    images = np.clip(pixels.reshape(-1, 8, 8) * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
+    return images, target, [str(c) for c in range(10)]
 
 
 def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
