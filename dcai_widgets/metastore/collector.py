@@ -31,8 +31,8 @@ class Collector:
 
     # -- hooks -------------------------------------------------------------------------------
     def _record(self, subname: str, x: torch.Tensor, out: torch.Tensor) -> None:
-        if not out.requires_grad:
-            return  # e.g. under torch.no_grad(): nothing to attribute
+        if not out.requires_grad or _functorch_wrapped(out):
+            return  # under torch.no_grad() or inside a torch.func transform: nothing to attribute
         entry = [x.detach(), out if self.keep_graph else None, None]
         if not self.keep_graph:
             def grab(g, entry=entry):
@@ -111,6 +111,13 @@ class Collector:
                                        "is it used by the model's forward, and did loss.backward() run?")
                 result[s.name] = (torch.cat(xs, 1).detach(), torch.cat(gs, 1).detach())
         return result
+
+
+def _functorch_wrapped(t: torch.Tensor) -> bool:
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+    except AttributeError:  # pragma: no cover - older torch
+        return False
 
 
 def per_sample_loss(loss_fn: Callable) -> Callable:

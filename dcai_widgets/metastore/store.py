@@ -93,6 +93,9 @@ class MetaStore:
         self._open_meta()
         self._shards: dict[tuple[str, str], LayerShards] = {}
         self._weights_cache: dict[str, dict[str, torch.Tensor]] = {}
+        for ck in self.checkpoints:   # checks sizes, discards half-written shards (warns)
+            for s in self.sublayers:
+                self._shard(ck, s.name)
         if verify:
             self.verify()
 
@@ -272,7 +275,7 @@ class MetaStore:
         """
         self.add_checkpoint(checkpoint, lr, overwrite=overwrite)
         loss = per_sample_loss(loss_fn)
-        self.loss_fn = loss_fn
+        self._remember_loss(loss_fn)
         subs = self.sublayers
         have = self.stored_ids(checkpoint)
         bs = int(batch_size or self.batch_size)
@@ -331,7 +334,7 @@ class MetaStore:
             raise ValueError(f"reduction={reduction!r}: use 'mean' or 'sum' (how your loss combines samples)")
         self._check_ckpt_name(checkpoint)
         if loss_fn is not None:
-            self.loss_fn = loss_fn
+            self._remember_loss(loss_fn)
         return Recorder(self, checkpoint, lr, reduction)
 
     # -- test-side replay ---------------------------------------------------------------------
@@ -361,7 +364,19 @@ class MetaStore:
                     parts.setdefault(k, []).append((X.cpu(), G.cpu()))
         return {k: (torch.cat([p[0] for p in v]), torch.cat([p[1] for p in v])) for k, v in parts.items()}
 
+    def _remember_loss(self, loss_fn: Callable) -> None:
+        """Keep the loss for test replay; a plain torch.nn loss is also named in meta.json for reopening."""
+        self.loss_fn = loss_fn
+        if (isinstance(loss_fn, nn.Module) and type(loss_fn).__module__ == "torch.nn.modules.loss"
+                and not list(loss_fn.buffers()) and hasattr(nn, type(loss_fn).__name__)):
+            name = type(loss_fn).__name__
+            if self.meta.get("loss") != name:
+                self.meta["loss"] = name
+                atomic_write(self.path / "meta.json", json.dumps(self.meta).encode())
+
     def _loss_fn(self) -> Callable:
+        if self.loss_fn is None and self.meta.get("loss"):
+            self.loss_fn = getattr(nn, self.meta["loss"])()
         if self.loss_fn is None:
             raise ValueError("no loss function known for test replay: pass MetaStore(..., loss_fn=...), set "
                              "ms.loss_fn = nn.CrossEntropyLoss(), or collect() first")
