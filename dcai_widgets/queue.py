@@ -1,0 +1,107 @@
+"""UncertaintyQueue: the placeholder labeling queue (entropy of a logistic regression on the embeddings).
+
+Until LANCET lands, the Label panel asks for the items a logistic regression on `session.embeddings` is
+least sure about (highest predictive entropy; Settles 2009, "Active Learning Literature Survey", s. 3.1).
+With fewer than two labeled classes it cold-starts on a diverse sample (farthest-point traversal).
+Any object with `fit() -> self` and `candidates(n=None) -> list[int]` can replace it; an optional
+`suggest(item_id) -> (label, confidence) | None` lets the panel offer a label to accept (`a`) or reject (`x`).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+def farthest_points(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy farthest-point traversal: `n` spread-out row indices of X, starting from a random row."""
+    N = len(X)
+    n = min(int(n), N)
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    X = np.asarray(X, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", X, X)
+    chosen = [int(rng.integers(N))]
+    dist = np.full(N, np.inf, dtype=np.float32)
+    for _ in range(n - 1):
+        c = chosen[-1]
+        d = sq + sq[c] - 2.0 * (X @ X[c])
+        np.minimum(dist, d, out=dist)
+        dist[chosen] = -1.0
+        chosen.append(int(np.argmax(dist)))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+class UncertaintyQueue:
+    """Rank unlabeled items by the entropy of a LogisticRegression fit on the current human labels.
+
+    Parameters: `session` (a dcai_widgets Session), `cold_start` (how many diverse items to offer
+    before two classes are labeled), `max_iter`/`C` (the regression), `random_state`.
+    Learned state after `fit()`: `order_` (ids, most uncertain first), `proba_` (N, n_classes) or None,
+    `n_labeled_`.
+    """
+
+    def __init__(self, session: Any, cold_start: int = 30, C: float = 1.0, max_iter: int = 200,
+                 random_state: int | None = 0) -> None:
+        if not isinstance(cold_start, (int, np.integer)) or cold_start < 1:
+            raise ValueError(f"cold_start must be a positive int, got {cold_start!r}")
+        if not (isinstance(C, (int, float)) and C > 0):
+            raise ValueError(f"C must be a positive number, got {C!r}")
+        self.session = session
+        self.cold_start = int(cold_start)
+        self.C = float(C)
+        self.max_iter = int(max_iter)
+        self.random_state = random_state
+        self.order_: np.ndarray | None = None
+        self.proba_: np.ndarray | None = None
+        self.classes_: np.ndarray | None = None
+        self.n_labeled_ = 0
+
+    def fit(self) -> "UncertaintyQueue":
+        """Refit on the labels now in the store and re-rank the unlabeled items."""
+        s = self.session
+        y = np.asarray(s.label_vector())
+        X = np.asarray(s.embeddings, dtype=np.float32)
+        rng = np.random.default_rng(self.random_state)
+        labeled = y >= 0
+        unlabeled = np.flatnonzero(~labeled)
+        self.n_labeled_ = int(labeled.sum())
+        present = np.unique(y[labeled])
+        if len(present) < 2:
+            self.proba_, self.classes_ = None, None
+            if len(unlabeled) == 0:
+                self.order_ = unlabeled
+                return self
+            first = unlabeled[farthest_points(X[unlabeled], min(self.cold_start, len(unlabeled)), rng)]
+            rest = np.setdiff1d(unlabeled, first)
+            self.order_ = np.concatenate([first, rng.permutation(rest)]).astype(np.int64)
+            return self
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence warnings on tiny label sets are expected
+            clf.fit(X[labeled], y[labeled])
+        proba = clf.predict_proba(X).astype(np.float32)
+        ent = -(proba * np.log(np.clip(proba, 1e-12, 1.0))).sum(axis=1)
+        self.proba_, self.classes_ = proba, clf.classes_
+        self.order_ = unlabeled[np.argsort(-ent[unlabeled], kind="stable")].astype(np.int64)
+        return self
+
+    def candidates(self, n: int | None = None) -> list[int]:
+        """The next `n` item ids to label (all ranked unlabeled ids when n is None)."""
+        if self.order_ is None:
+            raise RuntimeError("UncertaintyQueue is not fitted; call fit() first")
+        if n is not None and (not isinstance(n, (int, np.integer)) or n < 0):
+            raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+        order = self.order_ if n is None else self.order_[: int(n)]
+        return [int(i) for i in order]
+
+    def suggest(self, item_id: int) -> tuple[str, float] | None:
+        """The regression's label for `item_id` and its probability, or None before it can predict."""
+        if self.proba_ is None:
+            return None
+        p = self.proba_[int(item_id)]
+        k = int(np.argmax(p))
+        return self.session.classes[int(self.classes_[k])], float(p[k])

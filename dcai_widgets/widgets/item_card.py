@@ -1,0 +1,126 @@
+"""ItemCard: one item shown crisply (image, text, table row or vector) with a caption and label badges."""
+from __future__ import annotations
+
+import html
+from collections import OrderedDict
+from typing import Any
+
+import ipywidgets as W
+
+
+_TEXT_LIMIT = 2000
+
+
+class PngCache:
+    """Small LRU of rendered PNG bytes per (item, size), so prefetched items appear at once."""
+
+    def __init__(self, items: Any, maxsize: int = 512) -> None:
+        self.items = items
+        self.maxsize = int(maxsize)
+        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def get(self, item_id: int, size: int) -> bytes:
+        """PNG bytes of `item_id` at about `size` pixels (nearest-neighbour upscaling keeps pixels sharp)."""
+        key = (int(item_id), int(size))
+        png = self._cache.get(key)
+        if png is None:
+            png = self.items.thumbnail(int(item_id), size=int(size)) or b""
+            self._cache[key] = png
+            if len(self._cache) > self.maxsize:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return png
+
+
+def png_cache(session: Any) -> PngCache:
+    """The PngCache shared by every card of one session (created on first use)."""
+    cache = getattr(session, "_dw_png_cache", None)
+    if cache is None:
+        cache = PngCache(session.items)
+        try:
+            session._dw_png_cache = cache
+        except AttributeError:  # sessions with __slots__: no sharing, still correct
+            pass
+    return cache
+
+
+def item_html(session: Any, item_id: int, max_chars: int = _TEXT_LIMIT) -> str:
+    """HTML for a non-image item: escaped text, a table row as key/value pairs, or a vector summary."""
+    items = session.items
+    i = int(item_id)
+    if items.kind == "text":
+        text = items.texts[i]
+        if len(text) > max_chars:
+            text = text[:max_chars] + " …"
+        return f'<div class="dcai-text">{html.escape(text)}</div>'
+    if items.kind == "table":
+        row = items.frame.iloc[i]
+        cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                        for k, v in row.items())
+        return f'<table class="dcai-row">{cells}</table>'
+    return f'<div class="dcai-text">{html.escape(items.describe(i))}</div>'
+
+
+class ItemCard(W.VBox):
+    """Show one item: an image at `size` px (small images upscaled with nearest-neighbour), or text/row.
+
+    `card.show(item_id)` switches the item; `card.set_badges(human=..., propagated=...)` shows labels.
+    The caption carries the item id in a `data-item` attribute so browser tests can see what is shown.
+    """
+
+    def __init__(self, session: Any, item_id: int | None = None, size: int = 192,
+                 caption: bool = True, **kwargs) -> None:
+        if not isinstance(size, int) or size < 8:
+            raise ValueError(f"size must be an int >= 8 pixels, got {size!r}")
+        self.session = session
+        self.size = size
+        self.item_id: int | None = None
+        self.shown_count = 0  # bumps on every show(), so a browser can tell a re-show apart
+        self.is_image = session.items.kind == "image"
+        self._cache = png_cache(session)
+        self.image = W.Image(format="png", layout=W.Layout(width=f"{size}px", height=f"{size}px",
+                                                           object_fit="contain"))
+        self.image.add_class("dcai-pixelated")
+        self.body = W.HTML(layout=W.Layout(width=f"{max(size, 240)}px"))
+        self.caption = W.HTML()
+        self.badges = W.HTML()
+        children = [self.image if self.is_image else self.body]
+        if caption:
+            children += [self.caption, self.badges]
+        super().__init__(children=children, **kwargs)
+        self.add_class("dcai-card")
+        if item_id is not None:
+            self.show(item_id)
+
+    def show(self, item_id: int, note: str = "") -> None:
+        """Display item `item_id` (prefer ids from the session; out-of-range ids raise ValueError)."""
+        i = int(item_id)
+        n = len(self.session)
+        if not 0 <= i < n:
+            raise ValueError(f"item id {item_id} is out of range; ids are 0..{n - 1}")
+        if self.is_image:
+            self.image.value = self._cache.get(i, self.size)
+        else:
+            self.body.value = item_html(self.session, i)
+        extra = f" · {html.escape(note)}" if note else ""
+        self.shown_count += 1
+        self.caption.value = (f'<span class="dcai-item-id" data-item="{i}" data-seq="{self.shown_count}">'
+                              f"#{i}</span>{extra}")
+        self.item_id = i
+
+    def set_badges(self, human: str | None = None, propagated: str | None = None,
+                   confidence: float | None = None, score: float | None = None) -> None:
+        """Show the item's current human label, its propagated label (with confidence) and a score."""
+        parts = []
+        if human is not None:
+            parts.append(f'<span class="dcai-badge dcai-human">{html.escape(str(human))}</span>')
+        if propagated is not None:
+            conf = f" {confidence:.2f}" if confidence is not None else ""
+            parts.append(f'<span class="dcai-badge dcai-prop">~{html.escape(str(propagated))}{conf}</span>')
+        if score is not None:
+            parts.append(f'<span class="dcai-score">{score:.3g}</span>')
+        self.badges.value = " ".join(parts)
+
+
+__all__ = ["ItemCard", "PngCache", "png_cache", "item_html"]

@@ -1,0 +1,181 @@
+"""ItemGrid: a paged grid of item cards with their labels, selectable, with a bar to label them in bulk."""
+from __future__ import annotations
+
+import html
+from typing import Any, Iterable, Sequence
+
+import ipywidgets as W
+import numpy as np
+import traitlets
+
+from .item_card import ItemCard
+from .style import style_widget
+
+
+class ItemGrid(W.VBox):
+    """Cards for `ids` (optionally with `scores`), each showing its human and propagated label.
+
+    Click a card's toggle to (de)select it; the bar labels every selected item at once through
+    `session.label` (one transaction). `set_ids(ids, scores)` replaces the content (never stacks);
+    `selected` (a traitlet list of ids) says what is selected; `label_selected(label)` labels from Python.
+    """
+
+    selected = traitlets.List(traitlets.Int(), default_value=[])
+
+    def __init__(self, session: Any, ids: Iterable[int] = (), scores: Sequence[float] | None = None,
+                 page_size: int = 24, card_size: int = 72, annotator: str | None = None,
+                 preselect: bool = True, title: str = "") -> None:
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be a positive int, got {page_size!r}")
+        self.session = session
+        self.page_size = page_size
+        self.card_size = card_size
+        self.annotator = annotator
+        self.preselect = preselect
+        self.classes = [str(c) for c in session.classes]
+        self.ids: list[int] = []
+        self.scores: list[float] | None = None
+        self.page = 0
+        self._cells: list[tuple[W.VBox, ItemCard, W.ToggleButton]] = []
+        self._syncing = False
+
+        self.title = W.HTML(title)
+        self.class_pick = W.Dropdown(options=self.classes, description="label as",
+                                     layout=W.Layout(width="220px"))
+        self.label_button = W.Button(description="label selected", button_style="primary", icon="tag")
+        self.all_button = W.Button(description="select all", layout=W.Layout(width="auto"))
+        self.none_button = W.Button(description="select none", layout=W.Layout(width="auto"))
+        self.prev_page = W.Button(description="◀", layout=W.Layout(width="36px"))
+        self.next_page = W.Button(description="▶", layout=W.Layout(width="36px"))
+        self.page_text = W.HTML()
+        self.status = W.HTML()
+        self.label_button.on_click(lambda _b: self.label_selected(self.class_pick.value))
+        self.all_button.on_click(lambda _b: self.select_all())
+        self.none_button.on_click(lambda _b: self.select_none())
+        self.prev_page.on_click(lambda _b: self.show_page(self.page - 1))
+        self.next_page.on_click(lambda _b: self.show_page(self.page + 1))
+        self.bar = W.HBox([self.class_pick, self.label_button, self.all_button, self.none_button,
+                           self.prev_page, self.page_text, self.next_page],
+                          layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        self.cards_box = W.GridBox([], layout=W.Layout(
+            grid_template_columns=f"repeat(auto-fill, minmax({max(card_size, 96) + 12}px, 1fr))",
+            grid_gap="4px"))
+        super().__init__([style_widget(), self.title, self.bar, self.status, self.cards_box])
+        self.add_class("dcai-item-grid")
+        self.observe(self._on_selected, names="selected")
+        session.on("labels", self._on_labels)
+        self.set_ids(ids, scores)
+
+    # -- content -------------------------------------------------------------------------------
+    def set_ids(self, ids: Iterable[int], scores: Sequence[float] | None = None) -> None:
+        """Replace the grid's items (and optional per-item scores); selects all when `preselect`."""
+        ids = [int(i) for i in np.asarray(list(ids), dtype=np.int64).ravel()]
+        n = len(self.session)
+        bad = [i for i in ids if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"item ids {bad[:5]} are out of range; ids are 0..{n - 1}")
+        if scores is not None:
+            scores = [float(x) for x in np.asarray(scores, dtype=float).ravel()]
+            if len(scores) != len(ids):
+                raise ValueError(f"{len(ids)} ids but {len(scores)} scores; give one score per id")
+        self.ids, self.scores = ids, scores
+        self.page = 0
+        self.selected = list(ids) if self.preselect else []
+        self.show_page(0)
+
+    def _ensure_cells(self, k: int) -> None:
+        while len(self._cells) < k:
+            card = ItemCard(self.session, size=self.card_size)
+            toggle = W.ToggleButton(description="select", layout=W.Layout(width="auto"))
+            toggle.observe(lambda ch, c=card: self._on_toggle(c, ch["new"]), names="value")
+            self._cells.append((W.VBox([card, toggle]), card, toggle))
+
+    def show_page(self, page: int) -> None:
+        """Show page `page` (clipped to the valid range) of the grid."""
+        pages = max(1, -(-len(self.ids) // self.page_size))
+        self.page = min(max(0, int(page)), pages - 1)
+        chunk = self.ids[self.page * self.page_size:(self.page + 1) * self.page_size]
+        self._ensure_cells(len(chunk))
+        sel = set(self.selected)
+        self._syncing = True
+        try:
+            for (box, card, toggle), i in zip(self._cells, chunk):
+                card.show(i)
+                toggle.value = i in sel
+                self._style_cell(card, i in sel)
+        finally:
+            self._syncing = False
+        self.cards_box.children = [c[0] for c in self._cells[: len(chunk)]]
+        self.page_text.value = f"page {self.page + 1}/{pages} · {len(self.ids)} items"
+        self._refresh_badges()
+        self._refresh_bar()
+
+    def _refresh_badges(self) -> None:
+        chunk = self.ids[self.page * self.page_size:(self.page + 1) * self.page_size]
+        if not chunk:
+            return
+        vec = np.asarray(self.session.label_vector())
+        prop = {}
+        try:
+            p = self.session.propagated()
+            if len(p):
+                p = p[p["id"].isin(chunk)]
+                prop = {int(i): (str(lab), c) for i, lab, c in zip(p["id"], p["label"], p["confidence"])}
+        except Exception:  # no propagation yet
+            prop = {}
+        for k, ((_box, card, _t), i) in enumerate(zip(self._cells, chunk)):
+            human = self.classes[vec[i]] if vec[i] >= 0 else None
+            pl, pc = prop.get(i, (None, None))
+            score = self.scores[self.page * self.page_size + k] if self.scores is not None else None
+            card.set_badges(human=human, propagated=pl,
+                            confidence=None if pc is None or pc != pc else float(pc), score=score)
+
+    def _refresh_bar(self) -> None:
+        k = len(self.selected)
+        self.label_button.description = f"label {k} selected"
+        self.label_button.disabled = k == 0
+
+    # -- selection -----------------------------------------------------------------------------
+    @staticmethod
+    def _style_cell(card: ItemCard, on: bool) -> None:
+        (card.add_class if on else card.remove_class)("dcai-selected")
+
+    def _on_toggle(self, card: ItemCard, value: bool) -> None:
+        if self._syncing or card.item_id is None:
+            return
+        i = card.item_id
+        sel = [j for j in self.selected if j != i]
+        if value:
+            sel.append(i)
+        self.selected = sel
+        self._style_cell(card, value)
+
+    def _on_selected(self, _change: Any) -> None:
+        self._refresh_bar()
+
+    def select_all(self) -> None:
+        """Select every item of the grid (all pages)."""
+        self.selected = list(self.ids)
+        self.show_page(self.page)
+
+    def select_none(self) -> None:
+        """Deselect everything."""
+        self.selected = []
+        self.show_page(self.page)
+
+    def label_selected(self, label: str | int) -> list[int]:
+        """Label every selected item as `label` in one committed write; returns the ids labeled."""
+        ids = list(self.selected)
+        if not ids:
+            self.status.value = "nothing selected"
+            return []
+        self.session.label(ids, [label] * len(ids), annotator=self.annotator)
+        cls = self.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)
+        self.status.value = (f'<span class="dcai-bulk-status" data-count="{len(ids)}">labeled '
+                             f"{len(ids)} item(s) as <b>{html.escape(cls)}</b></span>")
+        return ids
+
+    def _on_labels(self, ids=None, **_: Any) -> None:
+        chunk = set(self.ids[self.page * self.page_size:(self.page + 1) * self.page_size])
+        if ids is None or chunk.intersection(int(i) for i in ids):
+            self._refresh_badges()

@@ -1,0 +1,104 @@
+"""KeyboardShortcuts: a document-wide keydown listener (anywidget) that forwards keys to Python.
+
+ipywidgets 8 has no keyboard widget; this is a ~30-line ESM module with no front-end build step, so it
+works the same in JupyterLab, Notebook, VS Code and Voila.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import anywidget
+import traitlets
+
+_ESM = r"""
+const REGISTRY = (globalThis.__dcaiKeyboard = globalThis.__dcaiKeyboard || new Map());
+
+function isTyping(target) {
+  if (!target) return false;
+  if (target.isContentEditable) return true;
+  const tag = (target.tagName || "").toUpperCase();
+  if (tag === "TEXTAREA" || tag === "SELECT") return true;
+  if (tag === "INPUT") {
+    const type = (target.type || "text").toLowerCase();
+    return !["button", "checkbox", "radio", "range", "submit", "reset"].includes(type);
+  }
+  return false;
+}
+
+function initialize({ model }) {
+  const id = model.model_id || model.cid;
+  if (REGISTRY.has(id)) return;            // one listener per model, however many views
+  const handler = (event) => {
+    if (!model.get("enabled")) return;
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    if (isTyping(event.target)) return;
+    const keys = model.get("capture");
+    if (keys.length && !keys.includes(event.key)) return;
+    event.preventDefault();
+    event.stopPropagation();
+    globalThis.__dcaiLastKeyAt = performance.now();
+    model.send({ type: "keydown", key: event.key, shift: event.shiftKey });
+  };
+  document.addEventListener("keydown", handler, true);
+  REGISTRY.set(id, handler);
+  return () => {
+    document.removeEventListener("keydown", handler, true);
+    REGISTRY.delete(id);
+  };
+}
+
+function render({ model, el }) {
+  el.classList.add("dcai-keyboard");
+  const update = () => {
+    el.textContent = model.get("enabled") ? model.get("hint") : "";
+  };
+  update();
+  model.on("change:enabled", update);
+  model.on("change:hint", update);
+}
+
+export default { initialize, render };
+"""
+
+_CSS = ".dcai-keyboard { font-size: 11px; color: #777; }"
+
+
+class KeyboardShortcuts(anywidget.AnyWidget):
+    """Listen for keydown anywhere on the page and call Python handlers with the key name.
+
+    `keys` (trait `capture`) limits which keys are captured (others pass through to the page); typing in a text box is
+    ignored. Register handlers with `on_key(callback)`; `callback(key: str)` runs in the kernel.
+    """
+
+    _esm = _ESM
+    _css = _CSS
+    capture = traitlets.List(traitlets.Unicode(), default_value=[]).tag(sync=True)
+    enabled = traitlets.Bool(True).tag(sync=True)
+    hint = traitlets.Unicode("⌨ keyboard shortcuts on").tag(sync=True)
+
+    def __init__(self, keys: Iterable[str] = (), **kwargs) -> None:
+        super().__init__(capture=list(keys), **kwargs)
+        self._handlers: list[Callable[[str], None]] = []
+        self.on_msg(self._on_msg)
+
+    def on_key(self, callback: Callable[[str], None], remove: bool = False) -> None:
+        """Register (or remove) `callback(key)` to run on every captured keydown."""
+        if not callable(callback):
+            raise TypeError(f"on_key needs a callable taking the key name, got {type(callback).__name__}")
+        if remove:
+            self._handlers.remove(callback)
+        else:
+            self._handlers.append(callback)
+
+    def press(self, key: str) -> None:
+        """Simulate a keypress from Python (what the browser would send); used by tests and scripts."""
+        self._on_msg(self, {"type": "keydown", "key": key}, [])
+
+    def _on_msg(self, _widget, content: dict, _buffers) -> None:
+        if not isinstance(content, dict) or content.get("type") != "keydown":
+            return
+        key = str(content.get("key", ""))
+        if not self.enabled or (self.capture and key not in self.capture):
+            return
+        for cb in list(self._handlers):
+            cb(key)

@@ -1,0 +1,416 @@
+"""LabelPanel: label one item at a time from the keyboard; each label is on disk before the next item shows.
+
+Keys: the class shortcuts shown on the buttons (the class names themselves when every class is a single
+distinct character, as with digits; otherwise 1-9 then letters), `a`/`x` accept/reject the queue's
+suggestion, space or `s` skip, Backspace undo, ArrowLeft/ArrowRight previous/next.
+The queue (`fit() -> self`, `candidates(n=None) -> list[int]`, optional `suggest(id)`) is refit in a
+background thread every `refit_every` labels, so keystrokes never wait for it.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections import deque
+from typing import Any, Sequence
+
+import ipywidgets as W
+import numpy as np
+
+from .item_card import ItemCard, png_cache
+from .keyboard import KeyboardShortcuts
+from .style import style_widget
+
+RESERVED = {"a": "accept", "x": "reject", "s": "skip", " ": "skip", "Backspace": "undo",
+            "ArrowLeft": "prev", "ArrowRight": "next"}
+_LETTERS = [c for c in "bcdefghijklmnopqrtuvwyz"]
+
+
+def class_keys(classes: Sequence[str]) -> list[str]:
+    """One shortcut key per class: the names themselves if all are distinct single characters not
+    reserved for commands (e.g. digits '0'-'9'), else '1'-'9' then letters (at most 32 classes)."""
+    names = [str(c) for c in classes]
+    if (all(len(c) == 1 for c in names) and len(set(names)) == len(names)
+            and not any(c in RESERVED or c.upper() in RESERVED for c in names)):
+        return names
+    pool = [str(d) for d in range(1, 10)] + _LETTERS
+    if len(names) > len(pool):
+        return pool + [""] * (len(names) - len(pool))  # the rest get buttons only
+    return pool[: len(names)]
+
+
+def _validate_queue(queue: Any) -> None:
+    for name in ("fit", "candidates"):
+        if not callable(getattr(queue, name, None)):
+            raise TypeError(f"queue must have fit() -> self and candidates(n=None) -> list[int]; "
+                            f"{type(queue).__name__} has no callable {name}()")
+
+
+class LabelPanel(W.VBox):
+    """One item at a time, one button per class, keyboard first; see the module docstring for keys.
+
+    `session`: the shared Session. `queue`: ordering of items (default: UncertaintyQueue).
+    `extras`: an optional widget shown on the right (e.g. LANCET's view). `annotator`: who labels
+    (default "expert"). Labels resume from the store: items already labeled are not asked again.
+    """
+
+    def __init__(self, session: Any, queue: Any = None, extras: W.Widget | None = None,
+                 annotator: str | None = None, refit_every: int = 5, prefetch: int = 3,
+                 card_size: int = 224, background: bool = True) -> None:
+        if annotator is not None and (not isinstance(annotator, str) or not annotator.strip()):
+            raise ValueError(f"annotator must be a non-empty string or None, got {annotator!r}")
+        if not isinstance(refit_every, int) or refit_every < 1:
+            raise ValueError(f"refit_every must be a positive int, got {refit_every!r}")
+        if extras is not None and not isinstance(extras, W.Widget):
+            raise TypeError(f"extras must be an ipywidgets widget, got {type(extras).__name__}")
+        if queue is None:
+            from ..queue import UncertaintyQueue
+
+            queue = UncertaintyQueue(session)
+        _validate_queue(queue)
+        self.session = session
+        self.queue = queue
+        self.annotator = annotator.strip() if annotator else "expert"
+        self.refit_every = refit_every
+        self.prefetch = int(prefetch)
+        self.background = bool(background)
+        self.classes = [str(c) for c in session.classes]
+        self.shortcuts = class_keys(self.classes)
+        self._key_to_class = {k: c for k, c in zip(self.shortcuts, self.classes) if k}
+
+        self._lock = threading.Lock()
+        self._own_write = False
+        self._history: list[int] = []
+        self._seen: set[int] = set()
+        self._pos = -1
+        self._skipped: set[int] = set()
+        self._rejected: set[int] = set()
+        self._since_refit = 0
+        self._refit_thread: threading.Thread | None = None
+        self._refits = 0
+        self._vec = np.asarray(session.label_vector(), dtype=np.int64).copy()
+        self._mine: dict[int, str] = self._load_mine()
+        self._pending: deque[int] = deque()
+        self._suggestion: tuple[str, float] | None = None
+        self._cache = png_cache(session)
+        self._show_callbacks: list = []
+        self.timings: list[float] = []  # seconds spent handling each label keystroke (commit + show)
+
+        self._build(extras, card_size)
+        self.session.on("labels", self._on_labels)
+        self.queue.fit()
+        self._pending = deque(self.queue.candidates())
+        self._refresh_counts()
+        self._advance_new()
+
+    # -- layout --------------------------------------------------------------------------------
+    def _build(self, extras: W.Widget | None, card_size: int) -> None:
+        self.card = ItemCard(self.session, size=card_size)
+        self.suggestion = W.HTML()
+        self.buttons: list[W.Button] = []
+        for key, cls in zip(self.shortcuts, self.classes):
+            b = W.Button(description=(cls if key == cls else f"{key} · {cls}") if key else cls, tooltip=f"label as {cls}",
+                         layout=W.Layout(width="auto", min_width="64px"))
+            b.on_click(lambda _b, c=cls: self.label_current(c))
+            self.buttons.append(b)
+        self.class_box = W.Box(self.buttons, layout=W.Layout(flex_flow="row wrap", max_width="720px"))
+        self.skip_button = W.Button(description="skip (space)", icon="forward")
+        self.undo_button = W.Button(description="undo (⌫)", icon="undo")
+        self.prev_button = W.Button(description="← prev", layout=W.Layout(width="auto"))
+        self.next_button = W.Button(description="next →", layout=W.Layout(width="auto"))
+        self.accept_button = W.Button(description="a · accept", button_style="success", disabled=True)
+        self.reject_button = W.Button(description="x · reject", button_style="danger", disabled=True)
+        self.skip_button.on_click(lambda _b: self.skip())
+        self.undo_button.on_click(lambda _b: self.undo())
+        self.prev_button.on_click(lambda _b: self.prev())
+        self.next_button.on_click(lambda _b: self.next())
+        self.accept_button.on_click(lambda _b: self.accept())
+        self.reject_button.on_click(lambda _b: self.reject())
+        controls = W.HBox([self.accept_button, self.reject_button, self.skip_button, self.undo_button,
+                           self.prev_button, self.next_button], layout=W.Layout(flex_flow="row wrap"))
+        self.progress = W.IntProgress(min=0, max=len(self.session), description="labeled",
+                                      layout=W.Layout(width="420px"))
+        self.progress_text = W.HTML()
+        self.counts = W.HTML()
+        self.status = W.HTML()
+        self.keyboard = KeyboardShortcuts(keys=[k for k in self.shortcuts if k] + list(RESERVED))
+        self.keyboard.on_key(self.handle_key)
+        left = W.VBox([self.card, self.suggestion, self.class_box, controls,
+                       W.HBox([self.progress, self.progress_text]), self.counts, self.status,
+                       self.keyboard])
+        main = [left] + ([extras] if extras is not None else [])
+        self.extras = extras
+        super().__init__([style_widget(), W.HTML(f"<b>Label</b> · annotator <code>"
+                                                 f"{html.escape(self.annotator)}</code>"),
+                          W.HBox(main, layout=W.Layout(gap="16px"))])
+        self.add_class("dcai-label-panel")
+
+    # -- state helpers -------------------------------------------------------------------------
+    def _load_mine(self) -> dict[int, str]:
+        """Items this annotator currently labels (their own latest live human label), from the store."""
+        store = getattr(self.session, "store", None)
+        if store is None or not hasattr(store, "events"):
+            return {}
+        ev = store.events(("human", "review"))
+        ev = ev[ev["annotator"] == self.annotator]
+        return {int(i): str(lab) for i, lab in zip(ev["id"], ev["label"])}
+
+    @property
+    def current(self) -> int | None:
+        """The item id shown now (None when everything is labeled)."""
+        return self._history[self._pos] if 0 <= self._pos < len(self._history) else None
+
+    def _is_open(self, i: int) -> bool:
+        return self._vec[i] < 0 and i not in self._skipped and i not in self._seen
+
+    def _next_open(self, pop: bool) -> int | None:
+        with self._lock:
+            while self._pending:
+                i = self._pending[0]
+                if self._is_open(i):
+                    if pop:
+                        self._pending.popleft()
+                    return i
+                self._pending.popleft()
+        if pop:  # queue ran dry: ask it again before giving up
+            with self._lock:
+                self._pending = deque(i for i in self.queue.candidates() if self._is_open(i))
+                if self._pending:
+                    return self._pending.popleft()
+            rest = np.flatnonzero(self._vec < 0)
+            for i in rest:
+                if int(i) not in self._seen and int(i) not in self._skipped:
+                    return int(i)
+        return None
+
+    def _upcoming(self, n: int) -> list[int]:
+        with self._lock:
+            out = []
+            for i in self._pending:
+                if len(out) >= n:
+                    break
+                if self._is_open(i):
+                    out.append(i)
+            return out
+
+    # -- showing -------------------------------------------------------------------------------
+    def on_show(self, callback) -> None:
+        """Call `callback(item_id_or_None)` after each item is shown (e.g. to highlight it on the map)."""
+        if not callable(callback):
+            raise TypeError("on_show needs a callable taking an item id")
+        self._show_callbacks.append(callback)
+
+    def _show(self) -> None:
+        self._show_item()
+        for cb in list(self._show_callbacks):
+            cb(self.current)
+
+    def _show_item(self) -> None:
+        i = self.current
+        if i is None:
+            self.card.shown_count += 1
+            self.card.caption.value = (f'<span class="dcai-item-id" data-item="-1" '
+                                       f'data-seq="{self.card.shown_count}">all items labeled</span>')
+            self.suggestion.value = "<b>Nothing left to label.</b> Export with <code>session.export(path)</code>."
+            self._set_suggestion(None)
+            return
+        mine = self._mine.get(i)
+        lab = self.classes[self._vec[i]] if self._vec[i] >= 0 else None
+        where = f"{self._pos + 1} of {len(self._history)} seen"
+        self.card.show(i, note=where)
+        self.card.set_badges(human=lab)
+        sug = None
+        if lab is None and i not in self._rejected and hasattr(self.queue, "suggest"):
+            try:
+                sug = self.queue.suggest(i)
+            except Exception:  # a queue mid-refit may not predict yet; no suggestion then
+                sug = None
+        self._set_suggestion(sug)
+        if mine is not None:
+            self.suggestion.value = f"you labeled this <b>{html.escape(mine)}</b>; press a key to change it"
+
+    def _set_suggestion(self, sug: tuple[str, float] | None) -> None:
+        old = self._suggestion
+        self._suggestion = sug
+        if old is not None and (sug is None or old[0] != sug[0]):
+            self.buttons[self.classes.index(old[0])].button_style = ""
+        if sug is not None:
+            self.buttons[self.classes.index(sug[0])].button_style = "warning"
+            self.suggestion.value = (f"suggested: <b>{html.escape(sug[0])}</b> ({sug[1]:.0%}) — "
+                                     f"<kbd>a</kbd> accept, <kbd>x</kbd> reject")
+        else:
+            self.suggestion.value = ""
+        self.accept_button.disabled = sug is None
+        self.reject_button.disabled = sug is None
+
+    def _advance_new(self) -> None:
+        i = self._next_open(pop=True)
+        if i is not None:
+            self._history.append(i)
+            self._seen.add(i)
+            self._pos = len(self._history) - 1
+        else:
+            self._pos = len(self._history)
+        self._show()
+        for j in self._upcoming(self.prefetch):  # warm the PNG cache for the next items
+            self._cache.get(j, self.card.size)
+
+    def _forward(self) -> None:
+        if self._pos < len(self._history) - 1:
+            self._pos += 1
+            self._show()
+        else:
+            self._advance_new()
+
+    # -- actions -------------------------------------------------------------------------------
+    def label_current(self, label: str | int) -> None:
+        """Commit `label` for the shown item (persisted before returning), then show the next item."""
+        i = self.current
+        if i is None:
+            return
+        t0 = time.perf_counter()
+        cls = self.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)
+        if cls not in self.classes:
+            raise ValueError(f"label {label!r} is not among the classes {self.classes}")
+        self._own_write = True
+        try:
+            self.session.label([i], [cls], annotator=self.annotator)
+        finally:
+            self._own_write = False
+        self._vec[i] = self.classes.index(cls)
+        self._mine[i] = cls
+        self._forward()
+        self.timings.append(time.perf_counter() - t0)
+        self._refresh_counts()
+        self._since_refit += 1
+        if self._since_refit >= self.refit_every:
+            self.refit()
+
+    def accept(self) -> None:
+        """Label the shown item with the queue's suggestion (key `a`)."""
+        if self._suggestion is not None:
+            self.label_current(self._suggestion[0])
+
+    def reject(self) -> None:
+        """Dismiss the suggestion for the shown item (key `x`); pick the right class next."""
+        i = self.current
+        if i is not None and self._suggestion is not None:
+            self._rejected.add(i)
+            rejected = self._suggestion[0]
+            self._set_suggestion(None)
+            self.suggestion.value = f"rejected <b>{html.escape(rejected)}</b> — pick the right class"
+
+    def skip(self) -> None:
+        """Leave the shown item unlabeled for now and show the next one."""
+        i = self.current
+        if i is not None and self._vec[i] < 0:
+            self._skipped.add(i)
+        self._forward()
+
+    def prev(self) -> None:
+        """Show the previously seen item (to check or change its label)."""
+        if self._pos > 0:
+            self._pos -= 1
+            self._show()
+
+    def next(self) -> None:
+        """Show the next seen item, or a new one at the end of the history (like skip)."""
+        self.skip() if self._pos >= len(self._history) - 1 else self._forward()
+
+    def undo(self) -> Any:
+        """Retract this annotator's latest label batch and show that item again; returns the undone row."""
+        self._own_write = True
+        try:
+            row = self.session.undo(annotator=self.annotator)
+        finally:
+            self._own_write = False
+        if row is None or len(row) == 0:
+            self.status.value = "nothing to undo"
+            return None
+        if hasattr(row, "iloc"):  # Session.undo returns the undone batch as a DataFrame
+            row = row.iloc[-1]
+        i = int(row["id"])
+        self._vec = np.asarray(self.session.label_vector(), dtype=np.int64).copy()
+        self._mine = self._load_mine()
+        if i in self._history:
+            self._pos = self._history.index(i)
+        else:
+            self._pos = max(self._pos, 0)
+            self._history.insert(self._pos, i)
+            self._seen.add(i)
+        self._skipped.discard(i)
+        self._show()
+        self._refresh_counts()
+        self.status.value = f"undid label <b>{html.escape(str(row['label']))}</b> of item #{i}"
+        return row
+
+    def handle_key(self, key: str) -> None:
+        """Dispatch one key (from the browser listener or `keyboard.press`)."""
+        if key in self._key_to_class:
+            self.label_current(self._key_to_class[key])
+        elif key in RESERVED:
+            getattr(self, RESERVED[key])()
+
+    def press(self, key: str) -> None:
+        """Simulate a keypress (as the browser would send it)."""
+        self.keyboard.press(key)
+
+    # -- background refit ----------------------------------------------------------------------
+    def refit(self, wait: bool = False) -> None:
+        """Refit the queue on the current labels (in a background thread unless `background=False`)."""
+        self._since_refit = 0
+        if self._refit_thread is not None and self._refit_thread.is_alive():
+            return
+        self.status.value = "refitting queue…"
+        if not self.background:
+            self._do_refit()
+            return
+        self._refit_thread = threading.Thread(target=self._do_refit, name="dcai-queue-refit", daemon=True)
+        self._refit_thread.start()
+        if wait:
+            self._refit_thread.join()
+
+    def _do_refit(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.queue.fit()
+            cands = self.queue.candidates()
+        except Exception as e:  # keep labeling with the old order; say why
+            self.status.value = f"queue refit failed: {html.escape(repr(e))}"
+            return
+        with self._lock:
+            self._pending = deque(cands)
+        self._refits += 1
+        self.status.value = (f"queue refit #{self._refits} on {int((self._vec >= 0).sum())} labels "
+                             f"in {time.perf_counter() - t0:.2f} s")
+        self._refresh_annotators()
+
+    # -- counters and events -------------------------------------------------------------------
+    def _refresh_counts(self) -> None:
+        v = self._vec
+        n = int((v >= 0).sum())
+        self.progress.value = n
+        self.progress_text.value = (f'<span class="dcai-progress" data-labeled="{n}">{n} / {len(v)}</span>'
+                                    f" · you: {len(self._mine)}")
+        bc = np.bincount(v[v >= 0], minlength=len(self.classes))
+        self.counts.value = ('<div class="dcai-counts">' + " · ".join(
+            f"{html.escape(c)}: {int(k)}" for c, k in zip(self.classes, bc)) + "</div>")
+
+    def _refresh_annotators(self) -> None:
+        store = getattr(self.session, "store", None)
+        if store is None or not hasattr(store, "progress"):
+            return
+        prog = store.progress()
+        if len(prog):
+            self.status.value += " · per annotator: " + ", ".join(
+                f"{html.escape(str(a))} {int(k)}" for a, k in zip(prog["annotator"], prog["items"]))
+
+    def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:
+        """Labels written elsewhere (another tab, a bulk label, another annotator): resync counters."""
+        if self._own_write or source in ("propagated",):
+            return
+        self._vec = np.asarray(self.session.label_vector(), dtype=np.int64).copy()
+        self._mine = self._load_mine()
+        self._refresh_counts()
+        if self.current is not None and ids is not None and self.current in set(int(i) for i in ids):
+            self._show()
