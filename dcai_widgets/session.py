@@ -25,6 +25,10 @@ from .store import ArrayCache, LabelStore, content_hash
 log = logging.getLogger(__name__)
 
 HUMAN = ("human", "review", "import")
+
+
+class TemporaryStoreWarning(UserWarning):
+    """Labels are going to a temporary file that is deleted when the session ends."""
 EVENTS = ("labels", "model")
 
 
@@ -40,7 +44,7 @@ class Session:
     def __init__(self, items: ItemSet, classes: Sequence[str], *, y_true=None, embeddings=None,
                  encoder: Any = None, store: str | os.PathLike | LabelStore | None = None,
                  cache_dir: str | os.PathLike | None = None, metric: str = "l2",
-                 annotator: str | None = None, map_neighbors: int = 15):
+                 annotator: str | None = None, map_neighbors: int = 15, warn_temp_store: bool = True):
         if not isinstance(items, ItemSet):
             raise TypeError(f"items must be an ItemSet, got {type(items).__name__}")
         n = len(items)
@@ -64,6 +68,12 @@ class Session:
         if store is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="dcai-widgets-")
             store = Path(self._tmpdir.name) / "labels.db"
+            if warn_temp_store:
+                import warnings
+
+                warnings.warn("no store= given: labels go to a temporary file that is deleted with this "
+                              "session; pass store='project.db' to keep them", TemporaryStoreWarning,
+                              stacklevel=3)
         self.store = store if isinstance(store, LabelStore) else LabelStore(store)
         self.store.bind(self.fingerprint, n, self.classes)
         self.models: dict[str, Any] = {}
@@ -78,6 +88,7 @@ class Session:
     def demo(cls, store=None, **kw) -> "Session":
         """The bundled demo: scikit-learn's 1,797 8x8 digit images, with their true labels as y_true."""
         images, y, names = loaders.load_digits()
+        kw.setdefault("warn_temp_store", False)  # the demo is meant to be thrown away (DESIGN.md)
         return cls(ImageItems(images), names, y_true=y, store=store, **kw)
 
     @classmethod
