@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from .pool import CandidatePool, search_neighbors
 from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
@@ -197,7 +198,9 @@ class Seals:
 
         # 2. train on the labeled items
         est = clone(self.estimator) if self.estimator is not None else default_estimator()
-        est.fit(X[labeled], yfit)
+        # a few thousand rows train faster on one BLAS thread (no spin-waiting on a busy machine)
+        with threadpool_limits(limits=1 if len(labeled) <= 20_000 else None):
+            est.fit(X[labeled], yfit)
         t2 = time.perf_counter()
 
         # 3. score the candidates (labeled rows ride along for strategies that need them)

@@ -45,14 +45,18 @@ def _check_query_args(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray,
     return X, y
 
 
-def _predict_proba(clf: Any, X: np.ndarray, rows: np.ndarray, chunk: int = 262_144) -> np.ndarray:
-    """Probabilities for ``X[rows]``, chunked so a full scan never copies all of X at once."""
+def _predict_proba(clf: Any, X: np.ndarray, rows: np.ndarray, chunk: int = 131_072) -> np.ndarray:
+    """Probabilities for ``X[rows]``; when most rows are asked, predicts on contiguous slices of X (views,
+    no copy of a full-scan X) and keeps the rows asked."""
     if not hasattr(clf, "predict_proba"):
         raise TypeError(f"{type(clf).__name__} has no predict_proba; use a probabilistic classifier")
-    parts = [clf.predict_proba(X[rows[i:i + chunk]]) for i in range(0, len(rows), chunk)]
-    if not parts:
+    n = len(X)
+    if len(rows) == 0:
         return np.zeros((0, len(getattr(clf, "classes_", [0, 1]))))
-    return np.vstack(parts)
+    if len(rows) >= 0.5 * n:
+        p = np.vstack([clf.predict_proba(X[i:i + chunk]) for i in range(0, n, chunk)])
+        return p if len(rows) == n else p[rows]
+    return np.vstack([clf.predict_proba(X[rows[i:i + chunk]]) for i in range(0, len(rows), chunk)])
 
 
 class ScoreStrategy:
