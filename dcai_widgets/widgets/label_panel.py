@@ -142,7 +142,7 @@ class LabelPanel(W.VBox):
         self.extras = extras
         super().__init__([style_widget(), W.HTML(f"<b>Label</b> · annotator <code>"
                                                  f"{html.escape(self.annotator)}</code>"),
-                          W.HBox(main, layout=W.Layout(gap="16px"))])
+                          W.HBox(main, layout=W.Layout(grid_gap="16px"))])
         self.add_class("dcai-label-panel")
 
     # -- state helpers -------------------------------------------------------------------------
@@ -211,8 +211,8 @@ class LabelPanel(W.VBox):
             self.card.shown_count += 1
             self.card.caption.value = (f'<span class="dcai-item-id" data-item="-1" '
                                        f'data-seq="{self.card.shown_count}">all items labeled</span>')
-            self.suggestion.value = "<b>Nothing left to label.</b> Export with <code>session.export(path)</code>."
             self._set_suggestion(None)
+            self.suggestion.value = "<b>Nothing left to label.</b> Export with <code>session.export(path)</code>."
             return
         mine = self._mine.get(i)
         lab = self.classes[self._vec[i]] if self._vec[i] >= 0 else None

@@ -1,0 +1,91 @@
+"""Serve the app with `dcai-widgets serve` on a free port and drive it in headless Debian Chromium."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PANEL_ID = ".dcai-label-panel .dcai-item-id"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli() -> list[str]:
+    exe = shutil.which("dcai-widgets", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "dcai_widgets.cli"]
+
+
+class Server:
+    """`dcai-widgets serve` in its own process group (Voila and its kernels), killed as a group."""
+
+    def __init__(self, store: Path, log: Path, data: str = "digits", annotator: str = "e2e") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(
+            cli() + ["serve", "--data", data, "--store", str(store), "--port", str(self.port),
+                     "--no-browser", "--annotator", annotator],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dcai-widgets serve exited with {self.proc.returncode}; see {log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        self.kill()
+        raise RuntimeError(f"dcai-widgets serve did not answer on {self.url} within 60 s; see {log}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the whole process group (Voila and its kernels) and reap the server."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def open_app(browser, url: str, timeout_s: float = 120):
+    """A new page on the app, returned once the Label panel shows an item."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, timeout=timeout_s * 1000)
+    page.locator(PANEL_ID).first.wait_for(timeout=timeout_s * 1000)
+    return page
+
+
+def shown(page) -> tuple[int, int]:
+    """(item id, show counter) of the item the Label panel shows now."""
+    el = page.locator(PANEL_ID).first
+    return int(el.get_attribute("data-item")), int(el.get_attribute("data-seq"))
+
+
+def press_and_wait(page, key: str, timeout_s: float = 30) -> tuple[int, int]:
+    """Press `key` and wait until the panel shows the next item (the label's acknowledgement)."""
+    _, seq = shown(page)
+    page.keyboard.press(key)
+    page.wait_for_function(
+        "([sel, seq]) => { const e = document.querySelector(sel); return e && +e.dataset.seq > seq; }",
+        arg=[PANEL_ID, seq], timeout=timeout_s * 1000)
+    return shown(page)

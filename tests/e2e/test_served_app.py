@@ -1,0 +1,101 @@
+"""End to end: `dcai-widgets serve` in headless Chromium; labels made with the keyboard and with a lasso
+selection + bulk label are in the SQLite file, shown again after a reload, and survive a SIGKILL."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dcai_widgets.store import LabelStore
+
+from .harness import Server, launch, open_app, press_and_wait, shown
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def current(store_path):
+    """{item: (label, annotator)} of the live human labels in the store file, read fresh from disk."""
+    st = LabelStore(store_path)
+    try:
+        df = st.current(("human",))
+        return {int(i): (lab, ann) for i, lab, ann in zip(df["id"], df["label"], df["annotator"])}
+    finally:
+        st.close()
+
+
+def lasso(page, box, frac=0.3):
+    """Draw a closed lasso around the middle of the plot `box` (a bounding box dict)."""
+    cx, cy = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5
+    rx, ry = box["width"] * frac, box["height"] * frac
+    pts = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]
+    page.mouse.move(*pts[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        for t in (0.25, 0.5, 0.75, 1.0):
+            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
+    page.mouse.up()
+
+
+def test_keyboard_lasso_reload_and_sigkill(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    store = tmp_path / "labels.db"
+    server = Server(store, tmp_path / "serve.log", annotator="e2e")
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = open_app(browser, server.url + "?annotator=kim")
+            assert "annotator kim" in page.inner_text(".dcai-label-panel")
+
+            # keyboard: each label is acknowledged when the next item appears; it must be on disk by then
+            made = {}
+            for key in "3141592":
+                item, _ = shown(page)
+                nxt, _ = press_and_wait(page, key)
+                assert nxt != item
+                made[item] = key
+                assert current(store).get(item) == (key, "kim"), "acknowledged label not in the store"
+            # undo (Backspace) retracts the latest label and shows that item again
+            last = list(made)[-1]
+            back, _ = press_and_wait(page, "Backspace")
+            assert back == last and last not in current(store)
+            press_and_wait(page, "8")
+            made[last] = "8"
+            assert {i: v[0] for i, v in current(store).items()} == made
+
+            # lasso on the map, then bulk label the selection in the grid below
+            page.get_by_role("tab", name="Explore").click()
+            plot = page.locator(".dcai-map-view .bk-Figure, .dcai-map-view canvas").first
+            plot.wait_for(timeout=120_000)
+            time.sleep(0.5)
+            lasso(page, plot.bounding_box())
+            sel = page.locator(".dcai-map-selected")
+            sel.wait_for(timeout=30_000)
+            n_sel = int(sel.get_attribute("data-count"))
+            assert n_sel > 0, "the lasso selected nothing"
+            grid = page.locator(".dcai-map-view .dcai-item-grid")
+            grid.locator("select").select_option("7")
+            grid.get_by_role("button", name=f"label {n_sel} selected").click()
+            page.locator(".dcai-bulk-status").wait_for(timeout=30_000)
+            now = current(store)
+            bulk = [i for i, (lab, _a) in now.items() if lab == "7" and i not in made]
+            assert len(bulk) + sum(1 for i in made if i in now and now[i][0] == "7") >= n_sel
+            assert int(page.locator(".dcai-bulk-status").get_attribute("data-count")) == n_sel
+            total = len(now)
+
+            # reload: a new kernel reads the labels back from the store
+            page.reload()
+            page.locator(".dcai-label-panel .dcai-progress").first.wait_for(timeout=120_000)
+            shown_total = int(page.locator(".dcai-label-panel .dcai-progress").first.get_attribute("data-labeled"))
+            assert shown_total == total
+
+            # SIGKILL right after an acknowledged label: nothing lost
+            item, _ = shown(page)
+            press_and_wait(page, "5")
+            server.kill()
+            browser.close()
+        after = current(store)
+        assert after.get(item) == ("5", "kim")
+        assert len(after) == total + 1
+    finally:
+        server.kill()

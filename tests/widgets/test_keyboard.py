@@ -1,0 +1,40 @@
+"""KeyboardShortcuts: keys from the browser (simulated messages) reach Python handlers, filtered."""
+import pytest
+
+from dcai_widgets.widgets.keyboard import KeyboardShortcuts
+
+
+def test_captured_keys_reach_handlers_and_others_do_not():
+    kb = KeyboardShortcuts(keys=["1", "Backspace"])
+    got = []
+    kb.on_key(got.append)
+    kb._on_msg(kb, {"type": "keydown", "key": "1"}, [])       # what the ESM module sends
+    kb._on_msg(kb, {"type": "keydown", "key": "q"}, [])       # not captured
+    kb._on_msg(kb, {"type": "something-else", "key": "1"}, [])
+    kb._on_msg(kb, "garbage", [])
+    kb.press("Backspace")
+    assert got == ["1", "Backspace"]
+
+
+def test_disabled_listener_ignores_keys_and_handlers_can_be_removed():
+    kb = KeyboardShortcuts()
+    got = []
+    kb.on_key(got.append)
+    kb.enabled = False
+    kb.press("a")
+    kb.enabled = True
+    kb.press("b")
+    kb.on_key(got.append, remove=True)
+    kb.press("c")
+    assert got == ["b"]
+
+
+def test_on_key_rejects_non_callables():
+    with pytest.raises(TypeError, match="callable"):
+        KeyboardShortcuts().on_key("not a function")
+
+
+def test_esm_listens_on_the_document_once_per_model():
+    esm = KeyboardShortcuts._esm
+    assert 'document.addEventListener("keydown"' in esm and "REGISTRY.has(id)" in esm
+    assert "initialize" in esm and "model.send" in esm

@@ -1,0 +1,158 @@
+"""LabelPanel driven from Python: keys, buttons, undo, skip, accept/reject, resume, queue protocol."""
+import threading
+
+import numpy as np
+import pytest
+
+from dcai_widgets.widgets.label_panel import LabelPanel, class_keys
+
+
+class FixedQueue:
+    """A queue that offers items in a fixed order and counts its fits."""
+
+    def __init__(self, order, gate=None):
+        self.order, self.fits, self.gate = list(order), 0, gate
+
+    def fit(self):
+        if self.gate is not None and self.fits > 0:
+            assert self.gate.wait(timeout=30)
+        self.fits += 1
+        return self
+
+    def candidates(self, n=None):
+        return self.order if n is None else self.order[:n]
+
+
+def store_labels(s, annotator=None):
+    df = s.store.current(("human",))
+    if annotator is not None:
+        df = df[df["annotator"] == annotator]
+    return dict(zip(df["id"].astype(int), df["label"]))
+
+
+def test_class_keys_digits_use_their_names_others_get_numbers_then_letters():
+    assert class_keys([str(d) for d in range(10)]) == [str(d) for d in range(10)]
+    keys = class_keys([f"class {i}" for i in range(12)])
+    assert keys[:9] == [str(d) for d in range(1, 10)] and keys[9:] == ["b", "c", "d"]
+    assert not {"a", "x", "s"} & set(class_keys(["cat", "dog", "x", "y"]))  # 'x' is reserved: no name keys
+
+
+def test_each_label_is_on_disk_before_the_next_item_is_shown(demo):
+    p = LabelPanel(demo, queue=FixedQueue([10, 11, 12, 13]), annotator="ada", background=False)
+    seen_on_disk = []
+    p.on_show(lambda i: seen_on_disk.append(dict(store_labels(demo))))
+    assert p.current == 10
+    p.press("3")
+    assert p.current == 11 and seen_on_disk[-1] == {10: "3"}
+    p.buttons[7].click()  # the button for class "7"
+    assert p.current == 12 and seen_on_disk[-1] == {10: "3", 11: "7"}
+    assert p.progress.value == 2 and 'data-labeled="2"' in p.progress_text.value
+    assert "3: 1" in p.counts.value and "7: 1" in p.counts.value
+    assert store_labels(demo, "ada") == {10: "3", 11: "7"}
+
+
+def test_undo_with_backspace_retracts_and_shows_the_item_again(demo):
+    p = LabelPanel(demo, queue=FixedQueue([1, 2, 3]), annotator="ada", background=False)
+    p.press("5")
+    p.press("6")
+    assert p.current == 3
+    p.press("Backspace")
+    assert p.current == 2 and store_labels(demo) == {1: "5"}
+    assert p.progress.value == 1
+    ev = demo.store.events(include_retracted=True)
+    assert ev["retracts"].notna().sum() == 1  # undo appended a retraction; nothing deleted
+    p.press("9")
+    assert store_labels(demo) == {1: "5", 2: "9"} and p.current == 3
+    p.undo(), p.undo(), p.undo()
+    assert store_labels(demo) == {} and "nothing to undo" in p.status.value
+
+
+def test_skip_prev_next_and_relabel_from_history(demo):
+    p = LabelPanel(demo, queue=FixedQueue([4, 5, 6, 7]), annotator="ada", background=False)
+    p.press(" ")           # skip 4
+    assert p.current == 5 and store_labels(demo) == {}
+    p.press("1")           # label 5, now at 6
+    p.press("ArrowLeft")
+    assert p.current == 5
+    p.press("2")           # relabel 5, forward to 6
+    assert store_labels(demo) == {5: "2"} and p.current == 6
+    p.press("ArrowLeft"), p.press("ArrowLeft")
+    assert p.current == 4
+    p.press("ArrowRight")
+    assert p.current == 5
+
+
+def test_accept_and_reject_a_suggestion(demo):
+    order = list(range(40))
+    p = LabelPanel(demo, annotator="ada", background=False, refit_every=5)
+    y = demo.y_true
+    for _ in range(10):        # label by the oracle until the queue can predict
+        p.label_current(int(y[p.current]))
+    assert p.queue.proba_ is not None and p._suggestion is not None
+    sug, item = p._suggestion[0], p.current
+    assert p.buttons[p.classes.index(sug)].button_style == "warning"
+    p.press("a")
+    assert store_labels(demo)[item] == sug
+    item = p.current
+    assert p._suggestion is not None
+    p.press("x")
+    assert p._suggestion is None and p.current == item and item not in store_labels(demo)
+    assert "rejected" in p.suggestion.value
+    p.press("a")               # nothing to accept any more
+    assert item not in store_labels(demo)
+    del order
+
+
+def test_resume_from_the_store_skips_labeled_items(demo, tmp_path):
+    demo.label([0, 1, 2], ["0", "1", "2"], annotator="ada")
+    p = LabelPanel(demo, queue=FixedQueue([0, 1, 2, 3]), annotator="ada", background=False)
+    assert p.current == 3 and p.progress.value == 3 and "you: 3" in p.progress_text.value
+
+
+def test_two_annotators_keep_their_own_progress(demo):
+    a = LabelPanel(demo, queue=FixedQueue([1, 2, 3]), annotator="ada", background=False)
+    b = LabelPanel(demo, queue=FixedQueue([7, 8]), annotator="bob", background=False)
+    a.press("1"), a.press("2"), b.press("3")
+    ev = demo.store.events(("human",))
+    assert sorted(ev.loc[ev.annotator == "ada", "id"]) == [1, 2]
+    assert list(ev.loc[ev.annotator == "bob", "id"]) == [7]
+    assert "you: 2" in a.progress_text.value and "you: 1" in b.progress_text.value
+    assert a.progress.value == 3 and b.progress.value == 3  # each sees everyone's labels via events
+    b.press("Backspace")                                    # bob's undo leaves ada's labels alone
+    assert store_labels(demo) == {1: "1", 2: "2"}
+
+
+def test_refit_runs_in_the_background_without_blocking_labels(demo):
+    gate = threading.Event()
+    q = FixedQueue(list(range(100, 140)), gate=gate)
+    p = LabelPanel(demo, queue=q, annotator="ada", refit_every=2)
+    for k in "12345":          # the refit after 2 labels is blocked on the gate, labels still go through
+        p.press(k)
+    assert len(store_labels(demo)) == 5 and q.fits == 1 and "refitting" in p.status.value
+    gate.set()
+    p._refit_thread.join(timeout=30)
+    assert q.fits == 2 and "refit #1" in p.status.value
+
+
+def test_bad_input_is_named(demo):
+    with pytest.raises(TypeError, match="candidates"):
+        LabelPanel(demo, queue=object())
+    with pytest.raises(ValueError, match="annotator"):
+        LabelPanel(demo, annotator="  ")
+    p = LabelPanel(demo, queue=FixedQueue([1]), background=False)
+    with pytest.raises(ValueError, match="not among the classes"):
+        p.label_current("cat")
+    assert store_labels(demo) == {}
+
+
+def test_labels_made_elsewhere_update_the_counters(demo):
+    p = LabelPanel(demo, queue=FixedQueue([1, 2]), annotator="ada", background=False)
+    demo.label(np.arange(50, 60), "4", annotator="bulk")
+    assert p.progress.value == 10 and "4: 10" in p.counts.value
+
+
+def test_the_end_of_the_queue_says_so(demo):
+    demo.label(np.arange(2, len(demo)), "0", annotator="import")
+    p = LabelPanel(demo, queue=FixedQueue([0, 1]), annotator="ada", background=False)
+    p.press("1"), p.press("1")
+    assert p.current is None and "Nothing left" in p.suggestion.value
