@@ -137,6 +137,44 @@ class NeighborIndex:
             out_i[r], out_d[r] = gi, gd
         return out_i, out_d
 
+    def tune(self, k: int = 10, target_recall: float = 0.95, n_queries: int = 200, seed: int = 0) -> dict:
+        """Smallest nprobe (IVF) or efSearch (HNSW) whose recall@k against exact search reaches
+        target_recall on a sample of indexed items; sets it and returns {setting: recall}. Flat: {}."""
+        import faiss
+
+        self._check_fitted()
+        if self.kind_ == "flat":
+            return {}
+        k = min(int(k), self.n_)
+        rng = np.random.default_rng(seed)
+        q = self.X_[np.sort(rng.choice(self.n_, min(n_queries, self.n_), replace=False))]
+        qp = self._prep(np.ascontiguousarray(q))
+        exact = faiss.IndexFlatIP(self.d_) if self.metric == "cosine" else faiss.IndexFlatL2(self.d_)
+        xp = self._prep(self.X_)
+        for lo in range(0, self.n_, 262_144):
+            exact.add(xp[lo:lo + 262_144])
+        _, truth = exact.search(qp, k)
+        del exact, xp
+        if self.kind_ == "ivf":
+            settings, attr, obj = [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= self.index_.nlist], \
+                "nprobe", self.index_
+        else:
+            settings, attr, obj = [16, 32, 64, 128, 256, 512], "efSearch", self.index_.hnsw
+        found = {}
+        for s in settings:
+            setattr(obj, attr, int(s))
+            _, got = self.index_.search(qp, k)
+            found[s] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
+            if found[s] >= target_recall:
+                break
+        best = next((s for s, r in found.items() if r >= target_recall), settings[-1])
+        setattr(obj, attr, int(best))
+        if self.kind_ == "ivf":
+            self.nprobe = int(best)
+        else:
+            self.ef_search = int(best)
+        return found
+
     def knn_graph(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each item's k nearest neighbours including itself first (the form UMAP expects)."""
         from tqdm.auto import tqdm

@@ -77,3 +77,20 @@ def test_pool_bad_input(data):
         CandidatePool(X, object(), k=3)
     with pytest.raises(ValueError, match="0..399"):
         CandidatePool(X, index, k=3).update([5, 400])
+
+
+def test_ivf_tune_picks_smallest_nprobe_reaching_recall():
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(40, 16))[rng.integers(0, 40, 6000)] * 3 + rng.normal(size=(6000, 16))).astype(np.float32)
+    index = NeighborIndex(kind="ivf", nlist=64, nprobe=1).fit(X)
+    found = index.tune(k=10, target_recall=0.9, n_queries=100)
+    settings = list(found)
+    assert len(settings) >= 2                     # nprobe=1 is not enough here: the search really tunes
+    assert found[settings[-1]] >= 0.9 and all(r < 0.9 for r in list(found.values())[:-1])
+    assert index.index_.nprobe == settings[-1] == index.nprobe
+    # the pool built on the tuned index matches exact neighbours closely
+    exact = NeighborIndex(kind="flat").fit(X)
+    a = CandidatePool(X, index, k=10).update(range(0, 6000, 300)).ids()
+    b = CandidatePool(X, exact, k=10).update(range(0, 6000, 300)).ids()
+    assert len(np.intersect1d(a, b)) >= 0.85 * len(b)
+    assert NeighborIndex(kind="flat").fit(X).tune() == {}
