@@ -104,7 +104,8 @@ def _annotator_from_query(query: str) -> str | None:
 def app_from_env(environ: Mapping[str, str] | None = None) -> App:
     """Build the App from the settings `dcai-widgets serve` passes in the environment.
 
-    DCAI_DATA ("digits" or a path Session.open reads), DCAI_STORE (label store file), DCAI_ANNOTATOR,
+    DCAI_DATA ("digits" or a path Session.open reads), DCAI_STORE (label store file; default
+    ./dcai-labels.db, or ~/dcai-labels.db where the working folder is read-only), DCAI_ANNOTATOR,
     and the page's `?annotator=NAME` (Voila puts the query string in QUERY_STRING), which wins.
     """
     from ..session import Session
@@ -116,7 +117,9 @@ def app_from_env(environ: Mapping[str, str] | None = None) -> App:
     if annotator is not None and not _NAME.match(annotator):
         raise ValueError(f"annotator name {annotator!r} is not allowed; use up to 64 letters, digits, "
                          "spaces or . _ - @ +")
-    if store is not None:
-        store = str(Path(store).expanduser())
+    if store is None:  # never a temporary store in the app: labels must outlive the kernel
+        here = Path.cwd()
+        store = (here if os.access(here, os.W_OK) else Path.home()) / "dcai-labels.db"
+    store = str(Path(store).expanduser())
     session = Session.open(data, store=store)
     return App(session, annotator=annotator)
