@@ -87,8 +87,8 @@ class Collector:
         """Captured outputs (graph attached) in a fixed order, for autograd.grad."""
         return [e[1] for spec in self.specs for s in spec.sublayers for e in self.calls[s.name]]
 
-    def factors(self, batch: int, grads: list[torch.Tensor] | None = None,
-                scale: float = 1.0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def factors(self, batch: int, grads: list[torch.Tensor] | None = None, scale: float = 1.0,
+                ones: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per sub-layer (suffix (B,T,a), prefix (B,T,b)), positions of repeated calls concatenated."""
         if grads is not None:
             it = iter(grads)
@@ -103,13 +103,16 @@ class Collector:
                 for x, _, g in self.calls[s.name]:
                     if g is None:
                         continue
-                    xf, gf = to_factors(spec, s, x, g, batch)
+                    xf, gf = to_factors(spec, s, x, g, batch, ones)
                     xs.append(xf)
                     gs.append(gf * scale if scale != 1.0 else gf)
                 if not xs:
                     raise RuntimeError(f"layer {s.name!r} was not reached by a backward pass in this step; "
                                        "is it used by the model's forward, and did loss.backward() run?")
-                result[s.name] = (torch.cat(xs, 1).detach(), torch.cat(gs, 1).detach())
+                if len(xs) == 1:
+                    result[s.name] = (xs[0].detach(), gs[0].detach())
+                else:
+                    result[s.name] = (torch.cat(xs, 1).detach(), torch.cat(gs, 1).detach())
         return result
 
 
@@ -142,7 +145,7 @@ def per_sample_loss(loss_fn: Callable) -> Callable:
 
 
 def replay_factors(model: nn.Module, collector: Collector, x: torch.Tensor, y: torch.Tensor,
-                   loss: Callable) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                   loss: Callable, ones: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Run the model on one batch and return each sub-layer's per-sample factors (dC_i/dy_i exact)."""
     collector.clear()
     with torch.enable_grad():
@@ -153,6 +156,6 @@ def replay_factors(model: nn.Module, collector: Collector, x: torch.Tensor, y: t
             raise RuntimeError("none of the chosen layers took part in the forward pass")
         grads = torch.autograd.grad(losses.sum(), outs, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(o) for g, o in zip(grads, outs)]
-    fac = collector.factors(x.shape[0], grads)
+    fac = collector.factors(x.shape[0], grads, ones=ones)
     collector.clear()
     return fac

@@ -122,8 +122,11 @@ def resolve_layers(model: nn.Module, names: list[str] | tuple[str, ...]) -> list
 
 
 def to_factors(spec: LayerSpec, sub: SubLayer, x: torch.Tensor, g: torch.Tensor,
-               batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn one call's sub-layer input ``x`` and output gradient ``g`` into (suffix (B,T,a), prefix (B,T,b))."""
+               batch: int, ones: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn one call's sub-layer input ``x`` and output gradient ``g`` into (suffix (B,T,a), prefix (B,T,b)).
+
+    With ``ones=False`` the bias column is left for the caller to add (saves a copy when storing full).
+    """
     if spec.kind == "conv2d":
         m = spec.module
         xu = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=_conv_padding(m), stride=m.stride)
@@ -135,7 +138,7 @@ def to_factors(spec: LayerSpec, sub: SubLayer, x: torch.Tensor, g: torch.Tensor,
                              f"{tuple(x.shape)}; MetaStore needs batch-first layers")
         xs = x.reshape(batch, -1, x.shape[-1])
         gs = g.reshape(batch, -1, g.shape[-1])
-    if sub.bias:
+    if sub.bias and ones:
         xs = append_ones(xs)
     return xs, gs
 

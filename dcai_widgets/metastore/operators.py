@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "full_from_factors", "mean_grad", "p2p_block", "p2b_block", "batch_grad_block", "b2p_test",
+__all__ = ["as_tensor", "full_from_factors", "mean_grad", "p2p_block", "p2b_block", "p2b_auto", "batch_grad_block", "b2p_test",
            "self_block"]
 
 _CHUNK = 1 << 24  # elements of the largest temporary
@@ -91,6 +91,19 @@ def p2b_block(block: dict, Gbar: torch.Tensor) -> torch.Tensor:
             GG = torch.einsum("ntb,cba->ncta", G[s:s + step], Gb)
             out[s:s + step] = torch.einsum("ncta,nta->nc", GG, X[s:s + step])
     return out if multi else out[:, 0]
+
+
+def p2b_auto(block: dict, Xt: torch.Tensor, Gt: torch.Tensor, Gbar: torch.Tensor) -> torch.Tensor:
+    """(n,) P2B by the cheaper exact route: ``x^T Gbar g`` (T*a*b per item) or the mean of factor P2Ps
+    (m*T*Tt*(a+b) per item, better for a small test batch on a wide layer)."""
+    if "full" in block:
+        return p2b_block(block, Gbar)
+    T, a = block["x"].shape[1], block["x"].shape[2]
+    b = block["g"].shape[2]
+    m, Tt = Xt.shape[0], Xt.shape[1]
+    if m * T * Tt * (a + b) < T * a * b:
+        return p2p_block(block, Xt, Gt).mean(1)
+    return p2b_block(block, Gbar)
 
 
 def batch_grad_block(block: dict) -> torch.Tensor:

@@ -157,9 +157,17 @@ class LayerShards:
     def mode(self) -> str | None:
         return self.manifest["mode"]
 
-    def append(self, ids: np.ndarray, y: np.ndarray | None, xs: np.ndarray, gs: np.ndarray) -> None:
-        """Buffer a batch of factors (B,T,a), (B,T,b); stored as factors or full per the cost model."""
+    def append(self, ids: np.ndarray, y: np.ndarray | None, xs, gs, bias: bool = False) -> None:
+        """Buffer a batch of factors (B,T,a), (B,T,b) (torch or numpy); stored as factors or full per the cost model.
+
+        ``bias=True`` means ``xs`` lacks the bias column of ones, which is added here (cheaply for full).
+        """
+        import torch
+
+        xs = torch.as_tensor(xs)
+        gs = torch.as_tensor(gs)
         B, T, a = xs.shape
+        a += int(bias)
         b = gs.shape[2]
         if self.manifest["mode"] is None:
             self.manifest["mode"] = choose_mode(T, a, b) if self.storage == "auto" else self.storage
@@ -168,14 +176,20 @@ class LayerShards:
         elif self.manifest["T"] != T:
             raise ValueError(f"{self.root.name}: {T} positions per sample but earlier shards have "
                              f"{self.manifest['T']}; all samples must share one input shape")
-        rec = {"ids": np.asarray(ids, np.int64)}
+        rec = {"ids": np.asarray(ids, np.int64).reshape(-1)}
         rec["y"] = (np.asarray(y, np.float64).reshape(B, -1)[:, 0] if y is not None and np.size(y) == B
                     else np.full(B, np.nan))
+        tdt = {np.float16: torch.float16, np.float32: torch.float32, np.float64: torch.float64}[self.dtype]
         if self.manifest["mode"] == "factors":
-            rec["x"] = xs.astype(self.dtype, copy=False)
-            rec["g"] = gs.astype(self.dtype, copy=False)
-        else:
-            rec["full"] = np.einsum("ntb,nta->nba", gs, xs).reshape(B, b * a).astype(self.dtype, copy=False)
+            if bias:
+                xs = torch.cat([xs, xs.new_ones(B, T, 1)], 2)
+            rec["x"] = xs.detach().to("cpu", tdt).numpy()
+            rec["g"] = gs.detach().to("cpu", tdt).numpy()
+        else:  # full gradient: batched matmul (sum over positions of g x^T)
+            full = torch.bmm(gs.detach().transpose(1, 2), xs.detach())
+            if bias:
+                full = torch.cat([full, gs.detach().sum(1)[:, :, None]], 2)
+            rec["full"] = full.reshape(B, b * a).to("cpu", tdt).numpy()
         self._buf.append(rec)
         self._buf_rows += B
         row_bytes = sum(v[0].nbytes for k, v in rec.items() if k not in ("ids", "y"))
@@ -275,7 +289,10 @@ class LayerShards:
             pos = np.nonzero(shard == si)[0]
             arr = self.load_shard(int(si))
             r = row[pos]
-            yield pos, {k: v[r] for k, v in arr.items()}
+            if len(r) == len(arr["ids"]) and np.array_equal(r, np.arange(len(r))):
+                yield pos, arr      # the whole shard in order: no copy
+            else:
+                yield pos, {k: v[r] for k, v in arr.items()}
 
     def all_ids_in_order(self) -> np.ndarray:
         """Ids in shard order (matching ``blocks(None)`` positions)."""

@@ -178,6 +178,11 @@ class MetaStore:
         self._save_checkpoints()
         self._weights_cache[checkpoint] = state
 
+    def _drop_shards(self, checkpoint: str) -> None:
+        for key in [k for k in self._shards if k[0] == checkpoint]:
+            del self._shards[key]
+        self.cache.drop(str(self.path / "ckpt" / checkpoint))
+
     def drop_checkpoint(self, checkpoint: str) -> None:
         """Delete a checkpoint's weights and factors."""
         self.checkpoints_.pop(checkpoint, None)
@@ -291,7 +296,7 @@ class MetaStore:
                 x = _to_tensor(x, self._float_dtype(), self._device())
                 y = _to_tensor(y, None, self._device())
                 self._sample_shape_check(x)
-                fac = replay_factors(self.model, col, x, y, loss)
+                fac = replay_factors(self.model, col, x, y, loss, ones=False)
                 self._append(checkpoint, subs, bids, y, fac)
                 if self.on_progress is not None:
                     self.on_progress(checkpoint, bar.n, bar.total)
@@ -307,7 +312,7 @@ class MetaStore:
         yn = y.detach().cpu().numpy() if torch.is_tensor(y) else y
         for s in subs:
             X, G = fac[s.name]
-            self._shard(ckpt, s.name).append(np.asarray(bids), yn, X.cpu().numpy(), G.cpu().numpy())
+            self._shard(ckpt, s.name).append(np.asarray(bids), yn, X, G, bias=s.bias)
 
     def _float_dtype(self) -> torch.dtype:
         p = next(self.model.parameters(), None)
@@ -438,11 +443,13 @@ class MetaStore:
             layers=None, _with_ids: bool = False) -> np.ndarray:
         """(n_train,) inner product of each train item's gradient with the test batch's mean gradient."""
         def per(ck, subs, ids):
-            bars = self._test_bar(ck, test_x, test_y, subs)
+            tf = self._test_factors(ck, test_x, test_y)
             out = torch.zeros(len(ids), dtype=torch.float64)
             for s in subs:
+                Xt, Gt = tf[s.name]
+                bar = ops.mean_grad(Xt, Gt)
                 for pos, blk in self._shard(ck, s.name).blocks(ids):
-                    out[torch.as_tensor(pos)] += ops.p2b_block(blk, bars[s.name]).double()
+                    out[torch.as_tensor(pos)] += ops.p2b_auto(blk, Xt, Gt, bar).double()
             return out
         ids, total = self._accumulate(train_ids, checkpoint, layers, per)
         return (ids, total.numpy()) if _with_ids else total.numpy()
@@ -526,11 +533,18 @@ class Recorder:
     """Captures factors during the user's own training loop; see ``MetaStore.record``."""
 
     def __init__(self, ms: MetaStore, checkpoint: str, lr: float, reduction: str):
+        if checkpoint in ms.checkpoints_:
+            raise ValueError(f"checkpoint {checkpoint!r} is already collected; record under a new name or "
+                             f"ms.drop_checkpoint({checkpoint!r}) first")
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr={lr!r}: the learning rate of a checkpoint must be a positive number")
         self.ms, self.checkpoint, self.lr, self.reduction = ms, checkpoint, lr, reduction
         self.collector = Collector(ms.specs, keep_graph=False)
-        self._pending: list = []
 
     def __enter__(self) -> "Recorder":
+        # leftovers of an earlier crashed recording under this (unregistered) name are never read
+        shutil.rmtree(self.ms.path / "ckpt" / self.checkpoint, ignore_errors=True)
+        self.ms._drop_shards(self.checkpoint)
         self.collector.attach()
         return self
 
@@ -539,24 +553,22 @@ class Recorder:
         ids = np.asarray(ids.cpu() if torch.is_tensor(ids) else ids, np.int64).reshape(-1)
         B = len(ids)
         scale = float(B) if self.reduction == "mean" else 1.0
-        fac = self.collector.factors(B, None, scale=scale)
+        fac = self.collector.factors(B, None, scale=scale, ones=False)
         self.collector.clear()
         yn = None if y is None else (y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y))
-        self._pending.append((ids, yn, {k: (X.cpu().numpy(), G.cpu().numpy()) for k, (X, G) in fac.items()}))
+        for s in self.ms.sublayers:
+            X, G = fac[s.name]
+            self.ms._shard(self.checkpoint, s.name).append(ids, yn, X, G, bias=s.bias)
 
     def __exit__(self, exc_type, *exc) -> None:
         self.collector.detach()
-        if exc_type is not None:
-            return
         ms = self.ms
-        ms.add_checkpoint(self.checkpoint, self.lr)
-        for ids, y, fac in self._pending:
-            for s in ms.sublayers:
-                X, G = fac[s.name]
-                ms._shard(self.checkpoint, s.name).append(ids, y, X, G)
+        if exc_type is not None:   # not registered: the partial shards are discarded on the next record
+            ms._drop_shards(self.checkpoint)
+            return
         for s in ms.sublayers:
             ms._shard(self.checkpoint, s.name).flush()
-        self._pending = []
+        ms.add_checkpoint(self.checkpoint, self.lr)   # registered last: only a complete recording counts
 
 
 def _n_items(dataset: Any) -> int | None:

@@ -210,3 +210,23 @@ def test_suspects_find_flipped_labels_and_suggest_the_true_class(tmp_path):
     opp = ms.opponents(Xv[i], yv[i], k=10)
     assert (pro["label"] == 1).mean() >= 0.8 and (pro["score"] > 0).all()
     assert (opp["score"] < 0).all() and (np.diff(opp["score"]) >= 0).all()
+
+
+def test_record_crash_leaves_nothing_registered(tmp_path, data):
+    X, Y, Xt, Yt = data
+    model = MLP().double()
+    ms = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64", loss_fn=nn.CrossEntropyLoss())
+    with pytest.raises(RuntimeError, match="boom"):
+        with ms.record("e1", lr=0.1) as rec:
+            F.cross_entropy(model(X[:8]), Y[:8]).backward()
+            rec.step(np.arange(8), Y[:8])
+            raise RuntimeError("boom")
+    assert ms.checkpoints == []
+    ms = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64", loss_fn=nn.CrossEntropyLoss())
+    assert ms.checkpoints == []
+    with ms.record("e1", lr=0.1, reduction="sum") as rec:       # the same name again starts clean
+        F.cross_entropy(model(X[:8]), Y[:8], reduction="sum").backward()
+        rec.step(np.arange(8, 16), Y[:8])
+    assert np.array_equal(ms.stored_ids("e1"), np.arange(8, 16))
+    with pytest.raises(ValueError, match="already collected"):
+        ms.record("e1", lr=0.1)
