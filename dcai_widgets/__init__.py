@@ -10,6 +10,7 @@ import importlib
 from .session import Session
 from .store import LabelStore
 from . import data
+from .simulate import simulate  # eager: a lazy attribute would be shadowed by the submodule of the same name
 
 __version__ = "0.1.0"
 
@@ -17,7 +18,6 @@ _LAZY = {
     "Lancet": "dcai_widgets.lancet",
     "Seals": "dcai_widgets.seals",
     "MetaStore": "dcai_widgets.metastore",
-    "simulate": "dcai_widgets.simulate",
     "App": "dcai_widgets.widgets",
     "LabelPanel": "dcai_widgets.widgets",
     "ExplorePanel": "dcai_widgets.widgets.explore",
@@ -26,7 +26,7 @@ _LAZY = {
     "NeighborIndex": "dcai_widgets.neighbors",
 }
 
-__all__ = ["Session", "LabelStore", "data", *_LAZY]
+__all__ = ["Session", "LabelStore", "data", "simulate", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -1,0 +1,292 @@
+"""``Lancet``: the LANCET loop over a Session — learn an embedding, propagate, pick candidates, say when to stop.
+
+Zhang, Cao, Madden, Rundensteiner, "LANCET: Labeling Complex Data at Scale", VLDB 2021. Each ``fit()``
+trains a backbone (default ``"mlp"``: an MLP over the spectral + PCA view of ``session.embeddings``
+with labeled CE, confident pseudo-labels and CFM; ``"sslgan"``: the paper's semi-supervised GAN on
+the same input) and a linear head that labels every unlabeled item, then a distribution matching
+network whose smallest per-item weights mark the regions no label covers yet. The default backbone
+was chosen by measurement (benchmarks/lancet.py, benchmarks/RESULTS.md).
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ._threads import torch_threads
+from .backbone import MLPBackbone, SSLGANBackbone
+from .dmn import DMN
+from .features import encoder_input
+from .propagate import propagate
+from .stop import StopReport, stop_report
+
+BACKBONES = ("mlp", "sslgan")
+_VERSION = itertools.count(1)
+
+
+def _kmeans_representatives(X: np.ndarray, n: int, seed: int = 0, score: np.ndarray | None = None) -> np.ndarray:
+    """One row per k-means cluster of ``X``: the lowest ``score`` in it (or the one nearest its centroid)."""
+    n = int(min(n, len(X)))
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    if n == len(X):
+        return np.arange(len(X))
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    km = faiss.Kmeans(X.shape[1], n, niter=20, nredo=5, seed=seed, min_points_per_centroid=1, max_points_per_centroid=10**6)
+    km.train(X)
+    d, assign = km.index.search(X, 1)
+    d, assign = d[:, 0], assign[:, 0]
+    key = d if score is None else score
+    out = []
+    for c in range(n):
+        members = np.flatnonzero(assign == c)
+        if len(members):
+            out.append(members[np.argmin(key[members])])
+    out = np.asarray(out, np.int64)
+    if len(out) < n:  # empty clusters: fill with the best remaining rows
+        taken = set(out.tolist())
+        rest = [int(i) for i in np.argsort(key, kind="stable") if int(i) not in taken][: n - len(out)]
+        out = np.concatenate([out, rest]).astype(np.int64)
+    return out
+
+
+class Lancet:
+    """LANCET labeling queue: candidates to ask, propagated labels, and a stop rule.
+
+    Parameters: ``session``; ``batch`` (candidates per round); ``alpha_t`` (stop when every DMN
+    weight exceeds it; paper: 0.03-0.1); ``backbone`` ("mlp" or "sslgan"); ``selection``
+    ("dmn" = the paper's, "random" for ablations); ``steps`` (backbone training steps);
+    ``dmn_steps``; ``pool_factor`` (candidates come from the ``pool_factor * batch`` lowest weights,
+    one per k-means cluster, so a batch holds no near-duplicates); ``write`` (store propagated labels
+    in the session); ``progress`` (tqdm bars); ``n_threads`` (torch threads during fit; 1 measured
+    fastest for these small networks on a shared 2-core box); ``seed``.
+
+    Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
+    ``embedding_`` (N, z), ``weights_`` (unlabeled ids -> DMN weight), ``candidates_``, ``report_``,
+    ``model_version_``, ``n_labeled_``, ``warnings_``.
+    """
+
+    def __init__(self, session: Any, batch: int = 10, alpha_t: float = 0.1, backbone: str = "mlp",
+                 selection: str = "dmn", steps: int = 400, dmn_steps: int = 300, pool_factor: int = 5,
+                 lam_cfm: float = 0.1, threshold: float = 0.9, write: bool = True, progress: bool = True,
+                 n_threads: int | None = 1, seed: int = 0):
+        if not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be a positive int (items per round), got {batch!r}")
+        if not (isinstance(alpha_t, (int, float)) and 0 <= alpha_t < 1):
+            raise ValueError(f"alpha_t must be a number in [0, 1) (paper: 0.03-0.1), got {alpha_t!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if selection not in ("dmn", "random"):
+            raise ValueError(f"selection must be 'dmn' or 'random', got {selection!r}")
+        if not hasattr(session, "label_vector") or not hasattr(session, "embeddings"):
+            raise TypeError(f"session must be a dcai_widgets Session, got {type(session).__name__}")
+        self.session = session
+        self.batch, self.alpha_t = int(batch), float(alpha_t)
+        self.backbone, self.selection = backbone, selection
+        self.steps, self.dmn_steps, self.pool_factor = int(steps), int(dmn_steps), int(pool_factor)
+        self.lam_cfm, self.threshold = float(lam_cfm), float(threshold)
+        self.write, self.progress, self.seed = write, progress, seed
+        self.n_threads = n_threads
+        self.report_: StopReport | None = None
+        self.candidates_: np.ndarray | None = None
+        self.proba_: np.ndarray | None = None
+        self.history_: list[dict] = []
+        self._input: np.ndarray | None = None
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _embeddings(self) -> np.ndarray:
+        s = self.session
+        if not getattr(s, "has_embeddings", True):
+            raise ValueError("the session has no embeddings; create it with Session.from_embeddings(X, ...) "
+                             "or give an encoder (from_images/from_texts) so LANCET has vectors to learn from")
+        X = np.asarray(s.embeddings, dtype=np.float32)
+        if X.ndim != 2 or len(X) != len(s):
+            raise ValueError(f"session.embeddings must be (N={len(s)}, d); got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("session.embeddings contain NaN or inf; fix the encoder output before labeling")
+        return X
+
+    def encoder_input(self) -> np.ndarray:
+        """The backbone's input (spectral + PCA view of the embeddings), computed once and cached."""
+        if self._input is None:
+            X = self._embeddings()
+            cache = getattr(self.session, "cache", None)
+            compute = lambda: encoder_input(X)  # noqa: E731
+            if cache is not None and hasattr(self.session, "_embedding_key"):
+                key = f"lancet-input-{self.session._embedding_key()}"
+                self._input = cache.get_or_compute(key, compute).astype(np.float32)
+            else:
+                self._input = compute()
+        return self._input
+
+    # -- fit ---------------------------------------------------------------------------------
+    def fit(self) -> "Lancet":
+        """Train backbone + head on the current human labels, propagate, run the DMN, pick candidates."""
+        with torch_threads(self.n_threads):
+            return self._fit()
+
+    def _fit(self) -> "Lancet":
+        s = self.session
+        y = np.asarray(s.label_vector(), dtype=np.int64)
+        F_in = self.encoder_input()
+        n = len(y)
+        labeled = y >= 0
+        unl = np.flatnonzero(~labeled)
+        self.n_labeled_ = int(labeled.sum())
+        self.warnings_: list[str] = []
+        rng = np.random.default_rng(self.seed + self.n_labeled_)
+        seen = np.unique(y[labeled])
+        self.classes_seen_ = seen
+        missing = [s.classes[c] for c in range(len(s.classes)) if c not in set(seen.tolist())]
+        if len(unl) == 0:
+            self._warn("every item is already labeled; there is nothing to ask or propagate")
+        if self.n_labeled_ and missing:
+            self._warn(f"{len(missing)} of {len(s.classes)} classes have no labels yet ({', '.join(missing[:5])}"
+                       f"{'...' if len(missing) > 5 else ''}); propagated labels can only be classes seen so far — "
+                       "label an example of each class to cover them")
+
+        if self.n_labeled_ == 0 or len(unl) == 0:
+            # cold start: candidates cover the clusters of the data
+            self.proba_ = None
+            self.embedding_ = F_in
+            self.weights_ = pd.Series(np.zeros(len(unl)), index=unl, dtype=float)
+            self.rank_ = pd.Series(np.arange(len(unl)), index=unl, dtype=float)
+            if len(unl):
+                self.candidates_ = unl[_kmeans_representatives(F_in[unl], min(self.batch, len(unl)), self.seed)]
+            else:
+                self.candidates_ = np.zeros(0, np.int64)
+            reason = "no human labels yet" if len(unl) else "everything is labeled"
+            self.report_ = StopReport(len(unl) == 0, float("nan"), np.log(2), float("nan"), self.alpha_t, reason)
+            self.model_version_ = None
+            self._record()
+            s.set_model("lancet", self)
+            return self
+
+        # 1. backbone + linear head on the labeled classes seen so far
+        y_local = np.full(n, -1, np.int64)
+        y_local[labeled] = np.searchsorted(seen, y[labeled])
+        Model = MLPBackbone if self.backbone == "mlp" else SSLGANBackbone
+        kw = dict(lam_cfm=self.lam_cfm, seed=self.seed)
+        if self.backbone == "mlp":
+            kw.update(steps=self.steps, threshold=self.threshold)
+        net = Model(F_in.shape[1], len(seen), **kw)
+        total = net.steps + (self.dmn_steps if self.selection == "dmn" else 0)
+        with tqdm(total=total, desc="LANCET fit", leave=False, disable=not self.progress) as bar:
+            if len(seen) == 1:
+                z = F_in
+                proba = np.ones((n, 1))
+                bar.update(net.steps)
+            else:
+                net.fit(F_in, y_local, progress=bar)
+                z, proba = net.embed(F_in)
+            self.net_ = net
+            self.embedding_, self.proba_ = z, proba
+            # 2. DMN: which unlabeled regions have no labeled item nearby
+            if self.selection == "dmn" and len(unl):
+                dmn = DMN(steps=self.dmn_steps, seed=self.seed).fit(z[labeled], z[unl], progress=bar)
+                self.dmn_ = dmn
+                w = dmn.weights_
+                rank = np.empty(len(unl))
+                rank[dmn.order_] = np.arange(len(unl))
+                self.report_ = stop_report(dmn.loss_, float(w.min()), self.alpha_t)
+            else:
+                w = rng.random(len(unl))
+                rank = np.argsort(np.argsort(w))
+                self.report_ = StopReport(False, float("nan"), np.log(2), float("nan"), self.alpha_t,
+                                          "random selection has no DMN; the stop rule needs selection='dmn'")
+        self.weights_ = pd.Series(w, index=unl, dtype=float)
+        # 3. candidates: lowest weights, one per k-means cluster of the low-weight pool
+        self.rank_ = pd.Series(rank, index=unl, dtype=float)
+        self.candidates_ = self._select(z, unl, rank)
+        # 4. propagated labels
+        self.model_version_ = f"lancet-{self.n_labeled_}-{next(_VERSION)}"
+        self._propagated = propagate(proba, seen, labeled)
+        if self.write and len(self._propagated):
+            p = self._propagated
+            s.set_propagated(p["id"].to_numpy(), p["label"].to_numpy(), p["confidence"].clip(0, 1).to_numpy(),
+                             model_version=self.model_version_)
+        self._record()
+        s.set_model("lancet", self)
+        return self
+
+    def _select(self, z: np.ndarray, unl: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        if len(unl) == 0:
+            return np.zeros(0, np.int64)
+        b = min(self.batch, len(unl))
+        if self.selection == "random":
+            return np.random.default_rng(self.seed + self.n_labeled_).choice(unl, b, replace=False)
+        pool = np.argsort(rank, kind="stable")[: max(b, self.pool_factor * b)]
+        pick = _kmeans_representatives(z[unl[pool]], b, self.seed, score=rank[pool])
+        return unl[pool[pick]]
+
+    def _warn(self, msg: str) -> None:
+        self.warnings_.append(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+
+    def _record(self) -> None:
+        r = self.report_
+        self.history_.append({"human_labels": self.n_labeled_, "model_version": self.model_version_,
+                              "dmn_loss": r.dmn_loss, "min_weight": r.min_weight, "stop": r.stop,
+                              "mean_confidence": float(self.proba_.max(1).mean()) if self.proba_ is not None
+                              else float("nan")})
+
+    # -- queue protocol and public API ---------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.candidates_ is None:
+            raise RuntimeError("Lancet is not fitted; call fit() first")
+
+    def candidates(self, n: int | None = None) -> list[int]:
+        """Unlabeled ids to ask next, best first (at most ``batch``, or ``n``), never near-duplicates."""
+        self._check_fitted()
+        if n is not None and (not isinstance(n, (int, np.integer)) or n < 0):
+            raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+        y = np.asarray(self.session.label_vector())
+        cands = [int(i) for i in self.candidates_ if y[int(i)] < 0]  # drop ones labeled since fit
+        if n is not None and n > len(cands):
+            # more than one batch asked: extend with the next-lowest weights
+            extra = [int(i) for i in self.rank_.sort_values(kind="stable").index if y[int(i)] < 0
+                     and int(i) not in set(cands)][: n - len(cands)]
+            if len(cands) + len(extra) < n:
+                self._warn_once(f"asked for {n} candidates but only {len(cands) + len(extra)} items are unlabeled")
+            cands += extra
+        return cands if n is None else cands[: int(n)]
+
+    def _warn_once(self, msg: str) -> None:
+        warnings.warn(msg, UserWarning, stacklevel=3)
+
+    def propagated(self) -> pd.DataFrame:
+        """DataFrame id, label (class name), confidence for every unlabeled item (empty before labels)."""
+        self._check_fitted()
+        if self.proba_ is None:
+            return pd.DataFrame({"id": np.zeros(0, np.int64), "label": [], "confidence": np.zeros(0)})
+        p = self._propagated.copy()
+        p["label"] = [self.session.classes[i] for i in p["label"]]
+        return p
+
+    def predict(self) -> np.ndarray:
+        """(N,) class index for every item from the head (human labels where given), -1 before any label."""
+        self._check_fitted()
+        y = np.asarray(self.session.label_vector())
+        if self.proba_ is None:
+            return y
+        out = self.classes_seen_[self.proba_.argmax(1)]
+        out[y >= 0] = y[y >= 0]
+        return out
+
+    def suggest(self, item_id: int) -> tuple[str, float] | None:
+        """The head's label for ``item_id`` and its confidence (for the panel's accept/reject keys)."""
+        if self.proba_ is None:
+            return None
+        p = self.proba_[int(item_id)]
+        k = int(np.argmax(p))
+        return self.session.classes[int(self.classes_seen_[k])], float(p[k])
+
+    def should_stop(self) -> StopReport:
+        """Stop report: ``stop``, ``dmn_loss`` vs ``chance`` (ln 2), ``min_weight`` vs ``alpha_t``, ``reason``."""
+        self._check_fitted()
+        return self.report_
