@@ -1,0 +1,317 @@
+"""ExplorePanel: search by example on the map or the grid, label neighbours in bulk, hunt rare concepts (SEALS).
+
+Click a point on the map (or type an item id, or a text query in a text session) to see its nearest
+neighbours with similarity scores and current/propagated labels; each search replaces the grid. Select
+several and label them in one action; "more like these" searches from the selected items. Rare-concept
+mode fits SEALS (most-likely-positive over the kNN candidate pool of the labeled set) and shows the
+pool's most-likely positives, refit in the background as labels arrive, with live counters for pool
+size, fraction of data scanned and positives found per label spent.
+"""
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any, Sequence
+
+import ipywidgets as W
+import numpy as np
+
+from ..seals import Seals
+from .item_grid import ItemGrid
+from .style import style_widget
+
+__all__ = ["ExplorePanel"]
+
+
+class ExplorePanel(W.VBox):
+    """Similarity search and rare-concept hunting over one Session; every label goes through `session.label`.
+
+    `k`: neighbours shown per search (adjustable in the panel). `pool_k`: neighbours per labeled item in
+    the SEALS candidate pool. `map`: show the MapView (False keeps the panel light, e.g. in tests).
+    `background`: refit SEALS in a thread (False refits in the calling thread: deterministic tests).
+    """
+
+    def __init__(self, session: Any, k: int = 12, pool_k: int = 100, annotator: str | None = None,
+                 map: bool = True, background: bool = True, page_size: int = 24) -> None:
+        n = len(session)
+        if not isinstance(k, (int, np.integer)) or not 1 <= k < n:
+            raise ValueError(f"k must be an int in 1..{n - 1} (neighbours shown per search), got {k!r}")
+        self.session = session
+        self.annotator = annotator
+        self.background = bool(background)
+        self.pool_k = int(min(pool_k, n - 1))
+        self.classes = [str(c) for c in session.classes]
+        self.mode = "neighbors"            # or "rare"
+        self.query_ids: list[int] = []     # the items the current neighbour grid was searched from
+        self.seals: Seals | None = None    # fitted rare-concept engine
+        self._searcher = Seals(session, k=self.pool_k)   # similarity search helper (index + embeddings)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._dirty = False
+        self._hunt = {"labels": 0, "found": 0}
+        self.target_name: str | None = None
+
+        # -- controls --------------------------------------------------------------------------
+        self.k_slider = W.IntSlider(value=int(k), min=1, max=int(min(200, n - 1)), description="k",
+                                    continuous_update=False, layout=W.Layout(width="260px"))
+        self.id_box = W.BoundedIntText(value=0, min=0, max=n - 1, description="item #",
+                                       layout=W.Layout(width="170px"))
+        self.find_button = W.Button(description="neighbours", icon="search", tooltip="neighbours of item #")
+        self.more_button = W.Button(description="more like these", icon="plus",
+                                    tooltip="neighbours of the selected items, merged")
+        self.text_box = W.Text(placeholder="describe what you look for…", description="text",
+                               continuous_update=False, layout=W.Layout(width="360px"))
+        self.text_button = W.Button(description="search text", icon="search")
+        is_text = getattr(session.items, "kind", None) == "text"
+        self.text_row = W.HBox([self.text_box, self.text_button],
+                               layout=W.Layout(display=None if is_text else "none"))
+        self.mode_toggle = W.ToggleButtons(options=[("neighbours", "neighbors"), ("rare concept", "rare")],
+                                           value="neighbors")
+        self.target_pick = W.Dropdown(options=self.classes, description="target",
+                                      layout=W.Layout(width="240px"))
+        self.hunt_button = W.Button(description="most-likely positives", icon="bullseye",
+                                    button_style="warning")
+        self.rare_row = W.HBox([self.target_pick, self.hunt_button], layout=W.Layout(display="none"))
+        self.counters = W.HTML()
+        self.status = W.HTML()
+        self.grid = ItemGrid(session, [], annotator=annotator, page_size=page_size, preselect=False,
+                             title="<b>Neighbours</b> — click a point, or type an item id")
+
+        self.find_button.on_click(lambda _b: self.search([int(self.id_box.value)]))
+        self.more_button.on_click(lambda _b: self.more_like_these())
+        self.text_button.on_click(lambda _b: self.search_text(self.text_box.value))
+        self.text_box.observe(lambda ch: self.search_text(ch["new"]) if ch["new"].strip() else None, names="value")
+        self.k_slider.observe(self._on_k, names="value")
+        self.mode_toggle.observe(lambda ch: self.set_mode(ch["new"]), names="value")
+        self.hunt_button.on_click(lambda _b: self.hunt(self.target_pick.value))
+
+        self.map_view = None
+        if map:
+            from .map_view import MapView
+
+            self.map_view = MapView(session, grid=False, annotator=annotator)
+            self.map_view.on_select(self._on_map_select)
+        search_row = W.HBox([self.id_box, self.find_button, self.k_slider, self.more_button],
+                            layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        children = [style_widget(), self.mode_toggle, self.counters, search_row, self.text_row, self.rare_row,
+                    self.status]
+        if self.map_view is not None:
+            children.append(self.map_view)
+        children.append(self.grid)
+        super().__init__(children)
+        self.add_class("dcai-explore")
+        session.on("labels", self._on_labels)
+        self._refresh_counters()
+
+    # -- neighbour search ------------------------------------------------------------------------
+    def search(self, ids: Sequence[int], k: int | None = None) -> list[int]:
+        """Show the k nearest neighbours of these items (merged, nearest first); replaces the grid."""
+        ids = [int(i) for i in np.asarray(list(ids), dtype=np.int64).ravel()]
+        k = int(self.k_slider.value if k is None else k)
+        try:
+            df = self._searcher.similar(ids=ids, k=k)
+        except (ValueError, TypeError) as e:
+            self._say(str(e), error=True)
+            return []
+        self.query_ids = ids
+        self._show(df["id"].tolist(), df["similarity"].tolist(),
+                   f"<b>Neighbours</b> of {self._names(ids)} — similarity (cosine) under each item")
+        return [int(i) for i in df["id"]]
+
+    def search_vector(self, vector: np.ndarray, k: int | None = None) -> list[int]:
+        """Show the k nearest neighbours of a query vector (same dimension as the embeddings)."""
+        k = int(self.k_slider.value if k is None else k)
+        try:
+            df = self._searcher.similar(vectors=np.asarray(vector, dtype=np.float32), k=k)
+        except (ValueError, TypeError) as e:
+            self._say(str(e), error=True)
+            return []
+        self.query_ids = []
+        self._show(df["id"].tolist(), df["similarity"].tolist(), "<b>Neighbours</b> of the query")
+        return [int(i) for i in df["id"]]
+
+    def search_text(self, text: str, k: int | None = None) -> list[int]:
+        """Text sessions: the items closest to a typed description (the session's encoder, else TF-IDF)."""
+        if getattr(self.session.items, "kind", None) != "text":
+            self._say("text search needs a text session; click a point or type an item id instead", error=True)
+            return []
+        text = (text or "").strip()
+        if not text:
+            self._say("type a few words to search for", error=True)
+            return []
+        k = int(self.k_slider.value if k is None else k)
+        vec = self._encode_text(text)
+        if vec is not None:
+            return self.search_vector(vec, k)
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = list(self.session.items.texts)
+        tf = TfidfVectorizer(sublinear_tf=True).fit(texts + [text])
+        sims = (tf.transform(texts) @ tf.transform([text]).T).toarray().ravel()
+        order = np.argsort(-sims, kind="stable")[:k]
+        self.query_ids = []
+        self._show(order.tolist(), sims[order].tolist(),
+                   f"<b>Items matching</b> “{html.escape(text)}” — TF-IDF similarity")
+        return [int(i) for i in order]
+
+    def _encode_text(self, text: str) -> np.ndarray | None:
+        """The query embedded like the items, when the encoder embeds one text on its own (not TF-IDF+SVD)."""
+        from ..data.items import TextItems
+        from ..embed.encoders import CallableEncoder, SentenceTransformerEncoder
+
+        enc = getattr(self.session, "encoder", None)
+        if isinstance(enc, (SentenceTransformerEncoder, CallableEncoder)):
+            return np.asarray(enc.encode(TextItems([text])), dtype=np.float32)[0]
+        return None
+
+    def more_like_these(self, k: int | None = None) -> list[int]:
+        """Expand from the selected items of the grid (or the map selection): their merged neighbours."""
+        sel = list(self.grid.selected) or (list(self.map_view.selected) if self.map_view is not None else [])
+        if not sel:
+            self._say("select one or more items first (tick them in the grid or lasso them on the map)",
+                      error=True)
+            return []
+        return self.search(sel, k)
+
+    def _on_k(self, change: dict) -> None:
+        if self.mode == "neighbors" and self.query_ids:
+            self.search(self.query_ids)
+
+    def _on_map_select(self, ids: list[int]) -> None:
+        if len(ids) == 1:
+            self.id_box.value = int(ids[0])
+            self.search(ids)
+        elif ids:   # a lasso: show the selection itself for bulk labeling
+            self.query_ids = []
+            self.grid.preselect = True
+            try:
+                self._show(list(ids), None, f"<b>Map selection</b> — {len(ids)} items")
+            finally:
+                self.grid.preselect = False
+
+    def _show(self, ids: list[int], scores: list[float] | None, title: str) -> None:
+        self.grid.title.value = title
+        self.grid.set_ids(ids, scores)
+        if self.map_view is not None:
+            self.map_view.highlight(ids[:500])
+        self._say("")
+
+    def _names(self, ids: list[int]) -> str:
+        shown = ", ".join(f"#{i}" for i in ids[:5])
+        return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+    # -- labeling --------------------------------------------------------------------------------
+    def label_selected(self, label: str | int) -> list[int]:
+        """Label every selected grid item as `label` in one committed write (same as the grid's bar)."""
+        return self.grid.label_selected(label)
+
+    # -- rare-concept mode -----------------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        """'neighbors' (search by example) or 'rare' (SEALS most-likely positives for a target class)."""
+        if mode not in ("neighbors", "rare"):
+            raise ValueError(f"mode must be 'neighbors' or 'rare', got {mode!r}")
+        self.mode = mode
+        if self.mode_toggle.value != mode:
+            self.mode_toggle.value = mode
+        self.rare_row.layout.display = None if mode == "rare" else "none"
+        if mode == "rare":
+            self._say("pick the target class and press <b>most-likely positives</b>; label at least one "
+                      "example of it first (find one by search)")
+
+    def hunt(self, target: str | int | None = None) -> list[int]:
+        """Fit SEALS for `target` (class name or index) and show the pool's most-likely positives."""
+        target = self.target_pick.value if target is None else target
+        try:
+            seals = Seals(self.session, k=self.pool_k, strategy="most_likely_positive", target=target,
+                          batch=self.grid.page_size)
+        except (ValueError, TypeError) as e:
+            self._say(html.escape(str(e)), error=True)
+            return []
+        self.target_name = self.classes[seals.target_]
+        if self.target_pick.value != self.target_name:
+            self.target_pick.value = self.target_name
+        if self.mode != "rare":
+            self.set_mode("rare")
+        self.seals = seals
+        self._hunt = {"labels": 0, "found": 0}
+        return self._refit()
+
+    def _refit(self) -> list[int]:
+        """Fit the rare-concept engine now and show its candidates; returns them ([] with a message)."""
+        seals = self.seals
+        if seals is None:
+            return []
+        try:
+            with self._lock:
+                seals.fit()
+                ids = seals.candidates()
+                probs = seals.proba(ids).tolist() if ids else []
+        except ValueError as e:   # no seed yet, empty pool, one class only: say what to do
+            self._say(html.escape(str(e)), error=True)
+            self._refresh_counters()
+            return []
+        if self.mode == "rare" and seals is self.seals:
+            self.query_ids = []
+            self._show(ids, probs, f"<b>Most-likely {html.escape(self.target_name)}</b> from the candidate pool "
+                                   "— probability under each item")
+        self._refresh_counters()
+        return ids
+
+    def _refit_in_background(self) -> None:
+        if not self.background:
+            self._refit()
+            return
+        if self._thread is not None and self._thread.is_alive():
+            self._dirty = True   # refit once more when the running one ends
+            return
+
+        def run() -> None:
+            while True:
+                self._dirty = False
+                self._refit()
+                if not self._dirty:
+                    break
+
+        self._thread = threading.Thread(target=run, name="dcai-seals-refit", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a background refit (if any) has finished; for scripts and tests."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:
+        if self.mode == "rare" and self.seals is not None and source in ("human", "review", "undo"):
+            if source != "undo" and ids:
+                self._hunt["labels"] += len(ids)
+                self._hunt["found"] += sum(1 for lab in (labels or []) if str(lab) == self.target_name)
+            self._refit_in_background()
+        else:
+            self._refresh_counters()
+
+    # -- counters --------------------------------------------------------------------------------
+    def _refresh_counters(self) -> None:
+        n = len(self.session)
+        n_lab = int((np.asarray(self.session.label_vector()) >= 0).sum())
+        parts = [f"<span data-labeled='{n_lab}'>{n_lab:,} of {n:,} labeled</span>"]
+        s = self.seals
+        if s is not None and hasattr(s, "rounds_"):
+            last = s.rounds_[-1]
+            parts.append(f"<span class='dcai-pool' data-pool='{last['pool_size']}'>candidate pool "
+                         f"{last['pool_size']:,}</span>")
+            parts.append(f"<span data-scanned='{last['fraction_scored']:.6f}'>scanned "
+                         f"{100 * last['fraction_scored']:.2f}% of the data</span>")
+            found = int(last["positives_found"] or 0)
+            spent = self._hunt["labels"]
+            rate = f"{self._hunt['found'] / spent:.2f}" if spent else "–"
+            parts.append(f"<span class='dcai-found' data-found='{found}' data-hunt-found='{self._hunt['found']}' "
+                         f"data-hunt-labels='{spent}'>{found} {html.escape(self.target_name)} found · this hunt: "
+                         f"{self._hunt['found']} in {spent} labels ({rate} per label)</span>")
+        elif s is not None:
+            parts.append("candidate pool: – (label one seed of the target)")
+        self.counters.value = '<div class="dcai-counts">' + " · ".join(parts) + "</div>"
+
+    def _say(self, message: str, error: bool = False) -> None:
+        colour = "#b00" if error else "#444"
+        self.status.value = (f'<span class="dcai-explore-status" style="color:{colour}">{message}</span>'
+                             if message else "")

@@ -1,0 +1,103 @@
+"""ExplorePanel from Python (no browser): neighbour search, replace-not-stack, bulk labels into the store,
+"more like these", rare-concept mode with SEALS, clear messages, map clicks, text search."""
+import numpy as np
+import pytest
+
+import dcai_widgets as dw
+from dcai_widgets.widgets.explore import ExplorePanel
+
+
+def test_neighbour_search_replaces_and_bulk_labels_go_to_the_store(demo):
+    panel = ExplorePanel(demo, k=8, map=False, background=False, annotator="ada")
+    got = panel.search([5])
+    nbr, _ = demo.neighbors([5], 8)
+    assert got == panel.grid.ids and len(got) == 8 and 5 not in got
+    assert set(got) == set(nbr[0].tolist())
+    assert panel.grid.scores is not None and all(-1 <= s <= 1.0001 for s in panel.grid.scores)
+    assert panel.grid.scores == sorted(panel.grid.scores, reverse=True) or len(set(panel.grid.scores)) > 1
+    again = panel.search([900])
+    assert panel.grid.ids == again and len(again) == 8 and again != got      # replaced, not stacked
+    panel.k_slider.value = 5                                                   # k adjustable: re-searches
+    assert len(panel.grid.ids) == 5 and panel.grid.ids == again[:5]
+    panel.grid.selected = panel.grid.ids[:3]
+    labeled = panel.label_selected("4")
+    cur = demo.labeled()
+    assert sorted(cur["id"]) == sorted(labeled) == sorted(again[:3])
+    assert set(cur["label"]) == {"4"} and set(cur["annotator"]) == {"ada"}
+    assert demo.store.events()["ts"].nunique() == 1                            # one action, one write
+    assert "dcai-human" in panel.grid._cells[0][1].badges.value                # labels shown on the cards
+    assert "3 of 1,797 labeled" in panel.counters.value
+
+
+def test_more_like_these_and_bad_input_messages(demo):
+    panel = ExplorePanel(demo, k=6, map=False, background=False)
+    panel.search([10])
+    assert panel.more_like_these() == []
+    assert "select one or more items" in panel.status.value
+    panel.grid.selected = panel.grid.ids[:2]
+    picked = list(panel.grid.selected)
+    more = panel.more_like_these()
+    assert panel.query_ids == picked and len(more) == 6 and not set(more) & set(picked)
+    assert panel.search([len(demo) + 5]) == [] and "0.." in panel.status.value
+    assert panel.search_vector(np.zeros(3)) == [] and "dimension 3" in panel.status.value
+    assert panel.search_text("a seven") == [] and "text session" in panel.status.value
+    with pytest.raises(ValueError, match="k must be"):
+        ExplorePanel(demo, k=len(demo), map=False)
+
+
+def test_rare_concept_mode_asks_for_a_seed_then_hunts_with_seals(demo):
+    y = demo.y_true
+    panel = ExplorePanel(demo, map=False, background=False, pool_k=30, page_size=12)
+    assert panel.hunt("no-such-class") == [] and "unknown target class" in panel.status.value
+    neg = [int(i) for i in np.flatnonzero(y != 7)[:20]]
+    demo.label(neg, [int(y[i]) for i in neg])
+    assert panel.hunt("7") == []
+    assert "no positive of target &#x27;7&#x27;" in panel.status.value and "seed" in panel.status.value
+    seed = int(np.flatnonzero(y == 7)[0])
+    demo.label([seed], ["7"])                      # a label event refits in rare mode
+    ids = panel.grid.ids
+    assert len(ids) == 12 and seed not in ids
+    assert (y[ids] == 7).mean() >= 0.75, y[ids]   # digits: one seed finds its class
+    assert "Most-likely 7" in panel.grid.title.value
+    assert "candidate pool" in panel.counters.value and "scanned" in panel.counters.value
+    pool0 = panel.seals.pool_size
+    # label the shown positives in one action; the panel refits and counts found per label spent
+    pos = [i for i in ids if y[i] == 7]
+    panel.grid.selected = pos
+    panel.label_selected("7")
+    # the hunt counts every label given since it started: the seed, then the bulk label
+    assert f"data-hunt-found='{len(pos) + 1}'" in panel.counters.value
+    assert f"data-hunt-labels='{len(pos) + 1}'" in panel.counters.value
+    assert f"data-found='{len(pos) + 1}'" in panel.counters.value
+    assert panel.seals.report()["n_searched"].iloc[-1] == len(pos)         # only the new labels searched
+    assert panel.seals.pool_size != pool0 and not set(panel.grid.ids) & set(pos)
+
+
+def test_background_refit_and_map_click(demo):
+    y = demo.y_true
+    panel = ExplorePanel(demo, k=7, background=True, pool_k=20)
+    assert panel.map_view is not None
+    panel.map_view._set_selection([42])            # what a click on one point delivers
+    assert panel.query_ids == [42] and len(panel.grid.ids) == 7
+    panel.map_view._set_selection([1, 2, 3, 4])    # a lasso: the selection itself, ready to label
+    assert panel.grid.ids == [1, 2, 3, 4] and panel.grid.selected == [1, 2, 3, 4]
+    demo.label([int(np.flatnonzero(y == 2)[0]), int(np.flatnonzero(y == 5)[0])], ["2", "5"])
+    panel.hunt("2")
+    first = list(panel.grid.ids)
+    demo.label(first[:3], [str(int(y[i])) for i in first[:3]])   # refit runs in a thread
+    panel.wait(30)
+    assert panel.seals.report()["n_labeled"].iloc[-1] == 5
+    assert not set(panel.grid.ids) & set(first[:3])
+
+
+def test_text_session_search(tmp_path):
+    texts = ["the cat sat on the mat", "dogs bark at night", "a cat and a kitten", "stock markets fell",
+             "kitten plays with a cat toy", "interest rates and markets", "the dog chased the cat"] * 3
+    s = dw.Session.from_texts(texts, ["pets", "finance"], encoder="tfidf", store=tmp_path / "t.db")
+    panel = ExplorePanel(s, k=4, map=False, background=False)
+    assert panel.text_row.layout.display is None
+    got = panel.search_text("kitten cat")
+    assert len(got) == 4 and all("kitten" in texts[i] or "cat" in texts[i] for i in got)
+    assert panel.search_text("  ") == [] and "type a few words" in panel.status.value
+    panel.text_box.value = "markets"               # typing + Enter searches too
+    assert all("markets" in texts[i] for i in panel.grid.ids[:3])
