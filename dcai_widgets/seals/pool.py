@@ -59,6 +59,8 @@ class CandidatePool:
         self.neighbors_: dict[int, np.ndarray] = {}      # searched item -> its k neighbour ids
         self.labeled_ = np.zeros(n, dtype=bool)
         self.n_searched_last_ = 0
+        self._mask = np.zeros(n, dtype=bool)
+        self._ids = np.zeros(0, dtype=np.int64)
 
     # -- updates ----------------------------------------------------------------------------------
     def update(self, labeled_ids: Iterable[int]) -> "CandidatePool":
@@ -82,20 +84,22 @@ class CandidatePool:
                 self.cover_[row] += 1
         self.n_searched_last_ = len(fresh)
         self.labeled_ = new_mask
-        self.ever_ |= self.mask()
+        self._mask = (self.cover_ > 0) & ~new_mask
+        self._ids = np.flatnonzero(self._mask)
+        self.ever_[self._ids] = True
         return self
 
     # -- views ------------------------------------------------------------------------------------
     def mask(self) -> np.ndarray:
-        """Boolean (N,) membership of the current pool."""
-        return (self.cover_ > 0) & ~self.labeled_
+        """Boolean (N,) membership of the current pool (computed once per update)."""
+        return self._mask
 
     def ids(self) -> np.ndarray:
-        """Sorted ids of the current pool."""
-        return np.flatnonzero(self.mask())
+        """Sorted ids of the current pool (computed once per update)."""
+        return self._ids
 
     def __len__(self) -> int:
-        return int(self.mask().sum())
+        return len(self._ids)
 
     @property
     def fraction_scored(self) -> float:
