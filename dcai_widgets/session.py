@@ -25,11 +25,11 @@ from .store import ArrayCache, LabelStore, content_hash
 log = logging.getLogger(__name__)
 
 HUMAN = ("human", "review", "import")
+EVENTS = ("labels", "model")
 
 
 class TemporaryStoreWarning(UserWarning):
     """Labels are going to a temporary file that is deleted when the session ends."""
-EVENTS = ("labels", "model")
 
 
 def default_cache_root() -> Path:
