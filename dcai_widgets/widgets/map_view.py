@@ -93,7 +93,8 @@ class MapView(W.VBox):
     def __init__(self, session: Any, max_points: int = 50_000, width: int = 720, height: int = 520,
                  grid: bool = True, thumbnails: bool = True, annotator: str | None = None,
                  random_state: int = 0) -> None:
-        from bokeh.models import ColumnDataSource, HoverTool
+        from bokeh.models import (BoxSelectTool, ColumnDataSource, HoverTool, LassoSelectTool, PanTool,
+                                  ResetTool, WheelZoomTool)
         from bokeh.plotting import figure
         from jupyter_bokeh import BokehModel
 
@@ -127,8 +128,9 @@ class MapView(W.VBox):
             data["desc"] = [session.items.describe(int(i))[:160] for i in self.shown]
             tooltip = "<div style='max-width:300px'>#@id · @label<br>@desc</div>"
         self.source = ColumnDataSource(data)
-        fig = figure(width=width, height=height, tools="pan,wheel_zoom,box_select,lasso_select,reset",
-                     active_drag="lasso_select", active_scroll="wheel_zoom",
+        lasso = LassoSelectTool(continuous=False)  # one selection message per gesture, not per mouse move
+        tools = [PanTool(), WheelZoomTool(), BoxSelectTool(continuous=False), lasso, ResetTool()]
+        fig = figure(width=width, height=height, tools=tools, active_drag=lasso, active_scroll=tools[1],
                      output_backend="webgl" if len(self.shown) > 20_000 else "canvas",
                      title=f"map of {n:,} items" + (f" (showing {len(self.shown):,})" if self.downsampled else ""))
         fig.axis.visible = False
@@ -139,8 +141,8 @@ class MapView(W.VBox):
                                     selection_line_color="black", selection_fill_alpha="alpha",
                                     nonselection_fill_alpha=0.12)
         self.hl_source = ColumnDataSource(dict(x=[], y=[]))
-        fig.scatter("x", "y", source=self.hl_source, size=16, fill_color=None, line_color="#d62728",
-                    line_width=3)
+        self._hl = fig.scatter("x", "y", source=self.hl_source, size=16, fill_color=None,
+                               line_color="#d62728", line_width=3)
         fig.add_tools(HoverTool(renderers=[self.renderer], tooltips=tooltip))
         self.figure = fig
         self.source.selected.on_change("indices", self._on_indices)
@@ -279,4 +281,7 @@ class MapView(W.VBox):
         ids = np.asarray(list(ids), dtype=np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= len(self.xy)):
             raise ValueError(f"item ids must be within 0..{len(self.xy) - 1}")
+        few = len(ids) <= 20  # big rings find one item; many big rings would hide the map
+        if (self._hl.glyph.size == 16) != few:
+            self._hl.glyph.size, self._hl.glyph.line_width = (16, 3) if few else (9, 1.5)
         self.hl_source.data = dict(x=self.xy[ids, 0].tolist(), y=self.xy[ids, 1].tolist())

@@ -73,7 +73,9 @@ def test_keyboard_lasso_reload_and_sigkill(tmp_path):
             sel.wait_for(timeout=30_000)
             n_sel = int(sel.get_attribute("data-count"))
             assert n_sel > 0, "the lasso selected nothing"
-            grid = page.locator(".dcai-map-view .dcai-item-grid")
+            # the grid that shows the map selection (MapView's own, or the ExplorePanel's)
+            grid = page.locator(".dcai-item-grid").filter(
+                has=page.get_by_role("button", name=f"label {n_sel} selected"))
             grid.locator("select").select_option("7")
             grid.get_by_role("button", name=f"label {n_sel} selected").click()
             page.locator(".dcai-bulk-status").wait_for(timeout=30_000)

@@ -12,15 +12,18 @@ def test_tabs_and_cross_panel_sync(demo):
     assert panel.keyboard.enabled
     explore = app.show_tab(1)
     assert not panel.keyboard.enabled
-    if app.map_view is not None:  # until the SEALS ExplorePanel replaces it
-        assert explore is app.map_view
-        app.map_view.select([100, 101, 102])
-        app.map_view.grid.label_selected("8")
-        assert panel.progress.value == 3 and "8: 3" in panel.counts.value   # Label tab counters follow
-        item = panel.current
-        app.show_tab(0)
-        panel.press("2")
-        assert app.map_view.source.data["color"][item] == app.map_view.palette[2]  # map colours follow
+    view = app.map_view or getattr(explore, "map_view", None)   # MapView, alone or inside ExplorePanel
+    grid = view.grid if app.map_view is not None else explore.grid
+    view.select([100, 101, 102])
+    assert view.selected == [100, 101, 102] and grid.ids[:3] == [100, 101, 102]
+    grid.selected = [100, 101, 102]
+    grid.label_selected("8")
+    assert panel.progress.value == 3 and "8: 3" in panel.counts.value   # Label tab counters follow
+    item = panel.current
+    app.show_tab(0)
+    panel.press("2")
+    assert view.source.data["color"][item] == view.palette[2]             # map colours follow
+    if app.map_view is not None:                                         # the shown item is ringed
         assert app.map_view.hl_source.data["x"] == [float(app.map_view.xy[panel.current, 0])]
     assert app.show_tab(0) is panel and panel.keyboard.enabled
 
