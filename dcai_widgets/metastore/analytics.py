@@ -12,7 +12,7 @@ from . import operators as ops
 if TYPE_CHECKING:
     from .store import MetaStore
 
-__all__ = ["ranked", "suspects", "class_bars"]
+__all__ = ["ranked", "suspects", "class_bars", "class_p2b"]
 
 
 def _label_col(ms: "MetaStore", ids: np.ndarray) -> np.ndarray:
@@ -46,33 +46,49 @@ def class_bars(ms: "MetaStore", ck: str, val_x: Any, val_y: Any, subs) -> tuple[
     return classes, bars
 
 
-def suspects(ms: "MetaStore", val_x: Any, val_y: Any, k: int = 50, checkpoint=None, layers=None,
-             classes: Sequence[str] | None = None) -> pd.DataFrame:
-    """Training items whose P2B against a trusted validation batch is most negative (likely mislabeled).
+def class_p2b(ms: "MetaStore", val_x: Any, val_y: Any, ids=None, checkpoint=None, layers=None
+              ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(ids, (n, C) TracIn-CP P2B of each training item against each class's validation batch, classes)."""
+    ckpts, subs = ms._ckpts(checkpoint), ms._subs(layers)
+    ids = ms._train_ids(ckpts, subs, ids)
+    per, cls = None, None
+    for ck in ckpts:
+        cls, bars = class_bars(ms, ck, val_x, val_y, subs)
+        acc = torch.zeros(len(ids), len(cls), dtype=torch.float64)
+        for s in subs:
+            for pos, blk in ms._shard(ck, s.name).blocks(ids):
+                acc[torch.as_tensor(pos)] += ops.p2b_block(blk, bars[s.name]).double()
+        acc *= ms.checkpoints_[ck]["lr"]
+        per = acc if per is None else per + acc
+    return ids, per.numpy(), cls
 
-    TracIn-CP (Pruthi et al. 2020) scores each training item by how much a gradient step on it changes the
-    validation loss; an item that raises it is suspicious. The suggested class is the validation class the
-    item hurts most (other than its own label): a mislabeled "3" tagged "5" hurts the 3s.
+
+def suspects(ms: "MetaStore", val_x: Any, val_y: Any, k: int = 50, checkpoint=None, layers=None,
+             classes: Sequence[str] | None = None, by: str = "class") -> pd.DataFrame:
+    """Training items whose P2B against trusted validation data is most negative (likely mislabeled).
+
+    TracIn-CP (Pruthi et al. 2020) scores a training item by how a gradient step on it changes the
+    validation loss; an item that raises it is suspicious. ``by="class"`` (default) takes the P2B against
+    each class's validation batch and keeps the most negative: a "3" labeled "5" hurts the 3s strongly,
+    which the average over all classes dilutes. ``by="batch"`` uses the single batch-average P2B. The
+    suggested class is the validation class the item hurts most, other than its own label.
     """
     if int(k) < 1:
         raise ValueError(f"k={k!r}: ask for at least one suspect")
-    ids, score = ms.p2b(None, val_x, val_y, checkpoint, layers, _with_ids=True)
-    order = np.argsort(score, kind="stable")[: int(k)]
-    sid, ssc = ids[order], score[order]
+    if by not in ("class", "batch"):
+        raise ValueError(f"by={by!r}: use 'class' (per-class validation batches) or 'batch' (one batch)")
+    if by == "batch":
+        ids, score = ms.p2b(None, val_x, val_y, checkpoint, layers, _with_ids=True)
+        order = np.argsort(score, kind="stable")[: int(k)]
+        sid, ssc = ids[order], score[order]
+        _, pc, cls = class_p2b(ms, val_x, val_y, sid, checkpoint, layers)
+    else:
+        ids, pc_all, cls = class_p2b(ms, val_x, val_y, None, checkpoint, layers)
+        score = pc_all.min(1)
+        order = np.argsort(score, kind="stable")[: int(k)]
+        sid, ssc, pc = ids[order], score[order], pc_all[order]
     label = _label_col(ms, sid)
-    # per-class influence of the suspects, to suggest a class
-    per_class = None
-    cls = None
-    for ck in ms._ckpts(checkpoint):
-        subs = ms._subs(layers)
-        cls, bars = class_bars(ms, ck, val_x, val_y, subs)
-        acc = torch.zeros(len(sid), len(cls), dtype=torch.float64)
-        for s in subs:
-            for pos, blk in ms._shard(ck, s.name).blocks(sid):
-                acc[torch.as_tensor(pos)] += ops.p2b_block(blk, bars[s.name]).double()
-        acc *= ms.checkpoints_[ck]["lr"]
-        per_class = acc if per_class is None else per_class + acc
-    pc = per_class.numpy()
+    pc = pc.copy()
     for row, lab in enumerate(label):
         if np.isfinite(lab) and int(lab) in cls:
             pc[row, cls.index(int(lab))] = np.inf  # never suggest the label it already has

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import warnings
 import zlib
 from collections import OrderedDict
@@ -97,9 +98,12 @@ class LayerShards:
     """The shards of one (checkpoint, sub-layer): append rows, look up ids, iterate blocks."""
 
     def __init__(self, root: Path, cache: ShardCache, dtype: str = "float32", shard_bytes: int = 64 << 20,
-                 storage: str = "auto"):
+                 storage: str = "auto", writer: Any = None):
         self.root = Path(root)
         self.storage = storage
+        self.writer = writer          # an Executor: shards are serialised and written off the training thread
+        self._pending: list = []
+        self._lock = threading.Lock()
         self.cache = cache
         self.dtype = DTYPES[dtype]
         self.shard_bytes = shard_bytes
@@ -197,36 +201,58 @@ class LayerShards:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered rows as one shard (atomic), then list it in the manifest (atomic)."""
+        """Write buffered rows as one shard (atomic), then list it in the manifest (atomic).
+
+        With a writer executor this returns at once; ``sync()`` waits for the write (reads do so themselves).
+        """
         if not self._buf:
             return
-        rec = {k: np.concatenate([r[k] for r in self._buf]) for k in self._buf[0]}
+        recs = self._buf
         self._buf, self._buf_rows = [], 0
-        n = len(self.manifest["shards"])
-        existing = {sh["file"] for sh in self.manifest["shards"]}
-        while f"shard-{n:06d}.npz" in existing:
+        used = {sh["file"] for sh in self.manifest["shards"]} | getattr(self, "_reserved", set())
+        n = len(used)
+        while f"shard-{n:06d}.npz" in used:
             n += 1
         name = f"shard-{n:06d}.npz"
+        self._reserved = getattr(self, "_reserved", set()) | {name}
+        if self.writer is None:
+            self._write_shard(name, recs)
+        else:
+            self._pending.append(self.writer.submit(self._write_shard, name, recs))
+
+    def _write_shard(self, name: str, recs: list[dict[str, np.ndarray]]) -> None:
+        rec = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
         bio = io.BytesIO()
         np.savez(bio, **rec)
-        data = bio.getvalue()
+        data = bio.getbuffer()
         atomic_write(self.root / name, data)
-        self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": int(len(rec["ids"])),
-                                        "bytes": len(data), "crc32": zlib.crc32(data)})
-        self._save_manifest()
-        self._build_index()
+        with self._lock:
+            self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": int(len(rec["ids"])),
+                                            "bytes": len(data), "crc32": zlib.crc32(data)})
+            self._save_manifest()
+            self._build_index()
+            self._reserved.discard(name)
+
+    def sync(self) -> None:
+        """Wait for background shard writes (re-raising their errors)."""
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
 
     # -- read ---------------------------------------------------------------------------------
     @property
     def ids(self) -> np.ndarray:
         """Sorted ids stored here."""
+        self.sync()
         return self._ids
 
     def nbytes_on_disk(self) -> int:
+        self.sync()
         return sum(sh["bytes"] for sh in self.manifest["shards"])
 
     def load_shard(self, si: int) -> dict[str, np.ndarray]:
         """One shard's arrays, checked against the manifest CRC (via the LRU cache)."""
+        self.sync()
         sh = self.manifest["shards"][si]
         key = f"{self.root}/{sh['file']}"
         hit = self.cache.get(key)
@@ -245,6 +271,7 @@ class LayerShards:
 
     def verify_all(self) -> list[str]:
         """Check every shard's CRC; drop bad ones from the manifest (so they are recollected)."""
+        self.sync()
         bad = []
         for sh in list(self.manifest["shards"]):
             p = self.root / sh["file"]
@@ -266,11 +293,13 @@ class LayerShards:
 
     def missing(self, ids: np.ndarray) -> np.ndarray:
         """Those of ``ids`` not stored here."""
+        self.sync()
         ids = np.asarray(ids, np.int64)
         return ids[~np.isin(ids, self._ids)]
 
     def blocks(self, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Yield (positions into ``ids``, arrays of those rows) shard by shard; all stored ids if None."""
+        self.sync()
         if ids is None:
             start = 0
             for si, sh in enumerate(self.manifest["shards"]):
@@ -296,6 +325,7 @@ class LayerShards:
 
     def all_ids_in_order(self) -> np.ndarray:
         """Ids in shard order (matching ``blocks(None)`` positions)."""
+        self.sync()
         if not self.manifest["shards"]:
             return np.zeros(0, np.int64)
         return np.concatenate([np.asarray(sh["ids"], np.int64) for sh in self.manifest["shards"]])

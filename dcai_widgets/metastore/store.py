@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import io
 import json
@@ -88,6 +89,7 @@ class MetaStore:
         self.batch_size = int(batch_size)
         self.shard_bytes = int(shard_bytes)
         self.cache = ShardCache(cache_bytes)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metastore-writer")
         self.path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="metastore-"))
         self.path.mkdir(parents=True, exist_ok=True)
         self._open_meta()
@@ -132,7 +134,7 @@ class MetaStore:
         key = (ckpt, sub)
         if key not in self._shards:
             self._shards[key] = LayerShards(self.path / "ckpt" / ckpt / sub, self.cache, self.dtype,
-                                            self.shard_bytes, self.storage)
+                                            self.shard_bytes, self.storage, writer=self._writer)
         return self._shards[key]
 
     def verify(self) -> dict[str, list[str]]:
@@ -306,6 +308,8 @@ class MetaStore:
             self.model.train(training)
             for s in subs:
                 self._shard(checkpoint, s.name).flush()
+            for s in subs:
+                self._shard(checkpoint, s.name).sync()
         return self
 
     def _append(self, ckpt, subs, bids, y, fac) -> None:
@@ -504,10 +508,13 @@ class MetaStore:
         return ranked(self, x, y, k, checkpoint, layers, positive=False)
 
     def suspects(self, val_x: Any, val_y: Any, k: int = 50, checkpoint=None, layers=None,
-                 classes: Sequence[str] | None = None) -> pd.DataFrame:
-        """Likely mislabeled/harmful training items: most negative P2B against a trusted validation batch."""
+                 classes: Sequence[str] | None = None, by: str = "class") -> pd.DataFrame:
+        """Likely mislabeled/harmful training items: most negative P2B against trusted validation data.
+
+        DataFrame id, score, label, suggested (see ``analytics.suspects``; ``by="batch"`` for one batch).
+        """
         from .analytics import suspects
-        return suspects(self, val_x, val_y, k, checkpoint, layers, classes)
+        return suspects(self, val_x, val_y, k, checkpoint, layers, classes, by)
 
     def storage_report(self) -> pd.DataFrame:
         """Per checkpoint and sub-layer: mode chosen, items, bytes on disk and the full-gradient bytes."""
@@ -564,10 +571,15 @@ class Recorder:
         self.collector.detach()
         ms = self.ms
         if exc_type is not None:   # not registered: the partial shards are discarded on the next record
+            for s in ms.sublayers:
+                with contextlib.suppress(Exception):
+                    ms._shard(self.checkpoint, s.name).sync()
             ms._drop_shards(self.checkpoint)
             return
         for s in ms.sublayers:
             ms._shard(self.checkpoint, s.name).flush()
+        for s in ms.sublayers:
+            ms._shard(self.checkpoint, s.name).sync()
         ms.add_checkpoint(self.checkpoint, self.lr)   # registered last: only a complete recording counts
 
 

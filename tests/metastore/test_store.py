@@ -195,13 +195,17 @@ def test_suspects_find_flipped_labels_and_suggest_the_true_class(tmp_path):
             F.cross_entropy(model(X), y_noisy).backward()
             opt.step()
         ms.collect((X, y_noisy), nn.CrossEntropyLoss(), f"e{epoch}", lr=0.5, progress=False)
-    sus = ms.suspects(Xv, yv, k=30)
-    assert list(sus.columns) == ["id", "score", "label", "suggested"]
-    assert (np.diff(sus["score"]) >= 0).all() and (sus["score"] < 0).all()
-    hit = np.isin(sus["id"], flip.numpy())
-    assert hit.mean() >= 0.7                         # chance is 0.1
-    caught = sus[hit]
-    assert (caught["suggested"].to_numpy() == y.numpy()[caught["id"].to_numpy()]).mean() >= 0.8
+    for by in ("class", "batch"):
+        sus = ms.suspects(Xv, yv, k=30, by=by)
+        assert list(sus.columns) == ["id", "score", "label", "suggested"]
+        assert (np.diff(sus["score"]) >= 0).all() and (sus["score"] < 0).all()
+        hit = np.isin(sus["id"], flip.numpy())
+        assert hit.mean() >= 0.7, by                     # chance is 0.1
+        caught = sus[hit]
+        assert (caught["suggested"].to_numpy() == y.numpy()[caught["id"].to_numpy()]).mean() >= 0.8
+        assert (sus["label"].to_numpy() != sus["suggested"].to_numpy()).all()
+    with pytest.raises(ValueError, match="by="):
+        ms.suspects(Xv, yv, by="mean")
     named = ms.suspects(Xv, yv, k=5, classes=["a", "b", "c"])
     assert set(named["suggested"]) <= {"a", "b", "c"}
     # proponents of a validation item are mostly of its class, opponents carry other labels
