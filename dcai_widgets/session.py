@@ -364,6 +364,17 @@ class Session:
         ids = np.where(y >= 0)[0]
         return self.label(ids, y[ids], annotator=annotator, source="import") if len(ids) else 0
 
+    # -- exclusions (additive, used by the Inspect panel) ------------------------------------------
+    def exclude(self, ids, excluded: bool = True, annotator: str | None = None, reason: str | None = None) -> None:
+        """Keep items out of training (``excluded=False`` brings them back); persisted in the store, append-only."""
+        ids = check_ids(ids, len(self))
+        self.store.set_excluded(ids.tolist(), excluded, annotator=annotator if annotator is not None
+                                else self.annotator, reason=reason)
+
+    def excluded(self) -> np.ndarray:
+        """Ids currently excluded from training (sorted int64)."""
+        return np.asarray(self.store.excluded(), dtype=np.int64)
+
     # -- events and models ---------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Subscribe callback(**payload) to an event ("labels" or "model"); returns the callback."""

@@ -237,6 +237,31 @@ class LabelStore:
         df = pd.DataFrame(rows, columns=_COLUMNS)
         return df.astype({"id": "int64"})
 
+    # -- exclusions (additive, for the Inspect panel: items kept out of training) -------------------
+    _EXCL = ("CREATE TABLE IF NOT EXISTS exclusions (seq INTEGER PRIMARY KEY AUTOINCREMENT, item INTEGER NOT NULL, "
+             "excluded INTEGER NOT NULL, annotator TEXT, reason TEXT, ts REAL NOT NULL)")
+
+    def set_excluded(self, items: Iterable[int], excluded: bool = True, *, annotator: str | None = None,
+                     reason: str | None = None) -> None:
+        """Append exclusion events (latest per item wins; nothing is deleted), committed before returning."""
+        rows = [(int(i), int(bool(excluded)), annotator, reason, time.time()) for i in items]
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute(self._EXCL)
+            c.executemany("INSERT INTO exclusions (item, excluded, annotator, reason, ts) VALUES (?, ?, ?, ?, ?)",
+                          rows)
+
+        if rows:
+            self._write(insert)
+
+    def excluded(self) -> list[int]:
+        """Items currently excluded from training, sorted."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE name='exclusions'"):
+            return []
+        rows = self._read("SELECT item FROM (SELECT item, excluded, ROW_NUMBER() OVER (PARTITION BY item ORDER BY "
+                          "seq DESC) AS rn FROM exclusions) WHERE rn = 1 AND excluded = 1 ORDER BY item")
+        return [int(r[0]) for r in rows]
+
     def agreement(self) -> pd.DataFrame:
         """Per item labeled by people: annotators, majority label and the fraction that agree with it."""
         ev = self.events(("human", "review"))
