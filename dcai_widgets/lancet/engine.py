@@ -73,6 +73,7 @@ class Lancet:
 
     def __init__(self, session: Any, batch: int = 10, alpha_t: float = 0.1, backbone: str = "mlp",
                  selection: str = "dmn", steps: int = 400, dmn_steps: int = 300, pool_factor: int = 5,
+                 pool_frac: float = 0.2,
                  lam_cfm: float = 0.1, threshold: float = 0.9, write: bool = True, progress: bool = True,
                  n_threads: int | None = 1, seed: int = 0):
         if not isinstance(batch, (int, np.integer)) or batch < 1:
@@ -89,6 +90,7 @@ class Lancet:
         self.batch, self.alpha_t = int(batch), float(alpha_t)
         self.backbone, self.selection = backbone, selection
         self.steps, self.dmn_steps, self.pool_factor = int(steps), int(dmn_steps), int(pool_factor)
+        self.pool_frac = float(pool_frac)
         self.lam_cfm, self.threshold = float(lam_cfm), float(threshold)
         self.write, self.progress, self.seed = write, progress, seed
         self.n_threads = n_threads
@@ -220,8 +222,11 @@ class Lancet:
         b = min(self.batch, len(unl))
         if self.selection == "random":
             return np.random.default_rng(self.seed + self.n_labeled_).choice(unl, b, replace=False)
-        pool = np.argsort(rank, kind="stable")[: max(b, self.pool_factor * b)]
-        pick = _kmeans_representatives(z[unl[pool]], b, self.seed, score=rank[pool])
+        size = max(b, self.pool_factor * b, int(self.pool_frac * len(unl)))
+        pool = np.argsort(rank, kind="stable")[:size]
+        # small pool: the lowest weight per cluster; large pool: the cluster's most central item
+        score = None if self.pool_frac > 0 else rank[pool]
+        pick = _kmeans_representatives(z[unl[pool]], b, self.seed, score=score)
         return unl[pool[pick]]
 
     def _warn(self, msg: str) -> None:

@@ -5,8 +5,9 @@ import html
 import importlib
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
 import ipywidgets as W
@@ -44,6 +45,13 @@ class App(W.VBox):
         load_bokehjs()  # while the building cell executes, so lazily built map tabs can render
         self.session = session
         self.annotator = annotator
+        if queue is None:  # LANCET is the default Label queue, with its view beside the panel
+            from ..lancet import Lancet
+            from .lancet_view import LancetView
+
+            queue = Lancet(session)
+            if extras is None:
+                extras = LancetView(session, queue)
         self.label_panel = LabelPanel(session, queue=queue, extras=extras, annotator=annotator)
         self.map_view = None
         self._builders: dict[int, Callable[[], W.Widget]] = {}

@@ -1,0 +1,223 @@
+"""LancetView: what LANCET did with the labels — propagated counts by confidence, the stop gauge, a
+learning curve (bokeh), and spot checks of propagated labels with an accuracy estimate.
+
+Spot checks (not in the LANCET paper) draw a few propagated labels from every confidence bin; the
+expert confirms (stored as ``source="review"``) or rejects and gives the right class (also a review
+label). The accuracy of all propagated labels is estimated per bin with a Wilson interval, combined by
+each bin's share of the propagated items (:mod:`dcai_widgets.lancet.spot`).
+"""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import pandas as pd
+
+from ..lancet import spot
+from .item_card import ItemCard
+
+
+class LancetView(W.VBox):
+    """Side panel for the Label tab; refreshes whenever ``lancet`` refits (Session "model" event)."""
+
+    def __init__(self, session: Any, lancet: Any, per_bin: int = 2, seed: int | None = 0,
+                 card_size: int = 96) -> None:
+        for name in ("propagated", "should_stop"):
+            if not callable(getattr(lancet, name, None)):
+                raise TypeError(f"lancet must be a dcai_widgets Lancet (needs {name}()); got {type(lancet).__name__}")
+        if not isinstance(per_bin, int) or per_bin < 1:
+            raise ValueError(f"per_bin must be a positive int (spot checks per confidence bin), got {per_bin!r}")
+        self.session, self.lancet, self.per_bin = session, lancet, per_bin
+        self._rng = np.random.default_rng(seed)
+        self.checks = pd.DataFrame({"id": pd.Series(dtype="int64"), "label": pd.Series(dtype="object"),
+                                    "confidence": pd.Series(dtype="float64"), "correct": pd.Series(dtype="bool")})
+        self._queue: list[dict] = []
+        self.summary = W.HTML()
+        self.bins_html = W.HTML()
+        self.loss_bar = W.FloatProgress(min=0.0, max=1.0, description="DMN loss", layout=W.Layout(width="260px"))
+        self.weight_bar = W.FloatProgress(min=0.0, max=1.0, description="min weight", layout=W.Layout(width="260px"))
+        self.gauge_text = W.HTML()
+        self.estimate_html = W.HTML()
+        self.card = ItemCard(session, size=card_size)
+        self.card.layout.display = "none"
+        self.check_text = W.HTML()
+        self.draw_button = W.Button(description="Spot-check propagated labels", icon="check-square")
+        self.confirm_button = W.Button(description="Correct", button_style="success", disabled=True)
+        self.reject_button = W.Button(description="Wrong", button_style="danger", disabled=True)
+        self.right_class = W.Dropdown(options=list(session.classes), description="right class",
+                                      layout=W.Layout(display="none", width="220px"))
+        self.save_button = W.Button(description="Save", layout=W.Layout(display="none"))
+        self.draw_button.on_click(lambda _: self.draw())
+        self.confirm_button.on_click(lambda _: self.confirm())
+        self.reject_button.on_click(lambda _: self.reject())
+        self.save_button.on_click(lambda _: self.save_correction())
+        self.curve = self._build_curve()
+        super().__init__([
+            W.HTML("<b>LANCET</b>"), self.summary, self.bins_html,
+            W.HTML("<b>stop gauge</b>"), self.loss_bar, self.weight_bar, self.gauge_text,
+            self.curve,
+            W.HTML("<b>spot checks</b>"), self.draw_button, self.card, self.check_text,
+            W.HBox([self.confirm_button, self.reject_button]), W.HBox([self.right_class, self.save_button]),
+            self.estimate_html,
+        ], layout=W.Layout(width="340px"))
+        self.add_class("dcai-lancet-view")
+        session.on("model", self._on_model)
+        self.refresh()
+
+    # -- plots ------------------------------------------------------------------------------------
+    def _build_curve(self) -> W.Widget:
+        from bokeh.models import ColumnDataSource
+        from bokeh.plotting import figure
+        from jupyter_bokeh import BokehModel
+
+        self.curve_source = ColumnDataSource(dict(x=[], conf=[], acc=[], low=[], high=[]))
+        fig = figure(height=200, width=320, x_axis_label="human labels", y_range=(0, 1.02),
+                     toolbar_location=None, title="learning curve")
+        fig.line("x", "conf", source=self.curve_source, legend_label="mean confidence", color="#1f77b4")
+        fig.scatter("x", "acc", source=self.curve_source, legend_label="spot-check accuracy", color="#d62728",
+                    size=6)
+        fig.segment("x", "low", "x", "high", source=self.curve_source, color="#d62728")
+        fig.legend.location = "bottom_right"
+        fig.legend.label_text_font_size = "8pt"
+        self.figure = fig
+        return BokehModel(fig)
+
+    # -- refresh ----------------------------------------------------------------------------------
+    def _on_model(self, name: str | None = None, model: Any = None, **_: Any) -> None:
+        if model is self.lancet:
+            self.refresh()
+
+    def _propagated(self) -> pd.DataFrame:
+        try:
+            return self.lancet.propagated()
+        except RuntimeError:  # not fitted yet
+            return pd.DataFrame({"id": [], "label": [], "confidence": []})
+
+    def refresh(self) -> None:
+        """Redraw counts, bins, gauge and curve from the lancet's current state."""
+        p = self._propagated()
+        n = len(self.session)
+        human = int((np.asarray(self.session.label_vector()) >= 0).sum())
+        self.summary.value = (f'<div class="dcai-lancet-summary" data-propagated="{len(p)}">'
+                              f"{len(p)} of {n} items have propagated labels · {human} human labels</div>")
+        if len(p):
+            b = spot.confidence_bin(p["confidence"].to_numpy())
+            counts = np.bincount(b, minlength=len(spot.BINS) - 1)
+            rows = "".join(
+                f"<tr><td>{spot.BINS[i]:.1f}–{min(spot.BINS[i + 1], 1):.1f}</td><td>{int(c)}</td>"
+                f'<td><div style="background:#1f77b4;height:8px;width:{int(120 * c / max(1, counts.max()))}px">'
+                f"</div></td></tr>" for i, c in enumerate(counts))
+            self.bins_html.value = f'<table class="dcai-lancet-bins"><tr><th>confidence</th><th>items</th><th></th></tr>{rows}</table>'
+        else:
+            self.bins_html.value = "<i>no propagated labels yet: label a first batch</i>"
+        try:
+            r = self.lancet.should_stop()
+        except RuntimeError:
+            r = None
+        if r is None or not np.isfinite(r.dmn_loss):
+            self.loss_bar.value, self.weight_bar.value = 0.0, 0.0
+            self.gauge_text.value = f"<i>{html.escape(r.reason if r is not None else 'not fitted yet')}</i>"
+        else:
+            self.loss_bar.value = float(min(1.0, r.dmn_loss / r.chance))
+            self.weight_bar.value = float(min(1.0, r.min_weight / max(r.alpha_t, 1e-9) / 2))
+            verdict = "STOP: labels cover the data" if r.stop else "keep labeling"
+            self.gauge_text.value = (f'<div class="dcai-stop" data-stop="{int(r.stop)}"><b>{verdict}</b><br>'
+                                     f"DMN loss {r.dmn_loss:.3f} vs chance {r.chance:.3f} · min weight "
+                                     f"{r.min_weight:.3f} vs alpha_t {r.alpha_t} (bar full = 2×alpha_t)</div>")
+        self._refresh_estimate(p)
+        self._refresh_curve()
+
+    def _refresh_curve(self) -> None:
+        hist = getattr(self.lancet, "history_", [])
+        xs = [h["human_labels"] for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
+        conf = [h["mean_confidence"] for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
+        acc = [h.get("spot_accuracy", np.nan) for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
+        low = [h.get("spot_low", np.nan) for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
+        high = [h.get("spot_high", np.nan) for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
+        self.curve_source.data = dict(x=xs, conf=conf, acc=acc, low=low, high=high)
+
+    def _refresh_estimate(self, p: pd.DataFrame | None = None) -> None:
+        p = self._propagated() if p is None else p
+        if not len(self.checks) or not len(p):
+            self.estimate_html.value = "<i>no spot checks yet</i>"
+            return
+        est = spot.estimate(p, self.checks)
+        self.last_estimate = est
+        hist = getattr(self.lancet, "history_", [])
+        if hist:  # attach to the current round for the learning curve
+            hist[-1].update(spot_accuracy=est["accuracy"], spot_low=est["low"], spot_high=est["high"])
+        rows = "".join(f"<tr><td>{r.bin}</td><td>{r.correct}/{r.checked}</td><td>{r.low:.2f}–{r.high:.2f}</td></tr>"
+                       for r in est["bins"].itertuples())
+        self.estimate_html.value = (
+            f'<div class="dcai-estimate" data-accuracy="{est["accuracy"]:.4f}">estimated accuracy of propagated '
+            f"labels: <b>{est['accuracy']:.1%}</b> (95% interval {est['low']:.1%}–{est['high']:.1%}, "
+            f"{est['checked']} checks)</div><table><tr><th>confidence</th><th>correct</th><th>Wilson 95%</th></tr>"
+            f"{rows}</table>")
+
+    # -- spot checks ---------------------------------------------------------------------------------
+    def draw(self) -> list[int]:
+        """Draw ``per_bin`` propagated items per confidence bin to check; shows the first. Returns their ids."""
+        p = self._propagated()
+        if not len(p):
+            self.check_text.value = "<i>nothing propagated yet to check</i>"
+            return []
+        human = np.asarray(self.session.label_vector()) >= 0
+        p = p[~human[p["id"].to_numpy(np.int64)]]
+        d = spot.draw(p, self.per_bin, exclude=self.checks["id"].tolist(), seed=int(self._rng.integers(2**31)))
+        self._queue = d.to_dict("records")
+        self._show_next()
+        return [int(i) for i in d["id"]]
+
+    @property
+    def current(self) -> dict | None:
+        return self._queue[0] if self._queue else None
+
+    def _show_next(self) -> None:
+        self.right_class.layout.display = self.save_button.layout.display = "none"
+        c = self.current
+        if c is None:
+            self.card.layout.display = "none"
+            self.confirm_button.disabled = self.reject_button.disabled = True
+            self.check_text.value = "<i>spot checks done</i>" if len(self.checks) else ""
+            return
+        self.card.layout.display = ""
+        self.card.show(int(c["id"]))
+        self.check_text.value = (f'<div data-item="{int(c["id"])}">LANCET says <b>{html.escape(str(c["label"]))}</b>'
+                                 f" (confidence {c['confidence']:.2f}) — right? {len(self._queue)} left</div>")
+        self.confirm_button.disabled = self.reject_button.disabled = False
+
+    def _record(self, correct: bool) -> None:
+        c = self._queue.pop(0)
+        row = pd.DataFrame([{"id": int(c["id"]), "label": c["label"], "confidence": float(c["confidence"]),
+                             "correct": bool(correct)}])
+        self.checks = row if self.checks.empty else pd.concat([self.checks, row], ignore_index=True)
+        self._refresh_estimate()
+        self._refresh_curve()
+        self._show_next()
+
+    def confirm(self) -> None:
+        """The shown propagated label is right: store it as a review label."""
+        c = self.current
+        if c is None:
+            return
+        self.session.label([int(c["id"])], [c["label"]], source="review")
+        self._record(True)
+
+    def reject(self) -> None:
+        """The shown propagated label is wrong: ask for the right class (then ``save_correction``)."""
+        if self.current is None:
+            return
+        self.right_class.layout.display = self.save_button.layout.display = ""
+        self.confirm_button.disabled = self.reject_button.disabled = True
+        self.check_text.value += "<div>pick the right class and Save</div>"
+
+    def save_correction(self, label: str | int | None = None) -> None:
+        """Store the right class for the rejected item (a review label) and count it as wrong."""
+        c = self.current
+        if c is None:
+            return
+        label = self.right_class.value if label is None else label
+        self.session.label([int(c["id"])], [label], source="review")
+        self._record(False)

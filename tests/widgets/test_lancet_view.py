@@ -1,0 +1,80 @@
+"""LancetView driven from Python: counts, stop gauge, curve, spot checks with confirm/reject."""
+import warnings
+
+import numpy as np
+import pytest
+
+import dcai_widgets as dw
+from dcai_widgets.lancet import Lancet
+from dcai_widgets.lancet import spot
+
+pytest.importorskip("jupyter_bokeh")
+from dcai_widgets.widgets.lancet_view import LancetView  # noqa: E402
+
+
+def _blobs(tmp_path, n_per=30, k=3):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 10, (k, 4))
+    X = np.vstack([c + rng.normal(0, 1, (n_per, 4)) for c in centers]).astype(np.float32)
+    y = np.repeat(np.arange(k), n_per)
+    return dw.Session.from_embeddings(X, [f"c{i}" for i in range(k)], y_true=y, store=tmp_path / "l.db")
+
+
+def test_wilson_and_estimate():
+    lo, hi = spot.wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert spot.wilson(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        spot.wilson(3, 2)
+    import pandas as pd
+
+    prop = pd.DataFrame({"id": range(10), "label": ["a"] * 10, "confidence": [0.95] * 8 + [0.5] * 2})
+    checks = pd.DataFrame({"id": [0, 1, 8], "label": ["a"] * 3, "confidence": [0.95, 0.95, 0.5],
+                           "correct": [True, True, False]})
+    est = spot.estimate(prop, checks)
+    # high bin: 80% of items, 2/2 correct; low bin: 20%, 0/1; middle bin has no items
+    assert est["accuracy"] == pytest.approx(0.8 * 1.0 + 0.2 * 0.0)
+    assert est["low"] < est["accuracy"] < est["high"] and est["checked"] == 3
+
+
+def test_view_spot_checks_write_review_labels(tmp_path):
+    s = _blobs(tmp_path)
+    lan = Lancet(s, batch=3, steps=100, dmn_steps=60, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lan.fit()
+        view = LancetView(s, lan, per_bin=2)
+        assert "0 of 90" in view.summary.value  # cold start: nothing propagated yet
+        assert view.draw() == []
+        c = lan.candidates()
+        s.label(c, s.y_true[c])
+        lan.fit()  # emits "model": the view refreshes itself
+    assert f"{90 - 3} of 90" in view.summary.value
+    assert "DMN loss" in view.gauge_text.value and 0 < view.loss_bar.value <= 1
+    assert len(view.curve_source.data["x"]) == 1
+    ids = view.draw()
+    assert 1 <= len(ids) <= 2 * (len(spot.BINS) - 1) and view.current["id"] == ids[0]
+    first = view.current
+    view.confirm_button.click()
+    rev = s.labeled(sources=("review",))
+    assert list(rev["id"]) == [first["id"]] and rev["label"].iloc[0] == first["label"]
+    if len(ids) > 1:
+        second = view.current
+        view.reject_button.click()
+        assert view.right_class.layout.display == ""
+        wrong = next(c for c in s.classes if c != second["label"])
+        view.right_class.value = wrong
+        view.save_button.click()
+        rev = s.labeled(sources=("review",)).set_index("id")
+        assert rev.loc[second["id"], "label"] == wrong
+        assert list(view.checks["correct"]) == [True, False]
+    assert "estimated accuracy" in view.estimate_html.value
+    assert np.isfinite(view.curve_source.data["acc"][-1])
+
+
+def test_view_rejects_non_lancet(tmp_path):
+    s = _blobs(tmp_path)
+    with pytest.raises(TypeError, match="Lancet"):
+        LancetView(s, object())
+    with pytest.raises(ValueError, match="per_bin"):
+        LancetView(s, Lancet(s, progress=False), per_bin=0)
