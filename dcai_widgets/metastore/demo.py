@@ -131,14 +131,17 @@ def inputs_for(session: Any) -> tuple[torch.Tensor, nn.Module, list[str]]:
 
 def build_inspect_model(session: Any, path: str | Path | None = None, epochs: int = 10, checkpoints: int = 3,
                         lr: float = 0.3, val_fraction: float = 0.2, seed: int = 0,
-                        excluded: Sequence[int] = ()) -> InspectModel:
-    """Train the session's small model on its labels (human/review/import, else y_true) and checkpoint it.
+                        excluded: Sequence[int] = (),
+                        progress: Callable[[int, int], None] | None = None) -> InspectModel:
+    """Train the session's small model on its labels (y_true overridden by human/review/import) and checkpoint it.
 
     The factors themselves are collected later (``InspectModel.collect``), when the panel is first used.
+    Excluded items are left out of training; ``progress(epoch, epochs)`` is called after each epoch.
     """
-    labels = session.label_vector()
-    if (labels < 0).all() and session.y_true is not None:
-        labels = np.asarray(session.y_true, dtype=np.int64)
+    labels = (np.asarray(session.y_true, dtype=np.int64).copy() if session.y_true is not None
+              else np.full(len(session), -1, np.int64))
+    given = session.label_vector()          # human / review / import labels override the source labels
+    labels[given >= 0] = given[given >= 0]
     lab_ids = np.nonzero(labels >= 0)[0]
     if len(lab_ids) < 10:
         raise ValueError(f"only {len(lab_ids)} labeled items; label at least 10 before inspecting a model")
@@ -155,6 +158,8 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
     def keep(ep: int, m: nn.Module) -> None:
         if ep % every == 0 or ep == epochs:
             states[f"epoch-{ep}"] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        if progress is not None:
+            progress(ep, epochs)
 
     y_t = torch.as_tensor(labels)
     train(model, X[torch.as_tensor(train_ids)], y_t[torch.as_tensor(train_ids)], epochs=epochs, lr=lr,
