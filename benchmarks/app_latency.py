@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from e2e.harness import CHROMIUM_ARGS, PANEL_ID, Server, free_port  # noqa: E402
+from e2e.harness import CHROMIUM_ARGS, PANEL_ID, Server, free_port
 
 NAIVE_NOTEBOOK = r'''
 import os

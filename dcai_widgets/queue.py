@@ -66,7 +66,7 @@ class UncertaintyQueue:
         self.classes_: np.ndarray | None = None
         self.n_labeled_ = 0
 
-    def fit(self) -> "UncertaintyQueue":
+    def fit(self) -> UncertaintyQueue:
         """Refit on the labels now in the store and re-rank the unlabeled items."""
         s = self.session
         y = np.asarray(s.label_vector())

@@ -7,7 +7,6 @@ from typing import Any
 
 import ipywidgets as W
 
-
 _TEXT_LIMIT = 2000
 
 
@@ -123,4 +122,4 @@ class ItemCard(W.VBox):
         self.badges.value = " ".join(parts)
 
 
-__all__ = ["ItemCard", "PngCache", "png_cache", "item_html"]
+__all__ = ["ItemCard", "PngCache", "item_html", "png_cache"]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import html
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import ipywidgets as W
 import numpy as np
@@ -136,9 +137,14 @@ class ItemGrid(W.VBox):
         self.label_button.disabled = k == 0
 
     # -- selection -----------------------------------------------------------------------------
-    @staticmethod
-    def _style_cell(card: ItemCard, on: bool) -> None:
+    def _style_cell(self, card: ItemCard, on: bool) -> None:
         (card.add_class if on else card.remove_class)("dcai-selected")
+        for _box, c, toggle in self._cells:
+            if c is card:
+                desc = "✓ selected" if on else "select"
+                if toggle.description != desc:
+                    toggle.description = desc
+                break
 
     def _on_toggle(self, card: ItemCard, value: bool) -> None:
         if self._syncing or card.item_id is None:

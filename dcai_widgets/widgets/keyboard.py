@@ -5,7 +5,7 @@ works the same in JupyterLab, Notebook, VS Code and Voila.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import anywidget
 import traitlets

@@ -12,7 +12,8 @@ import html
 import threading
 import time
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ipywidgets as W
 import numpy as np
@@ -101,6 +102,7 @@ class LabelPanel(W.VBox):
         self.queue.fit()
         self._pending = deque(self.queue.candidates())
         self._refresh_counts()
+        self._refresh_annotators()
         self._advance_new()
 
     # -- layout --------------------------------------------------------------------------------

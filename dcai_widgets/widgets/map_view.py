@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import ipywidgets as W
 import numpy as np
@@ -93,8 +94,15 @@ class MapView(W.VBox):
     def __init__(self, session: Any, max_points: int = 50_000, width: int = 720, height: int = 520,
                  grid: bool = True, thumbnails: bool = True, annotator: str | None = None,
                  random_state: int = 0) -> None:
-        from bokeh.models import (BoxSelectTool, ColumnDataSource, HoverTool, LassoSelectTool, PanTool,
-                                  ResetTool, WheelZoomTool)
+        from bokeh.models import (
+            BoxSelectTool,
+            ColumnDataSource,
+            HoverTool,
+            LassoSelectTool,
+            PanTool,
+            ResetTool,
+            WheelZoomTool,
+        )
         from bokeh.plotting import figure
         from jupyter_bokeh import BokehModel
 
@@ -139,7 +147,7 @@ class MapView(W.VBox):
         self.renderer = fig.scatter("x", "y", source=self.source, size=6 if n < 5000 else 4,
                                     fill_color="color", line_color=None, fill_alpha="alpha",
                                     selection_line_color="black", selection_fill_alpha="alpha",
-                                    nonselection_fill_alpha=0.12)
+                                    nonselection_fill_alpha=0.3)
         self.hl_source = ColumnDataSource(dict(x=[], y=[]))
         self._hl = fig.scatter("x", "y", source=self.hl_source, size=16, fill_color=None,
                                line_color="#d62728", line_width=3)

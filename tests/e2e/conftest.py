@@ -1,6 +1,5 @@
 """Skip the browser tests cleanly where Debian chromium or playwright is missing."""
 import os
-import shutil
 
 import pytest
 
