@@ -38,7 +38,7 @@ def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
         if arr.ndim == 0:
             raise TypeError(f"{name} must be integer item ids, got {ids!r}")
         if arr.dtype == bool or (arr.dtype.kind not in "iu" and arr.size > 0):
-            if (arr.dtype.kind == "f" and arr.size and np.isfinite(arr).all() and (np.abs(arr) < 2**53).all()
+            if (arr.dtype.kind == "f" and arr.size and np.isfinite(arr).all() and (np.abs(arr.astype(np.float64)) < 2**53).all()
                     and (arr == np.round(arr)).all()):
                 arr = arr.astype(np.int64)
             else:
