@@ -228,7 +228,7 @@ class LayerShards:
         atomic_write(self.root / name, data)
         with self._lock:
             self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": int(len(rec["ids"])),
-                                            "bytes": len(data), "crc32": zlib.crc32(data)})
+                                            "y": rec["y"].tolist(), "bytes": len(data), "crc32": zlib.crc32(data)})
             self._save_manifest()
             self._build_index()
             self._reserved.discard(name)
@@ -322,6 +322,18 @@ class LayerShards:
                 yield pos, arr      # the whole shard in order: no copy
             else:
                 yield pos, {k: v[r] for k, v in arr.items()}
+
+    def labels(self) -> dict[int, float]:
+        """id -> label stored with the item at collection (NaN when unknown), from the manifest alone."""
+        self.sync()
+        out: dict[int, float] = {}
+        for sh in self.manifest["shards"]:
+            ys = sh.get("y")
+            if ys is None:      # older manifest: read the shard
+                arr = self.load_shard(self.manifest["shards"].index(sh))
+                ys = arr["y"].tolist()
+            out.update(zip(sh["ids"], ys))
+        return out
 
     def all_ids_in_order(self) -> np.ndarray:
         """Ids in shard order (matching ``blocks(None)`` positions)."""

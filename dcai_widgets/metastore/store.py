@@ -255,10 +255,7 @@ class MetaStore:
         s0 = self.sublayers[0]
         vals: dict[int, float] = {}
         for ck in self.checkpoints:
-            sh = self._shard(ck, s0.name)
-            for si in range(len(sh.manifest["shards"])):
-                arr = sh.load_shard(si)
-                vals.update(zip(arr["ids"].tolist(), arr["y"].tolist()))
+            vals.update(self._shard(ck, s0.name).labels())
         ser = pd.Series(vals, dtype=float).sort_index()
         return ser if ids is None else ser.reindex(np.asarray(ids, np.int64))
 
@@ -369,7 +366,13 @@ class MetaStore:
         parts: dict[str, list] = {}
         with self._at(ckpt), Collector(self.specs, keep_graph=True) as col:
             for x, y in self._test_batches(test_x, test_y):
-                for k, (X, G) in replay_factors(self.model, col, x, y, loss).items():
+                try:
+                    fac = replay_factors(self.model, col, x, y, loss)
+                except RuntimeError as e:
+                    raise ValueError(f"the model could not run on a test batch of shape {tuple(x.shape)} with "
+                                     f"labels of shape {tuple(y.shape)}: {e}; pass inputs shaped like the "
+                                     "training samples") from e
+                for k, (X, G) in fac.items():
                     parts.setdefault(k, []).append((X.cpu(), G.cpu()))
         return {k: (torch.cat([p[0] for p in v]), torch.cat([p[1] for p in v])) for k, v in parts.items()}
 
@@ -584,6 +587,12 @@ class Recorder:
 
 
 def _n_items(dataset: Any) -> int | None:
+    from torch.utils.data import DataLoader
+    if isinstance(dataset, DataLoader):
+        try:
+            return len(dataset.dataset)
+        except TypeError:
+            return None
     try:
         return len(dataset[0]) if isinstance(dataset, tuple) and len(dataset) == 2 else len(dataset)
     except TypeError:

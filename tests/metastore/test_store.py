@@ -234,3 +234,15 @@ def test_record_crash_leaves_nothing_registered(tmp_path, data):
     assert np.array_equal(ms.stored_ids("e1"), np.arange(8, 16))
     with pytest.raises(ValueError, match="already collected"):
         ms.record("e1", lr=0.1)
+
+
+def test_recorded_store_rejects_a_test_batch_the_model_cannot_take(tmp_path, data):
+    X, Y, Xt, Yt = data
+    model = MLP().double()
+    ms = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64")
+    with ms.record("e1", lr=0.1, loss_fn=nn.CrossEntropyLoss()) as rec:
+        F.cross_entropy(model(X[:8]), Y[:8]).backward()
+        rec.step(np.arange(8), Y[:8])
+    with pytest.raises(ValueError, match=r"could not run on a test batch of shape \(4, 9\)"):
+        ms.p2b(None, torch.randn(4, 9, dtype=torch.float64), Yt)
+    assert ms.labels().index.tolist() == list(range(8))
