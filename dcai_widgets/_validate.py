@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,8 +38,9 @@ def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
         if arr.ndim == 0:
             raise TypeError(f"{name} must be integer item ids, got {ids!r}")
         if arr.dtype == bool or (arr.dtype.kind not in "iu" and arr.size > 0):
-            if (arr.dtype.kind == "f" and arr.size and np.isfinite(arr).all() and (np.abs(arr.astype(np.float64)) < 2**53).all()
-                    and (arr == np.round(arr)).all()):
+            wide = arr.astype(np.float64) if arr.dtype.kind == "f" else None
+            if (wide is not None and arr.size and np.isfinite(wide).all() and (np.abs(wide) < 2**53).all()
+                    and (wide == np.round(wide)).all()):
                 arr = arr.astype(np.int64)
             else:
                 raise TypeError(f"{name} must be integer item ids, got dtype {arr.dtype} ({arr.ravel()[:3].tolist()}...)")

@@ -31,5 +31,5 @@ def small_map(X: np.ndarray, seed: int = 0) -> np.ndarray:
     Xc = X - X.mean(0)
     if X.shape[1] == 1:
         return np.hstack([Xc, np.zeros_like(Xc)]).astype(np.float32)
-    u, s, vt = np.linalg.svd(Xc, full_matrices=False)
+    vt = np.linalg.svd(Xc, full_matrices=False)[2]
     return (Xc @ vt[:2].T).astype(np.float32)

@@ -59,7 +59,7 @@ class NeighborIndex:
             faiss.normalize_L2(x)
         return x
 
-    def fit(self, X) -> "NeighborIndex":
+    def fit(self, X) -> NeighborIndex:
         import faiss
 
         X = _as_matrix(X, name="embeddings")
@@ -217,7 +217,7 @@ class NeighborIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, X) -> "NeighborIndex":
+    def load(cls, path: str | os.PathLike, X) -> NeighborIndex:
         """Reopen a saved index over the same vectors X (kept for search by id)."""
         import faiss
 

@@ -11,15 +11,16 @@ import os
 import tempfile
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ._validate import check_classes, check_embeddings, check_ids, to_class_indices
-from .data.items import ImageItems, ItemSet, TableItems, TextItems, VectorItems
 from .data import loaders
+from .data.items import ImageItems, ItemSet, TableItems, TextItems, VectorItems
 from .store import ArrayCache, LabelStore, content_hash
 
 log = logging.getLogger(__name__)
@@ -85,25 +86,25 @@ class Session:
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
-    def demo(cls, store=None, **kw) -> "Session":
+    def demo(cls, store=None, **kw) -> Session:
         """The bundled demo: scikit-learn's 1,797 8x8 digit images, with their true labels as y_true."""
         images, y, names = loaders.load_digits()
         kw.setdefault("warn_temp_store", False)  # the demo is meant to be thrown away (DESIGN.md)
         return cls(ImageItems(images), names, y_true=y, store=store, **kw)
 
     @classmethod
-    def from_images(cls, images, classes, *, y_true=None, store=None, encoder=None, **kw) -> "Session":
+    def from_images(cls, images, classes, *, y_true=None, store=None, encoder=None, **kw) -> Session:
         """Images as an (N, H, W[, C]) array; embeddings from `encoder` (default: pixels + PCA)."""
         return cls(ImageItems(images), classes, y_true=y_true, store=store, encoder=encoder, **kw)
 
     @classmethod
     def from_texts(cls, texts, classes, *, encoder="all-MiniLM-L6-v2", y_true=None, store=None,
-                   **kw) -> "Session":
+                   **kw) -> Session:
         """Texts; embeddings from a sentence-transformers model (name or local path), 'tfidf', or a callable."""
         return cls(TextItems(texts), classes, y_true=y_true, store=store, encoder=encoder, **kw)
 
     @classmethod
-    def from_embeddings(cls, X, classes, *, items=None, y_true=None, store=None, **kw) -> "Session":
+    def from_embeddings(cls, X, classes, *, items=None, y_true=None, store=None, **kw) -> Session:
         """Precomputed features (or a numeric table) as the embedding; `items` optionally shows the raw items."""
         X = check_embeddings(X, name="X")
         if items is None:
@@ -122,7 +123,7 @@ class Session:
     @classmethod
     def from_table(cls, frame: pd.DataFrame, classes=None, *, label_column: str | None = None,
                    text_column: str | None = None, feature_columns: Sequence[str] | None = None,
-                   store=None, encoder=None, **kw) -> "Session":
+                   store=None, encoder=None, **kw) -> Session:
         """A DataFrame: a text column (text session) or feature columns, and an optional label column."""
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
@@ -153,7 +154,7 @@ class Session:
 
     @classmethod
     def open(cls, source: str | os.PathLike, *, classes=None, store=None, label_column: str | None = None,
-             text_column: str | None = None, **kw) -> "Session":
+             text_column: str | None = None, **kw) -> Session:
         """Open "digits", an .npz (X, y), an MNIST idx folder, a CSV/Parquet file or an image folder."""
         if str(source) == "digits":
             return cls.demo(store=store, **kw)

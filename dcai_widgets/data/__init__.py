@@ -2,5 +2,16 @@
 from .items import KINDS, ImageItems, ItemSet, TableItems, TextItems, VectorItems
 from .loaders import load_digits, load_image_folder, load_mnist, load_npz, load_table
 
-__all__ = ["ItemSet", "ImageItems", "TextItems", "TableItems", "VectorItems", "KINDS",
-           "load_digits", "load_npz", "load_mnist", "load_table", "load_image_folder"]
+__all__ = [
+           "KINDS",
+           "ImageItems",
+           "ItemSet",
+           "TableItems",
+           "TextItems",
+           "VectorItems",
+           "load_digits",
+           "load_image_folder",
+           "load_mnist",
+           "load_npz",
+           "load_table",
+]

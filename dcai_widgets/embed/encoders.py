@@ -6,8 +6,9 @@ whose output cannot be identified (an anonymous callable) has key None and is no
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
