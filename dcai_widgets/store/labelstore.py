@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS ix_events_source_item ON events(source, item, seq);
 CREATE INDEX IF NOT EXISTS ix_events_retracts ON events(retracts);
 CREATE INDEX IF NOT EXISTS ix_events_batch ON events(batch);
+-- derived from events (rebuilt from them when missing): the latest propagated label per item
+CREATE TABLE IF NOT EXISTS propagated_latest (
+    item INTEGER PRIMARY KEY, seq INTEGER NOT NULL, label TEXT NOT NULL, confidence REAL,
+    model_version TEXT, ts REAL NOT NULL
+);
 """
 
 _COLUMNS = ["id", "label", "annotator", "source", "ts", "confidence", "model_version"]
@@ -59,7 +64,8 @@ class LabelStore:
         self.retries = int(retries)
         self._local = threading.local()
         try:
-            self._write(lambda c: c.executescript(_SCHEMA) if not self._has_schema(c) else None, begin=False)
+            self._write(lambda c: c.executescript(_SCHEMA), begin=False)
+            self._write(self._rebuild_propagated_if_missing)
             self._write(lambda c: c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                             (SCHEMA_VERSION,)))
         except sqlite3.DatabaseError as e:
@@ -80,8 +86,15 @@ class LabelStore:
         return conn
 
     @staticmethod
-    def _has_schema(c: sqlite3.Connection) -> bool:
-        return c.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone() is not None
+    def _rebuild_propagated_if_missing(c: sqlite3.Connection) -> None:
+        """Refill the derived latest-propagated table from the events if it is behind them."""
+        last = c.execute("SELECT MAX(seq) FROM events WHERE source = 'propagated'").fetchone()[0]
+        have = c.execute("SELECT MAX(seq) FROM propagated_latest").fetchone()[0]
+        if last is not None and last != have:
+            c.execute("DELETE FROM propagated_latest")
+            c.execute("INSERT INTO propagated_latest SELECT item, seq, label, confidence, model_version, ts FROM "
+                      "(SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY seq DESC) AS rn FROM events "
+                      "WHERE source = 'propagated' AND label IS NOT NULL) WHERE rn = 1")
 
     def _write(self, fn, begin: bool = True):
         """Run fn(conn) in one IMMEDIATE transaction, retrying while another writer holds the lock."""
@@ -170,13 +183,21 @@ class LabelStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i, lab, annotator, source, cf, model_version, batch, ts)
                  for i, lab, cf in zip(items, labels, conf)])
+            if source == "propagated":
+                c.execute("INSERT OR REPLACE INTO propagated_latest SELECT item, seq, label, confidence, "
+                          "model_version, ts FROM events WHERE batch = ?", (batch,))
             return batch
 
         return self._write(insert) if items else 0
 
     def undo(self, annotator: str | None = None, sources: Sequence[str] = ("human", "review")) -> pd.DataFrame:
-        """Retract the latest not-yet-retracted batch (of `annotator`, if given); returns what was undone."""
+        """Retract the latest not-yet-retracted batch (of `annotator`, if given); returns what was undone.
+
+        Propagated labels are not undone: a new model round replaces them.
+        """
         src = tuple(sources)
+        if "propagated" in src or any(x not in SOURCES for x in src):
+            raise ValueError(f"undo takes sources among {[x for x in SOURCES if x != 'propagated']}, got {src}")
         q = ",".join("?" * len(src))
 
         def retract(c: sqlite3.Connection) -> list[tuple]:
@@ -185,13 +206,13 @@ class LabelStore:
                 cond += " AND e.annotator IS ?"
                 params.append(annotator)
             row = c.execute(
-                f"SELECT MAX(e.batch) FROM events e WHERE {cond} AND e.retracts IS NULL AND NOT EXISTS "
+                f"SELECT MAX(e.batch) FROM events e WHERE {cond} AND e.label IS NOT NULL AND NOT EXISTS "
                 "(SELECT 1 FROM events r WHERE r.retracts = e.seq)", params).fetchone()
             if row is None or row[0] is None:
                 return []
             rows = c.execute(
                 f"SELECT e.seq, e.item, e.label, e.annotator, e.source, e.ts FROM events e WHERE e.batch = ? "
-                f"AND {cond} AND e.retracts IS NULL AND NOT EXISTS "
+                f"AND {cond} AND e.label IS NOT NULL AND NOT EXISTS "
                 "(SELECT 1 FROM events r WHERE r.retracts = e.seq)", [row[0], *params]).fetchall()
             batch = c.execute("SELECT COALESCE(MAX(batch), 0) FROM events").fetchone()[0] + 1
             ts = time.time()
@@ -212,7 +233,7 @@ class LabelStore:
             raise ValueError(f"unknown source(s) {bad}; expected some of {SOURCES}")
         q = ",".join("?" * len(src))
         sql = (f"SELECT e.seq, e.item, e.label, e.annotator, e.source, e.ts, e.confidence, e.model_version "
-               f"FROM events e WHERE e.source IN ({q}) AND e.retracts IS NULL AND NOT EXISTS "
+               f"FROM events e WHERE e.source IN ({q}) AND e.label IS NOT NULL AND NOT EXISTS "
                f"(SELECT 1 FROM events r WHERE r.retracts = e.seq)")
         return sql, list(src)
 
@@ -229,6 +250,10 @@ class LabelStore:
 
     def current(self, sources: Sequence[str] = ("human", "review")) -> pd.DataFrame:
         """The current label of each item: its latest live event among `sources`."""
+        if tuple(sources) == ("propagated",):  # served from the derived table: no scan of every round
+            rows = self._read("SELECT item, label, NULL, 'propagated', ts, confidence, model_version "
+                              "FROM propagated_latest ORDER BY item")
+            return pd.DataFrame(rows, columns=_COLUMNS).astype({"id": "int64"})
         sql, params = self._live(sources)
         rows = self._read(
             f"SELECT item, label, annotator, source, ts, confidence, model_version FROM "

@@ -106,3 +106,19 @@ def test_concurrent_processes_lose_no_write(tmp_path):
     assert len(ev) == 600
     assert ev.groupby("annotator").size().to_dict() == {f"w{w}": 150 for w in range(4)}
     assert isinstance(ev, pd.DataFrame)
+
+
+def test_latest_propagated_table_matches_events_and_is_rebuilt(tmp_path):
+    path = tmp_path / "l.db"
+    s = LabelStore(path)
+    s.append([1, 2, 3], ["a", "b", "c"], source="propagated", confidence=[0.5, 0.6, 0.7], model_version="m1")
+    s.append([2], ["z"], source="propagated", confidence=[0.9], model_version="m2")
+    s.append([2], ["h"], annotator="ada")  # human labels do not touch the propagated view
+    got = s.current(("propagated",)).set_index("id")
+    assert got["label"].to_dict() == {1: "a", 2: "z", 3: "c"}
+    assert got.loc[2, "model_version"] == "m2" and got.loc[2, "confidence"] == 0.9
+    sqlite3.connect(path).execute("DELETE FROM propagated_latest").connection.commit()  # lose the derived rows
+    again = LabelStore(path).current(("propagated",)).set_index("id")
+    assert again["label"].to_dict() == {1: "a", 2: "z", 3: "c"}
+    with pytest.raises(ValueError, match="undo takes sources"):
+        s.undo(sources=("propagated",))
