@@ -118,9 +118,22 @@ def seed_labels(y: np.ndarray, n_pos: int, n_neg: int, seed: int) -> np.ndarray:
 
 
 # -- one active-learning run -------------------------------------------------------------------------
+ESTIMATOR = None   # None: Seals' default (balanced logistic regression); set from --estimator
+
+
+def make_estimator(name: str):
+    """The estimator both SEALS and the full scan use: 'logreg' (default) or 'mlp' (costlier per item)."""
+    if name == "logreg":
+        return None
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(hidden_layer_sizes=(256,), max_iter=300, random_state=0)
+
+
 def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, batch, k, desc=""):
     """Label `batch` candidates per round until each budget; evaluate at every budget."""
-    s = Seals.from_arrays(X, index, k=k, strategy=strategy, target=1, full_scan=full_scan, batch=batch)
+    s = Seals.from_arrays(X, index, k=k, strategy=strategy, target=1, full_scan=full_scan, batch=batch,
+                          estimator=ESTIMATOR)
     lab = lab0.copy()
     at = {}
     bar = tqdm(total=max(budgets), initial=int((lab != MISSING).sum()), desc=desc, leave=False)
@@ -255,8 +268,12 @@ def render_times(X, y, index, n_grid=24):
         panel = ExplorePanel(s, k=n_grid, background=False)
         out["panel_build_s"] = time.perf_counter() - t0
         try:
+            import logging
+
             from bokeh.embed import json_item
 
+            # json_item warns that Python callbacks do not work standalone; only the payload size is wanted
+            logging.getLogger("bokeh.embed.util").setLevel(logging.ERROR)
             t0 = time.perf_counter()
             doc = json.dumps(json_item(panel.map_view.figure))
             out["map_serialize_s"] = time.perf_counter() - t0
@@ -303,16 +320,22 @@ def main(argv=None):
     ap.add_argument("--nprobe", type=int, default=16, help="start value; tuned to --recall unless --no-tune")
     ap.add_argument("--recall", type=float, default=0.95, help="neighbour recall@k the IVF search is tuned to")
     ap.add_argument("--rare-clusters", type=int, default=5, help="sub-clusters making up the rare concept")
+    ap.add_argument("--estimator", default="logreg", choices=["logreg", "mlp"],
+                    help="classifier scored each round (mlp: 128-256-2, about 256x the per-item cost)")
+    ap.add_argument("--strategies", default="entropy,most_likely_positive")
+    ap.add_argument("--real-k", type=int, default=None, help="k for the real data sets (default: --k)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-density", action="store_true")
     ap.add_argument("--skip-render", action="store_true")
     ap.add_argument("--only-render", action="store_true", help="index + Explore panel timings only")
     args = ap.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
-    strategies = ["entropy", "most_likely_positive"]
+    strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
+    global ESTIMATOR
+    ESTIMATOR = make_estimator(args.estimator)
     t_start = time.perf_counter()
     result = {"benchmark": "seals", "n": args.n, "d": args.d, "k": args.k, "batch": args.batch,
-              "budget": max(budgets), "concept": args.concept, "rare_clusters": args.rare_clusters, "machine": f"{os.cpu_count()} cores, {platform.python_version()}"}
+              "budget": max(budgets), "concept": args.concept, "estimator": args.estimator, "rare_clusters": args.rare_clusters, "machine": f"{os.cpu_count()} cores, {platform.python_version()}"}
 
     # synthetic ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -359,14 +382,14 @@ def main(argv=None):
                   args.repeats, 5, 95)
     result["synthetic"] = {s: {str(k): v for k, v in f.items()} for s, f in syn.items()}
     B = max(budgets)
-    ent = syn["entropy"]
+    main_s = strategies[0]     # entropy by default: AP is the active-learning figure
     result.update(fraction_scored=max(syn[s][B]["fraction_scored_seals"] for s in strategies),
                   speedup=min(syn[s]["speedup"] for s in strategies),
-                  ap_seals=ent[B]["ap_seals"], ap_full=ent[B]["ap_full"],
-                  ap_seals_mlp=syn["most_likely_positive"][B]["ap_seals"],
-                  ap_full_mlp=syn["most_likely_positive"][B]["ap_full"],
-                  recall_found_seals_mlp=syn["most_likely_positive"][B]["recall_found_seals"],
-                  recall_found_full_mlp=syn["most_likely_positive"][B]["recall_found_full"])
+                  ap_seals=syn[main_s][B]["ap_seals"], ap_full=syn[main_s][B]["ap_full"], ap_strategy=main_s)
+    if "most_likely_positive" in syn:
+        mlp = syn["most_likely_positive"][B]
+        result.update(ap_seals_mlp=mlp["ap_seals"], ap_full_mlp=mlp["ap_full"],
+                      recall_found_seals_mlp=mlp["recall_found_seals"], recall_found_full_mlp=mlp["recall_found_full"])
 
     if not args.skip_density:
         result["information_density"] = density_tractability(X, y, index, args.k, B)
@@ -387,9 +410,10 @@ def main(argv=None):
             rb = [b for b in budgets if b <= len(trr) // 4] or [min(budgets)]
             real[name] = {s: {str(k): v for k, v in f.items()} for s, f in
                           compare(name, Xr[trr], yr[trr], Xr[ter], yr[ter], idx,
-                                  strategies + ["information_density"], rb, args.batch, args.k, args.repeats,
+                                  strategies + ["information_density"], rb, args.batch,
+                                  args.real_k or args.k, args.repeats,
                                   5, 95).items()}
-            real[name]["n"], real[name]["rare"] = len(Xr), int(yr.sum())
+            real[name]["n"], real[name]["rare"], real[name]["k"] = len(Xr), int(yr.sum()), args.real_k or args.k
         result["real"] = real
     result["total_s"] = time.perf_counter() - t_start
     print(f"\ntotal {result['total_s']:.0f} s")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .pool import CandidatePool, search_neighbors
 from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
@@ -24,6 +24,17 @@ __all__ = ["Seals", "default_estimator"]
 _NEEDS_TARGET = {"most_likely_positive", "mlp"}
 REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_scored", "fraction_scored", "positives_found",
                   "n_searched", "search_s", "train_s", "score_s", "select_s"]
+
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _blas_limit(n: int | None):
+    """A context limiting BLAS threads (the controller is built once: building it scans loaded libraries)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=n, user_api="blas")
 
 
 def default_estimator() -> LogisticRegression:
@@ -199,7 +210,7 @@ class Seals:
         # 2. train on the labeled items
         est = clone(self.estimator) if self.estimator is not None else default_estimator()
         # a few thousand rows train faster on one BLAS thread (no spin-waiting on a busy machine)
-        with threadpool_limits(limits=1 if len(labeled) <= 20_000 else None):
+        with _blas_limit(1 if len(labeled) <= 20_000 else None):
             est.fit(X[labeled], yfit)
         t2 = time.perf_counter()
 

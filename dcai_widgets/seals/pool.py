@@ -6,7 +6,9 @@ Memory is O(N) (a cover count and an ever-scored flag per item) plus k ids per l
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import os
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +29,24 @@ def search_neighbors(index: Any, vectors: np.ndarray, k: int, dim: int | None = 
         raise ValueError(f"k must be >= 1; got {k}")
     ids, dists = index.search(np.ascontiguousarray(v), int(k))
     return np.asarray(ids, dtype=np.int64), np.asarray(dists, dtype=np.float32)
+
+
+@contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """Run FAISS on ``n`` OpenMP threads inside the block: a few dozen queries are faster on one thread
+    than paying OpenMP's fork/barrier on a busy 2-core machine (measured 3-4x in benchmarks/seals.py)."""
+    try:
+        import faiss
+
+        old = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(int(n))
+    except Exception:   # no FAISS (a custom index): nothing to limit
+        yield
+        return
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
 
 
 class CandidatePool:
@@ -77,7 +97,8 @@ class CandidatePool:
         fresh = ids[~np.isin(ids, np.fromiter(self.neighbors_.keys(), dtype=np.int64, count=len(self.neighbors_)))]
         for s in range(0, len(fresh), self.batch):
             chunk = fresh[s:s + self.batch]
-            nbr, _ = search_neighbors(self.index, self.X[chunk], self.k + 1, self.X.shape[1])
+            with faiss_threads(1 if len(chunk) <= 256 else max(1, os.cpu_count() or 1)):
+                nbr, _ = search_neighbors(self.index, self.X[chunk], self.k + 1, self.X.shape[1])
             for i, row in zip(chunk, nbr):
                 row = row[(row >= 0) & (row != i)][: self.k]
                 self.neighbors_[int(i)] = row
