@@ -52,7 +52,8 @@ class App(W.VBox):
             queue = Lancet(session)
             if extras is None:
                 extras = LancetView(session, queue)
-        self.label_panel = LabelPanel(session, queue=queue, extras=extras, annotator=annotator)
+        self.label_panel = LabelPanel(session, queue=queue, extras=extras, annotator=annotator,
+                                      initial_fit="background")  # the page shows at once
         self.map_view = None
         self._builders: dict[int, Callable[[], W.Widget]] = {}
         self._built: dict[int, W.Widget] = {}

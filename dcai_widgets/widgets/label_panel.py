@@ -53,13 +53,17 @@ class LabelPanel(W.VBox):
     `session`: the shared Session. `queue`: ordering of items (default: UncertaintyQueue).
     `extras`: an optional widget shown on the right (e.g. LANCET's view). `annotator`: who labels
     (default "expert"). Labels resume from the store: items already labeled are not asked again.
+    `initial_fit="background"` shows items at once (a fixed random order) while the first fit runs;
+    whenever the queue's list runs out before a refit lands, the same fallback order fills in.
     """
 
     def __init__(self, session: Any, queue: Any = None, extras: W.Widget | None = None,
                  annotator: str | None = None, refit_every: int = 5, prefetch: int = 3,
-                 card_size: int = 224, background: bool = True) -> None:
+                 card_size: int = 224, background: bool = True, initial_fit: str = "sync") -> None:
         if annotator is not None and (not isinstance(annotator, str) or not annotator.strip()):
             raise ValueError(f"annotator must be a non-empty string or None, got {annotator!r}")
+        if initial_fit not in ("sync", "background"):
+            raise ValueError(f"initial_fit must be 'sync' or 'background', got {initial_fit!r}")
         if not isinstance(refit_every, int) or refit_every < 1:
             raise ValueError(f"refit_every must be a positive int, got {refit_every!r}")
         if extras is not None and not isinstance(extras, W.Widget):
@@ -99,8 +103,12 @@ class LabelPanel(W.VBox):
 
         self._build(extras, card_size)
         self.session.on("labels", self._on_labels)
-        self.queue.fit()
-        self._pending = deque(self.queue.candidates())
+        self._fallback: deque[int] | None = None
+        if initial_fit == "sync":
+            self.queue.fit()
+            self._pending = deque(self.queue.candidates())
+        else:  # show items at once (fallback order) while the queue fits in the background
+            self.refit()
         self._refresh_counts()
         self._refresh_annotators()
         self._advance_new()
@@ -174,15 +182,24 @@ class LabelPanel(W.VBox):
                         self._pending.popleft()
                     return i
                 self._pending.popleft()
-        if pop:  # queue ran dry: ask it again before giving up
-            with self._lock:
-                self._pending = deque(i for i in self.queue.candidates() if self._is_open(i))
-                if self._pending:
-                    return self._pending.popleft()
-            rest = np.flatnonzero(self._vec < 0)
-            for i in rest:
-                if int(i) not in self._seen and int(i) not in self._skipped:
-                    return int(i)
+        if not pop:
+            return None
+        # the queue's list ran dry before its refit finished: ask for a refit, and meanwhile take
+        # unlabeled items in a fixed random order (never call the queue in the keystroke path)
+        if self._fallback is None:
+            rng = np.random.default_rng(0)
+            self._fallback = deque(int(i) for i in rng.permutation(len(self._vec)))
+        self.refit()
+        while self._fallback:
+            i = self._fallback.popleft()
+            if self._is_open(i):
+                return i
+        unlabeled = [int(i) for i in np.flatnonzero(self._vec < 0)]
+        rest = [i for i in unlabeled if i not in self._seen]
+        rest = rest or [i for i in unlabeled if i in self._skipped]  # skipped items come back last
+        if rest:
+            self._skipped.discard(rest[0])
+            return rest[0]
         return None
 
     def _upcoming(self, n: int) -> list[int]:

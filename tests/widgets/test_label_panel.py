@@ -156,3 +156,37 @@ def test_the_end_of_the_queue_says_so(demo):
     p = LabelPanel(demo, queue=FixedQueue([0, 1]), annotator="ada", background=False)
     p.press("1"), p.press("1")
     assert p.current is None and "Nothing left" in p.suggestion.value
+
+
+def test_background_first_fit_and_a_dry_queue_never_block_or_repeat(demo):
+    gate = threading.Event()
+
+    class SlowQueue(FixedQueue):
+        def fit(self):
+            assert gate.wait(timeout=30)
+            self.fits += 1
+            return self
+
+    q = SlowQueue([500, 501, 502])
+    p = LabelPanel(demo, queue=q, annotator="ada", initial_fit="background", refit_every=100)
+    first = p.current
+    assert first is not None and q.fits == 0          # an item is shown before the first fit ends
+    for k in "0123":
+        p.press(k)
+    assert len(store_labels(demo)) == 4 and len(set(store_labels(demo))) == 4 and q.fits == 0
+    gate.set()
+    p._refit_thread.join(timeout=30)
+    assert q.fits >= 1
+    p.press("5")
+    assert p.current in (500, 501, 502)                # the queue's order takes over once fitted
+    with pytest.raises(ValueError, match="initial_fit"):
+        LabelPanel(demo, queue=FixedQueue([1]), initial_fit="later")
+
+
+def test_skipped_items_come_back_when_nothing_else_is_left(demo):
+    demo.label(np.arange(2, len(demo)), "0", annotator="import")
+    p = LabelPanel(demo, queue=FixedQueue([0, 1]), annotator="ada", background=False)
+    p.press(" ")
+    assert p.current == 1
+    p.press("1")
+    assert p.current == 0   # the skipped item, asked again at the end
