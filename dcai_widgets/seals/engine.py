@@ -130,6 +130,9 @@ class Seals:
             raise ValueError(f"batch must be >= 1; got {self.batch}")
         if self.session is None and self._X is None:
             raise TypeError("Seals needs a Session (Seals(session, ...)) or arrays (Seals.from_arrays(X, ...))")
+        if self.session is not None and not all(hasattr(self.session, a) for a in ("embeddings", "label_vector")):
+            raise TypeError(f"Seals(session) takes a dcai_widgets Session, got {type(self.session).__name__}; "
+                            "for plain vectors use Seals.from_arrays(X, index=None, ...)")
         n = self._n_items()
         if not 1 <= int(self.k) < n:
             raise ValueError(f"k={self.k} neighbours asked but there are only {n} items; choose 1 <= k <= {n - 1}")

@@ -121,6 +121,8 @@ def test_construction_fails_fast(rare):
         Seals.from_arrays(X, index, kk=3)
     with pytest.raises(TypeError, match="Session"):
         Seals()
+    with pytest.raises(TypeError, match="from_arrays"):
+        Seals(X)
 
 
 def test_fit_bad_input_gives_clear_messages(rare):
