@@ -9,6 +9,7 @@ background thread every `refit_every` labels, so keystrokes never wait for it.
 from __future__ import annotations
 
 import html
+import os
 import threading
 import time
 from collections import deque
@@ -390,6 +391,11 @@ class LabelPanel(W.VBox):
             self._refit_thread.join()
 
     def _do_refit(self) -> None:
+        if self.background and threading.current_thread() is not threading.main_thread():
+            try:  # Linux: lower this thread's CPU priority so keystrokes win the cores
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except (AttributeError, OSError):
+                pass
         t0 = time.perf_counter()
         try:
             self.queue.fit()
