@@ -59,6 +59,17 @@ class Attn(nn.Module):
         return self.head(torch.tanh(h).mean(1))
 
 
+class Encoder(nn.Module):
+    """A stock nn.TransformerEncoderLayer (attention + token-wise linears) and a head."""
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):  # (B, T, 8)
+        return self.head(self.enc(x).mean(1))
+
+
 LAYER_PARAMS = {"linear": ["weight", "bias"], "conv2d": ["weight", "bias"],
                 "mha": ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]}
 

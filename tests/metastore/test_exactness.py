@@ -9,7 +9,7 @@ from torch import nn
 
 from dcai_widgets.metastore import MetaStore
 
-from .helpers import CNN, MLP, Attn, TokenLinear, param_names, per_sample_grads
+from .helpers import CNN, MLP, Attn, Encoder, TokenLinear, param_names, per_sample_grads
 
 CASES = {
     "linear": (MLP, (6,), ["fc1", "fc2"]),
@@ -17,6 +17,7 @@ CASES = {
     "conv2d": (CNN, (2, 7, 7), ["conv1", "conv2", "conv3", "fc"]),
     "attention": (lambda: Attn(batch_first=True), (5, 8), ["attn", "head"]),
     "attention-seq-first": (lambda: Attn(batch_first=False), (5, 8), ["attn"]),
+    "transformer-layer": (Encoder, (5, 8), ["enc.self_attn", "enc.linear1", "enc.linear2", "head"]),
 }
 LRS = {"c1": 0.1, "c2": 0.03}
 
@@ -49,6 +50,7 @@ def build(case, storage, tmp_path, dtype="float64", torch_dtype=torch.float64):
     return ms, X, Y, Xt, Yt, ref_tr, ref_te
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
 @pytest.mark.parametrize("storage", ["factors", "full", "auto"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_operators_match_torch_func(case, storage, tmp_path):
