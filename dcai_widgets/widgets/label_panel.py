@@ -56,11 +56,14 @@ class LabelPanel(W.VBox):
     (default "expert"). Labels resume from the store: items already labeled are not asked again.
     `initial_fit="background"` shows items at once (a fixed random order) while the first fit runs;
     whenever the queue's list runs out before a refit lands, the same fallback order fills in.
+    `overlap=True` also asks items other annotators labeled (for agreement), skipping only this
+    annotator's own; by default each item is asked once across annotators.
     """
 
     def __init__(self, session: Any, queue: Any = None, extras: W.Widget | None = None,
                  annotator: str | None = None, refit_every: int = 5, prefetch: int = 3,
-                 card_size: int = 224, background: bool = True, initial_fit: str = "sync") -> None:
+                 card_size: int = 224, background: bool = True, initial_fit: str = "sync",
+                 overlap: bool = False) -> None:
         if annotator is not None and (not isinstance(annotator, str) or not annotator.strip()):
             raise ValueError(f"annotator must be a non-empty string or None, got {annotator!r}")
         if initial_fit not in ("sync", "background"):
@@ -80,6 +83,7 @@ class LabelPanel(W.VBox):
         self.refit_every = refit_every
         self.prefetch = int(prefetch)
         self.background = bool(background)
+        self.overlap = bool(overlap)
         self.classes = [str(c) for c in session.classes]
         self.shortcuts = class_keys(self.classes)
         self._key_to_class = {k: c for k, c in zip(self.shortcuts, self.classes) if k}
@@ -171,8 +175,12 @@ class LabelPanel(W.VBox):
         """The item id shown now (None when everything is labeled)."""
         return self._history[self._pos] if 0 <= self._pos < len(self._history) else None
 
+    def _todo(self, i: int) -> bool:
+        """Still to label: unlabeled by anyone, or (with overlap=True) not yet by this annotator."""
+        return i not in self._mine if self.overlap else self._vec[i] < 0
+
     def _is_open(self, i: int) -> bool:
-        return self._vec[i] < 0 and i not in self._skipped and i not in self._seen
+        return self._todo(i) and i not in self._skipped and i not in self._seen
 
     def _next_open(self, pop: bool) -> int | None:
         with self._lock:
@@ -195,7 +203,7 @@ class LabelPanel(W.VBox):
             i = self._fallback.popleft()
             if self._is_open(i):
                 return i
-        unlabeled = [int(i) for i in np.flatnonzero(self._vec < 0)]
+        unlabeled = [int(i) for i in range(len(self._vec)) if self._todo(i)]
         rest = [i for i in unlabeled if i not in self._seen]
         rest = rest or [i for i in unlabeled if i in self._skipped]  # skipped items come back last
         if rest:
@@ -323,7 +331,7 @@ class LabelPanel(W.VBox):
     def skip(self) -> None:
         """Leave the shown item unlabeled for now and show the next one."""
         i = self.current
-        if i is not None and self._vec[i] < 0:
+        if i is not None and self._todo(i):
             self._skipped.add(i)
         self._forward()
 

@@ -190,3 +190,17 @@ def test_skipped_items_come_back_when_nothing_else_is_left(demo):
     assert p.current == 1
     p.press("1")
     assert p.current == 0   # the skipped item, asked again at the end
+
+
+def test_overlap_lets_a_second_annotator_label_the_same_items(demo):
+    demo.label([1, 2], ["1", "2"], annotator="ada")
+    solo = LabelPanel(demo, queue=FixedQueue([1, 2, 3]), annotator="bob", background=False)
+    assert solo.current == 3
+    both = LabelPanel(demo, queue=FixedQueue([1, 2, 3]), annotator="cy", background=False, overlap=True)
+    assert both.current == 1
+    both.press("7")
+    assert both.current == 2
+    ev = demo.store.events(("human",))
+    assert sorted(ev.loc[ev["id"] == 1, "annotator"]) == ["ada", "cy"]   # both labels kept
+    agree = demo.store.agreement().set_index("id")
+    assert agree.loc[1, "n_annotators"] == 2 and agree.loc[1, "agreement"] == 0.5
