@@ -5,4 +5,4 @@ Plain PyTorch/NumPy; never imports widgets. See ``store.MetaStore``.
 from .layers import LayerSpec, SubLayer, resolve_layers
 from .store import MetaStore, Recorder
 
-__all__ = ["MetaStore", "Recorder", "resolve_layers", "LayerSpec", "SubLayer"]
+__all__ = ["LayerSpec", "MetaStore", "Recorder", "SubLayer", "resolve_layers"]

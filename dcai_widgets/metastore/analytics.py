@@ -1,7 +1,8 @@
 """Questions answered from a MetaStore: proponents/opponents of a prediction and likely-mislabeled items."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,15 +13,15 @@ from . import operators as ops
 if TYPE_CHECKING:
     from .store import MetaStore
 
-__all__ = ["ranked", "suspects", "class_bars", "class_p2b"]
+__all__ = ["class_bars", "class_p2b", "ranked", "suspects"]
 
 
-def _label_col(ms: "MetaStore", ids: np.ndarray) -> np.ndarray:
+def _label_col(ms: MetaStore, ids: np.ndarray) -> np.ndarray:
     lab = ms.labels(ids).to_numpy()
     return lab
 
 
-def ranked(ms: "MetaStore", x: Any, y: Any, k: int, checkpoint=None, layers=None,
+def ranked(ms: MetaStore, x: Any, y: Any, k: int, checkpoint=None, layers=None,
            positive: bool = True) -> pd.DataFrame:
     """Top-k training items by TracIn-CP score for one test item (most positive or most negative)."""
     if int(k) < 1:
@@ -33,7 +34,7 @@ def ranked(ms: "MetaStore", x: Any, y: Any, k: int, checkpoint=None, layers=None
     return pd.DataFrame({"id": ids[order], "score": s[order], "label": _label_col(ms, ids[order])})
 
 
-def class_bars(ms: "MetaStore", ck: str, val_x: Any, val_y: Any, subs) -> tuple[list[int], dict[str, torch.Tensor]]:
+def class_bars(ms: MetaStore, ck: str, val_x: Any, val_y: Any, subs) -> tuple[list[int], dict[str, torch.Tensor]]:
     """Per-class mean validation gradients (C, b, a) for each sub-layer at checkpoint ``ck``."""
     tf = ms._test_factors(ck, val_x, val_y)
     yv = np.asarray(val_y.cpu() if torch.is_tensor(val_y) else val_y).reshape(-1).astype(np.int64)
@@ -46,7 +47,7 @@ def class_bars(ms: "MetaStore", ck: str, val_x: Any, val_y: Any, subs) -> tuple[
     return classes, bars
 
 
-def class_p2b(ms: "MetaStore", val_x: Any, val_y: Any, ids=None, checkpoint=None, layers=None
+def class_p2b(ms: MetaStore, val_x: Any, val_y: Any, ids=None, checkpoint=None, layers=None
               ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(ids, (n, C) TracIn-CP P2B of each training item against each class's validation batch, classes)."""
     ckpts, subs = ms._ckpts(checkpoint), ms._subs(layers)
@@ -63,7 +64,7 @@ def class_p2b(ms: "MetaStore", val_x: Any, val_y: Any, ids=None, checkpoint=None
     return ids, per.numpy(), cls
 
 
-def suspects(ms: "MetaStore", val_x: Any, val_y: Any, k: int = 50, checkpoint=None, layers=None,
+def suspects(ms: MetaStore, val_x: Any, val_y: Any, k: int = 50, checkpoint=None, layers=None,
              classes: Sequence[str] | None = None, by: str = "class") -> pd.DataFrame:
     """Training items whose P2B against trusted validation data is most negative (likely mislabeled).
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ class Collector:
             out.register_hook(grab)
         self.calls[subname].append(entry)
 
-    def attach(self) -> "Collector":
+    def attach(self) -> Collector:
         """Install the hooks (idempotent)."""
         if self._handles or self._patched:
             return self

@@ -2,9 +2,10 @@
 and fills a MetaStore, so the Inspect panel works out of the box. No widget imports."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from .store import MetaStore
 
-__all__ = ["SmallCNN", "MLP", "train", "InspectModel", "build_inspect_model"]
+__all__ = ["MLP", "InspectModel", "SmallCNN", "build_inspect_model", "train"]
 
 
 class SmallCNN(nn.Module):

@@ -10,14 +10,14 @@ MultiheadAttention: four sub-layers q, k, v, out over the token positions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SubLayer", "LayerSpec", "resolve_layers", "to_factors", "mha_forward", "sublayer_params"]
+__all__ = ["LayerSpec", "SubLayer", "mha_forward", "resolve_layers", "sublayer_params", "to_factors"]
 
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.MultiheadAttention)
 

@@ -11,8 +11,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "full_from_factors", "mean_grad", "p2p_block", "p2b_block", "p2b_auto", "batch_grad_block", "b2p_test",
-           "self_block"]
+__all__ = [
+    "as_tensor",
+    "b2p_test",
+    "batch_grad_block",
+    "full_from_factors",
+    "mean_grad",
+    "p2b_auto",
+    "p2b_block",
+    "p2p_block",
+    "self_block",
+]
 
 _CHUNK = 1 << 24  # elements of the largest temporary
 

@@ -21,12 +21,13 @@ import threading
 import warnings
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "read_json", "LayerShards", "ShardCache", "choose_mode"]
+__all__ = ["LayerShards", "ShardCache", "atomic_write", "choose_mode", "read_json"]
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
 
@@ -227,7 +228,7 @@ class LayerShards:
         data = bio.getbuffer()
         atomic_write(self.root / name, data)
         with self._lock:
-            self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": int(len(rec["ids"])),
+            self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": len(rec["ids"]),
                                             "y": rec["y"].tolist(), "bytes": len(data), "crc32": zlib.crc32(data)})
             self._save_manifest()
             self._build_index()

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import contextlib
-import copy
-from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import io
 import json
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -109,7 +109,7 @@ class MetaStore:
             meta = {"format": 1, "model": type(self.model).__name__, "signature": _sig_hash(sig),
                     "params": sig, "dtype": self.dtype, "sample_shape": None, "layers": []}
         elif meta.get("signature") != _sig_hash(sig):
-            old = set(map(tuple, ((k, tuple(v)) for k, v in meta.get("params", {}).items())))
+            old = {(k, tuple(v)) for k, v in meta.get("params", {}).items()}
             new = set((k, tuple(v)) for k, v in sig.items())
             diff = sorted(old ^ new)[:4]
             raise ValueError(f"the store at {self.path} was written for a different model "
@@ -270,7 +270,7 @@ class MetaStore:
 
     def collect(self, dataset: Any, loss_fn: Callable, checkpoint: str, lr: float = 1.0,
                 ids: Sequence[int] | None = None, batch_size: int | None = None, overwrite: bool = False,
-                progress: bool = True) -> "MetaStore":
+                progress: bool = True) -> MetaStore:
         """Replay the model (current weights = ``checkpoint``) over ``dataset`` and store every item's factors.
 
         ``dataset`` yields (x, y) per sample (a torch Dataset, a list, or a tuple ``(X, Y)`` of arrays), or
@@ -324,7 +324,7 @@ class MetaStore:
         return p.device if p is not None else None
 
     def record(self, checkpoint: str, lr: float = 1.0, reduction: str = "mean",
-               loss_fn: Callable | None = None) -> "Recorder":
+               loss_fn: Callable | None = None) -> Recorder:
         """Context manager that captures factors inside your own training loop (model unchanged).
 
         >>> with ms.record("epoch-1", lr=0.1) as rec:
@@ -551,7 +551,7 @@ class Recorder:
         self.ms, self.checkpoint, self.lr, self.reduction = ms, checkpoint, lr, reduction
         self.collector = Collector(ms.specs, keep_graph=False)
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         # leftovers of an earlier crashed recording under this (unregistered) name are never read
         shutil.rmtree(self.ms.path / "ckpt" / self.checkpoint, ignore_errors=True)
         self.ms._drop_shards(self.checkpoint)

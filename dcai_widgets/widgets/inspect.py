@@ -214,7 +214,7 @@ class InspectPanel(W.VBox):
 
     def _suspect_row(self, i: int, score: float, label: float, suggested: int, excluded: set) -> W.HBox:
         card = ItemCard(self.session, i, size=56)
-        lab = self.classes[int(label)] if label == label else "?"
+        lab = self.classes[int(label)] if np.isfinite(label) else "?"
         info = W.HTML(f'<div class="dcai-suspect" data-item="{i}">label <b>{html.escape(lab)}</b> · suggested '
                       f"<b>{html.escape(self.classes[suggested])}</b><br>score {score:.3g}</div>",
                       layout=W.Layout(width="200px"))

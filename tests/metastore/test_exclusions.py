@@ -1,5 +1,4 @@
 """Session.exclude / excluded (additive, stored append-only in the LabelStore) used by the Inspect panel."""
-import numpy as np
 import pytest
 
 import dcai_widgets as dw

@@ -1,7 +1,8 @@
 """Operators on random factors equal the same products on explicitly built full gradients (property test)."""
 import numpy as np
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dcai_widgets.metastore import operators as ops
 from dcai_widgets.metastore.storage import ShardCache

@@ -1,8 +1,6 @@
 """Training-loop recording, crash safety, bad input, storage cost model, analytics."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -220,11 +218,10 @@ def test_record_crash_leaves_nothing_registered(tmp_path, data):
     X, Y, Xt, Yt = data
     model = MLP().double()
     ms = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64", loss_fn=nn.CrossEntropyLoss())
-    with pytest.raises(RuntimeError, match="boom"):
-        with ms.record("e1", lr=0.1) as rec:
-            F.cross_entropy(model(X[:8]), Y[:8]).backward()
-            rec.step(np.arange(8), Y[:8])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), ms.record("e1", lr=0.1) as rec:
+        F.cross_entropy(model(X[:8]), Y[:8]).backward()
+        rec.step(np.arange(8), Y[:8])
+        raise RuntimeError("boom")
     assert ms.checkpoints == []
     ms = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64", loss_fn=nn.CrossEntropyLoss())
     assert ms.checkpoints == []
