@@ -101,3 +101,23 @@ def test_text_session_search(tmp_path):
     assert panel.search_text("  ") == [] and "type a few words" in panel.status.value
     panel.text_box.value = "markets"               # typing + Enter searches too
     assert all("markets" in texts[i] for i in panel.grid.ids[:3])
+
+
+def test_seals_serves_as_the_label_panel_queue(demo):
+    from dcai_widgets.widgets.label_panel import LabelPanel
+
+    y = demo.y_true
+    seeds = [int(np.flatnonzero(y == c)[0]) for c in range(10)]
+    demo.label(seeds, [int(y[i]) for i in seeds])
+    seals = dw.Seals(demo, k=20, batch=10)
+    panel = LabelPanel(demo, queue=seals, background=False, refit_every=5)
+    first_batch = seals.candidates()
+    asked = []
+    for _ in range(5):                               # the panel asks in SEALS' order
+        asked.append(panel.current)
+        panel.press(str(int(y[panel.current])))
+    assert asked == first_batch[:5]
+    rep = seals.report()                             # five labels: the panel refit SEALS
+    assert len(rep) == 2 and rep["n_labeled"].tolist() == [10, 15] and rep["n_searched"].iloc[-1] == 5
+    panel.press(str(int(y[panel.current])))
+    assert panel.current in seals.candidates()       # and then follows the refit order
