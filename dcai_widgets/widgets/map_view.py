@@ -151,7 +151,10 @@ class MapView(W.VBox):
         self.hl_source = ColumnDataSource(dict(x=[], y=[]))
         self._hl = fig.scatter("x", "y", source=self.hl_source, size=16, fill_color=None,
                                line_color="#d62728", line_width=3)
-        fig.add_tools(HoverTool(renderers=[self.renderer], tooltips=tooltip))
+        hover = HoverTool(renderers=[self.renderer], tooltips=tooltip)
+        if "limit" in HoverTool.properties():  # bokeh >= 3.8: one item per tooltip, not a stack
+            hover.limit = 1
+        fig.add_tools(hover)
         self.figure = fig
         self.source.selected.on_change("indices", self._on_indices)
         if self.downsampled:

@@ -1,5 +1,6 @@
 """End to end: `dcai-widgets serve` in headless Chromium; labels made with the keyboard and with a lasso
-selection + bulk label are in the SQLite file, shown again after a reload, and survive a SIGKILL."""
+selection + bulk label are in the SQLite file, shown again after a reload, and survive a SIGKILL; hovering
+the map shows the item."""
 from __future__ import annotations
 
 import time
@@ -36,6 +37,17 @@ def lasso(page, box, frac=0.3):
     page.mouse.up()
 
 
+def hover_shows_thumbnail(page, box) -> bool:
+    """Move over the plot until a tooltip with the item's thumbnail appears."""
+    for fy in (0.3, 0.4, 0.5, 0.6, 0.7):
+        for fx in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
+            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+            time.sleep(0.15)
+            if page.locator(".bk-Tooltip img, .bk-tooltip img").count():
+                return True
+    return False
+
+
 def test_keyboard_lasso_reload_and_sigkill(tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -68,6 +80,8 @@ def test_keyboard_lasso_reload_and_sigkill(tmp_path):
             plot = page.locator(".dcai-map-view .bk-Figure, .dcai-map-view canvas").first
             plot.wait_for(timeout=120_000)
             time.sleep(0.5)
+            assert hover_shows_thumbnail(page, plot.bounding_box()), "hovering the map shows no item"
+            page.mouse.move(5, 5)
             lasso(page, plot.bounding_box())
             sel = page.locator(".dcai-map-selected")
             sel.wait_for(timeout=30_000)
