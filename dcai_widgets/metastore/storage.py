@@ -6,7 +6,8 @@ Layout under the store root::
     checkpoints.json                  name -> lr, order, weights file
     ckpt/<checkpoint>/weights.pt      the model weights the factors belong to
     ckpt/<checkpoint>/<sublayer>/manifest.json   mode, shard list (file, ids, rows, bytes, crc32)
-    ckpt/<checkpoint>/<sublayer>/shard-000000.npz  ids, y, and x+g (factors) or full
+    ckpt/<checkpoint>/<sublayer>/shard-000000.bin  ids, y, and x+g (factors) or full, raw and 64-byte
+                                                   aligned (dtype/shape/offset in the manifest: zero-copy reads)
 
 Every file is written to a temporary name and renamed atomically; a shard counts only once the manifest
 lists it with a matching size and CRC32, so a half-written shard (a crash mid-collection) is never read:
@@ -212,9 +213,9 @@ class LayerShards:
         self._buf, self._buf_rows = [], 0
         used = {sh["file"] for sh in self.manifest["shards"]} | getattr(self, "_reserved", set())
         n = len(used)
-        while f"shard-{n:06d}.npz" in used:
+        while f"shard-{n:06d}.bin" in used:
             n += 1
-        name = f"shard-{n:06d}.npz"
+        name = f"shard-{n:06d}.bin"
         self._reserved = getattr(self, "_reserved", set()) | {name}
         if self.writer is None:
             self._write_shard(name, recs)
@@ -222,14 +223,21 @@ class LayerShards:
             self._pending.append(self.writer.submit(self._write_shard, name, recs))
 
     def _write_shard(self, name: str, recs: list[dict[str, np.ndarray]]) -> None:
-        rec = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
-        bio = io.BytesIO()
-        np.savez(bio, **rec)
-        data = bio.getbuffer()
+        rec = {k: np.ascontiguousarray(np.concatenate([r[k] for r in recs])) for k in recs[0]}
+        layout, parts, off = {}, [], 0
+        for k, v in rec.items():
+            pad = (-off) % 64
+            parts.append(b"\0" * pad)
+            off += pad
+            layout[k] = [v.dtype.str, list(v.shape), off]
+            parts.append(v.tobytes())
+            off += v.nbytes
+        data = b"".join(parts)
         atomic_write(self.root / name, data)
         with self._lock:
             self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": len(rec["ids"]),
-                                            "y": rec["y"].tolist(), "bytes": len(data), "crc32": zlib.crc32(data)})
+                                            "y": rec["y"].tolist(), "arrays": layout, "bytes": len(data),
+                                            "crc32": zlib.crc32(data)})
             self._save_manifest()
             self._build_index()
             self._reserved.discard(name)
@@ -259,14 +267,21 @@ class LayerShards:
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        data = (self.root / sh["file"]).read_bytes()
+        path = self.root / sh["file"]
+        data = bytearray(path.stat().st_size)      # writable buffer: arrays below are views, no copy
+        with open(path, "rb") as f:
+            f.readinto(data)
         if len(data) != sh["bytes"] or zlib.crc32(data) != sh["crc32"]:
             self._discard([sh["file"]])
             raise OSError(f"shard {self.root / sh['file']} was corrupt (size/CRC mismatch with its manifest) and "
                           f"has been discarded without being read; its {sh['rows']} items are now missing: "
                           "run collect() again for this checkpoint to recollect them")
-        with np.load(io.BytesIO(data)) as z:
-            arrays = {k: z[k] for k in z.files}
+        if "arrays" in sh:
+            arrays = {k: np.frombuffer(data, dtype=np.dtype(dt), count=int(np.prod(shape)), offset=off).reshape(shape)
+                      for k, (dt, shape, off) in sh["arrays"].items()}
+        else:   # npz shards of the first format
+            with np.load(io.BytesIO(bytes(data))) as z:
+                arrays = {k: z[k] for k in z.files}
         self.cache.put(key, arrays)
         return arrays
 

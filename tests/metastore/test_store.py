@@ -61,16 +61,16 @@ def test_collect_resumes_and_recollects_half_written_shards(tmp_path, data):
     ms.collect((X, Y), nn.CrossEntropyLoss(), "c", lr=1.0, progress=False)
     want = ms.p2p(None, Xt, Yt)
     sh_dir = tmp_path / "g" / "ckpt" / "c" / "fc1"
-    shards = sorted(sh_dir.glob("shard-*.npz"))
+    shards = sorted(sh_dir.glob("shard-*.bin"))
     assert len(shards) > 2
     # crash 1: a listed shard truncated; crash 2: a temp file and an unlisted shard left behind
     data_bytes = shards[1].read_bytes()
     shards[1].write_bytes(data_bytes[: len(data_bytes) // 2])
-    (sh_dir / "shard-000099.npz.tmp").write_bytes(b"partial")
-    (sh_dir / "shard-000098.npz").write_bytes(data_bytes)
+    (sh_dir / "shard-000099.bin.tmp").write_bytes(b"partial")
+    (sh_dir / "shard-000098.bin").write_bytes(data_bytes)
     with pytest.warns(UserWarning, match="recollected"):
         ms2 = MetaStore(model, ["fc1", "fc2"], path=tmp_path / "g", dtype="float64", shard_bytes=800)
-    assert not (sh_dir / "shard-000099.npz.tmp").exists() and not (sh_dir / "shard-000098.npz").exists()
+    assert not (sh_dir / "shard-000099.bin.tmp").exists() and not (sh_dir / "shard-000098.bin").exists()
     missing = np.setdiff1d(np.arange(40), ms2.stored_ids("c"))
     assert 0 < len(missing) < 40
     with pytest.raises(ValueError, match="not stored"):
@@ -86,7 +86,7 @@ def test_corrupt_shard_of_right_size_is_never_read(tmp_path, data):
     ms = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64", shard_bytes=1500, batch_size=5)
     ms.collect((X, Y), nn.CrossEntropyLoss(), "c", progress=False)
     want = ms.p2b(None, Xt, Yt)
-    shard = sorted((tmp_path / "g" / "ckpt" / "c" / "fc2").glob("shard-*.npz"))[0]
+    shard = sorted((tmp_path / "g" / "ckpt" / "c" / "fc2").glob("shard-*.bin"))[0]
     b = bytearray(shard.read_bytes())
     b[-20] ^= 0xFF
     shard.write_bytes(bytes(b))
