@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dcai_widgets.neighbors import NeighborIndex  # noqa: E402
-from dcai_widgets.seals import InformationDensity, Seals  # noqa: E402
-from dcai_widgets.seals.strategies import MISSING  # noqa: E402
+from dcai_widgets.neighbors import NeighborIndex
+from dcai_widgets.seals import InformationDensity, Seals
+from dcai_widgets.seals.strategies import MISSING
 
 
 def shared_data() -> Path | None:
@@ -280,7 +280,7 @@ def render_times(X, y, index, n_grid=24):
             out["map_json_mb"] = len(doc) / 1e6
         except Exception as e:  # serialization of a model already in a document may be refused
             out["map_serialize_note"] = f"{type(e).__name__}: {e}"[:200]
-        out["map_points_drawn"] = int(len(panel.map_view.shown))
+        out["map_points_drawn"] = len(panel.map_view.shown)
         xy = s._map
         x0, x1 = np.percentile(xy[:, 0], [40, 60])
         y0, y1 = np.percentile(xy[:, 1], [40, 60])

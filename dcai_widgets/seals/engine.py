@@ -8,7 +8,8 @@ k nearest neighbours (FAISS) of the labeled items, grown incrementally as labels
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ class Seals:
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def from_arrays(cls, X: np.ndarray, index: Any = None, classes: Sequence[str] | None = None,
-                    **params: Any) -> "Seals":
+                    **params: Any) -> Seals:
         """SEALS over plain (N, d) vectors and an index with ``search(vectors, k)`` (built if None)."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[0] == 0:
@@ -169,7 +170,7 @@ class Seals:
             raise TypeError(f"label vector must hold integer class indices (-1 = unlabeled); got dtype {y.dtype}")
         return y.astype(np.int64)
 
-    def fit(self, y: np.ndarray | None = None) -> "Seals":
+    def fit(self, y: np.ndarray | None = None) -> Seals:
         """Grow the pool with the newly labeled items, retrain the estimator and rank the pool."""
         y = self._label_vector(y)
         labeled = np.flatnonzero(y != MISSING)

@@ -7,8 +7,9 @@ Memory is O(N) (a cover count and an ever-scored flag per item) plus k ids per l
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class CandidatePool:
         self._ids = np.zeros(0, dtype=np.int64)
 
     # -- updates ----------------------------------------------------------------------------------
-    def update(self, labeled_ids: Iterable[int]) -> "CandidatePool":
+    def update(self, labeled_ids: Iterable[int]) -> CandidatePool:
         """Make the pool match this labeled set: search the newly labeled, drop the unlabeled."""
         ids = np.unique(np.asarray(list(labeled_ids) if not isinstance(labeled_ids, np.ndarray)
                                    else labeled_ids, dtype=np.int64))

@@ -9,16 +9,28 @@ or scikit-activeml (objects with ``.query``) plug in through :func:`as_strategy`
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 MISSING = -1
 
 __all__ = [
-    "MISSING", "QueryStrategy", "ScoreStrategy", "Entropy", "Margin", "LeastConfidence", "RandomSampling",
-    "MostLikelyPositive", "InformationDensity", "KCenterGreedy", "CallableStrategy", "STRATEGIES",
-    "as_strategy", "strategy_names",
+    "MISSING",
+    "STRATEGIES",
+    "CallableStrategy",
+    "Entropy",
+    "InformationDensity",
+    "KCenterGreedy",
+    "LeastConfidence",
+    "Margin",
+    "MostLikelyPositive",
+    "QueryStrategy",
+    "RandomSampling",
+    "ScoreStrategy",
+    "as_strategy",
+    "strategy_names",
 ]
 
 

@@ -2,8 +2,18 @@
 import numpy as np
 import pytest
 
-from dcai_widgets.seals import (MISSING, Entropy, InformationDensity, KCenterGreedy, LeastConfidence, Margin,
-                                MostLikelyPositive, RandomSampling, as_strategy, strategy_names)
+from dcai_widgets.seals import (
+    MISSING,
+    Entropy,
+    InformationDensity,
+    KCenterGreedy,
+    LeastConfidence,
+    Margin,
+    MostLikelyPositive,
+    RandomSampling,
+    as_strategy,
+    strategy_names,
+)
 
 
 class FixedProba:
