@@ -5,13 +5,17 @@ works the same in JupyterLab, Notebook, VS Code and Voila.
 """
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 
 import anywidget
 import traitlets
 
 _ESM = r"""
-const REGISTRY = (globalThis.__dcaiKeyboard = globalThis.__dcaiKeyboard || new Map());
+// One document listener per keyboard model; when several are on one page (e.g. two panels in a notebook),
+// only the active one handles keys: the last rendered, or the one whose panel was last clicked.
+const G = globalThis;
+G.__dcaiKeyboard = G.__dcaiKeyboard || new Map();
 
 function isTyping(target) {
   if (!target) return false;
@@ -25,36 +29,57 @@ function isTyping(target) {
   return false;
 }
 
+function activate(uid) {
+  G.__dcaiActiveKeyboard = uid;
+  document.dispatchEvent(new CustomEvent("dcai-keyboard-active", { detail: uid }));
+}
+
 function initialize({ model }) {
-  const id = model.model_id || model.cid;
-  if (REGISTRY.has(id)) return;            // one listener per model, however many views
+  const uid = model.get("uid");
+  if (G.__dcaiKeyboard.has(uid)) return;
   const handler = (event) => {
     if (!model.get("enabled")) return;
+    if (G.__dcaiActiveKeyboard !== undefined && G.__dcaiActiveKeyboard !== uid) return;
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     if (isTyping(event.target)) return;
     const keys = model.get("capture");
     if (keys.length && !keys.includes(event.key)) return;
     event.preventDefault();
     event.stopPropagation();
-    globalThis.__dcaiLastKeyAt = performance.now();
     model.send({ type: "keydown", key: event.key, shift: event.shiftKey });
   };
   document.addEventListener("keydown", handler, true);
-  REGISTRY.set(id, handler);
+  G.__dcaiKeyboard.set(uid, handler);
   return () => {
     document.removeEventListener("keydown", handler, true);
-    REGISTRY.delete(id);
+    G.__dcaiKeyboard.delete(uid);
   };
 }
 
 function render({ model, el }) {
+  const uid = model.get("uid");
   el.classList.add("dcai-keyboard");
   const update = () => {
-    el.textContent = model.get("enabled") ? model.get("hint") : "";
+    const active = G.__dcaiActiveKeyboard === undefined || G.__dcaiActiveKeyboard === uid;
+    el.textContent = !model.get("enabled") ? "" :
+      active ? model.get("hint") : "⌨ click this panel to use its keyboard shortcuts";
   };
-  update();
+  const onActive = () => update();
+  document.addEventListener("dcai-keyboard-active", onActive);
   model.on("change:enabled", update);
   model.on("change:hint", update);
+  activate(uid);
+  update();
+  let scope = null;
+  const onPointer = () => { if (G.__dcaiActiveKeyboard !== uid) activate(uid); };
+  requestAnimationFrame(() => {
+    scope = el.closest(".dcai-keyboard-scope") || el.parentElement;
+    if (scope) scope.addEventListener("pointerdown", onPointer, true);
+  });
+  return () => {
+    document.removeEventListener("dcai-keyboard-active", onActive);
+    if (scope) scope.removeEventListener("pointerdown", onPointer, true);
+  };
 }
 
 export default { initialize, render };
@@ -66,18 +91,20 @@ _CSS = ".dcai-keyboard { font-size: 11px; color: #777; }"
 class KeyboardShortcuts(anywidget.AnyWidget):
     """Listen for keydown anywhere on the page and call Python handlers with the key name.
 
-    `keys` (trait `capture`) limits which keys are captured (others pass through to the page); typing in a text box is
-    ignored. Register handlers with `on_key(callback)`; `callback(key: str)` runs in the kernel.
+    `keys` (trait `capture`) limits which keys are captured (others pass through to the page); typing in
+    a text box is ignored. With several listeners on one page, only the active one handles keys: the last
+    rendered, or the one inside the `.dcai-keyboard-scope` element (e.g. a LabelPanel) clicked last. Register handlers with `on_key(callback)`; `callback(key: str)` runs in the kernel.
     """
 
     _esm = _ESM
     _css = _CSS
     capture = traitlets.List(traitlets.Unicode(), default_value=[]).tag(sync=True)
     enabled = traitlets.Bool(True).tag(sync=True)
+    uid = traitlets.Unicode().tag(sync=True)  # identifies this listener in the page
     hint = traitlets.Unicode("⌨ keyboard shortcuts on").tag(sync=True)
 
     def __init__(self, keys: Iterable[str] = (), **kwargs) -> None:
-        super().__init__(capture=list(keys), **kwargs)
+        super().__init__(capture=list(keys), uid=uuid.uuid4().hex, **kwargs)
         self._handlers: list[Callable[[str], None]] = []
         self.on_msg(self._on_msg)
 

@@ -159,6 +159,7 @@ class LabelPanel(W.VBox):
                                                  f"{html.escape(self.annotator)}</code>"),
                           W.HBox(main, layout=W.Layout(grid_gap="16px"))])
         self.add_class("dcai-label-panel")
+        self.add_class("dcai-keyboard-scope")  # clicking the panel gives it the keyboard
 
     # -- state helpers -------------------------------------------------------------------------
     def _load_mine(self) -> dict[int, str]:

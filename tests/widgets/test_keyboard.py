@@ -36,5 +36,7 @@ def test_on_key_rejects_non_callables():
 
 def test_esm_listens_on_the_document_once_per_model():
     esm = KeyboardShortcuts._esm
-    assert 'document.addEventListener("keydown"' in esm and "REGISTRY.has(id)" in esm
+    assert 'document.addEventListener("keydown"' in esm and "__dcaiKeyboard.has(uid)" in esm
     assert "initialize" in esm and "model.send" in esm
+    a, b = KeyboardShortcuts(), KeyboardShortcuts()
+    assert a.uid and b.uid and a.uid != b.uid  # each listener is told apart in the page
