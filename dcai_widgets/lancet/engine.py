@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ._threads import torch_threads
 from .backbone import MLPBackbone, SSLGANBackbone
 from .dmn import DMN
-from .features import encoder_input
+from .features import encoder_input, shift_knn_graph
 from .propagate import propagate
 from .stop import StopReport, stop_report
 
@@ -61,9 +61,15 @@ class Lancet:
     Parameters: ``session``; ``batch`` (candidates per round); ``alpha_t`` (stop when every DMN
     weight exceeds it; paper: 0.03-0.1); ``backbone`` ("mlp" or "sslgan"); ``selection``
     ("dmn" = the paper's, "random" for ablations); ``steps`` (backbone training steps);
-    ``dmn_steps``; ``pool_factor`` (candidates come from the ``pool_factor * batch`` lowest weights,
-    one per k-means cluster, so a batch holds no near-duplicates); ``write`` (store propagated labels
-    in the session); ``progress`` (tqdm bars); ``n_threads`` (torch threads during fit; 1 measured
+    ``dmn_steps``; ``pool_factor``, ``pool_frac`` (candidates come from a pool of the
+    ``max(pool_factor * batch, pool_frac * unlabeled)`` lowest DMN weights, split by k-means into
+    ``batch`` clusters, one item per cluster, so a batch holds no near-duplicates; with ``pool_frac``
+    > 0 the item nearest each centroid is taken — representative of an uncovered region rather than
+    its most extreme outlier; MNIST-10k at 100 labels: pool_frac 0 -> 0.856, 0.2 -> 0.914,
+    0.05 -> 0.944 / 0.945 / 0.951 over three seeds); ``write`` (store propagated labels
+    in the session); ``progress`` (tqdm bars); ``shift_radius`` (for image sessions with images of
+    at least 16 px a side and at most 16,384 values, the spectral view uses the kNN graph under translations of up to this many
+    pixels, :func:`.features.shift_knn_graph`; 0 = the embedding's own kNN graph); ``n_threads`` (torch threads during fit; 1 measured
     fastest for these small networks on a shared 2-core box); ``seed``.
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
@@ -73,9 +79,9 @@ class Lancet:
 
     def __init__(self, session: Any, batch: int = 10, alpha_t: float = 0.1, backbone: str = "mlp",
                  selection: str = "dmn", steps: int = 400, dmn_steps: int = 300, pool_factor: int = 5,
-                 pool_frac: float = 0.2,
+                 pool_frac: float = 0.05,
                  lam_cfm: float = 0.1, threshold: float = 0.9, write: bool = True, progress: bool = True,
-                 n_threads: int | None = 1, seed: int = 0):
+                 shift_radius: int = 1, n_threads: int | None = 1, seed: int = 0):
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"batch must be a positive int (items per round), got {batch!r}")
         if not (isinstance(alpha_t, (int, float)) and 0 <= alpha_t < 1):
@@ -94,6 +100,9 @@ class Lancet:
         self.lam_cfm, self.threshold = float(lam_cfm), float(threshold)
         self.write, self.progress, self.seed = write, progress, seed
         self.n_threads = n_threads
+        if not isinstance(shift_radius, (int, np.integer)) or shift_radius < 0:
+            raise ValueError(f"shift_radius must be a non-negative int (pixels; 0 = off), got {shift_radius!r}")
+        self.shift_radius = int(shift_radius)
         self.report_: StopReport | None = None
         self.candidates_: np.ndarray | None = None
         self.proba_: np.ndarray | None = None
@@ -113,14 +122,29 @@ class Lancet:
             raise ValueError("session.embeddings contain NaN or inf; fix the encoder output before labeling")
         return X
 
+    def _image_graph(self):
+        """Translation-invariant kNN graph of small images (None for other sessions or shift_radius 0)."""
+        items = getattr(self.session, "items", None)
+        if self.shift_radius == 0 or getattr(items, "kind", None) != "image":
+            return None
+        images = np.asarray(items.images)
+        # a one-pixel shift is a small deformation only on images of some size (8x8 digits: 12%;
+        # measured worse there), and the pixel search must stay cheap
+        if min(images.shape[1:3]) < 16 or images[0].size > 16384:
+            return None
+        return shift_knn_graph(images, radius=self.shift_radius)
+
     def encoder_input(self) -> np.ndarray:
         """The backbone's input (spectral + PCA view of the embeddings), computed once and cached."""
         if self._input is None:
             X = self._embeddings()
+
+            def compute() -> np.ndarray:
+                return encoder_input(X, graph=self._image_graph())
+
             cache = getattr(self.session, "cache", None)
-            compute = lambda: encoder_input(X)  # noqa: E731
             if cache is not None and hasattr(self.session, "_embedding_key"):
-                key = f"lancet-input-{self.session._embedding_key()}"
+                key = f"lancet-input-{self.session._embedding_key()}-shift{self.shift_radius}"
                 self._input = cache.get_or_compute(key, compute).astype(np.float32)
             else:
                 self._input = compute()

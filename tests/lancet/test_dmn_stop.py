@@ -31,8 +31,8 @@ def test_dmn_weights_rank_far_unlabeled_cluster_lowest():
 
 def test_dmn_near_chance_when_labels_cover_distribution():
     a, _, rng = _clusters(1)
-    dmn = DMN(steps=200, seed=0).fit(a[::3], a)
-    assert dmn.loss_ > math.log(2) - 0.05
+    dmn = DMN(steps=200, seed=0).fit(a[::2], a)  # half the items labeled, same distribution
+    assert dmn.loss_ > math.log(2) - 0.02
     assert dmn.weights_.min() > 0.1
     assert stop_report(dmn.loss_, dmn.weights_.min(), alpha_t=0.1).stop
 
