@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+
+
+_NAME = re.compile(r"^[\w.@+-][\w .@+-]{0,63}$")  # same rule as the app's ?annotator=
 
 
 def app_notebook() -> Path:
@@ -44,6 +48,9 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         raise ValueError(f"--store {args.store!r} is a folder; give a file path such as labels.db")
     if not store.resolve().parent.is_dir():
         raise ValueError(f"--store folder {str(store.parent)!r} does not exist; create it first")
+    if args.annotator is not None and not _NAME.match(args.annotator):
+        raise ValueError(f"--annotator {args.annotator!r} is not allowed; use up to 64 letters, digits, "
+                         "spaces or . _ - @ +")
     env = {"DCAI_DATA": data, "DCAI_STORE": str(store.resolve())}
     if args.annotator:
         env["DCAI_ANNOTATOR"] = args.annotator

@@ -38,6 +38,7 @@ def test_dry_run_passes_settings_to_voila(tmp_path, capsys):
     (["--data", "/no/such/file.npz"], "does not exist"),
     (["--store", "/no/such/dir/labels.db"], "does not exist"),
     (["--port", "70000"], "--port"),
+    (["--annotator", "<b>eve</b>"], "--annotator"),
 ])
 def test_bad_options_exit_2_with_a_message(args, message, capsys):
     assert main(["serve", *args, "--dry-run"]) == 2
