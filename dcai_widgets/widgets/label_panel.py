@@ -53,7 +53,8 @@ class LabelPanel(W.VBox):
 
     `session`: the shared Session. `queue`: ordering of items (default: UncertaintyQueue).
     `extras`: an optional widget shown on the right (e.g. LANCET's view). `annotator`: who labels
-    (default: the session's annotator, else "expert"). Labels resume from the store: items already labeled are not asked again.
+    (default: the session's annotator, else "expert"). Labels resume from the store: items already
+    labeled are not asked again.
     `initial_fit="background"` shows items at once (a fixed random order) while the first fit runs;
     whenever the queue's list runs out before a refit lands, the same fallback order fills in.
     `overlap=True` also asks items other annotators labeled (for agreement), skipping only this
