@@ -55,6 +55,20 @@ def _kmeans_representatives(X: np.ndarray, n: int, seed: int = 0, score: np.ndar
     return out
 
 
+class _Progress:
+    """A tqdm bar that also reports (done, total) to listeners (the panel's own progress bar)."""
+
+    def __init__(self, bar, total: int, listeners: list):
+        self.bar, self.total, self.listeners, self.done = bar, total, listeners, 0
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.done += n
+        if self.listeners and (self.done % 20 == 0 or self.done >= self.total):
+            for fn in list(self.listeners):
+                fn(self.done, self.total)
+
+
 class Lancet:
     """LANCET labeling queue: candidates to ask, propagated labels, and a stop rule.
 
@@ -108,6 +122,13 @@ class Lancet:
         self.proba_: np.ndarray | None = None
         self.history_: list[dict] = []
         self._input: np.ndarray | None = None
+        self._progress_listeners: list = []
+
+    def on_progress(self, callback) -> None:
+        """Call ``callback(done, total)`` as a fit trains (for a panel's progress bar; any thread)."""
+        if not callable(callback):
+            raise TypeError("on_progress needs a callable taking (done, total)")
+        self._progress_listeners.append(callback)
 
     # -- inputs ----------------------------------------------------------------------------
     def _embeddings(self) -> np.ndarray:
@@ -202,7 +223,8 @@ class Lancet:
             kw.update(steps=self.steps, threshold=self.threshold)
         net = Model(F_in.shape[1], len(seen), **kw)
         total = net.steps + (self.dmn_steps if self.selection == "dmn" else 0)
-        with tqdm(total=total, desc="LANCET fit", leave=False, disable=not self.progress) as bar:
+        with tqdm(total=total, desc="LANCET fit", leave=False, disable=not self.progress) as tq:
+            bar = _Progress(tq, total, self._progress_listeners)
             if len(seen) == 1:
                 z = F_in
                 proba = np.ones((n, 1))

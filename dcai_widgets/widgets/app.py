@@ -49,7 +49,7 @@ class App(W.VBox):
             from ..lancet import Lancet
             from .lancet_view import LancetView
 
-            queue = Lancet(session)
+            queue = Lancet(session, progress=False)  # the view shows the retrain progress
             if extras is None:
                 extras = LancetView(session, queue)
         self.label_panel = LabelPanel(session, queue=queue, extras=extras, annotator=annotator,

@@ -35,6 +35,7 @@ class LancetView(W.VBox):
                                     "confidence": pd.Series(dtype="float64"), "correct": pd.Series(dtype="bool")})
         self._queue: list[dict] = []
         self.summary = W.HTML()
+        self.fit_bar = W.FloatProgress(min=0.0, max=1.0, description="retrain", layout=W.Layout(width="260px"))
         self.bins_html = W.HTML()
         self.loss_bar = W.FloatProgress(min=0.0, max=1.0, description="DMN loss", layout=W.Layout(width="260px"))
         self.weight_bar = W.FloatProgress(min=0.0, max=1.0, description="min weight", layout=W.Layout(width="260px"))
@@ -55,7 +56,7 @@ class LancetView(W.VBox):
         self.save_button.on_click(lambda _: self.save_correction())
         self.curve = self._build_curve()
         super().__init__([
-            W.HTML("<b>LANCET</b>"), self.summary, self.bins_html,
+            W.HTML("<b>LANCET</b>"), self.fit_bar, self.summary, self.bins_html,
             W.HTML("<b>stop gauge</b>"), self.loss_bar, self.weight_bar, self.gauge_text,
             self.curve,
             W.HTML("<b>spot checks</b>"), self.draw_button, self.card, self.check_text,
@@ -64,6 +65,8 @@ class LancetView(W.VBox):
         ], layout=W.Layout(width="340px"))
         self.add_class("dcai-lancet-view")
         session.on("model", self._on_model)
+        if callable(getattr(lancet, "on_progress", None)):
+            lancet.on_progress(self._on_progress)
         self.refresh()
 
     # -- plots ------------------------------------------------------------------------------------
@@ -85,6 +88,10 @@ class LancetView(W.VBox):
         return BokehModel(fig)
 
     # -- refresh ----------------------------------------------------------------------------------
+    def _on_progress(self, done: int, total: int) -> None:
+        self.fit_bar.value = done / max(1, total)
+        self.fit_bar.bar_style = "success" if done >= total else "info"
+
     def _on_model(self, name: str | None = None, model: Any = None, **_: Any) -> None:
         if model is self.lancet:
             self.refresh()

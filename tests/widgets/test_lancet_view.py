@@ -50,6 +50,7 @@ def test_view_spot_checks_write_review_labels(tmp_path):
         s.label(c, s.y_true[c])
         lan.fit()  # emits "model": the view refreshes itself
     assert f"{90 - 3} of 90" in view.summary.value
+    assert view.fit_bar.value == 1.0  # the retrain reported its progress to the view
     assert "DMN loss" in view.gauge_text.value and 0 < view.loss_bar.value <= 1
     assert len(view.curve_source.data["x"]) == 1
     ids = view.draw()
