@@ -5,7 +5,7 @@ row or ``-1`` (``MISSING``) for unlabeled rows, ``clf`` a fitted estimator with 
 ``query`` returns the positions (rows of ``X``) of at most ``n`` unlabeled rows, best first.  The same
 call runs over the SEALS candidate pool (rows = labeled + pool) or over everything (full scan), so a
 strategy never knows which one it serves.  Strategies from modAL (``f(classifier, X, n_instances)``)
-or scikit-activeml (objects with ``.query``) plug in through :func:`as_strategy`.
+or scikit-activeml (``qs.query(X, y, clf, batch_size=n)``) plug in through :func:`as_strategy`.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ __all__ = [
     "QueryStrategy",
     "RandomSampling",
     "ScoreStrategy",
+    "SkactivemlStrategy",
     "as_strategy",
     "strategy_names",
 ]
@@ -288,6 +289,36 @@ class CallableStrategy:
         return f"CallableStrategy({self.name})"
 
 
+class SkactivemlStrategy:
+    """Wraps a scikit-activeml pool strategy (``qs.query(X, y, clf, batch_size=n)``, NaN = unlabeled):
+    the estimator is wrapped in ``skactiveml.classifier.SklearnClassifier`` and refit by the strategy."""
+
+    def __init__(self, qs: Any):
+        if not callable(getattr(qs, "query", None)):
+            raise TypeError(f"expected a scikit-activeml query strategy; got {type(qs).__name__}")
+        self.qs = qs
+        self.name = type(qs).__name__
+
+    def query(self, X: np.ndarray, y: np.ndarray, clf: Any, n: int) -> np.ndarray:
+        from sklearn.base import clone
+        from skactiveml.classifier import SklearnClassifier
+
+        X, y = _check_query_args(X, y, n)
+        rows = _unlabeled_rows(y)
+        if len(rows) == 0 or n == 0:
+            return np.zeros(0, dtype=np.int64)
+        y_nan = np.where(y == MISSING, np.nan, y).astype(np.float64)
+        classes = getattr(clf, "classes_", None)
+        if classes is None:
+            classes = np.unique(y[y != MISSING])
+        wrapped = SklearnClassifier(clone(clf), classes=np.asarray(classes), missing_label=np.nan)
+        idx = self.qs.query(X, y_nan, wrapped, fit_clf=True, batch_size=min(int(n), len(rows)))
+        return np.asarray(idx, dtype=np.int64).ravel()
+
+    def __repr__(self) -> str:
+        return f"SkactivemlStrategy({self.qs!r})"
+
+
 STRATEGIES: dict[str, Callable[..., Any]] = {
     "entropy": Entropy,
     "max_entropy": Entropy,
@@ -320,6 +351,8 @@ def as_strategy(strategy: Any, **params: Any) -> Any:
     if params:
         raise TypeError("strategy parameters are only accepted with a strategy name")
     if hasattr(strategy, "query") and callable(strategy.query):
+        if type(strategy).__module__.startswith("skactiveml"):
+            return SkactivemlStrategy(strategy)
         return strategy
     if callable(strategy):
         return CallableStrategy(strategy)

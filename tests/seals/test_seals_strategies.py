@@ -102,3 +102,26 @@ def test_as_strategy_names_objects_and_functions():
     P = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.0, 1.0]])
     y = np.array([MISSING, MISSING, MISSING, 1])
     assert s.query(P, y, FixedProba(2), 2).tolist() == [1, 2]   # row 3 is labeled: never offered
+
+
+def test_scikit_activeml_strategy_plugs_in_and_agrees_with_ours():
+    pytest.importorskip("skactiveml", reason="scikit-activeml (dev extra) is not installed")
+    from skactiveml.pool import UncertaintySampling
+    from sklearn.linear_model import LogisticRegression
+
+    from dcai_widgets.seals import Seals
+    from dcai_widgets.seals.strategies import SkactivemlStrategy
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    y_true = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
+    y = np.full(300, MISSING)
+    y[:30] = y_true[:30]
+    assert isinstance(as_strategy(UncertaintySampling(method="entropy")), SkactivemlStrategy)
+    clf = LogisticRegression().fit(X[:30], y_true[:30])
+    theirs = as_strategy(UncertaintySampling(method="entropy", random_state=0)).query(X, y, clf, 8)
+    ours = Entropy().query(X, y, clf, 8)
+    assert set(theirs.tolist()) == set(ours.tolist()) and not set(theirs.tolist()) & set(range(30))
+    seals = Seals.from_arrays(X, k=20, strategy=UncertaintySampling(method="margin_sampling", random_state=0),
+                              batch=6).fit(y)
+    assert len(seals.candidates()) == 6 and set(seals.candidates()) <= set(seals.candidates_pool_.tolist())
