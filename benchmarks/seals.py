@@ -257,7 +257,7 @@ def render_times(X, y, index, n_grid=24):
         s = dw.Session.from_embeddings(X, ["other", "rare"], store=Path(tmp) / "labels.db",
                                        cache_dir=Path(tmp) / "cache")
         out["session_s"] = time.perf_counter() - t0
-        sample = np.random.default_rng(0).choice(len(X), 50_000, replace=False)
+        sample = np.random.default_rng(0).choice(len(X), min(50_000, len(X)), replace=False)
         pca = PCA(2, random_state=0).fit(X[sample])
         s._map = pca.transform(X).astype(np.float32)      # stand-in layout, injected (see docstring)
         s._index = index                                   # the benchmark's tuned IVF index
