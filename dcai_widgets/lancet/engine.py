@@ -27,6 +27,7 @@ from .stop import StopReport, stop_report
 
 BACKBONES = ("mlp", "sslgan")
 _VERSION = itertools.count(1)
+_FEATURES_VERSION = 2  # bump when features.py changes what it computes (cached inputs are keyed on it)
 
 
 def _kmeans_representatives(X: np.ndarray, n: int, seed: int = 0, score: np.ndarray | None = None) -> np.ndarray:
@@ -143,8 +144,8 @@ class Lancet:
             raise ValueError("session.embeddings contain NaN or inf; fix the encoder output before labeling")
         return X
 
-    def _image_graph(self):
-        """Translation-invariant kNN graph of small images (None for other sessions or shift_radius 0)."""
+    def _shift_images(self) -> np.ndarray | None:
+        """The session's images when the translation-invariant graph applies, else None."""
         items = getattr(self.session, "items", None)
         if self.shift_radius == 0 or getattr(items, "kind", None) != "image":
             return None
@@ -153,19 +154,22 @@ class Lancet:
         # measured worse there), and the pixel search must stay cheap
         if min(images.shape[1:3]) < 16 or images[0].size > 16384:
             return None
-        return shift_knn_graph(images, radius=self.shift_radius)
+        return images
 
     def encoder_input(self) -> np.ndarray:
         """The backbone's input (spectral + PCA view of the embeddings), computed once and cached."""
         if self._input is None:
             X = self._embeddings()
+            images = self._shift_images()
 
             def compute() -> np.ndarray:
-                return encoder_input(X, graph=self._image_graph())
+                graph = None if images is None else shift_knn_graph(images, radius=self.shift_radius)
+                return encoder_input(X, graph=graph)
 
             cache = getattr(self.session, "cache", None)
             if cache is not None and hasattr(self.session, "_embedding_key"):
-                key = f"lancet-input-{self.session._embedding_key()}-shift{self.shift_radius}"
+                shift = 0 if images is None else self.shift_radius
+                key = f"lancet-input-v{_FEATURES_VERSION}-{self.session._embedding_key()}-shift{shift}"
                 self._input = cache.get_or_compute(key, compute).astype(np.float32)
             else:
                 self._input = compute()
