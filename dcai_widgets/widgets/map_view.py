@@ -1,5 +1,5 @@
 """MapView: the session's 2-D map as a bokeh scatter (jupyter_bokeh), coloured by label, with lasso/box
-selection synced to Python and shown in an ItemGrid below for bulk labeling.
+selection (or a click on one point) synced to Python and shown in an ItemGrid below for bulk labeling.
 
 Large maps stay usable: above `max_points` only a random subset is drawn, but a selection covers every
 point, because the lasso/box geometry is tested against all N coordinates in Python.
@@ -101,6 +101,7 @@ class MapView(W.VBox):
             LassoSelectTool,
             PanTool,
             ResetTool,
+            TapTool,
             WheelZoomTool,
         )
         from bokeh.plotting import figure
@@ -137,7 +138,7 @@ class MapView(W.VBox):
             tooltip = "<div style='max-width:300px'>#@id · @label<br>@desc</div>"
         self.source = ColumnDataSource(data)
         lasso = LassoSelectTool(continuous=False)  # one selection message per gesture, not per mouse move
-        tools = [PanTool(), WheelZoomTool(), BoxSelectTool(continuous=False), lasso, ResetTool()]
+        tools = [PanTool(), WheelZoomTool(), BoxSelectTool(continuous=False), lasso, TapTool(), ResetTool()]
         fig = figure(width=width, height=height, tools=tools, active_drag=lasso, active_scroll=tools[1],
                      output_backend="webgl" if len(self.shown) > 20_000 else "canvas",
                      title=f"map of {n:,} items" + (f" (showing {len(self.shown):,})" if self.downsampled else ""))

@@ -37,15 +37,16 @@ def lasso(page, box, frac=0.3):
     page.mouse.up()
 
 
-def hover_shows_thumbnail(page, box) -> bool:
-    """Move over the plot until a tooltip with the item's thumbnail appears."""
+def hover_shows_thumbnail(page, box):
+    """Move over the plot until a tooltip with the item's thumbnail appears; returns that (x, y) or None."""
     for fy in (0.3, 0.4, 0.5, 0.6, 0.7):
         for fx in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
-            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+            x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+            page.mouse.move(x, y)
             time.sleep(0.15)
             if page.locator(".bk-Tooltip img, .bk-tooltip img").count():
-                return True
-    return False
+                return x, y
+    return None
 
 
 def test_keyboard_lasso_reload_and_sigkill(tmp_path):
@@ -80,13 +81,18 @@ def test_keyboard_lasso_reload_and_sigkill(tmp_path):
             plot = page.locator(".dcai-map-view .bk-Figure, .dcai-map-view canvas").first
             plot.wait_for(timeout=120_000)
             time.sleep(0.5)
-            assert hover_shows_thumbnail(page, plot.bounding_box()), "hovering the map shows no item"
+            spot = hover_shows_thumbnail(page, plot.bounding_box())
+            assert spot, "hovering the map shows no item"
+            page.mouse.click(*spot)  # a click on a point selects that item
+            page.wait_for_function("() => { const e = document.querySelector('.dcai-map-selected');"
+                                   " return e && +e.dataset.count >= 1; }", timeout=30_000)
             page.mouse.move(5, 5)
             lasso(page, plot.bounding_box())
             sel = page.locator(".dcai-map-selected")
-            sel.wait_for(timeout=30_000)
+            page.wait_for_function("() => +document.querySelector('.dcai-map-selected').dataset.count > 3",
+                                   timeout=30_000)
             n_sel = int(sel.get_attribute("data-count"))
-            assert n_sel > 0, "the lasso selected nothing"
+            assert n_sel > 3, "the lasso selected (almost) nothing"
             # the grid that shows the map selection (MapView's own, or the ExplorePanel's)
             grid = page.locator(".dcai-item-grid").filter(
                 has=page.get_by_role("button", name=f"label {n_sel} selected"))
