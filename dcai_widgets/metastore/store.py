@@ -534,6 +534,20 @@ class MetaStore:
                              "analytic_ratio": (s.full_size / min(s.full_size, T * (s.a + s.b))) if T else np.nan})
         return pd.DataFrame(rows)
 
+    def close(self) -> None:
+        """Write what is buffered, wait for background writes, and stop the writer thread."""
+        for sh in self._shards.values():
+            sh.flush()
+        for sh in self._shards.values():
+            sh.sync()
+        self._writer.shutdown(wait=True)
+
+    def __enter__(self) -> MetaStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return (f"MetaStore(layers={self.layers}, path={str(self.path)!r}, checkpoints={self.checkpoints}, "
                 f"dtype={self.dtype!r})")

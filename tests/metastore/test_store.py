@@ -243,3 +243,13 @@ def test_recorded_store_rejects_a_test_batch_the_model_cannot_take(tmp_path, dat
     with pytest.raises(ValueError, match=r"could not run on a test batch of shape \(4, 9\)"):
         ms.p2b(None, torch.randn(4, 9, dtype=torch.float64), Yt)
     assert ms.labels().index.tolist() == list(range(8))
+
+
+def test_close_finishes_writes_and_reopens(tmp_path, data):
+    X, Y, Xt, Yt = data
+    model = MLP().double()
+    with MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64") as ms:
+        ms.collect((X, Y), nn.CrossEntropyLoss(), "c", progress=False)
+        want = ms.p2b(None, Xt, Yt)
+    again = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64")
+    assert rel(again.p2b(None, Xt, Yt), want) <= 1e-12
