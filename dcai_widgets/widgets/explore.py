@@ -112,7 +112,7 @@ class ExplorePanel(W.VBox):
         try:
             df = self._searcher.similar(ids=ids, k=k)
         except (ValueError, TypeError) as e:
-            self._say(str(e), error=True)
+            self._say(html.escape(str(e)), error=True)
             return []
         self.query_ids = ids
         self._show(df["id"].tolist(), df["similarity"].tolist(),
@@ -125,7 +125,7 @@ class ExplorePanel(W.VBox):
         try:
             df = self._searcher.similar(vectors=np.asarray(vector, dtype=np.float32), k=k)
         except (ValueError, TypeError) as e:
-            self._say(str(e), error=True)
+            self._say(html.escape(str(e)), error=True)
             return []
         self.query_ids = []
         self._show(df["id"].tolist(), df["similarity"].tolist(), "<b>Neighbours</b> of the query")
@@ -141,7 +141,11 @@ class ExplorePanel(W.VBox):
             self._say("type a few words to search for", error=True)
             return []
         k = int(self.k_slider.value if k is None else k)
-        vec = self._encode_text(text)
+        try:
+            vec = self._encode_text(text)
+        except (ValueError, TypeError, ImportError, OSError) as e:   # e.g. the model is not available offline
+            self._say(f"could not embed the query: {html.escape(str(e))}", error=True)
+            return []
         if vec is not None:
             return self.search_vector(vec, k)
         from sklearn.feature_extraction.text import TfidfVectorizer

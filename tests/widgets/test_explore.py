@@ -121,3 +121,18 @@ def test_seals_serves_as_the_label_panel_queue(demo):
     assert len(rep) == 2 and rep["n_labeled"].tolist() == [10, 15] and rep["n_searched"].iloc[-1] == 5
     panel.press(str(int(y[panel.current])))
     assert panel.current in seals.candidates()       # and then follows the refit order
+
+
+def test_text_query_embedded_by_the_sessions_encoder(tmp_path):
+    words = ["cat", "kitten", "dog", "market", "rates"]
+
+    def bag(texts):   # a tiny deterministic encoder: word counts
+        return np.array([[t.split().count(w) + 0.01 for w in words] for t in texts], dtype=np.float32)
+
+    texts = ["cat kitten cat", "dog dog", "market rates", "kitten cat", "rates market market", "dog cat"] * 4
+    s = dw.Session.from_texts(texts, ["pets", "finance"], encoder=bag, store=tmp_path / "t.db")
+    panel = ExplorePanel(s, k=6, map=False, background=False)
+    got = panel.search_text("kitten cat")
+    assert panel.grid.title.value.startswith("<b>Neighbours</b> of the query")   # the vector path
+    assert {texts[i] for i in got} == {"cat kitten cat", "kitten cat"}
+    assert max(panel.grid.scores) > 0.95
