@@ -21,7 +21,7 @@ def test_text_session_labels_with_letter_keys(tmp_path):
 
 
 def test_table_rows_show_and_label(tmp_path):
-    df = pd.DataFrame({"age": np.arange(30), "dose": np.linspace(0, 1, 30)})
+    df = pd.DataFrame({"age": np.arange(15), "dose": np.linspace(0, 1, 15)})  # < 16 rows: no UMAP needed
     s = dw.Session.from_embeddings(df.to_numpy(np.float32), ["ok", "bad"], items=df, store=tmp_path / "r.db")
     p = LabelPanel(s, annotator="ada", background=False)
     assert "<th>age</th>" in p.card.body.value
