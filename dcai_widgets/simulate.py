@@ -45,7 +45,7 @@ def simulate(engine_factory: Callable[[Any], Any], session: Any, oracle: np.ndar
              progress: bool = False) -> pd.DataFrame:
     """Run ``engine_factory(session)`` against ``oracle`` (default ``session.y_true``) until ``budget``
     human labels; returns one row per round: round, human_labels, accuracy (engine labels on items the
-    oracle did not label), coverage (share of those items with an engine label), seconds, stop, efficiency.
+    oracle did not label; an item the engine gives no label counts as wrong), coverage (share of those items with an engine label), seconds, stop, efficiency.
 
     ``batch`` (items labeled per round) defaults to the engine's ``batch`` attribute or 10. The
     factory is called once; the same engine is refit every round (so it may warm-start).

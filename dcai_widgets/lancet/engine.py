@@ -199,6 +199,9 @@ class Lancet:
         missing = [s.classes[c] for c in range(len(s.classes)) if c not in set(seen.tolist())]
         if len(unl) == 0:
             self._warn("every item is already labeled; there is nothing to ask or propagate")
+        elif self.batch > len(unl):
+            self._warn(f"batch={self.batch} is larger than the {len(unl)} unlabeled items; "
+                       "candidates() will ask for all of them")
         if self.n_labeled_ and missing:
             self._warn(f"{len(missing)} of {len(s.classes)} classes have no labels yet ({', '.join(missing[:5])}"
                        f"{'...' if len(missing) > 5 else ''}); propagated labels can only be classes seen so far — "

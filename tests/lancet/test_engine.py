@@ -80,7 +80,8 @@ def test_missing_class_warns_and_propagates_seen_classes(tmp_path):
 def test_batch_larger_than_unlabeled_and_all_labeled(tmp_path):
     s = _blobs_session(tmp_path, n_per=6)
     s.label(list(range(15)), s.y_true[:15])
-    lan = Lancet(s, batch=10, **FAST).fit()
+    with pytest.warns(UserWarning, match="larger than the 3 unlabeled"):
+        lan = Lancet(s, batch=10, **FAST).fit()
     assert sorted(lan.candidates()) == [15, 16, 17]
     with pytest.warns(UserWarning, match="only 3 items are unlabeled"):
         assert len(lan.candidates(8)) == 3
