@@ -113,6 +113,7 @@ class MapView(W.VBox):
         self.session = session
         self.classes = [str(c) for c in session.classes]
         self.palette = class_palette(len(self.classes))
+        self._lookup = {c: k for k, c in enumerate(self.classes)}
         self.xy = np.asarray(session.map, dtype=np.float64)
         n = len(self.xy)
         rng = np.random.default_rng(random_state)
@@ -193,9 +194,10 @@ class MapView(W.VBox):
             pass
         return human, prop
 
-    def _colour_columns(self, ids: np.ndarray | None = None) -> tuple[list, list, list]:
-        human, prop = self._label_state()
-        self._human, self._prop = human, prop
+    def _colour_columns(self, ids: np.ndarray | None = None, refresh: bool = True) -> tuple[list, list, list]:
+        if refresh:
+            self._human, self._prop = self._label_state()
+        human, prop = self._human, self._prop
         ids = self.shown if ids is None else ids
         colors, alphas, names = [], [], []
         for i in ids:
@@ -218,13 +220,18 @@ class MapView(W.VBox):
         self.legend.value = (f'<div class="dcai-legend">{items}</div>'
                              '<div class="dcai-counts">solid: labeled by people · faint: propagated</div>')
 
-    def _on_labels(self, ids=None, **_: Any) -> None:
+    def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:
+        # a person's labels carry their classes: update in memory, no store query in the keystroke path
+        known = (source in ("human", "review", "import") and ids is not None and labels is not None
+                 and len(labels) == len(ids) and all(lab in self._lookup for lab in labels))
+        if known:
+            self._human[np.asarray(ids, dtype=np.int64)] = [self._lookup[lab] for lab in labels]
         if ids is None or len(ids) > 2000:
-            colors, alphas, names = self._colour_columns()
+            colors, alphas, names = self._colour_columns(refresh=not known)
             self.source.data.update(color=colors, alpha=alphas, label=names)
         else:
             ids = np.asarray([int(i) for i in ids if self._pos[int(i)] >= 0], dtype=np.int64)
-            colors, alphas, names = self._colour_columns(ids)
+            colors, alphas, names = self._colour_columns(ids, refresh=not known)
             if len(ids):
                 rows = [int(r) for r in self._pos[ids]]
                 self.source.patch({"color": list(zip(rows, colors)), "alpha": list(zip(rows, alphas)),
