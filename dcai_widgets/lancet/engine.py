@@ -30,7 +30,7 @@ from .stop import StopReport, stop_report
 
 BACKBONES = ("mlp", "sslgan")
 _VERSION = itertools.count(1)
-_FEATURES_VERSION = 2  # bump when features.py changes what it computes (cached inputs are keyed on it)
+_FEATURES_VERSION = 3  # bump when features.py changes what it computes (cached inputs are keyed on it)
 
 
 def _kmeans_representatives(X: np.ndarray, n: int, seed: int = 0, score: np.ndarray | None = None) -> np.ndarray:
@@ -87,7 +87,7 @@ class Lancet:
     0.05 -> 0.944 / 0.945 / 0.951 over three seeds); ``write`` (store propagated labels
     in the session); ``progress`` (tqdm bars); ``shift_radius`` (for image sessions with images of
     at least 16 px a side and at most 16,384 values, the spectral view uses the kNN graph under translations of up to this many
-    pixels, :func:`.features.shift_knn_graph`; 0 = the embedding's own kNN graph); ``n_threads`` (torch threads during fit; 1 measured
+    pixels and rotations of +-10 degrees, :func:`.features.shift_knn_graph`; 0 = the embedding's own kNN graph); ``n_threads`` (torch threads during fit; 1 measured
     fastest for these small networks on a shared 2-core box); ``seed``.
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,

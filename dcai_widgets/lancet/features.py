@@ -1,5 +1,5 @@
 """Encoder input derived from any embedding: a spectral view of its FAISS kNN graph plus its PCA
-(for small images, the graph is built under small translations: :func:`shift_knn_graph`).
+(for small images, the graph is built under small translations and rotations: :func:`shift_knn_graph`).
 
 Measured on MNIST-10k (PCA-50 pixels, 100 k-means-chosen labels, logistic regression): the raw PCA
 gives 0.89, the 30-d spectral embedding of the 10-NN graph 0.94 — the graph view carries the cluster
@@ -91,14 +91,32 @@ def _merge_neighbours(I: np.ndarray, D: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.take_along_axis(I, o, 1), np.take_along_axis(D, o, 1)
 
 
-def shift_knn_graph(images: np.ndarray, k: int = 10, radius: int = 1, pca_dim: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """kNN graph of images under small translations: an item's distance to another is the smallest
-    over its copies shifted by up to ``radius`` pixels (searched with FAISS in a PCA of the pixels).
+def _moved(x, angle: float, dx: int, dy: int):
+    """Images ``x`` (n, C, H, W) torch, rotated by ``angle`` degrees and shifted by (dx, dy) pixels (zero fill)."""
+    import torch
+    import torch.nn.functional as F
 
-    A tangent-distance-like invariance that needs no training: on MNIST-10k it raises the share of
-    10-NN of the same class from 0.923 to 0.938 and LR on the spectral view at 100 k-means-chosen labels
-    from 0.938 to 0.958 (radius 1).
+    n, _, h, w = x.shape
+    th = np.deg2rad(angle)
+    A = torch.tensor([[np.cos(th), -np.sin(th), 2.0 * dx / w],
+                      [np.sin(th), np.cos(th), 2.0 * dy / h]], dtype=torch.float32)
+    grid = F.affine_grid(A[None].expand(n, 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)
+
+
+def shift_knn_graph(images: np.ndarray, k: int = 10, radius: int = 1, angles=(-10.0, 0.0, 10.0),
+                    pca_dim: int = 50, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """kNN graph of images under small translations and rotations: an item's distance to another is
+    the smallest over its copies shifted by up to ``radius`` pixels and rotated by each of ``angles``
+    degrees (searched with FAISS in a PCA of the pixels).
+
+    A tangent-distance-like invariance that needs no training. MNIST-10k, 10-NN same-class share /
+    logistic regression on the spectral view at 100 and 300 k-means-chosen labels: plain graph 0.923 /
+    0.938 / 0.948; shifts of 1 px 0.938 / 0.958 / 0.965; 1 px and +-10 degrees 0.951 / 0.971 / 0.971
+    (+-15 degrees 0.948 / 0.960 / 0.971; 2 px 0.925 / 0.950 / 0.961).
     """
+    import torch
+
     imgs = np.asarray(images)
     n = len(imgs)
     x = imgs.astype(np.float32)
@@ -110,17 +128,20 @@ def shift_knn_graph(images: np.ndarray, k: int = 10, radius: int = 1, pca_dim: i
     dim = int(min(pca_dim, flat.shape[1], n - 1))
     mat = faiss.PCAMatrix(flat.shape[1], dim)
     mat.train(flat)
-    P = mat.apply(flat)
     index = faiss.IndexFlatL2(dim)
-    index.add(P)
+    index.add(mat.apply(flat))
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # (n, C, H, W), same flattening below
     k = int(min(k, n - 1))
     Is, Ds = [], []
-    for dx in range(-radius, radius + 1):
-        for dy in range(-radius, radius + 1):
-            q = np.roll(np.roll(x, dx, 1), dy, 2).reshape(n, -1)
-            D, I = index.search(mat.apply(np.ascontiguousarray(q)), k + 1)
-            Is.append(I)
-            Ds.append(D)
+    with torch.no_grad():
+        for angle in angles:
+            for dx in range(-radius, radius + 1):
+                for dy in range(-radius, radius + 1):
+                    q = np.concatenate([_moved(xt[i:i + chunk], angle, dx, dy).permute(0, 2, 3, 1)
+                                        .reshape(-1, flat.shape[1]).numpy() for i in range(0, n, chunk)])
+                    D, I = index.search(mat.apply(np.ascontiguousarray(q)), k + 1)
+                    Is.append(I)
+                    Ds.append(D)
     ids, d2 = _merge_neighbours(np.hstack(Is), np.hstack(Ds), k)
     return ids, np.maximum(d2, 0)
 

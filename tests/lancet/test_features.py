@@ -14,9 +14,11 @@ def test_merge_neighbours_dedups_and_drops_self():
 def test_shift_graph_finds_shifted_copies():
     rng = np.random.default_rng(0)
     base = (rng.random((20, 12, 12)) > 0.7).astype(np.float32)
-    shifted = np.roll(base, 1, axis=2)  # the same pictures moved one pixel right
+    shifted = np.zeros_like(base)
+    shifted[:, :, 1:] = base[:, :, :-1]  # the same pictures moved one pixel right
+    base[:, :, -1] = 0  # (nothing falls off the edge)
     images = np.concatenate([base, shifted])
-    ids, d2 = shift_knn_graph(images, k=1, radius=1, pca_dim=40)
+    ids, d2 = shift_knn_graph(images, k=1, radius=1, angles=(0.0, 10.0), pca_dim=40)
     partner = np.r_[np.arange(20, 40), np.arange(20)]
     assert (ids[:, 0] == partner).all() and np.allclose(d2[:, 0], 0, atol=1e-3)
 
