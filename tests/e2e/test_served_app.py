@@ -87,15 +87,27 @@ def test_keyboard_lasso_reload_and_sigkill(tmp_path):
             page.wait_for_function("() => { const e = document.querySelector('.dcai-map-selected');"
                                    " return e && +e.dataset.count >= 1; }", timeout=30_000)
             page.mouse.move(5, 5)
+            page.evaluate("""() => { window.__counts = [];
+                new MutationObserver(() => { const e = document.querySelector('.dcai-map-selected');
+                  if (e) window.__counts.push(e.dataset.count); })
+                .observe(document.body, {subtree: true, childList: true, attributes: true}); }""")
             lasso(page, plot.bounding_box())
             sel = page.locator(".dcai-map-selected")
             page.wait_for_function("() => +document.querySelector('.dcai-map-selected').dataset.count > 3",
                                    timeout=30_000)
+            time.sleep(1.5)  # let every selection message of the gesture arrive
             n_sel = int(sel.get_attribute("data-count"))
             assert n_sel > 3, "the lasso selected (almost) nothing"
             # the grid that shows the map selection (MapView's own, or the ExplorePanel's)
-            grid = page.locator(".dcai-item-grid").filter(
-                has=page.get_by_role("button", name=f"label {n_sel} selected"))
+            button = f"label {n_sel} selected"
+            try:
+                page.get_by_role("button", name=button).first.wait_for(timeout=30_000)
+            except Exception as e:
+                texts = page.locator(".dcai-item-grid button").all_inner_texts()
+                counts = page.evaluate("() => [...new Set(window.__counts)]")
+                raise AssertionError(f"no {button!r} button; map says {sel.inner_text()!r} (counts seen "
+                                     f"{counts}); grid buttons {texts[:8]}") from e
+            grid = page.locator(".dcai-item-grid").filter(has=page.get_by_role("button", name=button))
             grid.locator("select").select_option("7")
             grid.get_by_role("button", name=f"label {n_sel} selected").click()
             page.locator(".dcai-bulk-status").wait_for(timeout=30_000)
