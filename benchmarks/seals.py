@@ -130,10 +130,11 @@ def make_estimator(name: str):
     return MLPClassifier(hidden_layer_sizes=(256,), max_iter=300, random_state=0)
 
 
-def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, batch, k, desc=""):
+def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, batch, k, desc="",
+             background=0):
     """Label `batch` candidates per round until each budget; evaluate at every budget."""
     s = Seals.from_arrays(X, index, k=k, strategy=strategy, target=1, full_scan=full_scan, batch=batch,
-                          estimator=ESTIMATOR)
+                          estimator=ESTIMATOR, background_negatives=background)
     lab = lab0.copy()
     at = {}
     bar = tqdm(total=max(budgets), initial=int((lab != MISSING).sum()), desc=desc, leave=False)
@@ -159,8 +160,9 @@ def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, ba
                 pool_size=rep["pool_size"].tolist()), s, lab
 
 
-def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, repeats, n_pos, n_neg):
-    """SEALS vs full scan for each strategy and seed set; prints a table, returns the figures."""
+def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, repeats, n_pos, n_neg, background=0):
+    """SEALS vs full scan for each strategy and seed set; prints a table, returns the figures.
+    `background`: weak background negatives (Seals(background_negatives=...)), the same for both."""
     out = {}
     for strat in strategies:
         runs = {"seals": [], "full": []}
@@ -168,7 +170,7 @@ def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, re
             lab0 = seed_labels(y, n_pos, n_neg, seed=100 + r)
             for mode in ("seals", "full"):
                 res, _, _ = run_loop(X, index, y, lab0, X_test, y_test, strat, mode == "full", budgets, batch, k,
-                                     desc=f"{name} {strat} {mode} #{r}")
+                                     desc=f"{name} {strat} {mode} #{r}", background=background)
                 runs[mode].append(res)
         fig = {}
         for b in budgets:
@@ -188,10 +190,13 @@ def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, re
         fig["speedup_median"] = med["full"] / med["seals"]
         fig["select_s_per_round"] = sel_mean
         fig["search_s_per_round_seals"] = float(np.mean([np.mean(run["search_s"]) for run in runs["seals"]]))
+        fig["score_s_per_round"] = {m: float(np.mean([np.mean(run["score_s"]) for run in runs[m]])) for m in runs}
+        fig["background_negatives"] = background
         fig["train_s_per_round"] = float(np.mean([np.mean(run["train_s"]) for run in runs["seals"]]))
         fig["ap_runs"] = {m: [run["at"][max(budgets)]["ap"] for run in runs[m]] for m in runs}
         out[strat] = fig
-        print(f"\n[{name}] strategy={strat}  (mean of {repeats} seed sets; selection = search + scoring)")
+        print(f"\n[{name}] strategy={strat} background_negatives={background}  (mean of {repeats} seed sets; "
+              "selection = search + scoring)")
         print(f"{'labels':>7} {'AP seals':>9} {'AP full':>8} {'found% S':>9} {'found% F':>9} {'scored% S':>10}")
         for b in budgets:
             row = fig[b]
@@ -199,7 +204,7 @@ def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, re
                   f"{100 * row['recall_found_full']:9.1f} {100 * row['fraction_scored_seals']:10.2f}")
         print(f"selection s/round: SEALS {sel_mean['seals']:.4f}  full {sel_mean['full']:.4f}  "
               f"ratio full/SEALS {fig['speedup']:.1f}x (median round {fig['speedup_median']:.1f}x, "
-              f"last round {fig['speedup_last_round']:.1f}x); "
+              f"last round {fig['speedup_last_round']:.1f}x); SEALS search {fig['search_s_per_round_seals']:.4f}; "
               f"training s/round {fig['train_s_per_round']:.3f} (same for both)")
     return out
 
@@ -323,6 +328,11 @@ def main(argv=None):
     ap.add_argument("--estimator", default="logreg", choices=["logreg", "mlp"],
                     help="classifier scored each round (mlp: 128-256-2, about 256x the per-item cost)")
     ap.add_argument("--strategies", default="entropy,most_likely_positive")
+    ap.add_argument("--background", default="0,2000",
+                    help="background_negatives values to compare (weak negatives; 0 = off); headline = the last")
+    ap.add_argument("--index", default="ivf", choices=["ivf", "hnsw"], help="index kind for large N")
+    ap.add_argument("--hnsw-m", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=40)
     ap.add_argument("--real-k", type=int, default=None, help="k for the real data sets (default: --k)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-density", action="store_true")
@@ -347,14 +357,16 @@ def main(argv=None):
     print(f"synthetic {args.n:,} x {args.d}: {y.sum() + y_test.sum()} rare ({100 * y_all.mean():.2f}%), "
           f"{len(X):,} to select from, {len(X_test):,} held out; generated in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    kind = "flat" if len(X) <= 50_000 else "ivf"
-    index = NeighborIndex(kind=kind, nlist=args.nlist, nprobe=args.nprobe).fit(X)
+    kind = "flat" if len(X) <= 50_000 else args.index
+    index = NeighborIndex(kind=kind, nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
+                          ef_construction=args.ef_construction).fit(X)
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
     tuned = index.tune(k=args.k + 1, target_recall=args.recall) if kind != "flat" else {}
     t_tune = time.perf_counter() - t0
     if tuned:
-        print(f"nprobe tuned for recall@{args.k + 1} >= {args.recall} in {t_tune:.1f} s: {tuned}")
+        print(f"{'nprobe' if kind == 'ivf' else 'efSearch'} tuned for recall@{args.k + 1} >= {args.recall} "
+              f"in {t_tune:.1f} s: {tuned}")
     with tempfile.TemporaryDirectory() as tmp:
         index.save(Path(tmp) / "index.faiss")
         t0 = time.perf_counter()
@@ -371,17 +383,24 @@ def main(argv=None):
     knn_recall = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(got, exact)]))
     print(f"index {kind} built in {t_build:.1f} s, reopened in {t_load:.2f} s, recall@{args.k} vs exact {knn_recall:.3f}")
     result.update(index_kind=kind, index_build_s=t_build, index_load_s=t_load, knn_recall=knn_recall,
-                  nprobe=int(getattr(index.index_, "nprobe", 0)), tune_s=t_tune)
+                  nprobe=int(getattr(index.index_, "nprobe", 0)), tune_s=t_tune,
+                  ef_search=int(index.index_.hnsw.efSearch) if kind == "hnsw" else None)
 
     if args.only_render:
         result["render"] = render_times(X, y, index)
         result["total_s"] = time.perf_counter() - t_start
         print(json.dumps(result, default=float))
         return
-    syn = compare("synthetic", X, y, X_test, y_test, index, strategies, budgets, args.batch, args.k,
-                  args.repeats, 5, 95)
-    result["synthetic"] = {s: {str(k): v for k, v in f.items()} for s, f in syn.items()}
+    backgrounds = [int(b) for b in args.background.split(",")]
     B = max(budgets)
+    syn_by = {}
+    for bg in backgrounds:
+        syn_by[bg] = compare("synthetic", X, y, X_test, y_test, index, strategies, budgets, args.batch, args.k,
+                             args.repeats, 5, 95, background=bg)
+        result[f"synthetic_bg{bg}"] = {s: {str(k): v for k, v in f.items()} for s, f in syn_by[bg].items()}
+        result[f"ap_bg{bg}"] = {s: [syn_by[bg][s][B]["ap_seals"], syn_by[bg][s][B]["ap_full"]] for s in strategies}
+    syn = syn_by[backgrounds[-1]]
+    result["background_negatives"] = backgrounds[-1]
     main_s = strategies[0]     # entropy by default: AP is the active-learning figure
     result.update(fraction_scored=max(syn[s][B]["fraction_scored_seals"] for s in strategies),
                   speedup=min(syn[s]["speedup"] for s in strategies),
@@ -404,6 +423,7 @@ def main(argv=None):
         print("\n../shared/data is absent: real-data part skipped")
     else:
         real = {}
+        backgrounds = [int(b) for b in args.background.split(",")]
         for name, (Xr, yr) in {"cifar10_0": load_cifar(data), "mnist_7_rare": load_mnist_rare(data)}.items():
             trr, ter = split(len(Xr), 0.2, seed=1)
             idx = NeighborIndex(kind="flat").fit(Xr[trr])
@@ -412,7 +432,7 @@ def main(argv=None):
                           compare(name, Xr[trr], yr[trr], Xr[ter], yr[ter], idx,
                                   strategies + ["information_density"], rb, args.batch,
                                   args.real_k or args.k, args.repeats,
-                                  5, 95).items()}
+                                  5, 95, background=backgrounds[-1]).items()}
             real[name]["n"], real[name]["rare"], real[name]["k"] = len(Xr), int(yr.sum()), args.real_k or args.k
         result["real"] = real
     result["total_s"] = time.perf_counter() - t_start

@@ -42,13 +42,14 @@ class NeighborIndex:
 
     def __init__(self, kind: str = "auto", metric: str = "l2", exact_below: int = 50_000,
                  nlist: int | None = None, nprobe: int | None = None, hnsw_m: int = 32,
-                 ef_search: int = 128, seed: int = 0):
+                 ef_search: int = 128, seed: int = 0, ef_construction: int = 40):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
         self.kind, self.metric, self.exact_below = kind, metric, int(exact_below)
         self.nlist, self.nprobe, self.hnsw_m, self.ef_search, self.seed = nlist, nprobe, hnsw_m, ef_search, seed
+        self.ef_construction = int(ef_construction)
 
     # -- build ---------------------------------------------------------------------------------
     def _prep(self, x: np.ndarray) -> np.ndarray:
@@ -74,6 +75,7 @@ class NeighborIndex:
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
             index.hnsw.efSearch = int(self.ef_search)
+            index.hnsw.efConstruction = int(self.ef_construction)
         else:
             nlist = int(self.nlist or max(1, min(n // 39, int(4 * math.sqrt(n)))))
             quant = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
@@ -211,7 +213,7 @@ class NeighborIndex:
         faiss.write_index(self.index_, str(tmp))
         os.replace(tmp, path)
         params = {k: getattr(self, k) for k in ("kind", "metric", "exact_below", "nlist", "nprobe",
-                                                "hnsw_m", "ef_search", "seed")}
+                                                "hnsw_m", "ef_search", "seed", "ef_construction")}
         params.update(kind_=self.kind_, n_=self.n_, d_=self.d_)
         path.with_name(path.name + ".json").write_text(json.dumps(params))
         return path
@@ -227,7 +229,7 @@ class NeighborIndex:
             raise FileNotFoundError(f"no saved index at {str(path)!r}")
         p = json.loads(meta_path.read_text())
         self = cls(**{k: p[k] for k in ("kind", "metric", "exact_below", "nlist", "nprobe",
-                                        "hnsw_m", "ef_search", "seed")})
+                                        "hnsw_m", "ef_search", "seed", "ef_construction") if k in p})
         X = _as_matrix(X, name="embeddings")
         if X.shape != (p["n_"], p["d_"]):
             raise ValueError(f"saved index {str(path)!r} is over {p['n_']}x{p['d_']} vectors, "

@@ -20,9 +20,12 @@ from threadpoolctl import ThreadpoolController
 from .pool import CandidatePool, search_neighbors
 from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
 
-__all__ = ["Seals", "default_estimator"]
+__all__ = ["BACKGROUND_NEGATIVES", "BACKGROUND_WEIGHT", "Seals", "default_estimator"]
 
 _NEEDS_TARGET = {"most_likely_positive", "mlp"}
+# weak negatives for search mode (see Seals); defaults chosen in benchmarks/seals.py (RESULTS.md, SEALS)
+BACKGROUND_NEGATIVES = 2000
+BACKGROUND_WEIGHT = 0.1
 REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_scored", "fraction_scored", "positives_found",
                   "n_searched", "search_s", "train_s", "score_s", "select_s"]
 
@@ -38,6 +41,15 @@ def _blas_limit(n: int | None):
     return _CONTROLLER.limit(limits=n, user_api="blas")
 
 
+def _takes_sample_weight(est: Any) -> bool:
+    try:
+        from sklearn.utils.validation import has_fit_parameter
+
+        return bool(has_fit_parameter(est, "sample_weight"))
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def default_estimator() -> LogisticRegression:
     """Logistic regression with balanced class weights: fast, calibrated enough, robust to rare classes."""
     return LogisticRegression(class_weight="balanced", max_iter=1000)
@@ -51,11 +63,21 @@ class Seals:
     kcenter), an object with ``query(X, y, clf, n)`` or a modAL-style function.  ``target`` (a class
     name or index) switches to one-vs-rest search for that concept.  ``batch`` is how many ids
     ``candidates()`` returns when no n is given.
+
+    ``background_negatives`` (search mode only, i.e. with a ``target``): that many items drawn once at
+    random from the whole data set (seeded by ``random_state``) join training as *weak negatives* with
+    sample weight ``background_weight``, unless they are labeled.  A rare concept is almost absent from a
+    random sample (0.1% prevalence: ~2 positives in 2,000), and SEALS' own labeled negatives all lie near
+    the seeds, so without them the classifier never sees far-away clusters and ranks them badly.  This
+    adds no scoring of the whole data (selection still scores only the pool) and applies equally to a
+    full scan.  Ignored in multi-class mode (no class can be assumed for unlabeled items).  Estimators
+    whose ``fit`` takes no ``sample_weight`` get the background rows unweighted.
     """
 
     def __init__(self, session: Any = None, k: int = 100, strategy: Any = "entropy", target: Any = None,
                  estimator: Any = None, *, full_scan: bool = False, batch: int = 10,
-                 random_state: int | None = 0, strategy_params: dict | None = None):
+                 random_state: int | None = 0, strategy_params: dict | None = None,
+                 background_negatives: int = BACKGROUND_NEGATIVES, background_weight: float = BACKGROUND_WEIGHT):
         self.session = session
         self.k = k
         self.strategy = strategy
@@ -65,6 +87,8 @@ class Seals:
         self.batch = batch
         self.random_state = random_state
         self.strategy_params = strategy_params
+        self.background_negatives = background_negatives
+        self.background_weight = background_weight
         self._X: np.ndarray | None = None
         self._index: Any = None
         self._classes: list[str] | None = None
@@ -87,7 +111,9 @@ class Seals:
         self._X, self._index = X, index
         self._classes = [str(c) for c in classes] if classes is not None else None
         for name, value in dict(k=100, strategy="entropy", target=None, estimator=None, full_scan=False,
-                                batch=10, random_state=0, strategy_params=None).items():
+                                batch=10, random_state=0, strategy_params=None,
+                                background_negatives=BACKGROUND_NEGATIVES,
+                                background_weight=BACKGROUND_WEIGHT).items():
             setattr(self, name, params.pop(name, value))
         if params:
             raise TypeError(f"unknown parameter(s) {sorted(params)}")
@@ -127,6 +153,10 @@ class Seals:
         if self.estimator is not None and not hasattr(self.estimator, "predict_proba"):
             raise TypeError(f"estimator {type(self.estimator).__name__} has no predict_proba; "
                             "use a probabilistic classifier such as LogisticRegression")
+        if int(self.background_negatives) < 0:
+            raise ValueError(f"background_negatives must be >= 0; got {self.background_negatives}")
+        if not 0.0 < float(self.background_weight) <= 1.0:
+            raise ValueError(f"background_weight must lie in (0, 1]; got {self.background_weight}")
         if int(self.batch) < 1:
             raise ValueError(f"batch must be >= 1; got {self.batch}")
         if self.session is None and self._X is None:
@@ -211,11 +241,20 @@ class Seals:
             raise ValueError(f"the candidate pool is empty: all k={self.k} neighbours of the {len(labeled)} labeled "
                              "items are labeled already; increase k, or use full_scan=True")
 
-        # 2. train on the labeled items
+        # 2. train on the labeled items (+ weak background negatives in search mode)
         est = clone(self.estimator) if self.estimator is not None else default_estimator()
+        Xfit, yfit_all, wfit = X[labeled], yfit, None
+        bg = self._background(y)
+        if len(bg):
+            Xfit = np.concatenate([Xfit, X[bg]])
+            yfit_all = np.concatenate([yfit, np.zeros(len(bg), dtype=np.int64)])
+            wfit = np.concatenate([np.ones(len(labeled)), np.full(len(bg), float(self.background_weight))])
         # a few thousand rows train faster on one BLAS thread (no spin-waiting on a busy machine)
-        with _blas_limit(1 if len(labeled) <= 20_000 else None):
-            est.fit(X[labeled], yfit)
+        with _blas_limit(1 if len(yfit_all) <= 20_000 else None):
+            if wfit is not None and _takes_sample_weight(est):
+                est.fit(Xfit, yfit_all, sample_weight=wfit)
+            else:
+                est.fit(Xfit, yfit_all)
         t2 = time.perf_counter()
 
         # 3. score the candidates (labeled rows ride along for strategies that need them)
@@ -224,19 +263,21 @@ class Seals:
             yr[labeled] = yfit
             row_ids = None
         else:
-            row_ids = np.concatenate([labeled, cand])
-            Xr = X[row_ids]
-            yr = np.concatenate([yfit, np.full(len(cand), MISSING, dtype=np.int64)])
+            row_ids, Xr, yr = self._pool_rows(X, y)
+            cand = row_ids[yr == MISSING]     # the pool, in the order of the cached rows
         m = max(int(self.batch), 1)
-        if isinstance(self.strategy_, ScoreStrategy):
-            scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
-            order = _top(scores, m)
-            self.scores_ = scores
-            ranking = cand[order]
-        else:
-            rows = np.asarray(self.strategy_.query(Xr, yr, est, m), dtype=np.int64)
-            ranking = rows if row_ids is None else row_ids[rows]
-            self.scores_ = None
+        # scoring a pool of a few thousand rows: one BLAS thread (on a busy 2-core machine two threads
+        # spin-wait: predict_proba of 15k x 128 measured 22 ms on 2 threads vs 1.7 ms on 1)
+        with _blas_limit(1 if len(Xr) <= 50_000 else None):
+            if isinstance(self.strategy_, ScoreStrategy):
+                scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
+                order = _top(scores, m)
+                self.scores_ = scores
+                ranking = cand[order]
+            else:
+                rows = np.asarray(self.strategy_.query(Xr, yr, est, m), dtype=np.int64)
+                ranking = rows if row_ids is None else row_ids[rows]
+                self.scores_ = None
         t3 = time.perf_counter()
 
         self.estimator_ = est
@@ -254,6 +295,61 @@ class Seals:
             positives_found=pos, n_searched=n_searched, search_s=t1 - t0, train_s=t2 - t1, score_s=t3 - t2,
             select_s=(t1 - t0) + (t3 - t2))]
         return self
+
+    def _pool_rows(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows to score: every labeled item and every pool member, as (ids, vectors, strategy labels).
+
+        The vectors are kept in a growing buffer across rounds, so a round gathers from X only the items
+        new to the pool or to the labeled set instead of re-gathering the whole pool (random rows of a
+        large X cost ~0.4 us each).  Rows that left the pool because a label was retracted are dropped.
+        """
+        n, d = X.shape
+        c = getattr(self, "_cache", None)
+        if c is None or c["in"].shape[0] != n:
+            c = self._cache = {"in": np.zeros(n, dtype=bool), "ids": np.zeros(0, dtype=np.int64),
+                               "X": np.empty((0, d), dtype=X.dtype), "m": 0}
+        need = np.concatenate([np.flatnonzero(self.pool_.labeled_), self.pool_.ids()])
+        new = need[~c["in"][need]]
+        m = c["m"]
+        if m + len(new) > len(c["X"]):
+            cap = max(2 * len(c["X"]), m + len(new), 1024)
+            buf, ids = np.empty((cap, d), dtype=X.dtype), np.empty(cap, dtype=np.int64)
+            buf[:m], ids[:m] = c["X"][:m], c["ids"][:m]
+            c["X"], c["ids"] = buf, ids
+        if len(new):
+            c["X"][m:m + len(new)] = X[np.sort(new)]
+            c["ids"][m:m + len(new)] = np.sort(new)
+            c["in"][new] = True
+            m = c["m"] = m + len(new)
+        ids = c["ids"][:m]
+        yc = y[ids]
+        stale = (yc == MISSING) & ~self.pool_.mask()[ids]
+        if stale.any():     # labels retracted: their neighbours left the pool; compact the buffer
+            keep = ~stale
+            c["in"][ids[stale]] = False
+            k = int(keep.sum())
+            c["X"][:k] = c["X"][:m][keep]
+            c["ids"][:k] = ids[keep]
+            m = c["m"] = k
+            ids, yc = c["ids"][:m], yc[keep]
+        yr = yc.copy()
+        if self.target_ is not None:
+            lab = yc != MISSING
+            yr[lab] = (yc[lab] == self.target_).astype(np.int64)
+        return ids.copy(), c["X"][:m], yr
+
+    def _background(self, y: np.ndarray) -> np.ndarray:
+        """Unlabeled ids of the background sample (drawn once), used as weak negatives; empty when off."""
+        m = int(self.background_negatives)
+        if self.target_ is None or m <= 0:
+            return np.zeros(0, dtype=np.int64)
+        n = len(y)
+        if getattr(self, "background_ids_", None) is None or self._background_n != (n, m):
+            rng = np.random.default_rng(self.random_state)
+            self.background_ids_ = np.sort(rng.choice(n, min(m, n), replace=False)).astype(np.int64)
+            self._background_n = (n, m)
+        ids = self.background_ids_
+        return ids[y[ids] == MISSING]
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "ranking_"):
