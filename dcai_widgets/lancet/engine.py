@@ -13,7 +13,9 @@ pool = the 5% lowest DMN weights.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
+import threading
 import warnings
 from typing import Any
 
@@ -60,6 +62,24 @@ def _kmeans_representatives(X: np.ndarray, n: int, seed: int = 0, score: np.ndar
     return out
 
 
+_SHUTDOWN = threading.Event()
+_FITTING: set[threading.Thread] = set()
+
+
+@atexit.register
+def _stop_fits_at_exit() -> None:
+    """Stop fits running in background threads (a panel's refit) before the interpreter tears torch down;
+    a daemon thread still inside torch at exit aborts the process."""
+    _SHUTDOWN.set()
+    for t in list(_FITTING):
+        if t is not threading.current_thread():
+            t.join(timeout=30)
+
+
+class _Interrupted(Exception):
+    """Raised inside a fit when the interpreter is shutting down."""
+
+
 class _Progress:
     """A tqdm bar that also reports (done, total) to listeners (the panel's own progress bar)."""
 
@@ -67,6 +87,8 @@ class _Progress:
         self.bar, self.total, self.listeners, self.done = bar, total, listeners, 0
 
     def update(self, n: int = 1) -> None:
+        if _SHUTDOWN.is_set():
+            raise _Interrupted
         self.bar.update(n)
         self.done += n
         if self.listeners and (self.done % 20 == 0 or self.done >= self.total):
@@ -182,8 +204,15 @@ class Lancet:
     # -- fit ---------------------------------------------------------------------------------
     def fit(self) -> "Lancet":
         """Train backbone + head on the current human labels, propagate, run the DMN, pick candidates."""
-        with torch_threads(self.n_threads):
-            return self._fit()
+        me = threading.current_thread()
+        _FITTING.add(me)
+        try:
+            with torch_threads(self.n_threads):
+                return self._fit()
+        except _Interrupted:  # interpreter exit: leave the last fitted state as it was
+            return self
+        finally:
+            _FITTING.discard(me)
 
     def _fit(self) -> "Lancet":
         s = self.session
