@@ -20,6 +20,7 @@ import numpy as np
 from ..seals import Seals
 from .item_grid import ItemGrid
 from .style import style_widget
+from .threads import on_main_thread
 
 __all__ = ["ExplorePanel"]
 
@@ -101,7 +102,7 @@ class ExplorePanel(W.VBox):
         children.append(self.grid)
         super().__init__(children)
         self.add_class("dcai-explore")
-        session.on("labels", self._on_labels)
+        session.on("labels", on_main_thread(self._on_labels))
         self._refresh_counters()
 
     # -- neighbour search ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import traitlets
 
 from .item_card import ItemCard
 from .style import style_widget
+from .threads import on_main_thread
 
 
 class ItemGrid(W.VBox):
@@ -64,7 +65,7 @@ class ItemGrid(W.VBox):
         super().__init__([style_widget(), self.title, self.bar, self.status, self.cards_box])
         self.add_class("dcai-item-grid")
         self.observe(self._on_selected, names="selected")
-        session.on("labels", self._on_labels)
+        session.on("labels", on_main_thread(self._on_labels))
         self.set_ids(ids, scores)
 
     # -- content -------------------------------------------------------------------------------

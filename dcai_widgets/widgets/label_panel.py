@@ -22,6 +22,7 @@ import numpy as np
 from .item_card import ItemCard, png_cache
 from .keyboard import KeyboardShortcuts
 from .style import style_widget
+from .threads import on_main_thread
 
 RESERVED = {"a": "accept", "x": "reject", "s": "skip", " ": "skip", "Backspace": "undo",
             "ArrowLeft": "prev", "ArrowRight": "next"}
@@ -110,7 +111,10 @@ class LabelPanel(W.VBox):
         self.timings: list[float] = []  # seconds spent handling each label keystroke (commit + show)
 
         self._build(extras, card_size)
-        self.session.on("labels", self._on_labels)
+        # views are updated on the kernel's main thread, whichever thread labels or refits
+        self._show_status = on_main_thread(self._show_status_now)
+        self._refit_done = on_main_thread(self._refit_done_now)
+        self.session.on("labels", on_main_thread(self._on_labels))
         self._fallback: deque[int] | None = None
         if initial_fit == "sync":
             self.queue.fit()
@@ -413,13 +417,19 @@ class LabelPanel(W.VBox):
             self.queue.fit()
             cands = self.queue.candidates()
         except Exception as e:  # keep labeling with the old order; say why
-            self.status.value = f"queue refit failed: {html.escape(repr(e))}"
+            self._show_status(f"queue refit failed: {html.escape(repr(e))}")
             return
         with self._lock:
             self._pending = deque(cands)
         self._refits += 1
-        self.status.value = (f"queue refit #{self._refits} on {int((self._vec >= 0).sum())} labels "
-                             f"in {time.perf_counter() - t0:.2f} s")
+        self._refit_done(f"queue refit #{self._refits} on {int((self._vec >= 0).sum())} labels "
+                         f"in {time.perf_counter() - t0:.2f} s")
+
+    def _show_status_now(self, text: str) -> None:
+        self.status.value = text
+
+    def _refit_done_now(self, text: str) -> None:
+        self.status.value = text
         self._refresh_annotators()
 
     # -- counters and events -------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..lancet import spot
 from .item_card import ItemCard
+from .threads import on_main_thread
 
 
 class LancetView(W.VBox):
@@ -64,9 +65,9 @@ class LancetView(W.VBox):
             self.estimate_html,
         ], layout=W.Layout(width="340px"))
         self.add_class("dcai-lancet-view")
-        session.on("model", self._on_model)
+        session.on("model", on_main_thread(self._on_model))
         if callable(getattr(lancet, "on_progress", None)):
-            lancet.on_progress(self._on_progress)
+            lancet.on_progress(on_main_thread(self._on_progress))
         self.refresh()
 
     # -- plots ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import traitlets
 
 from .item_grid import ItemGrid
 from .style import style_widget
+from .threads import on_main_thread
 
 UNLABELED = "#bdbdbd"
 _BOKEHJS_LOADED = False
@@ -174,7 +175,7 @@ class MapView(W.VBox):
             children.append(self.grid)
         super().__init__(children)
         self.add_class("dcai-map-view")
-        session.on("labels", self._on_labels)
+        session.on("labels", on_main_thread(self._on_labels))
 
     # -- colours -------------------------------------------------------------------------------
     def _thumb(self, i: int) -> str:
