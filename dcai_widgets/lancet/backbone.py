@@ -39,7 +39,18 @@ def _balanced_batch(y_lab: torch.Tensor, size: int, g: torch.Generator) -> torch
     return out
 
 
-class MLPBackbone(nn.Module):
+class _Embeds(nn.Module):
+    """Shared read-out: a backbone's forward returns (z, logits over the K real classes)."""
+
+    @torch.no_grad()
+    def embed(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(z (n, z_dim), class probabilities over the K real classes (n, K)) for ``X``."""
+        self.eval()
+        z, logits = self(torch.as_tensor(X, dtype=torch.float32))
+        return z.numpy(), F.softmax(logits, 1).numpy()
+
+
+class MLPBackbone(_Embeds):
     """Encoder (MLP -> z) and linear head (z -> K logits), trained semi-supervised with CFM."""
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, z_dim: int = 64,
@@ -100,15 +111,8 @@ class MLPBackbone(nn.Module):
         self.eval()
         return self
 
-    @torch.no_grad()
-    def embed(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(z (n, z_dim), class probabilities (n, K)) for ``X``."""
-        self.eval()
-        z, logits = self(torch.as_tensor(X, dtype=torch.float32))
-        return z.numpy(), F.softmax(logits, 1).numpy()
 
-
-class SSLGANBackbone(nn.Module):
+class SSLGANBackbone(_Embeds):
     """Semi-supervised GAN with feature matching; discriminator features are z, K real logits + fake=0."""
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, z_dim: int = 64,
@@ -172,10 +176,3 @@ class SSLGANBackbone(nn.Module):
                 progress.update(1)
         self.eval()
         return self
-
-    @torch.no_grad()
-    def embed(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(z (n, z_dim), class probabilities over the K real classes (n, K))."""
-        self.eval()
-        z, logits = self(torch.as_tensor(X, dtype=torch.float32))
-        return z.numpy(), F.softmax(logits, 1).numpy()
