@@ -45,7 +45,8 @@ class LancetView(W.VBox):
         self.card = ItemCard(session, size=card_size)
         self.card.layout.display = "none"
         self.check_text = W.HTML()
-        self.draw_button = W.Button(description="Spot-check propagated labels", icon="check-square")
+        self.draw_button = W.Button(description="Spot-check propagated labels", icon="check-square",
+                                    layout=W.Layout(width="auto"))
         self.confirm_button = W.Button(description="Correct", button_style="success", disabled=True)
         self.reject_button = W.Button(description="Wrong", button_style="danger", disabled=True)
         self.right_class = W.Dropdown(options=list(session.classes), description="right class",
