@@ -40,7 +40,17 @@ def _balanced_batch(y_lab: torch.Tensor, size: int, g: torch.Generator) -> torch
 
 
 class _Embeds(nn.Module):
-    """Shared read-out: a backbone's forward returns (z, logits over the K real classes)."""
+    """Shared by the backbones: `encoder` gives z, `head` the logits over the K real classes."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        return z, self.head(z)
+
+    def _training_tensors(self, X: np.ndarray, y: np.ndarray):
+        """(seeded generator, X, y as tensors, labeled rows, unlabeled rows); y is -1 where unlabeled."""
+        yt = torch.as_tensor(y, dtype=torch.long)
+        return (torch.Generator().manual_seed(self.seed), torch.as_tensor(X, dtype=torch.float32), yt,
+                torch.nonzero(yt >= 0).squeeze(1), torch.nonzero(yt < 0).squeeze(1))
 
     @torch.no_grad()
     def embed(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,17 +77,9 @@ class MLPBackbone(_Embeds):
         self.lam_unl, self.threshold, self.noise = lam_unl, threshold, noise
         self.weight_decay, self.seed = weight_decay, seed
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(x)
-        return z, self.head(z)
-
     def fit(self, X: np.ndarray, y: np.ndarray, progress=None) -> "MLPBackbone":
         """Train on ``X`` (n, d) with ``y`` (n,) class ids, -1 for unlabeled."""
-        g = torch.Generator().manual_seed(self.seed)
-        Xt = torch.as_tensor(X, dtype=torch.float32)
-        yt = torch.as_tensor(y, dtype=torch.long)
-        lab = torch.nonzero(yt >= 0).squeeze(1)
-        unl = torch.nonzero(yt < 0).squeeze(1)
+        g, Xt, yt, lab, unl = self._training_tensors(X, y)
         if len(lab) == 0:
             raise ValueError("the backbone needs at least one labeled item")
         scale = Xt.std(0).mean()
@@ -129,17 +131,9 @@ class SSLGANBackbone(_Embeds):
         self.steps, self.lr, self.batch_size = steps, lr, batch_size
         self.lam_cfm, self.cfm_margin, self.seed = lam_cfm, cfm_margin, seed
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(x)
-        return z, self.head(z)
-
     def fit(self, X: np.ndarray, y: np.ndarray, progress=None) -> "SSLGANBackbone":
         """Train discriminator (K+1 outputs, + CFM) and generator (feature matching) alternately."""
-        g = torch.Generator().manual_seed(self.seed)
-        Xt = torch.as_tensor(X, dtype=torch.float32)
-        yt = torch.as_tensor(y, dtype=torch.long)
-        lab = torch.nonzero(yt >= 0).squeeze(1)
-        unl = torch.nonzero(yt < 0).squeeze(1)
+        g, Xt, yt, lab, unl = self._training_tensors(X, y)
         if len(lab) == 0 or len(unl) == 0:
             raise ValueError("the SSL-GAN needs labeled and unlabeled items")
         d_params = list(self.encoder.parameters()) + list(self.head.parameters())
