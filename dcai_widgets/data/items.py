@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -70,11 +70,13 @@ class ImageItems(ItemSet):
         img = self.images[i]
         if img.dtype == np.uint8:
             return img
-        img = img.astype(np.float32)
-        hi = float(self.images.max()) if not hasattr(self, "_hi") else self._hi
-        self._hi = hi
-        scale = 255.0 if hi <= 1.0 else (255.0 / hi if hi > 255 else 1.0)
-        return np.clip(img * scale, 0, 255).astype(np.uint8)
+        return np.clip(img.astype(np.float32) * self._scale, 0, 255).astype(np.uint8)
+
+    @cached_property
+    def _scale(self) -> float:
+        """Factor to 0..255 for non-uint8 images, from the whole set's maximum (computed once)."""
+        hi = float(self.images.max())
+        return 255.0 if hi <= 1.0 else (255.0 / hi if hi > 255 else 1.0)
 
     def describe(self, i: int) -> str:
         return f"image {i} ({'x'.join(map(str, self.images.shape[1:]))})"

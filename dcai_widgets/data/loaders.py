@@ -145,16 +145,16 @@ def load_image_folder(folder: str | os.PathLike, size: int | None = None
     if any(p.mode == "RGB" for p in pics):
         pics = [p.convert("RGB") for p in pics]
     sizes = pd.Series([p.size for p in pics]).value_counts()
-    if size is None and len(sizes) == 1:
-        target = sizes.index[0]
+    if size is not None:
+        target = (size, size)
+    elif len(sizes) == 1:
+        target = sizes.index[0]  # all alike: keep them as they are
     else:
-        w, h = sizes.index[0] if size is None else (size, size)
-        s = min(128, max(w, h)) if size is None else size
-        target = (s, s) if size is not None else (min(w, 128), min(h, 128))
+        w, h = sizes.index[0]
+        target = (min(w, 128), min(h, 128))
     arr = np.stack([np.asarray(p if p.size == target else p.resize(target, Image.BILINEAR)) for p in pics])
     if classes is not None:
         y = np.array([classes.index(c) for _, c in files], dtype=np.int64)
-        classes = [c for c in classes if (root / c).is_dir()]
     else:
         y = None
     return arr, y, classes, [str(f) for f, _ in files]

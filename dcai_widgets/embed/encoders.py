@@ -167,11 +167,12 @@ class CallableEncoder(Encoder):
         try:
             import torch
 
-            if isinstance(fn, torch.nn.Module) and key is None:
-                state = [t.detach().cpu().numpy() for t in fn.state_dict().values()]
-                self.key = "torch-" + content_hash(type(fn).__qualname__, *state)[:16]
+            self.is_torch = isinstance(fn, torch.nn.Module)
         except ImportError:
-            pass
+            self.is_torch = False
+        if self.is_torch and key is None:
+            state = [t.detach().cpu().numpy() for t in fn.state_dict().values()]
+            self.key = "torch-" + content_hash(type(fn).__qualname__, *state)[:16]
 
     def _batch(self, items: ItemSet, lo: int, hi: int):
         if isinstance(items, ImageItems):
@@ -186,17 +187,10 @@ class CallableEncoder(Encoder):
         from tqdm.auto import tqdm
 
         outs = []
-        is_torch = False
-        try:
-            import torch
-
-            is_torch = isinstance(self.fn, torch.nn.Module)
-        except ImportError:
-            pass
         starts = range(0, len(items), self.batch_size)
         for lo in tqdm(starts, desc="encoding", disable=len(starts) < 8, leave=False):
             batch = self._batch(items, lo, lo + self.batch_size)
-            if is_torch:
+            if self.is_torch:
                 import torch
 
                 x = torch.as_tensor(np.asarray(batch), dtype=torch.float32)
