@@ -131,10 +131,10 @@ def make_estimator(name: str):
 
 
 def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, batch, k, desc="",
-             background=0):
+             background=0, explore=0.0):
     """Label `batch` candidates per round until each budget; evaluate at every budget."""
     s = Seals.from_arrays(X, index, k=k, strategy=strategy, target=1, full_scan=full_scan, batch=batch,
-                          estimator=ESTIMATOR, background_negatives=background)
+                          estimator=ESTIMATOR, background_negatives=background, explore=explore)
     lab = lab0.copy()
     at = {}
     bar = tqdm(total=max(budgets), initial=int((lab != MISSING).sum()), desc=desc, leave=False)
@@ -157,21 +157,31 @@ def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, ba
     rep = s.report()
     return dict(at=at, select_s=rep["select_s"].tolist(), search_s=rep["search_s"].tolist(),
                 score_s=rep["score_s"].tolist(), train_s=rep["train_s"].tolist(),
-                pool_size=rep["pool_size"].tolist()), s, lab
+                pool_size=rep["pool_size"].tolist(), n_scored=rep["n_scored"].tolist()), s, lab
 
 
-def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, repeats, n_pos, n_neg, background=0):
+def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, repeats, n_pos, n_neg, background=0,
+            explore=0.0, full_cache=None):
     """SEALS vs full scan for each strategy and seed set; prints a table, returns the figures.
-    `background`: weak background negatives (Seals(background_negatives=...)), the same for both."""
+    `background`: weak background negatives (Seals(background_negatives=...)), the same for both;
+    `explore`: SEALS' exploration sample (a full scan scores everything anyway).  `full_cache` (a dict)
+    reuses full-scan runs across explore settings: they do not depend on it."""
     out = {}
+    full_cache = {} if full_cache is None else full_cache
     for strat in strategies:
         runs = {"seals": [], "full": []}
         for r in range(repeats):
             lab0 = seed_labels(y, n_pos, n_neg, seed=100 + r)
             for mode in ("seals", "full"):
+                key = (name, strat, r, background)
+                if mode == "full" and key in full_cache:
+                    runs[mode].append(full_cache[key])
+                    continue
                 res, _, _ = run_loop(X, index, y, lab0, X_test, y_test, strat, mode == "full", budgets, batch, k,
-                                     desc=f"{name} {strat} {mode} #{r}", background=background)
+                                     desc=f"{name} {strat} {mode} #{r}", background=background, explore=explore)
                 runs[mode].append(res)
+                if mode == "full":
+                    full_cache[key] = res
         fig = {}
         for b in budgets:
             row = {}
@@ -192,11 +202,15 @@ def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, re
         fig["search_s_per_round_seals"] = float(np.mean([np.mean(run["search_s"]) for run in runs["seals"]]))
         fig["score_s_per_round"] = {m: float(np.mean([np.mean(run["score_s"]) for run in runs[m]])) for m in runs}
         fig["background_negatives"] = background
+        fig["explore"] = explore
+        fig["n_scored_last_seals"] = float(np.mean([run["n_scored"][-1] for run in runs["seals"]]))
+        fig["pool_last_seals"] = float(np.mean([run["pool_size"][-1] for run in runs["seals"]]))
         fig["train_s_per_round"] = float(np.mean([np.mean(run["train_s"]) for run in runs["seals"]]))
         fig["ap_runs"] = {m: [run["at"][max(budgets)]["ap"] for run in runs[m]] for m in runs}
         out[strat] = fig
-        print(f"\n[{name}] strategy={strat} background_negatives={background}  (mean of {repeats} seed sets; "
-              "selection = search + scoring)")
+        print(f"\n[{name}] strategy={strat} background_negatives={background} explore={explore}  (mean of "
+              f"{repeats} seed sets; selection = search + scoring; SEALS scored {fig['n_scored_last_seals']:,.0f} "
+              f"in the last round, kNN pool {fig['pool_last_seals']:,.0f})")
         print(f"{'labels':>7} {'AP seals':>9} {'AP full':>8} {'found% S':>9} {'found% F':>9} {'scored% S':>10}")
         for b in budgets:
             row = fig[b]
@@ -329,8 +343,11 @@ def main(argv=None):
     ap.add_argument("--estimator", default="logreg", choices=["logreg", "mlp"],
                     help="classifier scored each round (mlp: 128-256-2, about 256x the per-item cost)")
     ap.add_argument("--strategies", default="entropy,most_likely_positive")
-    ap.add_argument("--background", default="0,2000",
+    ap.add_argument("--background", default="2000",
                     help="background_negatives values to compare (weak negatives; 0 = off); headline = the last")
+    ap.add_argument("--explore", default="0,0.01",
+                    help="SEALS exploration sample sizes to compare (count, or fraction of N; 0 = the paper's "
+                         "SEALS); headline = the last")
     ap.add_argument("--index", default="ivf", choices=["ivf", "hnsw"], help="index kind for large N")
     ap.add_argument("--hnsw-m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=40)
@@ -393,15 +410,22 @@ def main(argv=None):
         print(json.dumps(result, default=float))
         return
     backgrounds = [int(b) for b in args.background.split(",")]
+    explores = [float(e) for e in args.explore.split(",")]
     B = max(budgets)
     syn_by = {}
+    full_cache = {}
     for bg in backgrounds:
-        syn_by[bg] = compare("synthetic", X, y, X_test, y_test, index, strategies, budgets, args.batch, args.k,
-                             args.repeats, 5, 95, background=bg)
-        result[f"synthetic_bg{bg}"] = {s: {str(k): v for k, v in f.items()} for s, f in syn_by[bg].items()}
-        result[f"ap_bg{bg}"] = {s: [syn_by[bg][s][B]["ap_seals"], syn_by[bg][s][B]["ap_full"]] for s in strategies}
-    syn = syn_by[backgrounds[-1]]
+        for ex in explores:
+            tag = f"bg{bg}_ex{ex:g}"
+            syn_by[tag] = compare("synthetic", X, y, X_test, y_test, index, strategies, budgets, args.batch, args.k,
+                                  args.repeats, 5, 95, background=bg, explore=ex, full_cache=full_cache)
+            result[f"synthetic_{tag}"] = {s: {str(k): v for k, v in f.items()} for s, f in syn_by[tag].items()}
+            result[f"ap_{tag}"] = {s: [syn_by[tag][s][B]["ap_seals"], syn_by[tag][s][B]["ap_full"]]
+                                   for s in strategies}
+            result[f"speedup_{tag}"] = {s: syn_by[tag][s]["speedup"] for s in strategies}
+    syn = syn_by[tag]
     result["background_negatives"] = backgrounds[-1]
+    result["explore"] = explores[-1]
     main_s = strategies[0]     # entropy by default: AP is the active-learning figure
     result.update(fraction_scored=max(syn[s][B]["fraction_scored_seals"] for s in strategies),
                   speedup=min(syn[s]["speedup"] for s in strategies),
@@ -433,7 +457,7 @@ def main(argv=None):
                           compare(name, Xr[trr], yr[trr], Xr[ter], yr[ter], idx,
                                   strategies + ["information_density"], rb, args.batch,
                                   args.real_k or args.k, args.repeats,
-                                  5, 95, background=backgrounds[-1]).items()}
+                                  5, 95, background=backgrounds[-1], explore=explores[-1]).items()}
             real[name]["n"], real[name]["rare"], real[name]["k"] = len(Xr), int(yr.sum()), args.real_k or args.k
         result["real"] = real
     result["total_s"] = time.perf_counter() - t_start

@@ -158,7 +158,8 @@ class NeighborIndex:
         _, truth = exact.search(qp, k)
         del exact, xp
         if self.kind_ == "ivf":
-            settings, attr, obj = [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= self.index_.nlist], \
+            settings, attr, obj = [p for p in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+                                    if p <= self.index_.nlist], \
                 "nprobe", self.index_
         else:
             settings, attr, obj = [16, 32, 64, 128, 256, 512], "efSearch", self.index_.hnsw

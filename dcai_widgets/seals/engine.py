@@ -20,13 +20,15 @@ from threadpoolctl import ThreadpoolController
 from .pool import CandidatePool, search_neighbors
 from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
 
-__all__ = ["BACKGROUND_NEGATIVES", "BACKGROUND_WEIGHT", "Seals", "default_estimator"]
+__all__ = ["BACKGROUND_NEGATIVES", "BACKGROUND_WEIGHT", "EXPLORE", "Seals", "default_estimator"]
 
 _NEEDS_TARGET = {"most_likely_positive", "mlp"}
 # weak negatives for search mode (see Seals); defaults chosen in benchmarks/seals.py (RESULTS.md, SEALS)
 BACKGROUND_NEGATIVES = 2000
 BACKGROUND_WEIGHT = 0.1
-REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_scored", "fraction_scored", "positives_found",
+# exploration sample scored each round beside the kNN pool (see Seals); chosen in benchmarks/seals.py
+EXPLORE = 0.01
+REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_explore", "n_scored", "fraction_scored", "positives_found",
                   "n_searched", "search_s", "train_s", "score_s", "select_s"]
 
 
@@ -72,12 +74,21 @@ class Seals:
     adds no scoring of the whole data (selection still scores only the pool) and applies equally to a
     full scan.  Ignored in multi-class mode (no class can be assumed for unlabeled items).  Estimators
     whose ``fit`` takes no ``sample_weight`` get the background rows unweighted.
+
+    ``explore``: a fixed random sample of the data (a count, or a fraction of N when < 1; drawn once,
+    seeded, disjoint from the background sample) whose unlabeled members are scored every round beside
+    the kNN pool.  The pool only reaches what is connected to the labeled items; a concept made of
+    several far-apart clusters is missed wherever no seed fell.  A member of such a cluster in the
+    exploration sample can be picked by the strategy, and once labeled its neighbours join the pool.
+    It adds ``explore`` rows to each round's scoring (1% of N by default) and to the fraction scored.
+    ``explore=0`` is the paper's SEALS.
     """
 
     def __init__(self, session: Any = None, k: int = 100, strategy: Any = "entropy", target: Any = None,
                  estimator: Any = None, *, full_scan: bool = False, batch: int = 10,
                  random_state: int | None = 0, strategy_params: dict | None = None,
-                 background_negatives: int = BACKGROUND_NEGATIVES, background_weight: float = BACKGROUND_WEIGHT):
+                 background_negatives: int = BACKGROUND_NEGATIVES, background_weight: float = BACKGROUND_WEIGHT,
+                 explore: float = EXPLORE):
         self.session = session
         self.k = k
         self.strategy = strategy
@@ -89,6 +100,7 @@ class Seals:
         self.strategy_params = strategy_params
         self.background_negatives = background_negatives
         self.background_weight = background_weight
+        self.explore = explore
         self._X: np.ndarray | None = None
         self._index: Any = None
         self._classes: list[str] | None = None
@@ -113,7 +125,7 @@ class Seals:
         for name, value in dict(k=100, strategy="entropy", target=None, estimator=None, full_scan=False,
                                 batch=10, random_state=0, strategy_params=None,
                                 background_negatives=BACKGROUND_NEGATIVES,
-                                background_weight=BACKGROUND_WEIGHT).items():
+                                background_weight=BACKGROUND_WEIGHT, explore=EXPLORE).items():
             setattr(self, name, params.pop(name, value))
         if params:
             raise TypeError(f"unknown parameter(s) {sorted(params)}")
@@ -157,6 +169,9 @@ class Seals:
             raise ValueError(f"background_negatives must be >= 0; got {self.background_negatives}")
         if not 0.0 < float(self.background_weight) <= 1.0:
             raise ValueError(f"background_weight must lie in (0, 1]; got {self.background_weight}")
+        ex = float(self.explore)
+        if not (np.isfinite(ex) and ex >= 0 and (ex < 1 or ex == int(ex))):
+            raise ValueError(f"explore must be a count >= 0 or a fraction in [0, 1); got {self.explore}")
         if int(self.batch) < 1:
             raise ValueError(f"batch must be >= 1; got {self.batch}")
         if self.session is None and self._X is None:
@@ -237,7 +252,7 @@ class Seals:
             cand = np.flatnonzero(y == MISSING)
             n_searched = 0
         t1 = time.perf_counter()
-        if len(cand) == 0 and (y == MISSING).any():
+        if len(cand) == 0 and (y == MISSING).any() and not len(self._explore(y)):
             raise ValueError(f"the candidate pool is empty: all k={self.k} neighbours of the {len(labeled)} labeled "
                              "items are labeled already; increase k, or use full_scan=True")
 
@@ -281,17 +296,19 @@ class Seals:
         t3 = time.perf_counter()
 
         self.estimator_ = est
+        knn_pool = len(self.pool_) if not self.full_scan else len(cand)
         self.candidates_pool_ = cand
         self.ranking_ = ranking
         self._y = y
         self._Xr, self._yr, self._row_ids = Xr, yr, row_ids
-        ever = self.pool_.fraction_scored if not self.full_scan else float((y == MISSING).mean())
+        ever = self._fraction_scored(y) if not self.full_scan else float((y == MISSING).mean())
         if self.full_scan:
             self.ever_full_ = max(getattr(self, "ever_full_", 0.0), ever)
             ever = self.ever_full_
         pos = int((y[labeled] == self.target_).sum()) if self.target_ is not None else None
         self.rounds_ = getattr(self, "rounds_", []) + [dict(
-            round=rnd, n_labeled=len(labeled), pool_size=len(cand), n_scored=len(cand), fraction_scored=ever,
+            round=rnd, n_labeled=len(labeled), pool_size=knn_pool, n_explore=len(cand) - knn_pool,
+            n_scored=len(cand), fraction_scored=ever,
             positives_found=pos, n_searched=n_searched, search_s=t1 - t0, train_s=t2 - t1, score_s=t3 - t2,
             select_s=(t1 - t0) + (t3 - t2))]
         return self
@@ -308,8 +325,12 @@ class Seals:
         if c is None or c["in"].shape[0] != n:
             c = self._cache = {"in": np.zeros(n, dtype=bool), "ids": np.zeros(0, dtype=np.int64),
                                "X": np.empty((0, d), dtype=X.dtype), "m": 0}
-        need = np.concatenate([np.flatnonzero(self.pool_.labeled_), self.pool_.ids()])
+        explore = self._explore(y)
+        need = np.concatenate([self.pool_.labeled_ids(), self.pool_.ids()])   # disjoint
         new = need[~c["in"][need]]
+        if len(explore):     # exploration items not already in the pool or buffer
+            ex = explore[~c["in"][explore] & ~self.pool_.mask()[explore]]
+            new = np.concatenate([new, ex])
         m = c["m"]
         if m + len(new) > len(c["X"]):
             cap = max(2 * len(c["X"]), m + len(new), 1024)
@@ -324,6 +345,8 @@ class Seals:
         ids = c["ids"][:m]
         yc = y[ids]
         stale = (yc == MISSING) & ~self.pool_.mask()[ids]
+        if len(explore) and stale.any():
+            stale[stale] = ~self._explore_mask[ids[stale]]
         if stale.any():     # labels retracted: their neighbours left the pool; compact the buffer
             keep = ~stale
             c["in"][ids[stale]] = False
@@ -350,6 +373,37 @@ class Seals:
             self._background_n = (n, m)
         ids = self.background_ids_
         return ids[y[ids] == MISSING]
+
+    def _explore(self, y: np.ndarray) -> np.ndarray:
+        """Unlabeled ids of the exploration sample (drawn once, disjoint from the background); empty when off."""
+        n = len(y)
+        ex = float(self.explore)
+        m = min(n, int(round(ex * n)) if ex < 1 else int(ex))
+        if m <= 0:
+            return np.zeros(0, dtype=np.int64)
+        if getattr(self, "explore_ids_", None) is None or self._explore_n != (n, m):
+            seed = None if self.random_state is None else (int(self.random_state), 1)
+            ids = np.random.default_rng(seed).choice(n, m, replace=False).astype(np.int64)
+            bg = self._background(np.full(n, MISSING, dtype=np.int64))
+            if len(bg):
+                ids = ids[~np.isin(ids, bg)]
+            self.explore_ids_ = np.sort(ids)
+            self._explore_n = (n, m)
+            self._explore_mask = np.zeros(n, dtype=bool)
+            self._explore_mask[self.explore_ids_] = True
+            self._explore_ever = np.zeros(len(ids), dtype=bool)
+        ids = self.explore_ids_
+        unl = y[ids] == MISSING
+        self._explore_ever |= unl
+        return ids[unl]
+
+    def _fraction_scored(self, y: np.ndarray) -> float:
+        """Fraction of all items ever scored: ever in the kNN pool, or an unlabeled exploration item."""
+        ever = int(self.pool_.ever_.sum())
+        ids = getattr(self, "explore_ids_", None)
+        if ids is not None and len(ids):
+            ever += int((self._explore_ever & ~self.pool_.ever_[ids]).sum())
+        return ever / len(y) if len(y) else 0.0
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "ranking_"):

@@ -79,42 +79,71 @@ class CandidatePool:
         self.ever_ = np.zeros(n, dtype=bool)             # ever in the pool (ever scored)
         self.neighbors_: dict[int, np.ndarray] = {}      # searched item -> its k neighbour ids
         self.labeled_ = np.zeros(n, dtype=bool)
+        self._labeled_ids: np.ndarray | None = None
         self.n_searched_last_ = 0
         self._mask = np.zeros(n, dtype=bool)
         self._ids = np.zeros(0, dtype=np.int64)
 
     # -- updates ----------------------------------------------------------------------------------
     def update(self, labeled_ids: Iterable[int]) -> CandidatePool:
-        """Make the pool match this labeled set: search the newly labeled, drop the unlabeled."""
+        """Make the pool match this labeled set: search the newly labeled, drop the unlabeled.
+
+        Work is proportional to the change (k ids per newly labeled or retracted item, plus the pool
+        size), not to N: at 1M items, whole-array passes cost more than the pool itself.
+        """
         ids = np.unique(np.asarray(list(labeled_ids) if not isinstance(labeled_ids, np.ndarray)
                                    else labeled_ids, dtype=np.int64))
         if ids.size and (ids[0] < 0 or ids[-1] >= self.n):
             raise ValueError(f"labeled ids must lie in 0..{self.n - 1}; got {ids[0]}..{ids[-1]}")
-        new_mask = np.zeros(self.n, dtype=bool)
-        new_mask[ids] = True
-        gone = [i for i in self.neighbors_ if not new_mask[i]]
+        was = np.flatnonzero(self.labeled_) if self._labeled_ids is None else self._labeled_ids
+        fresh = ids[~self.labeled_[ids]]                 # labeled since the last update
+        gone = np.setdiff1d(was, ids, assume_unique=True)  # labels retracted since
+        touched = [fresh, gone]
         for i in gone:
-            self.cover_[self.neighbors_.pop(i)] -= 1
-        fresh = ids[~np.isin(ids, np.fromiter(self.neighbors_.keys(), dtype=np.int64, count=len(self.neighbors_)))]
+            row = self.neighbors_.pop(int(i), None)
+            if row is not None:
+                u, c = np.unique(row, return_counts=True)     # mirror the increment exactly
+                self.cover_[u] -= c.astype(self.cover_.dtype)
+                touched.append(u)
         for s in range(0, len(fresh), self.batch):
             chunk = fresh[s:s + self.batch]
             with faiss_threads(1 if len(chunk) <= 256 else max(1, os.cpu_count() or 1)):
                 nbr, _ = search_neighbors(self.index, self.X[chunk], self.k + 1, self.X.shape[1])
-            for i, row in zip(chunk, nbr):
-                row = row[(row >= 0) & (row != i)][: self.k]
-                self.neighbors_[int(i)] = row
-                self.cover_[row] += 1
+            rows = self._drop_self(chunk, nbr)
+            for i, row in zip(chunk.tolist(), rows):
+                self.neighbors_[i] = row
+            flat = np.concatenate(rows)
+            u, c = np.unique(flat, return_counts=True)
+            self.cover_[u] += c.astype(self.cover_.dtype)
+            touched.append(u)
         self.n_searched_last_ = len(fresh)
-        self.labeled_ = new_mask
-        self._mask = (self.cover_ > 0) & ~new_mask
-        self._ids = np.flatnonzero(self._mask)
-        self.ever_[self._ids] = True
+        self.labeled_[gone] = False
+        self.labeled_[ids] = True
+        self._labeled_ids = ids
+        # only touched items can have changed membership: the newly labeled and retracted, and the
+        # neighbours of the searched and retracted
+        t = np.concatenate(touched)       # duplicates are harmless: each gets the same value
+        inside = (self.cover_[t] > 0) & ~self.labeled_[t]
+        self._mask[t] = inside
+        self.ever_[t[inside]] = True
+        self._ids = np.flatnonzero(self._mask)     # one pass over N bits: cheaper than merging sorted ids
         return self
+
+    def _drop_self(self, chunk: np.ndarray, nbr: np.ndarray) -> list[np.ndarray]:
+        """Each searched item's first k neighbours: its k+1 results without itself and without FAISS'
+        -1 padding (when the item is not among its own results, the (k+1)-th result goes instead)."""
+        keep = (nbr >= 0) & (nbr != chunk[:, None])
+        keep &= np.cumsum(keep, axis=1) <= self.k
+        return [row[m] for row, m in zip(nbr, keep)]
 
     # -- views ------------------------------------------------------------------------------------
     def mask(self) -> np.ndarray:
         """Boolean (N,) membership of the current pool (computed once per update)."""
         return self._mask
+
+    def labeled_ids(self) -> np.ndarray:
+        """Sorted ids of the labeled set of the last update."""
+        return self._labeled_ids if self._labeled_ids is not None else np.zeros(0, dtype=np.int64)
 
     def ids(self) -> np.ndarray:
         """Sorted ids of the current pool (computed once per update)."""

@@ -58,7 +58,9 @@ def test_rare_concept_search_beats_random_and_scores_a_small_pool(rare):
     assert (rep["n_searched"].iloc[1:] == 10).all()          # only the newly labeled are searched
     assert 0 < mlp.pool_fraction < 0.5
     assert rep["fraction_scored"].is_monotonic_increasing
-    assert mlp.pool_size == rep["pool_size"].iloc[-1]
+    assert mlp.pool_size == rep["n_scored"].iloc[-1]                       # kNN pool + exploration sample
+    assert (rep["pool_size"] + rep["n_explore"] == rep["n_scored"]).all()
+    assert (rep["n_explore"] > 0).all()
     p = mlp.proba(mlp.candidates(5))
     assert p.shape == (5,) and ((0 <= p) & (p <= 1)).all()
 

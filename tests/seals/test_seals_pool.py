@@ -67,6 +67,47 @@ def test_incremental_equals_from_scratch_and_searches_only_new(data):
     assert pool.ever_.sum() >= len(pool)
 
 
+class NoSelfIndex:
+    """Returns k results that never include the query item itself, with -1 padding at the end."""
+
+    def __init__(self, X, pad):
+        self.X, self.pad = X, pad
+
+    def search(self, v, k):
+        d = ((v[:, None, :] - self.X[None]) ** 2).sum(-1)
+        d[d == 0] = np.inf
+        ids = np.argsort(d, axis=1, kind="stable")[:, :k].astype(np.int64)
+        if self.pad:
+            ids[:, -1] = -1
+        return ids, np.zeros(ids.shape, np.float32)
+
+
+def test_random_labels_and_retractions_keep_the_pool_exact(data):
+    X, index = data
+    pool = CandidatePool(X, index, k=6)
+    rng = np.random.default_rng(7)
+    labeled: set[int] = set()
+    for step in range(25):
+        if labeled and rng.random() < 0.4:          # undo a few
+            labeled -= set(rng.choice(sorted(labeled), min(len(labeled), 3), replace=False).tolist())
+        labeled |= set(rng.choice(len(X), 4, replace=False).tolist())
+        pool.update(sorted(labeled))
+        scratch = CandidatePool.from_scratch(X, index, sorted(labeled), k=6)
+        np.testing.assert_array_equal(pool.ids(), scratch)
+        assert np.array_equal(np.flatnonzero(pool.mask()), scratch)
+        np.testing.assert_array_equal(pool.labeled_ids(), sorted(labeled))
+        assert (pool.cover_ >= 0).all() and pool.ever_[scratch].all()
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_an_index_that_omits_the_item_itself_still_gives_k_neighbours(data, pad):
+    X, _ = data
+    pool = CandidatePool(X, NoSelfIndex(X, pad), k=5).update([3])
+    # k+1 = 6 asked, self not among them (the last may be -1 padding): the first 5 real ones are kept
+    assert set(pool.ids().tolist()) == brute_knn(X, 3, 5)
+    assert len(pool.neighbors_[3]) == 5
+
+
 def test_pool_bad_input(data):
     X, index = data
     with pytest.raises(ValueError, match="k=400"):

@@ -13,7 +13,8 @@ def test_seals_on_demo_session_follows_the_store(demo):
     seals = dw.Seals(s, k=15, strategy="entropy").fit()
     first = seals.candidates()
     assert len(first) == 10 and not set(first) & set(seeds)
-    assert 0 < seals.pool_fraction <= 10 * 15 / len(s)
+    # at most k neighbours per label, plus the exploration sample (1% of the items)
+    assert 0 < seals.pool_fraction <= (10 * 15 + len(seals.explore_ids_)) / len(s)
     s.label(first, [int(y[i]) for i in first])           # the expert answers the queue
     seals.fit()
     rep = seals.report()
