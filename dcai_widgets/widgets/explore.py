@@ -303,8 +303,9 @@ class ExplorePanel(W.VBox):
         s = self.seals
         if s is not None and hasattr(s, "rounds_"):
             last = s.rounds_[-1]
-            parts.append(f"<span class='dcai-pool' data-pool='{last['pool_size']}'>candidate pool "
-                         f"{last['pool_size']:,}</span>")
+            extra = f" + {last['n_explore']:,} exploration" if last.get("n_explore") else ""
+            parts.append(f"<span class='dcai-pool' data-pool='{last['pool_size']}' data-scored="
+                         f"'{last['n_scored']}'>candidate pool {last['pool_size']:,}{extra}</span>")
             parts.append(f"<span data-scanned='{last['fraction_scored']:.6f}'>scanned "
                          f"{100 * last['fraction_scored']:.2f}% of the data</span>")
             found = int(last["positives_found"] or 0)

@@ -60,6 +60,9 @@ def test_rare_concept_mode_asks_for_a_seed_then_hunts_with_seals(demo):
     assert (y[ids] == 7).mean() >= 0.75, y[ids]   # digits: one seed finds its class
     assert "Most-likely 7" in panel.grid.title.value
     assert "candidate pool" in panel.counters.value and "scanned" in panel.counters.value
+    last = panel.seals.rounds_[-1]          # kNN pool, and all scored (+ the exploration sample)
+    assert f"data-pool='{last['pool_size']}' data-scored='{last['n_scored']}'" in panel.counters.value
+    assert (f"+ {last['n_explore']:,} exploration" in panel.counters.value) == (last["n_explore"] > 0)
     pool0 = panel.seals.pool_size
     # label the shown positives in one action; the panel refits and counts found per label spent
     pos = [i for i in ids if y[i] == 7]
