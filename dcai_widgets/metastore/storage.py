@@ -22,15 +22,24 @@ import threading
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LayerShards", "ShardCache", "atomic_write", "choose_mode", "read_json"]
+__all__ = ["LayerShards", "ShardCache", "ShardWriter", "atomic_write", "choose_mode", "read_json"]
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
+
+
+def _write_all(f: Any, data: memoryview | bytes) -> None:
+    """Write every byte (a raw file may accept fewer than asked)."""
+    mv = memoryview(data)
+    while len(mv):
+        n = f.write(mv)
+        mv = mv[n:]
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -56,6 +65,32 @@ def read_json(path: Path, default: Any = None) -> Any:
 def choose_mode(T: int, a: int, b: int) -> str:
     """Cost model: store factors (T*(a+b) numbers) unless the full gradient (a*b numbers) is smaller."""
     return "factors" if T * (a + b) <= a * b else "full"
+
+
+class ShardWriter:
+    """One background thread that writes shards while training goes on; a bounded queue.
+
+    At most ``max_pending`` shards wait or are being written; ``submit`` blocks beyond that, so memory stays
+    bounded when the disk is slower than training. Errors stay in the returned futures: ``LayerShards``
+    re-raises them at its next flush and in ``sync()``.
+    """
+
+    def __init__(self, max_pending: int = 4):
+        self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metastore-writer")
+        self._slots = threading.BoundedSemaphore(max(1, int(max_pending)))
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        self._slots.acquire()
+        try:
+            fut = self._ex.submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        fut.add_done_callback(lambda _: self._slots.release())
+        return fut
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._ex.shutdown(wait=wait)
 
 
 class ShardCache:
@@ -99,11 +134,11 @@ class ShardCache:
 class LayerShards:
     """The shards of one (checkpoint, sub-layer): append rows, look up ids, iterate blocks."""
 
-    def __init__(self, root: Path, cache: ShardCache, dtype: str = "float32", shard_bytes: int = 64 << 20,
+    def __init__(self, root: Path, cache: ShardCache, dtype: str = "float32", shard_bytes: int = 16 << 20,
                  storage: str = "auto", writer: Any = None):
         self.root = Path(root)
         self.storage = storage
-        self.writer = writer          # an Executor: shards are serialised and written off the training thread
+        self.writer = writer          # a ShardWriter: shards are written off the training thread
         self._pending: list = []
         self._lock = threading.Lock()
         self.cache = cache
@@ -114,6 +149,8 @@ class LayerShards:
         self._verify_files()
         self._buf: list[dict[str, np.ndarray]] = []
         self._buf_rows = 0
+        listed = [int(sh["file"][6:12]) for sh in self.manifest["shards"] if sh["file"][6:12].isdigit()]
+        self._next_shard = max(listed, default=-1) + 1      # shard names are never reused
         self._build_index()
 
     # -- integrity ----------------------------------------------------------------------------
@@ -163,18 +200,8 @@ class LayerShards:
     def mode(self) -> str | None:
         return self.manifest["mode"]
 
-    def append(self, ids: np.ndarray, y: np.ndarray | None, xs, gs, bias: bool = False) -> None:
-        """Buffer a batch of factors (B,T,a), (B,T,b) (torch or numpy); stored as factors or full per the cost model.
-
-        ``bias=True`` means ``xs`` lacks the bias column of ones, which is added here (cheaply for full).
-        """
-        import torch
-
-        xs = torch.as_tensor(xs)
-        gs = torch.as_tensor(gs)
-        B, T, a = xs.shape
-        a += int(bias)
-        b = gs.shape[2]
+    def set_mode(self, T: int, a: int, b: int) -> str:
+        """Fix (on the first batch) or check the positions per sample; returns the storage mode."""
         if self.manifest["mode"] is None:
             self.manifest["mode"] = choose_mode(T, a, b) if self.storage == "auto" else self.storage
             self.manifest["T"] = int(T)
@@ -182,71 +209,139 @@ class LayerShards:
         elif self.manifest["T"] != T:
             raise ValueError(f"{self.root.name}: {T} positions per sample but earlier shards have "
                              f"{self.manifest['T']}; all samples must share one input shape")
+        return self.manifest["mode"]
+
+    def _rec(self, ids: np.ndarray, y: np.ndarray | None, B: int) -> dict[str, np.ndarray]:
         rec = {"ids": np.asarray(ids, np.int64).reshape(-1)}
         rec["y"] = (np.asarray(y, np.float64).reshape(B, -1)[:, 0] if y is not None and np.size(y) == B
                     else np.full(B, np.nan))
-        tdt = {np.float16: torch.float16, np.float32: torch.float32, np.float64: torch.float64}[self.dtype]
-        if self.manifest["mode"] == "factors":
+        return rec
+
+    def _tdtype(self):
+        import torch
+        return {np.float16: torch.float16, np.float32: torch.float32, np.float64: torch.float64}[self.dtype]
+
+    def append(self, ids: np.ndarray, y: np.ndarray | None, xs, gs, bias: bool = False) -> None:
+        """Buffer a batch of factors (B,T,a), (B,T,b) (torch or numpy); stored as factors or full per the cost model.
+
+        ``bias=True`` means ``xs`` lacks the bias column of ones, which is added here (cheaply for full).
+        """
+        import torch
+
+        xs = torch.as_tensor(xs).detach()
+        gs = torch.as_tensor(gs).detach()
+        B, T, a = xs.shape
+        mode = self.set_mode(T, a + int(bias), gs.shape[2])
+        rec = self._rec(ids, y, B)
+        tdt = self._tdtype()
+        if mode == "factors":
             if bias:
                 xs = torch.cat([xs, xs.new_ones(B, T, 1)], 2)
-            rec["x"] = xs.detach().to("cpu", tdt).numpy()
-            rec["g"] = gs.detach().to("cpu", tdt).numpy()
+            rec["x"] = xs.to("cpu", tdt).numpy()
+            rec["g"] = gs.to("cpu", tdt).numpy()
+            self._push(rec)
         else:  # full gradient: batched matmul (sum over positions of g x^T)
-            full = torch.bmm(gs.detach().transpose(1, 2), xs.detach())
+            full = torch.bmm(gs.transpose(1, 2), xs)
             if bias:
-                full = torch.cat([full, gs.detach().sum(1)[:, :, None]], 2)
-            rec["full"] = full.reshape(B, b * a).to("cpu", tdt).numpy()
+                full = torch.cat([full, gs.sum(1)[:, :, None]], 2)
+            self.append_full(ids, y, full, T)
+
+    def append_full(self, ids: np.ndarray, y: np.ndarray | None, full, T: int) -> None:
+        """Buffer a batch of full per-sample gradients (B, b, a), bias column last (the mode must be full)."""
+        import torch
+
+        full = torch.as_tensor(full).detach()
+        B, b, a = full.shape
+        if self.set_mode(T, a, b) != "full":
+            raise ValueError(f"{self.root.name}: stores factors, not full gradients")
+        rec = self._rec(ids, y, B)
+        rec["full"] = full.reshape(B, -1).to("cpu", self._tdtype()).numpy()
+        self._push(rec)
+
+    def _push(self, rec: dict[str, np.ndarray]) -> None:
         self._buf.append(rec)
-        self._buf_rows += B
-        row_bytes = sum(v[0].nbytes for k, v in rec.items() if k not in ("ids", "y"))
+        self._buf_rows += len(rec["ids"])
+        row_bytes = sum(v[0].nbytes for k, v in rec.items() if k not in ("ids", "y") and len(v))
         if self._buf_rows * row_bytes >= self.shard_bytes:
             self.flush()
 
     def flush(self) -> None:
         """Write buffered rows as one shard (atomic), then list it in the manifest (atomic).
 
-        With a writer executor this returns at once; ``sync()`` waits for the write (reads do so themselves).
+        With a writer this returns at once (after re-raising any earlier background write error);
+        ``sync()`` waits for the writes (reads do so themselves).
         """
+        if self.writer is not None:
+            self._raise_done()
         if not self._buf:
             return
         recs = self._buf
         self._buf, self._buf_rows = [], 0
-        used = {sh["file"] for sh in self.manifest["shards"]} | getattr(self, "_reserved", set())
-        n = len(used)
-        while f"shard-{n:06d}.bin" in used:
-            n += 1
-        name = f"shard-{n:06d}.bin"
-        self._reserved = getattr(self, "_reserved", set()) | {name}
+        name = f"shard-{self._next_shard:06d}.bin"
+        self._next_shard += 1
         if self.writer is None:
             self._write_shard(name, recs)
         else:
             self._pending.append(self.writer.submit(self._write_shard, name, recs))
 
+    def _raise_done(self) -> None:
+        """Re-raise the error of a finished background write (the first one), forgetting finished writes."""
+        done = [f for f in self._pending if f.done()]
+        if done:
+            self._pending = [f for f in self._pending if not f.done()]
+            for f in done:
+                f.result()
+
     def _write_shard(self, name: str, recs: list[dict[str, np.ndarray]]) -> None:
-        rec = {k: np.ascontiguousarray(np.concatenate([r[k] for r in recs])) for k in recs[0]}
-        layout, parts, off = {}, [], 0
-        for k, v in rec.items():
-            pad = (-off) % 64
-            parts.append(b"\0" * pad)
-            off += pad
-            layout[k] = [v.dtype.str, list(v.shape), off]
-            parts.append(v.tobytes())
-            off += v.nbytes
-        data = b"".join(parts)
-        atomic_write(self.root / name, data)
+        """Stream the buffered batches into ``name`` key by key (no concatenated copy), CRC as it goes;
+        temp file + fsync + rename, then the manifest lists it. Same layout as one concatenated array per key."""
+        rows = sum(len(r["ids"]) for r in recs)
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(name + ".tmp")
+        layout, off, crc = {}, 0, 0
+        with open(tmp, "wb", buffering=0) as f:
+            for k, first in recs[0].items():
+                pad = (-off) % 64
+                if pad:
+                    z = bytes(pad)
+                    _write_all(f, z)
+                    crc = zlib.crc32(z, crc)
+                    off += pad
+                layout[k] = [first.dtype.str, [rows, *first.shape[1:]], off]
+                for r in recs:
+                    a = r[k]
+                    if a.dtype != first.dtype or a.shape[1:] != first.shape[1:]:
+                        raise ValueError(f"{self.root.name}: batch arrays {k!r} of different dtype/shape in one shard")
+                    if not a.flags.c_contiguous:
+                        a = np.ascontiguousarray(a)
+                    mv = memoryview(a).cast("B") if a.nbytes else b""
+                    _write_all(f, mv)
+                    crc = zlib.crc32(mv, crc)
+                    off += a.nbytes
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        ids = np.concatenate([r["ids"] for r in recs])
+        ys = np.concatenate([r["y"] for r in recs])
         with self._lock:
-            self.manifest["shards"].append({"file": name, "ids": rec["ids"].tolist(), "rows": len(rec["ids"]),
-                                            "y": rec["y"].tolist(), "arrays": layout, "bytes": len(data),
-                                            "crc32": zlib.crc32(data)})
+            self.manifest["shards"].append({"file": name, "ids": ids.tolist(), "rows": rows,
+                                            "y": ys.tolist(), "arrays": layout, "bytes": off,
+                                            "crc32": crc})
             self._save_manifest()
             self._build_index()
-            self._reserved.discard(name)
 
     def sync(self) -> None:
         """Wait for background shard writes (re-raising their errors)."""
         pending, self._pending = self._pending, []
-        for f in pending:
-            f.result()
+        err = None
+        for f in pending:      # wait for all of them, then raise the first error
+            try:
+                f.result()
+            except BaseException as e:  # noqa: BLE001
+                err = err or e
+        if err is not None:
+            raise err
 
     # -- read ---------------------------------------------------------------------------------
     @property
