@@ -9,7 +9,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import operators as ops
-from .collector import Collector, per_sample_loss, replay_factors
-from .layers import SubLayer, resolve_layers
-from .storage import DTYPES, LayerShards, ShardCache, atomic_write, read_json
+from .collector import Collector, per_sample_loss, replay, replay_factors, sub_factors, sub_full
+from .layers import SubLayer, n_positions, resolve_layers
+from .storage import DTYPES, LayerShards, ShardCache, ShardWriter, atomic_write, choose_mode, read_json
 
 __all__ = ["MetaStore", "Recorder"]
 
@@ -70,7 +69,7 @@ class MetaStore:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], path: str | Path | None = None,
-                 dtype: str = "float32", cache_bytes: int = 2 << 30, shard_bytes: int = 64 << 20,
+                 dtype: str = "float32", cache_bytes: int = 2 << 30, shard_bytes: int = 16 << 20,
                  batch_size: int = 128, verify: bool = False, loss_fn: Callable | None = None,
                  storage: str = "auto"):
         if not isinstance(model, nn.Module):
@@ -89,7 +88,7 @@ class MetaStore:
         self.batch_size = int(batch_size)
         self.shard_bytes = int(shard_bytes)
         self.cache = ShardCache(cache_bytes)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metastore-writer")
+        self._writer = ShardWriter(max_pending=4)   # shards written off the training thread, bounded queue
         self.path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="metastore-"))
         self.path.mkdir(parents=True, exist_ok=True)
         self._open_meta()
@@ -295,8 +294,9 @@ class MetaStore:
                 x = _to_tensor(x, self._float_dtype(), self._device())
                 y = _to_tensor(y, None, self._device())
                 self._sample_shape_check(x)
-                fac = replay_factors(self.model, col, x, y, loss, ones=False)
-                self._append(checkpoint, subs, bids, y, fac)
+                replay(self.model, col, x, y, loss)
+                self._store_batch(checkpoint, subs, bids, y, col)
+                col.clear()
                 if self.on_progress is not None:
                     self.on_progress(checkpoint, bar.n, bar.total)
             bar.close()
@@ -309,11 +309,30 @@ class MetaStore:
                 self._shard(checkpoint, s.name).sync()
         return self
 
-    def _append(self, ckpt, subs, bids, y, fac) -> None:
-        yn = y.detach().cpu().numpy() if torch.is_tensor(y) else y
-        for s in subs:
-            X, G = fac[s.name]
-            self._shard(ckpt, s.name).append(np.asarray(bids), yn, X, G, bias=s.bias)
+    def _store_batch(self, ckpt: str, subs: list[SubLayer], bids: np.ndarray, y: Any, col: Collector,
+                     scale: float = 1.0) -> None:
+        """Hand one batch's captured (input, dC/dy) of every sub-layer to its shards: as factors, or as full
+        per-sample gradients computed straight from the layer input (no unfold) where the cost model says so."""
+        yn = None if y is None else (y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y))
+        bids = np.asarray(bids, np.int64).reshape(-1)
+        B = len(bids)
+        raw = col.raw()
+        names = {s.name for s in subs}
+        for spec in self.specs:
+            for s in spec.sublayers:
+                if s.name not in names:
+                    continue
+                sh = self._shard(ckpt, s.name)
+                calls = raw[s.name]
+                mode = sh.mode
+                if mode is None:
+                    mode = sh.set_mode(sum(n_positions(spec, c[0], c[1], B) for c in calls), s.a, s.b)
+                if mode == "full":
+                    full, T = sub_full(spec, s, calls, B, scale)
+                    sh.append_full(bids, yn, full, T)
+                else:
+                    X, G = sub_factors(spec, s, calls, B, scale, ones=False)
+                    sh.append(bids, yn, X, G, bias=s.bias)
 
     def _float_dtype(self) -> torch.dtype:
         p = next(self.model.parameters(), None)
@@ -335,6 +354,11 @@ class MetaStore:
         ``reduction`` says how your loss combines samples ("mean" or "sum") so dC_i/dy_i is recovered
         exactly. The checkpoint's weights are those at the end of the block (TracIn's in-loop approximation:
         each item's gradient is taken at the weights it was trained with).
+
+        Inside the block, a Conv2d layer stored as full per-sample gradients (the cost model's choice for
+        early convs) gets its weight gradient from those per-sample gradients (their sum, equal to the
+        plain gradient up to float rounding) instead of autograd computing it a second time; such a layer's
+        gradients are then not twice differentiable (``create_graph=True``) while recording.
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction={reduction!r}: use 'mean' or 'sum' (how your loss combines samples)")
@@ -563,7 +587,13 @@ class Recorder:
         if not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr={lr!r}: the learning rate of a checkpoint must be a positive number")
         self.ms, self.checkpoint, self.lr, self.reduction = ms, checkpoint, lr, reduction
-        self.collector = Collector(ms.specs, keep_graph=False)
+        self.collector = Collector(ms.specs, keep_graph=False, fuse=self._stores_full)
+
+    def _stores_full(self, sub: SubLayer, T: int) -> bool:
+        """Will ``sub`` be stored as full per-sample gradients (cost model, or the store's fixed choice)?"""
+        sh = self.ms._shard(self.checkpoint, sub.name)
+        mode = sh.mode or (choose_mode(T, sub.a, sub.b) if sh.storage == "auto" else sh.storage)
+        return mode == "full"
 
     def __enter__(self) -> Recorder:
         # leftovers of an earlier crashed recording under this (unregistered) name are never read
@@ -577,12 +607,10 @@ class Recorder:
         ids = np.asarray(ids.cpu() if torch.is_tensor(ids) else ids, np.int64).reshape(-1)
         B = len(ids)
         scale = float(B) if self.reduction == "mean" else 1.0
-        fac = self.collector.factors(B, None, scale=scale, ones=False)
-        self.collector.clear()
-        yn = None if y is None else (y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y))
-        for s in self.ms.sublayers:
-            X, G = fac[s.name]
-            self.ms._shard(self.checkpoint, s.name).append(ids, yn, X, G, bias=s.bias)
+        try:
+            self.ms._store_batch(self.checkpoint, self.ms.sublayers, ids, y, self.collector, scale)
+        finally:
+            self.collector.clear()
 
     def __exit__(self, exc_type, *exc) -> None:
         self.collector.detach()
@@ -593,10 +621,22 @@ class Recorder:
                     ms._shard(self.checkpoint, s.name).sync()
             ms._drop_shards(self.checkpoint)
             return
+        # wait for every background write; a failed one fails the recording (nothing is registered)
+        err = None
         for s in ms.sublayers:
-            ms._shard(self.checkpoint, s.name).flush()
+            try:
+                ms._shard(self.checkpoint, s.name).flush()
+            except Exception as e:  # noqa: BLE001
+                err = err or e
         for s in ms.sublayers:
-            ms._shard(self.checkpoint, s.name).sync()
+            try:
+                ms._shard(self.checkpoint, s.name).sync()
+            except Exception as e:  # noqa: BLE001
+                err = err or e
+        if err is not None:
+            ms._drop_shards(self.checkpoint)
+            raise RuntimeError(f"MetaStore: writing the factors of checkpoint {self.checkpoint!r} failed ({err}); "
+                               "the recording was not registered") from err
         ms.add_checkpoint(self.checkpoint, self.lr)   # registered last: only a complete recording counts
 
 
