@@ -17,6 +17,7 @@ overhead, and mislabel detection against cleanlab, all in one process.
 
     python benchmarks/metastore.py              # full run (~15-25 min on 2 cores)
     python benchmarks/metastore.py --quick      # small smoke run
+    python benchmarks/metastore.py --overhead-only   # just the three collection-overhead figures (~2-3 min)
 Ends with one JSON line of the figures.
 """
 from __future__ import annotations
@@ -290,8 +291,7 @@ def part_p2p(n, n_sub, tmp, quick):
 
     # ---- 4. collection overhead on this model
     log(f"\n[4] collection overhead, 1024x1024 layer, one epoch of {n} items (batch 128)")
-    ov = overhead(model, X, Y, ["2"], tmp / "ov-lin", batch=128)
-    FIG.update(collection_overhead_linear=ov)
+    put_overhead("linear", overhead(model, X, Y, ["2"], tmp / "ov-lin", batch=128))
     shutil.rmtree(tmp / "p2p", ignore_errors=True)
 
 
@@ -311,22 +311,29 @@ def overhead(model, X, Y, layers, path, batch=128, repeats=5):
                 rec.step(np.arange(s, s + len(xb)), yb)
             opt.step()
 
-    plain, recorded = [], []
+    plain, recorded, cpu_plain, cpu_rec = [], [], [], []
+    load0 = os.getloadavg()[0]
     for r in range(repeats):
+        c0 = time.process_time()
         plain.append(timed(epoch)[0])
+        cpu_plain.append(time.process_time() - c0)
         shutil.rmtree(path, ignore_errors=True)
         ms = MetaStore(model, layers, path=path)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with ms.record(f"r{r}", lr=0.01) as rec:
             epoch(rec)
         recorded.append(time.perf_counter() - t0)   # includes writing every shard and the weights
+        cpu_rec.append(time.process_time() - c0)    # all threads of this process (the writer's too)
+        ms.close()
     shutil.rmtree(path, ignore_errors=True)
     model.load_state_dict(state)
     ratio = float(np.median(recorded) / np.median(plain))
+    cpu_ratio = float(np.median(cpu_rec) / np.median(cpu_plain))
     log(f"  plain epoch {np.median(plain):.2f}s, with ms.record {np.median(recorded):.2f}s (medians) -> overhead "
-        f"{ratio:.2f}x; ratio of minima {min(recorded) / min(plain):.2f}x "
-        f"(runs: plain {[round(t, 2) for t in plain]}, record {[round(t, 2) for t in recorded]})")
-    return round(ratio, 3)
+        f"{ratio:.2f}x; ratio of minima {min(recorded) / min(plain):.2f}x; process CPU time ratio {cpu_ratio:.2f}x "
+        f"(runs: plain {[round(t, 2) for t in plain]}, record {[round(t, 2) for t in recorded]}; "
+        f"load avg {load0:.1f} -> {os.getloadavg()[0]:.1f})")
+    return round(ratio, 3), round(min(recorded) / min(plain), 3), round(cpu_ratio, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,10 +444,43 @@ def part_mislabel(tmp, epochs, quick):
                cleanlab_precision_at_k=round(cl_at_k, 4), n_flipped=n_flip, mnist_val_acc=round(acc, 4),
                suspects_layers=layers, suspects_seconds=round(t_s, 2))
 
-    log(f"\n[4b] collection overhead, MNIST CNN (layers {layers}), one epoch of {len(tr)} items (batch 32)")
-    FIG["collection_overhead_cnn"] = overhead(model, Xtr, Ytr, layers, tmp / "ov-cnn", batch=32)
-    log(f"[4c] collection overhead, MNIST CNN (layers fc1, fc2 only), one epoch of {len(tr)} items (batch 32)")
-    FIG["collection_overhead_cnn_fc"] = overhead(model, Xtr, Ytr, ["fc1", "fc2"], tmp / "ov-cnn", batch=32)
+    cnn_overheads(model, Xtr, Ytr, layers, tmp)
+
+
+def put_overhead(key: str, ov: tuple[float, float, float]) -> None:
+    FIG[f"collection_overhead_{key}"], FIG[f"collection_overhead_{key}_minima"], FIG[f"collection_cpu_{key}"] = ov
+
+
+def cnn_overheads(model, Xtr, Ytr, layers, tmp):
+    log(f"\n[4b] collection overhead, MNIST CNN (layers {layers}), one epoch of {len(Xtr)} items (batch 32)")
+    put_overhead("cnn", overhead(model, Xtr, Ytr, layers, tmp / "ov-cnn", batch=32))
+    log(f"[4c] collection overhead, MNIST CNN (layers fc1, fc2 only), one epoch of {len(Xtr)} items (batch 32)")
+    put_overhead("cnn_fc", overhead(model, Xtr, Ytr, ["fc1", "fc2"], tmp / "ov-cnn", batch=32))
+
+
+def part_overhead_only(n, tmp, epochs):
+    """Only the three collection-overhead configurations, on the same models and data as the full run (the
+    linear model trained one checkpoint's worth of steps, the CNN on the same 8,000 MNIST items)."""
+    model, X, Y = make_linear_task(n)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for s in range(0, n, 256):
+        opt.zero_grad()
+        F.cross_entropy(model(X[s:s + 256]), Y[s:s + 256]).backward()
+        opt.step()
+    log(f"\n[4] collection overhead, 1024x1024 layer, one epoch of {n} items (batch 128)")
+    put_overhead("linear", overhead(model, X, Y, ["2"], tmp / "ov-lin", batch=128))
+    d = shared_data()
+    if d is None:
+        log("\n[4b/4c] skipped: ../shared/data/mnist-test not found (set DCAI_SHARED_DATA)")
+        return
+    X, y = load_mnist(d)
+    rng = np.random.default_rng(0)
+    tr = np.sort(rng.permutation(len(X))[len(X) // 5:])
+    Xtr, Ytr = torch.from_numpy(X[tr]), torch.from_numpy(y[tr])
+    torch.manual_seed(0)
+    model = SmallCNN((28, 28), 10, c1=16, c2=32, hidden=64)
+    train(model, Xtr, Ytr, epochs=epochs, lr=0.1, batch_size=32)
+    cnn_overheads(model, Xtr, Ytr, ["conv1", "conv2", "fc1", "fc2"], tmp)
 
 
 def main() -> None:
@@ -452,6 +492,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core box, 2 threads oversubscribe and run 4-6x slower)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: storage,p2p,mnist")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="only the three collection-overhead configurations (same models/data; ~2 min)")
     args = ap.parse_args()
     if args.quick:
         args.n, args.subset, args.epochs = 1000, 100, 2
@@ -462,12 +504,15 @@ def main() -> None:
         f"torch {torch.__version__} ({args.threads} thread), n={args.n}, load avg {os.getloadavg()[0]:.1f}")
     tmp = Path(tempfile.mkdtemp(prefix="ms-bench-"))
     try:
-        if "storage" not in skip:
-            part_storage(args.n, tmp)
-        if "p2p" not in skip:
-            part_p2p(args.n, args.subset, tmp, args.quick)
-        if "mnist" not in skip:
-            part_mislabel(tmp, args.epochs, args.quick)
+        if args.overhead_only:
+            part_overhead_only(args.n, tmp, 1)
+        else:
+            if "storage" not in skip:
+                part_storage(args.n, tmp)
+            if "p2p" not in skip:
+                part_p2p(args.n, args.subset, tmp, args.quick)
+            if "mnist" not in skip:
+                part_mislabel(tmp, args.epochs, args.quick)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ov = [FIG[k] for k in ("collection_overhead_linear", "collection_overhead_cnn", "collection_overhead_cnn_fc")
