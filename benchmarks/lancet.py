@@ -81,7 +81,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     new = make_session(args.dataset)
     skip = set(filter(None, args.skip.split(",")))
-    out: dict = {"dataset": args.dataset, "budget": args.budget, "batch": args.batch}
+    out: dict = {"dataset": args.dataset, "budget": args.budget, "batch": args.batch, "seed": args.seed}
 
     def run(name, factory, batch=args.batch):
         s = new()
