@@ -299,7 +299,25 @@ class LayerShards:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(name + ".tmp")
-        layout, off, crc = {}, 0, 0
+        layout: dict = {}
+        try:
+            off, crc = self._stream(tmp, recs, rows, layout)
+        except Exception:          # e.g. disk full: leave no temp file behind (a killed process may; it is
+            tmp.unlink(missing_ok=True)   # discarded when the store is next opened)
+            raise
+        os.replace(tmp, path)
+        ids = np.concatenate([r["ids"] for r in recs])
+        ys = np.concatenate([r["y"] for r in recs])
+        with self._lock:
+            self.manifest["shards"].append({"file": name, "ids": ids.tolist(), "rows": rows,
+                                            "y": ys.tolist(), "arrays": layout, "bytes": off,
+                                            "crc32": crc})
+            self._save_manifest()
+            self._build_index()
+
+    def _stream(self, tmp: Path, recs: list[dict[str, np.ndarray]], rows: int, layout: dict) -> tuple[int, int]:
+        """Write the batches to ``tmp`` (fsynced); returns (bytes, CRC32) and fills ``layout``."""
+        off, crc = 0, 0
         with open(tmp, "wb", buffering=0) as f:
             for k, first in recs[0].items():
                 pad = (-off) % 64
@@ -321,15 +339,7 @@ class LayerShards:
                     off += a.nbytes
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        ids = np.concatenate([r["ids"] for r in recs])
-        ys = np.concatenate([r["y"] for r in recs])
-        with self._lock:
-            self.manifest["shards"].append({"file": name, "ids": ids.tolist(), "rows": rows,
-                                            "y": ys.tolist(), "arrays": layout, "bytes": off,
-                                            "crc32": crc})
-            self._save_manifest()
-            self._build_index()
+        return off, crc
 
     def sync(self) -> None:
         """Wait for background shard writes (re-raising their errors)."""

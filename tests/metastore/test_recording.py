@@ -134,6 +134,7 @@ def test_writer_error_surfaces_and_nothing_is_registered(tmp_path, monkeypatch):
             F.cross_entropy(model(X[s:s + 4]), Y[s:s + 4]).backward()
             rec.step(np.arange(s, s + 4), Y[s:s + 4])
     assert ms.checkpoints == []
+    assert not list((tmp_path / "g").rglob("*.tmp"))       # a failed write removes its temp file
     # ... or, when it is the last shard, by the end of the record block
     with pytest.raises(RuntimeError, match="'e2' failed.*No space left.*not registered"):
         with ms.record("e2", lr=0.1) as rec:
