@@ -48,3 +48,21 @@ def test_pool_pick_is_checked(tmp_path):
     s = _session(tmp_path, np.random.default_rng(0).normal(0, 1, (20, 3)), np.r_[np.zeros(10, int), np.ones(10, int)])
     with pytest.raises(ValueError, match="pool_pick"):
         Lancet(s, pool_pick="outliers")
+
+
+def test_stop_rule_never_fires_while_a_class_has_no_label(tmp_path, monkeypatch):
+    import dcai_widgets.lancet.engine as engine
+    from dcai_widgets.lancet.stop import stop_report
+
+    # a DMN at chance with no small weight: the rule as the paper states it would fire
+    monkeypatch.setattr(engine, "stop_report", lambda loss, w, a: stop_report(0.7, 0.5, a))
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(c, 0.5, (15, 3)) for c in (0, 5, 10)]).astype(np.float32)
+    s = dw.Session.from_embeddings(X, ["a", "b", "c"], y_true=np.repeat([0, 1, 2], 15), store=tmp_path / "l.db")
+    s.label([0, 1, 15, 16], [0, 0, 1, 1])  # class c has no label
+    lan = Lancet(s, batch=2, steps=40, dmn_steps=20, progress=False)
+    with pytest.warns(UserWarning, match="no labels yet"):
+        r = lan.fit().should_stop()
+    assert not r.stop and "1 of 3 classes have no human label" in r.reason
+    s.label([30], [2])
+    assert lan.fit().should_stop().stop
