@@ -169,14 +169,14 @@ class ConvPerSampleGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, out, x, weight, bias, spec, sub, entry):  # noqa: D102
+    def forward(ctx, out, x, weight, bias, spec, sub, entry):
         ctx.save_for_backward(x, weight)
         ctx.spec, ctx.sub, ctx.entry, ctx.has_bias = spec, sub, entry, bias is not None
         return out.view_as(out)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g):  # noqa: D102
+    def backward(ctx, g):
         x, w = ctx.saved_tensors
         m = ctx.spec.module
         gx = None

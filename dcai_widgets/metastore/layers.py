@@ -191,9 +191,7 @@ def per_sample_grad(spec: LayerSpec, sub: SubLayer, x: torch.Tensor, g: torch.Te
     """
     if spec.kind == "conv2d":
         m = spec.module
-        B, C = x.shape[0], x.shape[1]
-        Co, Ho, Wo = g.shape[1], g.shape[2], g.shape[3]
-        if C >= GROUPED_MIN_CHANNELS:
+        if x.shape[1] >= GROUPED_MIN_CHANNELS:
             w = _conv_grad_grouped(m, x, g)
         else:
             w = _conv_grad_bmm(m, x, g)

@@ -10,9 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import dcai_widgets.metastore.layers as layers
-import dcai_widgets.metastore.storage as storage
-from dcai_widgets.metastore import MetaStore
+from dcai_widgets.metastore import MetaStore, layers, storage
 from dcai_widgets.metastore.storage import ShardWriter
 
 from .helpers import CNN, MLP, param_names, per_sample_grads
@@ -136,10 +134,10 @@ def test_writer_error_surfaces_and_nothing_is_registered(tmp_path, monkeypatch):
     assert ms.checkpoints == []
     assert not list((tmp_path / "g").rglob("*.tmp"))       # a failed write removes its temp file
     # ... or, when it is the last shard, by the end of the record block
-    with pytest.raises(RuntimeError, match="'e2' failed.*No space left.*not registered"):
-        with ms.record("e2", lr=0.1) as rec:
-            F.cross_entropy(model(X[:4]), Y[:4]).backward()
-            rec.step(np.arange(4), Y[:4])
+    with pytest.raises(RuntimeError, match="'e2' failed.*No space left.*not registered"), \
+            ms.record("e2", lr=0.1) as rec:
+        F.cross_entropy(model(X[:4]), Y[:4]).backward()
+        rec.step(np.arange(4), Y[:4])
     assert ms.checkpoints == []
     monkeypatch.setattr(storage.os, "fsync", real_fsync)
     ms = MetaStore(model, ["fc1", "fc2"], path=tmp_path / "g", dtype="float64", shard_bytes=400)
