@@ -15,7 +15,7 @@ overhead, and mislabel detection against cleanlab, all in one process.
    precision of ``suspects(k = number flipped)`` vs cleanlab ``find_label_issues`` on the same model's
    out-of-sample (4-fold cross-validated) probabilities.
 
-    python benchmarks/metastore.py              # full run (~15-25 min on 2 cores)
+    python benchmarks/metastore.py              # full run (~4 min on the shared 2-core box)
     python benchmarks/metastore.py --quick      # small smoke run
     python benchmarks/metastore.py --overhead-only   # just the three collection-overhead figures (~2-3 min)
 Ends with one JSON line of the figures.
