@@ -17,7 +17,7 @@ overhead, and mislabel detection against cleanlab, all in one process.
 
     python benchmarks/metastore.py              # full run (~4 min on the shared 2-core box)
     python benchmarks/metastore.py --quick      # small smoke run
-    python benchmarks/metastore.py --overhead-only   # just the three collection-overhead figures (~2-3 min)
+    python benchmarks/metastore.py --overhead-only   # just the three collection-overhead figures (~1 min)
 Ends with one JSON line of the figures.
 """
 from __future__ import annotations
@@ -493,7 +493,7 @@ def main() -> None:
                     help="torch threads (1: on a shared 2-core box, 2 threads oversubscribe and run 4-6x slower)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: storage,p2p,mnist")
     ap.add_argument("--overhead-only", action="store_true",
-                    help="only the three collection-overhead configurations (same models/data; ~2 min)")
+                    help="only the three collection-overhead configurations (same models/data; ~1 min)")
     args = ap.parse_args()
     if args.quick:
         args.n, args.subset, args.epochs = 1000, 100, 2
