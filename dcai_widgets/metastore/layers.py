@@ -122,6 +122,15 @@ def resolve_layers(model: nn.Module, names: list[str] | tuple[str, ...]) -> list
     return specs
 
 
+def _batch_first(spec: LayerSpec, x: torch.Tensor, g: torch.Tensor,
+                 batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear sub-layer's input and output gradient as (B, positions, features), batch checked first."""
+    if x.shape[0] != batch or g.shape[0] != batch:
+        raise ValueError(f"layer {spec.name!r}: expected the batch dimension first (batch={batch}), got input "
+                         f"{tuple(x.shape)}; MetaStore needs batch-first layers")
+    return x.reshape(batch, -1, x.shape[-1]), g.reshape(batch, -1, g.shape[-1])
+
+
 def to_factors(spec: LayerSpec, sub: SubLayer, x: torch.Tensor, g: torch.Tensor,
                batch: int, ones: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn one call's sub-layer input ``x`` and output gradient ``g`` into (suffix (B,T,a), prefix (B,T,b)).
@@ -134,11 +143,7 @@ def to_factors(spec: LayerSpec, sub: SubLayer, x: torch.Tensor, g: torch.Tensor,
         xs = xu.transpose(1, 2)                                      # (B, L, Cin*kh*kw)
         gs = g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)   # (B, L, Cout)
     else:
-        if x.shape[0] != batch or g.shape[0] != batch:
-            raise ValueError(f"layer {spec.name!r}: expected the batch dimension first (batch={batch}), got input "
-                             f"{tuple(x.shape)}; MetaStore needs batch-first layers")
-        xs = x.reshape(batch, -1, x.shape[-1])
-        gs = g.reshape(batch, -1, g.shape[-1])
+        xs, gs = _batch_first(spec, x, g, batch)
     if sub.bias and ones:
         xs = append_ones(xs)
     return xs, gs
@@ -197,11 +202,7 @@ def per_sample_grad(spec: LayerSpec, sub: SubLayer, x: torch.Tensor, g: torch.Te
             w = _conv_grad_bmm(m, x, g)
         bias = g.sum((2, 3)) if sub.bias else None
     else:
-        if x.shape[0] != batch or g.shape[0] != batch:
-            raise ValueError(f"layer {spec.name!r}: expected the batch dimension first (batch={batch}), got input "
-                             f"{tuple(x.shape)}; MetaStore needs batch-first layers")
-        xs = x.reshape(batch, -1, x.shape[-1])
-        gs = g.reshape(batch, -1, g.shape[-1])
+        xs, gs = _batch_first(spec, x, g, batch)
         w = torch.bmm(gs.transpose(1, 2), xs)                                         # (B, b, a)
         bias = gs.sum(1) if sub.bias else None
     if bias is not None:
