@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from e2e.harness import CHROMIUM_ARGS, PANEL_ID, Server, free_port
+from e2e.harness import CHROMIUM_ARGS, PANEL_ID, Server, serve_notebook
 
 NAIVE_NOTEBOOK = r'''
 import os
@@ -99,23 +98,6 @@ def measure(browser, url: str, n: int, warmup: int) -> list[float]:
     return [float(x) for x in lat[warmup:]]
 
 
-def serve_notebook(nb_path: Path, store: Path, log: Path):
-    port = free_port()
-    env = {**os.environ, "DCAI_STORE": str(store)}
-    proc = subprocess.Popen([sys.executable, "-m", "voila", str(nb_path), f"--port={port}", "--no-browser",
-                             "--Voila.ip=127.0.0.1"], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
-    import socket
-
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    return proc, f"http://127.0.0.1:{port}/"
-
-
 def commit_only(n: int) -> list[float]:
     """Milliseconds of session.label for one item (the SQLite commit, fsync'd), in this process."""
     import dcai_widgets as dw
@@ -145,16 +127,17 @@ def main() -> None:
     nbformat.write(nb, tmp / "naive.ipynb")
 
     server = Server(tmp / "app.db", tmp / "app.log", annotator="bench")
-    naive_proc, naive_url = serve_notebook(tmp / "naive.ipynb", tmp / "naive.db", tmp / "naive.log")
+    naive_server = serve_notebook(tmp / "naive.ipynb", tmp / "naive.log",
+                                  env={**os.environ, "DCAI_STORE": str(tmp / "naive.db")})
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             app = measure(browser, server.url, a.labels, a.warmup)
-            naive = measure(browser, naive_url, a.labels, a.warmup)
+            naive = measure(browser, naive_server.url, a.labels, a.warmup)
             browser.close()
     finally:
         server.kill()
-        os.killpg(naive_proc.pid, 9)
+        naive_server.kill()
     commit = commit_only(a.labels)
 
     def q(x, p):

@@ -27,28 +27,28 @@ def cli() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "dcai_widgets.cli"]
 
 
-class Server:
-    """`dcai-widgets serve` in its own process group (Voila and its kernels), killed as a group."""
+class Served:
+    """A command serving HTTP on a free local port, in its own process group (Voila and its kernels),
+    waited for until the port answers and killed as a group."""
 
-    def __init__(self, store: Path, log: Path, data: str = "digits", annotator: str = "e2e") -> None:
+    def __init__(self, cmd: list[str], log: Path, env: dict | None = None, what: str = "server") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
-            cli() + ["serve", "--data", data, "--store", str(store), "--port", str(self.port),
-                     "--no-browser", "--annotator", annotator],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+            [a.format(port=self.port) for a in cmd], stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env if env is not None else os.environ.copy())
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dcai-widgets serve exited with {self.proc.returncode}; see {log}")
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}; see {log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
             except OSError:
                 time.sleep(0.3)
         self.kill()
-        raise RuntimeError(f"dcai-widgets serve did not answer on {self.url} within 60 s; see {log}")
+        raise RuntimeError(f"{what} did not answer on {self.url} within 60 s; see {log}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the whole process group (Voila and its kernels) and reap the server."""
@@ -61,6 +61,20 @@ class Server:
         except subprocess.TimeoutExpired:
             pass
         self.log.close()
+
+
+class Server(Served):
+    """`dcai-widgets serve` on a free port."""
+
+    def __init__(self, store: Path, log: Path, data: str = "digits", annotator: str = "e2e") -> None:
+        super().__init__(cli() + ["serve", "--data", data, "--store", str(store), "--port", "{port}",
+                                  "--no-browser", "--annotator", annotator], log, what="dcai-widgets serve")
+
+
+def serve_notebook(nb_path: Path, log: Path, env: dict | None = None) -> Served:
+    """A notebook served by Voila on a free port."""
+    return Served([sys.executable, "-m", "voila", str(nb_path), "--port={port}", "--no-browser",
+                   "--Voila.ip=127.0.0.1"], log, env=env, what=f"voila {nb_path.name}")
 
 
 def launch(playwright):

@@ -1,17 +1,12 @@
 """A map drawn downsampled still selects every point inside the lasso (browser -> SelectionGeometry -> Python)."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import nbformat
 import pytest
 
-from .harness import free_port, launch
+from .harness import launch, serve_notebook
 from .test_served_app import lasso
 
 pytestmark = pytest.mark.timeout(240)
@@ -36,22 +31,12 @@ def test_lasso_on_a_downsampled_map_selects_all_points_inside(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(CELL.format(store=str(tmp_path / "ds.db")))]
     nbformat.write(nb, tmp_path / "ds.ipynb")
-    port = free_port()
-    log = open(tmp_path / "voila.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "voila", str(tmp_path / "ds.ipynb"), f"--port={port}",
-                             "--no-browser", "--Voila.ip=127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=os.environ.copy())
+    server = serve_notebook(tmp_path / "ds.ipynb", tmp_path / "voila.log")
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
         with sync_playwright() as p:
             browser = launch(p)
             page = browser.new_page(viewport={"width": 1200, "height": 1200})
-            page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+            page.goto(server.url, timeout=120_000)
             plot = page.locator(".dcai-map-view .bk-Figure").first
             plot.wait_for(timeout=120_000)
             time.sleep(1)
@@ -65,6 +50,4 @@ def test_lasso_on_a_downsampled_map_selects_all_points_inside(tmp_path):
         # 400 of 1,797 points are drawn, so a selection over all points is several times the drawn one
         assert everything > 2 * drawn, (drawn, everything)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        log.close()
+        server.kill()
