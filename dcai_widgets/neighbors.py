@@ -26,7 +26,8 @@ def _as_matrix(x, d: int | None = None, name: str = "vectors") -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, d); got shape {x.shape}")
     if d is not None and x.shape[1] != d:
-        raise ValueError(f"{name} have dimension {x.shape[1]} but the index has dimension {d}")
+        raise ValueError(f"{name} have dimension {x.shape[1]} but the index has dimension {d}; "
+                         "encode them with the same encoder as the items")
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contain NaN or infinite values")
     return x

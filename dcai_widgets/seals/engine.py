@@ -345,8 +345,8 @@ class Seals:
         ids = c["ids"][:m]
         yc = y[ids]
         stale = (yc == MISSING) & ~self.pool_.mask()[ids]
-        if len(explore) and stale.any():
-            stale[stale] = ~self._explore_mask[ids[stale]]
+        if len(explore) and stale.any():     # exploration items stay, pool or not
+            stale[stale] = ~np.isin(ids[stale], self.explore_ids_)
         if stale.any():     # labels retracted: their neighbours left the pool; compact the buffer
             keep = ~stale
             c["in"][ids[stale]] = False
@@ -361,17 +361,20 @@ class Seals:
             yr[lab] = (yc[lab] == self.target_).astype(np.int64)
         return ids.copy(), c["X"][:m], yr
 
-    def _background(self, y: np.ndarray) -> np.ndarray:
-        """Unlabeled ids of the background sample (drawn once), used as weak negatives; empty when off."""
+    def _background_ids(self, n: int) -> np.ndarray:
+        """The background sample (drawn once for this N, seeded); empty when off or in multi-class mode."""
         m = int(self.background_negatives)
         if self.target_ is None or m <= 0:
             return np.zeros(0, dtype=np.int64)
-        n = len(y)
         if getattr(self, "background_ids_", None) is None or self._background_n != (n, m):
             rng = np.random.default_rng(self.random_state)
             self.background_ids_ = np.sort(rng.choice(n, min(m, n), replace=False)).astype(np.int64)
             self._background_n = (n, m)
-        ids = self.background_ids_
+        return self.background_ids_
+
+    def _background(self, y: np.ndarray) -> np.ndarray:
+        """Unlabeled ids of the background sample, used as weak negatives; empty when off."""
+        ids = self._background_ids(len(y))
         return ids[y[ids] == MISSING]
 
     def _explore(self, y: np.ndarray) -> np.ndarray:
@@ -384,13 +387,9 @@ class Seals:
         if getattr(self, "explore_ids_", None) is None or self._explore_n != (n, m):
             seed = None if self.random_state is None else (int(self.random_state), 1)
             ids = np.random.default_rng(seed).choice(n, m, replace=False).astype(np.int64)
-            bg = self._background(np.full(n, MISSING, dtype=np.int64))
-            if len(bg):
-                ids = ids[~np.isin(ids, bg)]
+            ids = ids[~np.isin(ids, self._background_ids(n))]
             self.explore_ids_ = np.sort(ids)
             self._explore_n = (n, m)
-            self._explore_mask = np.zeros(n, dtype=bool)
-            self._explore_mask[self.explore_ids_] = True
             self._explore_ever = np.zeros(len(ids), dtype=bool)
         ids = self.explore_ids_
         unl = y[ids] == MISSING

@@ -13,22 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from ..neighbors import _as_matrix
+
 __all__ = ["CandidatePool", "search_neighbors"]
 
 
 def search_neighbors(index: Any, vectors: np.ndarray, k: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``index.search`` with its input checked: 2-D float32 of the index's dimension, ``k >= 1``."""
-    v = np.asarray(vectors, dtype=np.float32)
-    if v.ndim == 1:
-        v = v[None, :]
-    if v.ndim != 2:
-        raise ValueError(f"query vectors must be 1-D or 2-D; got shape {v.shape}")
-    if dim is not None and v.shape[1] != dim:
-        raise ValueError(f"query vectors have dimension {v.shape[1]} but the index holds dimension {dim}; "
-                         "encode the query with the same encoder as the items")
+    """``index.search`` with its input checked as :class:`NeighborIndex` checks it (numeric, 1-D or 2-D,
+    the index's dimension, finite), ``k >= 1``; works for any object with ``search``."""
+    v = _as_matrix(vectors, dim, name="query vectors")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1; got {k}")
-    ids, dists = index.search(np.ascontiguousarray(v), int(k))
+    ids, dists = index.search(v, int(k))
     return np.asarray(ids, dtype=np.int64), np.asarray(dists, dtype=np.float32)
 
 
@@ -79,7 +75,7 @@ class CandidatePool:
         self.ever_ = np.zeros(n, dtype=bool)             # ever in the pool (ever scored)
         self.neighbors_: dict[int, np.ndarray] = {}      # searched item -> its k neighbour ids
         self.labeled_ = np.zeros(n, dtype=bool)
-        self._labeled_ids: np.ndarray | None = None
+        self._labeled_ids = np.zeros(0, dtype=np.int64)
         self.n_searched_last_ = 0
         self._mask = np.zeros(n, dtype=bool)
         self._ids = np.zeros(0, dtype=np.int64)
@@ -95,16 +91,13 @@ class CandidatePool:
                                    else labeled_ids, dtype=np.int64))
         if ids.size and (ids[0] < 0 or ids[-1] >= self.n):
             raise ValueError(f"labeled ids must lie in 0..{self.n - 1}; got {ids[0]}..{ids[-1]}")
-        was = np.flatnonzero(self.labeled_) if self._labeled_ids is None else self._labeled_ids
         fresh = ids[~self.labeled_[ids]]                 # labeled since the last update
-        gone = np.setdiff1d(was, ids, assume_unique=True)  # labels retracted since
+        gone = np.setdiff1d(self._labeled_ids, ids, assume_unique=True)  # labels retracted since
         touched = [fresh, gone]
         for i in gone:
             row = self.neighbors_.pop(int(i), None)
             if row is not None:
-                u, c = np.unique(row, return_counts=True)     # mirror the increment exactly
-                self.cover_[u] -= c.astype(self.cover_.dtype)
-                touched.append(u)
+                touched.append(self._add_cover(row, -1))
         for s in range(0, len(fresh), self.batch):
             chunk = fresh[s:s + self.batch]
             with faiss_threads(1 if len(chunk) <= 256 else max(1, os.cpu_count() or 1)):
@@ -112,10 +105,7 @@ class CandidatePool:
             rows = self._drop_self(chunk, nbr)
             for i, row in zip(chunk.tolist(), rows):
                 self.neighbors_[i] = row
-            flat = np.concatenate(rows)
-            u, c = np.unique(flat, return_counts=True)
-            self.cover_[u] += c.astype(self.cover_.dtype)
-            touched.append(u)
+            touched.append(self._add_cover(np.concatenate(rows), +1))
         self.n_searched_last_ = len(fresh)
         self.labeled_[gone] = False
         self.labeled_[ids] = True
@@ -128,6 +118,13 @@ class CandidatePool:
         self.ever_[t[inside]] = True
         self._ids = np.flatnonzero(self._mask)     # one pass over N bits: cheaper than merging sorted ids
         return self
+
+    def _add_cover(self, ids: np.ndarray, sign: int) -> np.ndarray:
+        """Add ``sign`` to the cover count of each id, once per occurrence (retraction mirrors the search
+        exactly); returns the distinct ids touched."""
+        u, c = np.unique(ids, return_counts=True)
+        self.cover_[u] += sign * c.astype(self.cover_.dtype)
+        return u
 
     def _drop_self(self, chunk: np.ndarray, nbr: np.ndarray) -> list[np.ndarray]:
         """Each searched item's first k neighbours: its k+1 results without itself and without FAISS'
@@ -143,7 +140,7 @@ class CandidatePool:
 
     def labeled_ids(self) -> np.ndarray:
         """Sorted ids of the labeled set of the last update."""
-        return self._labeled_ids if self._labeled_ids is not None else np.zeros(0, dtype=np.int64)
+        return self._labeled_ids
 
     def ids(self) -> np.ndarray:
         """Sorted ids of the current pool (computed once per update)."""
