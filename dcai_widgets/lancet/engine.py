@@ -121,7 +121,9 @@ class Lancet:
     in the session); ``progress`` (tqdm bars); ``shift_radius`` (for image sessions with images of
     at least 16 px a side and at most 16,384 values, the spectral view uses the kNN graph under translations of up to this many
     pixels and rotations of +-10 degrees, :func:`.features.shift_knn_graph`; 0 = the embedding's own kNN graph); ``n_threads`` (torch threads during fit; 1 measured
-    fastest for these small networks on a shared 2-core box); ``seed``.
+    fastest for these small networks on a shared 2-core box); ``seed``; ``warn`` (False: notes such as
+    unlabeled classes go only to ``warnings_``, not to Python's warnings, for a panel that shows them
+    itself: in a Voila app a warning from a background refit is printed on the page as stderr).
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
     ``embedding_`` (N, z), ``weights_`` (unlabeled ids -> DMN weight), ``candidates_``, ``report_``,
@@ -132,7 +134,7 @@ class Lancet:
                  selection: str = "dmn", steps: int = 600, dmn_steps: int = 300, pool_factor: int = 5,
                  pool_frac: float = 0.05, pool_pick: str = "density",
                  lam_cfm: float = 0.1, threshold: float = 0.9, write: bool = True, progress: bool = True,
-                 shift_radius: int = 1, n_threads: int | None = 1, seed: int = 0):
+                 shift_radius: int = 1, n_threads: int | None = 1, seed: int = 0, warn: bool = True):
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"batch must be a positive int (items per round), got {batch!r}")
         if not (isinstance(alpha_t, (int, float)) and 0 <= alpha_t < 1):
@@ -155,6 +157,7 @@ class Lancet:
         self.lam_cfm, self.threshold = float(lam_cfm), float(threshold)
         self.write, self.progress, self.seed = write, progress, seed
         self.n_threads = n_threads
+        self.warn = bool(warn)
         if not isinstance(shift_radius, (int, np.integer)) or shift_radius < 0:
             raise ValueError(f"shift_radius must be a non-negative int (pixels; 0 = off), got {shift_radius!r}")
         self.shift_radius = int(shift_radius)
@@ -347,7 +350,7 @@ class Lancet:
 
     def _warn(self, msg: str) -> None:
         self.warnings_.append(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        self._warn_once(msg)
 
     def _record(self) -> None:
         r = self.report_
@@ -378,7 +381,8 @@ class Lancet:
         return cands if n is None else cands[: int(n)]
 
     def _warn_once(self, msg: str) -> None:
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        if self.warn:
+            warnings.warn(msg, UserWarning, stacklevel=3)
 
     def propagated(self) -> pd.DataFrame:
         """DataFrame id, label (class name), confidence for every unlabeled item (empty before labels)."""

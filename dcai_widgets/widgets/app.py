@@ -49,7 +49,8 @@ class App(W.VBox):
             from ..lancet import Lancet
             from .lancet_view import LancetView
 
-            queue = Lancet(session, progress=False)  # the view shows the retrain progress
+            # the view shows the retrain progress, the Label panel the engine's notes
+            queue = Lancet(session, progress=False, warn=False)
             if extras is None:
                 extras = LancetView(session, queue)
         self.label_panel = LabelPanel(session, queue=queue, extras=extras, annotator=annotator,

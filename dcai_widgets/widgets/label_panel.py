@@ -422,8 +422,9 @@ class LabelPanel(W.VBox):
         with self._lock:
             self._pending = deque(cands)
         self._refits += 1
+        notes = "".join(f" · <i>{html.escape(str(w))}</i>" for w in getattr(self.queue, "warnings_", None) or [])
         self._refit_done(f"queue refit #{self._refits} on {int((self._vec >= 0).sum())} labels "
-                         f"in {time.perf_counter() - t0:.2f} s")
+                         f"in {time.perf_counter() - t0:.2f} s{notes}")
 
     def _show_status_now(self, text: str) -> None:
         self.status.value = text

@@ -77,6 +77,17 @@ def test_missing_class_warns_and_propagates_seen_classes(tmp_path):
     assert len(stored) == len(p) and (stored["model_version"] == lan.model_version_).all()
 
 
+def test_warn_false_keeps_notes_in_warnings_only(tmp_path):
+    import warnings
+
+    s = _blobs_session(tmp_path)
+    s.label([0, 1, 40, 41], s.y_true[[0, 1, 40, 41]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        lan = Lancet(s, batch=5, warn=False, **FAST).fit()
+    assert any("1 of 3 classes have no labels" in w for w in lan.warnings_)
+
+
 def test_batch_larger_than_unlabeled_and_all_labeled(tmp_path):
     s = _blobs_session(tmp_path, n_per=6)
     s.label(list(range(15)), s.y_true[:15])

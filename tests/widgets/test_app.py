@@ -39,3 +39,22 @@ def test_app_from_env_reads_cli_settings_and_the_url_query(tmp_path):
     assert app_from_env(env).label_panel.annotator == "cli-name"
     with pytest.raises(ValueError, match="annotator name"):
         app_from_env({**env, "QUERY_STRING": "annotator=%3Cscript%3E"})
+
+
+def test_lancet_notes_go_to_the_label_panel_not_to_stderr(demo):
+    """A background refit's notes (e.g. classes with no labels yet) are shown in the panel's status line;
+    as Python warnings they would be printed on the served page as stderr."""
+    import warnings
+
+    app = App(demo, annotator="ada")
+    panel = app.label_panel
+    if panel._refit_thread is not None:
+        panel._refit_thread.join()
+    panel.press("2")
+    panel.press("3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)   # a warning from the refit would fail it
+        panel.refit(wait=True)
+    assert "refit failed" not in panel.status.value
+    assert "classes have no labels yet" in panel.status.value, panel.status.value
+    assert panel.queue.warnings_ and not panel.queue.warn
