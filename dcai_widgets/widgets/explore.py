@@ -72,7 +72,7 @@ class ExplorePanel(W.VBox):
         self.target_pick = W.Dropdown(options=self.classes, description="target",
                                       layout=W.Layout(width="240px"))
         self.hunt_button = W.Button(description="most-likely positives", icon="bullseye",
-                                    button_style="warning")
+                                    button_style="warning", layout=W.Layout(width="auto"))
         self.rare_row = W.HBox([self.target_pick, self.hunt_button], layout=W.Layout(display="none"))
         self.counters = W.HTML()
         self.status = W.HTML()
