@@ -82,6 +82,7 @@ class Session:
         self._lock = threading.RLock()
         self._index = None
         self._map = None
+        self._knn_tables: dict[int, np.ndarray] = {}
         self._emb_key = None
 
     # -- constructors ------------------------------------------------------------------------
@@ -255,6 +256,21 @@ class Session:
             return self.index.search(arr, k)
         ids = check_ids(ids_or_vectors, len(self))
         return self.index.search_ids(ids, k)
+
+    def knn_table(self, k: int) -> np.ndarray:
+        """(N, k) int32: each item's k nearest other items (``NeighborIndex.knn_table``); computed once
+        per embeddings, metric and k, cached on disk beside the index (SEALS' ``neighbors="graph"``)."""
+        k = int(k)
+        with self._lock:
+            tables = self._knn_tables
+            if k not in tables:
+                key = f"knn-{self._embedding_key()}-{self.metric}-k{k}"
+                table = self.cache.get_or_compute(key, lambda: self.index.knn_table(k))
+                if table.shape != (len(self), k) or table.dtype.kind not in "iu":   # a stale or foreign file
+                    table = self.index.knn_table(k)
+                    self.cache.put(key, table)
+                tables[k] = table
+            return tables[k]
 
     @property
     def map(self) -> np.ndarray:

@@ -28,6 +28,7 @@ BACKGROUND_NEGATIVES = 2000
 BACKGROUND_WEIGHT = 0.1
 # exploration sample scored each round beside the kNN pool (see Seals); chosen in benchmarks/seals.py
 EXPLORE = 0.01
+NEIGHBORS = ("search", "graph")
 REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_explore", "n_scored", "fraction_scored", "positives_found",
                   "n_searched", "search_s", "train_s", "score_s", "select_s"]
 
@@ -82,13 +83,19 @@ class Seals:
     exploration sample can be picked by the strategy, and once labeled its neighbours join the pool.
     It adds ``explore`` rows to each round's scoring (1% of N by default) and to the fraction scored.
     ``explore=0`` is the paper's SEALS.
+
+    ``neighbors``: "search" (default) searches the index for each newly labeled item's k neighbours,
+    as in the paper; "graph" looks them up in a precomputed kNN table (``Session.knn_table``, cached on
+    disk beside the index; or ``NeighborIndex.knn_table`` / a ``graph=`` array with ``from_arrays``).
+    The table costs one search of every item once (about a minute at 1M on 2 cores) and N x k int32,
+    and is shared by every concept searched on these embeddings; it takes the search out of each round.
     """
 
     def __init__(self, session: Any = None, k: int = 100, strategy: Any = "entropy", target: Any = None,
                  estimator: Any = None, *, full_scan: bool = False, batch: int = 10,
                  random_state: int | None = 0, strategy_params: dict | None = None,
                  background_negatives: int = BACKGROUND_NEGATIVES, background_weight: float = BACKGROUND_WEIGHT,
-                 explore: float = EXPLORE):
+                 explore: float = EXPLORE, neighbors: str = "search"):
         self.session = session
         self.k = k
         self.strategy = strategy
@@ -101,16 +108,21 @@ class Seals:
         self.background_negatives = background_negatives
         self.background_weight = background_weight
         self.explore = explore
+        self.neighbors = neighbors
         self._X: np.ndarray | None = None
         self._index: Any = None
+        self._graph: np.ndarray | None = None
         self._classes: list[str] | None = None
         self._validate()
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def from_arrays(cls, X: np.ndarray, index: Any = None, classes: Sequence[str] | None = None,
-                    **params: Any) -> Seals:
-        """SEALS over plain (N, d) vectors and an index with ``search(vectors, k)`` (built if None)."""
+                    graph: np.ndarray | None = None, **params: Any) -> Seals:
+        """SEALS over plain (N, d) vectors and an index with ``search(vectors, k)`` (built if None).
+
+        ``graph``: a precomputed (N, >= k) kNN table (see ``neighbors``); giving one implies
+        ``neighbors="graph"``."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"X must be a non-empty 2-D array (N, d); got shape {X.shape}")
@@ -120,12 +132,15 @@ class Seals:
             index = NeighborIndex().fit(X)
         self = cls.__new__(cls)
         self.session = None
-        self._X, self._index = X, index
+        self._X, self._index, self._graph = X, index, graph
+        if graph is not None:
+            params.setdefault("neighbors", "graph")
         self._classes = [str(c) for c in classes] if classes is not None else None
         for name, value in dict(k=100, strategy="entropy", target=None, estimator=None, full_scan=False,
                                 batch=10, random_state=0, strategy_params=None,
                                 background_negatives=BACKGROUND_NEGATIVES,
-                                background_weight=BACKGROUND_WEIGHT, explore=EXPLORE).items():
+                                background_weight=BACKGROUND_WEIGHT, explore=EXPLORE,
+                                neighbors="search").items():
             setattr(self, name, params.pop(name, value))
         if params:
             raise TypeError(f"unknown parameter(s) {sorted(params)}")
@@ -174,6 +189,8 @@ class Seals:
             raise ValueError(f"explore must be a count >= 0 or a fraction in [0, 1); got {self.explore}")
         if int(self.batch) < 1:
             raise ValueError(f"batch must be >= 1; got {self.batch}")
+        if self.neighbors not in NEIGHBORS:
+            raise ValueError(f"neighbors must be one of {NEIGHBORS}; got {self.neighbors!r}")
         if self.session is None and self._X is None:
             raise TypeError("Seals needs a Session (Seals(session, ...)) or arrays (Seals.from_arrays(X, ...))")
         if self.session is not None and not all(hasattr(self.session, a) for a in ("embeddings", "label_vector")):
@@ -241,10 +258,11 @@ class Seals:
         rnd = len(getattr(self, "rounds_", []))
 
         # 1. search: only the newly labeled items (SEALS); nothing for a full scan
+        if not self.full_scan and not hasattr(self, "pool_"):   # a kNN table is built once, before any round
+            graph = self._knn_table() if self.neighbors == "graph" else None
+            self.pool_ = CandidatePool(X, None if graph is not None else self.index, k=int(self.k), graph=graph)
         t0 = time.perf_counter()
         if not self.full_scan:
-            if not hasattr(self, "pool_"):
-                self.pool_ = CandidatePool(X, self.index, k=int(self.k))
             self.pool_.update(labeled)
             cand = self.pool_.ids()
             n_searched = self.pool_.n_searched_last_
@@ -313,6 +331,20 @@ class Seals:
             select_s=(t1 - t0) + (t3 - t2))]
         return self
 
+    def _knn_table(self) -> np.ndarray:
+        """The precomputed kNN table for ``neighbors="graph"``: given, the Session's (cached on disk), or
+        computed from the index (not counted in any round's seconds: it is built once, like the index)."""
+        k = int(self.k)
+        if self._graph is not None:
+            return self._graph
+        if self.session is not None and hasattr(self.session, "knn_table"):
+            return self.session.knn_table(k)
+        if not hasattr(self.index, "knn_table"):
+            raise TypeError(f"neighbors='graph' needs a NeighborIndex (it has knn_table) or a graph= table; "
+                            f"got {type(self.index).__name__}")
+        self._graph = self.index.knn_table(k)
+        return self._graph
+
     def _pool_rows(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows to score: every labeled item and every pool member, as (ids, vectors, strategy labels).
 
@@ -321,11 +353,12 @@ class Seals:
         large X cost ~0.4 us each).  Rows that left the pool because a label was retracted are dropped.
         """
         n, d = X.shape
-        c = getattr(self, "_cache", None)
-        if c is None or c["in"].shape[0] != n:
-            c = self._cache = {"in": np.zeros(n, dtype=bool), "ids": np.zeros(0, dtype=np.int64),
-                               "X": np.empty((0, d), dtype=X.dtype), "m": 0}
         explore = self._explore(y)
+        key = (n, getattr(self, "_explore_n", None))     # rows carry exploration flags: redraw = restart
+        c = getattr(self, "_cache", None)
+        if c is None or c["key"] != key:
+            c = self._cache = {"key": key, "in": np.zeros(n, dtype=bool), "ids": np.zeros(0, dtype=np.int64),
+                               "ex": np.zeros(0, dtype=bool), "X": np.empty((0, d), dtype=X.dtype), "m": 0}
         need = np.concatenate([self.pool_.labeled_ids(), self.pool_.ids()])   # disjoint
         new = need[~c["in"][need]]
         if len(explore):     # exploration items not already in the pool or buffer
@@ -334,24 +367,25 @@ class Seals:
         m = c["m"]
         if m + len(new) > len(c["X"]):
             cap = max(2 * len(c["X"]), m + len(new), 1024)
-            buf, ids = np.empty((cap, d), dtype=X.dtype), np.empty(cap, dtype=np.int64)
-            buf[:m], ids[:m] = c["X"][:m], c["ids"][:m]
-            c["X"], c["ids"] = buf, ids
+            buf, ids, ex = np.empty((cap, d), dtype=X.dtype), np.empty(cap, dtype=np.int64), np.empty(cap, dtype=bool)
+            buf[:m], ids[:m], ex[:m] = c["X"][:m], c["ids"][:m], c["ex"][:m]
+            c["X"], c["ids"], c["ex"] = buf, ids, ex
         if len(new):
-            c["X"][m:m + len(new)] = X[np.sort(new)]
-            c["ids"][m:m + len(new)] = np.sort(new)
+            new = np.sort(new)
+            c["X"][m:m + len(new)] = X[new]
+            c["ids"][m:m + len(new)] = new
+            c["ex"][m:m + len(new)] = self._in_explore(new)
             c["in"][new] = True
             m = c["m"] = m + len(new)
         ids = c["ids"][:m]
         yc = y[ids]
-        stale = (yc == MISSING) & ~self.pool_.mask()[ids]
-        if len(explore) and stale.any():     # exploration items stay, pool or not
-            stale[stale] = ~np.isin(ids[stale], self.explore_ids_)
+        stale = (yc == MISSING) & ~self.pool_.mask()[ids] & ~c["ex"][:m]   # exploration items stay, pool or not
         if stale.any():     # labels retracted: their neighbours left the pool; compact the buffer
             keep = ~stale
             c["in"][ids[stale]] = False
             k = int(keep.sum())
             c["X"][:k] = c["X"][:m][keep]
+            c["ex"][:k] = c["ex"][:m][keep]
             c["ids"][:k] = ids[keep]
             m = c["m"] = k
             ids, yc = c["ids"][:m], yc[keep]
@@ -395,6 +429,14 @@ class Seals:
         unl = y[ids] == MISSING
         self._explore_ever |= unl
         return ids[unl]
+
+    def _in_explore(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each id is in the exploration sample (sorted ids: a binary search, no N-sized mask)."""
+        ex = getattr(self, "explore_ids_", None)
+        if ex is None or not len(ex):
+            return np.zeros(len(ids), dtype=bool)
+        pos = np.minimum(np.searchsorted(ex, ids), len(ex) - 1)
+        return ex[pos] == ids
 
     def _fraction_scored(self, y: np.ndarray) -> float:
         """Fraction of all items ever scored: ever in the kNN pool, or an unlabeled exploration item."""

@@ -50,11 +50,14 @@ class CandidatePool:
     """Union of the k nearest neighbours of the labeled items, minus the labeled ones.
 
     ``index`` is anything with ``search(vectors (m, d), k) -> (ids (m, k), dists (m, k))`` (a
-    ``NeighborIndex`` or a raw FAISS index); ``X`` the (N, d) vectors it holds.
+    ``NeighborIndex`` or a raw FAISS index); ``X`` the (N, d) vectors it holds.  With ``graph`` (an
+    (N, >= k) integer table of each item's nearest other items, nearest first, -1 padding, e.g.
+    ``NeighborIndex.knn_table(k)``) a newly labeled item's neighbours are looked up instead of
+    searched; ``index`` may then be None.
     """
 
-    def __init__(self, X: np.ndarray, index: Any, k: int = 100, batch: int = 4096):
-        if not hasattr(index, "search"):
+    def __init__(self, X: np.ndarray, index: Any, k: int = 100, batch: int = 4096, graph: np.ndarray | None = None):
+        if graph is None and not hasattr(index, "search"):
             raise TypeError(f"index must have search(vectors, k); got {type(index).__name__}")
         X = np.asarray(X)
         if X.ndim != 2:
@@ -66,8 +69,17 @@ class CandidatePool:
         if k >= n:
             raise ValueError(f"k={k} neighbours asked but there are only {n} items (each has at most "
                              f"{n - 1} others); choose k <= {n - 1}")
+        if graph is not None:
+            graph = np.asarray(graph)
+            if graph.ndim != 2 or graph.shape[0] != n or graph.dtype.kind not in "iu":
+                raise ValueError(f"graph must be an integer (N, k) neighbour table with N={n}; got "
+                                 f"{graph.dtype} {graph.shape}")
+            if graph.shape[1] < k:
+                raise ValueError(f"graph lists {graph.shape[1]} neighbours per item but k={k} are asked; "
+                                 f"rebuild it with k >= {k}")
         self.X = X
         self.index = index
+        self.graph = graph
         self.k = k
         self.batch = batch
         self.n = n
@@ -100,9 +112,7 @@ class CandidatePool:
                 touched.append(self._add_cover(row, -1))
         for s in range(0, len(fresh), self.batch):
             chunk = fresh[s:s + self.batch]
-            with faiss_threads(1 if len(chunk) <= 256 else max(1, os.cpu_count() or 1)):
-                nbr, _ = search_neighbors(self.index, self.X[chunk], self.k + 1, self.X.shape[1])
-            rows = self._drop_self(chunk, nbr)
+            rows = self._neighbors(chunk)
             for i, row in zip(chunk.tolist(), rows):
                 self.neighbors_[i] = row
             touched.append(self._add_cover(np.concatenate(rows), +1))
@@ -118,6 +128,15 @@ class CandidatePool:
         self.ever_[t[inside]] = True
         self._ids = np.flatnonzero(self._mask)     # one pass over N bits: cheaper than merging sorted ids
         return self
+
+    def _neighbors(self, chunk: np.ndarray) -> list[np.ndarray]:
+        """The k neighbour ids of each item of ``chunk``: looked up in the graph, or searched."""
+        if self.graph is not None:
+            nbr = np.asarray(self.graph[chunk, :self.k], dtype=np.int64)
+            return [row[(row >= 0) & (row != i)] for i, row in zip(chunk.tolist(), nbr)]
+        with faiss_threads(1 if len(chunk) <= 256 else max(1, os.cpu_count() or 1)):
+            nbr, _ = search_neighbors(self.index, self.X[chunk], self.k + 1, self.X.shape[1])
+        return self._drop_self(chunk, nbr)
 
     def _add_cover(self, ids: np.ndarray, sign: int) -> np.ndarray:
         """Add ``sign`` to the cover count of each id, once per occurrence (retraction mirrors the search

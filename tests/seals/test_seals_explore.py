@@ -105,3 +105,28 @@ def test_multiclass_mode_explores_too_and_bad_values_are_refused(split_concept):
     for bad in (-1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="explore"):
             Seals.from_arrays(X, index, k=10, explore=bad)
+
+
+def test_scored_rows_stay_pool_plus_exploration_under_labels_and_retractions(split_concept):
+    """Each round scores exactly the kNN pool plus the unlabeled exploration items, whatever was labeled
+    or retracted before (the row cache keeps its exploration flags across compactions)."""
+    X, y, part, index = split_concept
+    rng = np.random.default_rng(2)
+    lab = np.full(len(y), -1)
+    lab[np.flatnonzero(y == 1)[:2]] = 1
+    lab[rng.choice(np.flatnonzero(y == 0), 10, replace=False)] = 0
+    s = Seals.from_arrays(X, index, k=8, strategy="entropy", target=1, batch=15, explore=0.05)
+    for r in range(10):
+        s.fit(lab)
+        explore = s.explore_ids_[lab[s.explore_ids_] == -1]
+        expect = set(s.pool_.ids().tolist()) | set(explore.tolist())
+        got = s.scores()["id"].tolist()
+        assert len(got) == len(expect) and set(got) == expect, r
+        np.testing.assert_array_equal(s.pool_.ids(), s.pool_.from_scratch(X, index, np.flatnonzero(lab >= 0), k=8))
+        ids = s.candidates()
+        lab[ids] = y[ids]
+        if r % 3 == 2:      # retract some labels, exploration items among them
+            labeled = np.flatnonzero(lab >= 0)
+            drop = np.r_[rng.choice(labeled, 6, replace=False), s.explore_ids_[lab[s.explore_ids_] >= 0][:2]]
+            keep_seed = np.flatnonzero(lab == 1)[:1]
+            lab[np.setdiff1d(drop, keep_seed)] = -1
