@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -131,10 +132,12 @@ def make_estimator(name: str):
 
 
 def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, batch, k, desc="",
-             background=0, explore=0.0):
-    """Label `batch` candidates per round until each budget; evaluate at every budget."""
+             background=0, explore=0.0, graph=None):
+    """Label `batch` candidates per round until each budget; evaluate at every budget.  `graph`: a
+    precomputed kNN table (Seals neighbors="graph") looked up instead of searching each round."""
     s = Seals.from_arrays(X, index, k=k, strategy=strategy, target=1, full_scan=full_scan, batch=batch,
-                          estimator=ESTIMATOR, background_negatives=background, explore=explore)
+                          estimator=ESTIMATOR, background_negatives=background, explore=explore,
+                          graph=None if full_scan else graph)
     lab = lab0.copy()
     at = {}
     bar = tqdm(total=max(budgets), initial=int((lab != MISSING).sum()), desc=desc, leave=False)
@@ -155,17 +158,19 @@ def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, ba
         bar.update(len(ids))
     bar.close()
     rep = s.report()
-    return dict(at=at, select_s=rep["select_s"].tolist(), search_s=rep["search_s"].tolist(),
+    picks = hashlib.sha1(np.flatnonzero(lab != MISSING).tobytes()).hexdigest()[:12]   # the labeled set, hashed
+    return dict(at=at, picks=picks, select_s=rep["select_s"].tolist(), search_s=rep["search_s"].tolist(),
                 score_s=rep["score_s"].tolist(), train_s=rep["train_s"].tolist(),
                 pool_size=rep["pool_size"].tolist(), n_scored=rep["n_scored"].tolist()), s, lab
 
 
 def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, repeats, n_pos, n_neg, background=0,
-            explore=0.0, full_cache=None):
+            explore=0.0, full_cache=None, graph=None):
     """SEALS vs full scan for each strategy and seed set; prints a table, returns the figures.
     `background`: weak background negatives (Seals(background_negatives=...)), the same for both;
     `explore`: SEALS' exploration sample (a full scan scores everything anyway).  `full_cache` (a dict)
-    reuses full-scan runs across explore settings: they do not depend on it."""
+    reuses full-scan runs across explore settings: they do not depend on it.  `graph`: SEALS looks
+    neighbours up in this kNN table instead of searching (the same neighbours, so the same picks)."""
     out = {}
     full_cache = {} if full_cache is None else full_cache
     for strat in strategies:
@@ -178,7 +183,8 @@ def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, re
                     runs[mode].append(full_cache[key])
                     continue
                 res, _, _ = run_loop(X, index, y, lab0, X_test, y_test, strat, mode == "full", budgets, batch, k,
-                                     desc=f"{name} {strat} {mode} #{r}", background=background, explore=explore)
+                                     desc=f"{name} {strat} {mode} #{r}", background=background, explore=explore,
+                                     graph=graph)
                 runs[mode].append(res)
                 if mode == "full":
                     full_cache[key] = res
@@ -203,12 +209,15 @@ def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, re
         fig["score_s_per_round"] = {m: float(np.mean([np.mean(run["score_s"]) for run in runs[m]])) for m in runs}
         fig["background_negatives"] = background
         fig["explore"] = explore
+        fig["neighbors"] = "search" if graph is None else "graph"
+        fig["picks_seals"] = [run["picks"] for run in runs["seals"]]
         fig["n_scored_last_seals"] = float(np.mean([run["n_scored"][-1] for run in runs["seals"]]))
         fig["pool_last_seals"] = float(np.mean([run["pool_size"][-1] for run in runs["seals"]]))
         fig["train_s_per_round"] = float(np.mean([np.mean(run["train_s"]) for run in runs["seals"]]))
         fig["ap_runs"] = {m: [run["at"][max(budgets)]["ap"] for run in runs[m]] for m in runs}
         out[strat] = fig
-        print(f"\n[{name}] strategy={strat} background_negatives={background} explore={explore}  (mean of "
+        print(f"\n[{name}] strategy={strat} background_negatives={background} explore={explore} "
+              f"neighbors={fig['neighbors']}  (mean of "
               f"{repeats} seed sets; selection = search + scoring; SEALS scored {fig['n_scored_last_seals']:,.0f} "
               f"in the last round, kNN pool {fig['pool_last_seals']:,.0f})")
         print(f"{'labels':>7} {'AP seals':>9} {'AP full':>8} {'found% S':>9} {'found% F':>9} {'scored% S':>10}")
@@ -348,6 +357,9 @@ def main(argv=None):
     ap.add_argument("--explore", default="0,0.01",
                     help="SEALS exploration sample sizes to compare (count, or fraction of N; 0 = the paper's "
                          "SEALS); headline = the last")
+    ap.add_argument("--neighbors", default="search,graph",
+                    help="how SEALS finds a new label's neighbours: search (each round, the paper) and/or graph "
+                         "(looked up in a kNN table built once); headline = the last")
     ap.add_argument("--index", default="ivf", choices=["ivf", "hnsw"], help="index kind for large N")
     ap.add_argument("--hnsw-m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=40)
@@ -411,21 +423,37 @@ def main(argv=None):
         return
     backgrounds = [int(b) for b in args.background.split(",")]
     explores = [float(e) for e in args.explore.split(",")]
+    neighbor_modes = [m.strip() for m in args.neighbors.split(",") if m.strip()]
+    table = None
+    if "graph" in neighbor_modes:
+        t0 = time.perf_counter()
+        table = index.knn_table(args.k)
+        result.update(knn_table_build_s=time.perf_counter() - t0, knn_table_mb=table.nbytes / 1e6)
+        print(f"kNN table ({len(X):,} x {args.k} int32, {table.nbytes / 1e6:.0f} MB) built in "
+              f"{result['knn_table_build_s']:.1f} s with the index's search settings")
     B = max(budgets)
     syn_by = {}
     full_cache = {}
     for bg in backgrounds:
         for ex in explores:
-            tag = f"bg{bg}_ex{ex:g}"
-            syn_by[tag] = compare("synthetic", X, y, X_test, y_test, index, strategies, budgets, args.batch, args.k,
-                                  args.repeats, 5, 95, background=bg, explore=ex, full_cache=full_cache)
-            result[f"synthetic_{tag}"] = {s: {str(k): v for k, v in f.items()} for s, f in syn_by[tag].items()}
-            result[f"ap_{tag}"] = {s: [syn_by[tag][s][B]["ap_seals"], syn_by[tag][s][B]["ap_full"]]
-                                   for s in strategies}
-            result[f"speedup_{tag}"] = {s: syn_by[tag][s]["speedup"] for s in strategies}
+            for nb in neighbor_modes:
+                tag = f"bg{bg}_ex{ex:g}" + ("_graph" if nb == "graph" else "")
+                syn_by[tag] = compare("synthetic", X, y, X_test, y_test, index, strategies, budgets, args.batch,
+                                      args.k, args.repeats, 5, 95, background=bg, explore=ex, full_cache=full_cache,
+                                      graph=table if nb == "graph" else None)
+                result[f"synthetic_{tag}"] = {s: {str(k): v for k, v in f.items()} for s, f in syn_by[tag].items()}
+                result[f"ap_{tag}"] = {s: [syn_by[tag][s][B]["ap_seals"], syn_by[tag][s][B]["ap_full"]]
+                                       for s in strategies}
+                result[f"speedup_{tag}"] = {s: syn_by[tag][s]["speedup"] for s in strategies}
+            if len(neighbor_modes) == 2:     # a table holds the same neighbours as the search: same picks
+                same = all(syn_by[f"bg{bg}_ex{ex:g}"][s]["picks_seals"] == syn_by[f"bg{bg}_ex{ex:g}_graph"][s]["picks_seals"]
+                           for s in strategies)
+                result[f"same_picks_search_graph_bg{bg}_ex{ex:g}"] = same
+                print(f"search vs graph (background {bg}, explore {ex:g}): same labeled sets: {same}")
     syn = syn_by[tag]
     result["background_negatives"] = backgrounds[-1]
     result["explore"] = explores[-1]
+    result["neighbors"] = neighbor_modes[-1]
     main_s = strategies[0]     # entropy by default: AP is the active-learning figure
     result.update(fraction_scored=max(syn[s][B]["fraction_scored_seals"] for s in strategies),
                   speedup=min(syn[s]["speedup"] for s in strategies),
