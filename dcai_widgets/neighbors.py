@@ -33,6 +33,28 @@ def _as_matrix(x, d: int | None = None, name: str = "vectors") -> np.ndarray:
     return x
 
 
+def ivf_cells(index, n: int) -> np.ndarray | None:
+    """(n,) int64: the IVF list (coarse cell) holding each item, read from the inverted lists of a FAISS
+    IVF index (a NeighborIndex or raw; no search: ~0.03 s at 1M).  None for any other index, or when
+    the lists do not hold exactly the ids 0..n-1."""
+    try:
+        import faiss
+
+        ivf = faiss.extract_index_ivf(getattr(index, "index_", index))
+        inv = ivf.invlists
+        cells = np.full(n, -1, dtype=np.int64)
+        for lst in range(ivf.nlist):
+            size = inv.list_size(lst)
+            if size:
+                ids = faiss.rev_swig_ptr(inv.get_ids(lst), size).astype(np.int64)
+                if ids.min() < 0 or ids.max() >= n:
+                    return None
+                cells[ids] = lst
+    except Exception:     # no FAISS, not an IVF index, lists not readable
+        return None
+    return cells if (cells >= 0).all() else None
+
+
 class NeighborIndex:
     """k-nearest-neighbour search over a fixed set of vectors, backed by FAISS.
 

@@ -17,10 +17,11 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import ThreadpoolController
 
+from ..neighbors import ivf_cells
 from .pool import CandidatePool, search_neighbors
 from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
 
-__all__ = ["BACKGROUND_NEGATIVES", "BACKGROUND_WEIGHT", "EXPLORE", "Seals", "default_estimator"]
+__all__ = ["BACKGROUND_NEGATIVES", "BACKGROUND_WEIGHT", "EXPLORE", "EXPLORE_QUOTA", "Seals", "default_estimator"]
 
 _NEEDS_TARGET = {"most_likely_positive", "mlp"}
 # weak negatives for search mode (see Seals); defaults chosen in benchmarks/seals.py (RESULTS.md, SEALS)
@@ -28,6 +29,8 @@ BACKGROUND_NEGATIVES = 2000
 BACKGROUND_WEIGHT = 0.1
 # exploration sample scored each round beside the kNN pool (see Seals); chosen in benchmarks/seals.py
 EXPLORE = 0.01
+# search mode: this fraction of each batch goes to the best-scoring exploration items outside the kNN pool
+EXPLORE_QUOTA = 0.16
 NEIGHBORS = ("search", "graph")
 REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_explore", "n_scored", "fraction_scored", "positives_found",
                   "n_searched", "search_s", "train_s", "score_s", "select_s"]
@@ -58,6 +61,21 @@ def default_estimator() -> LogisticRegression:
     return LogisticRegression(class_weight="balanced", max_iter=1000)
 
 
+def _stratified(rng: np.random.Generator, cells: np.ndarray, m: int, exclude: np.ndarray) -> np.ndarray:
+    """m items spread evenly over cells: in a random order, the items of lowest rank within their cell
+    (ties at the last rank broken at random), so each cell gives about m / #cells, all of a smaller one."""
+    perm = rng.permutation(len(cells))
+    perm = perm[~np.isin(perm, exclude)]
+    c = cells[perm]
+    o = np.argsort(c, kind="stable")
+    rank = np.empty(len(perm), dtype=np.int64)
+    rank[o] = np.arange(len(perm)) - np.searchsorted(c[o], c[o], side="left")
+    level = int(np.searchsorted(np.cumsum(np.bincount(rank)), min(m, len(perm))))
+    take = rank < level
+    take[np.flatnonzero(rank == level)[:max(0, m - int(take.sum()))]] = True
+    return perm[take].astype(np.int64)
+
+
 class Seals:
     """SEALS candidate selection over a Session (or plain arrays via :meth:`from_arrays`).
 
@@ -82,7 +100,15 @@ class Seals:
     several far-apart clusters is missed wherever no seed fell.  A member of such a cluster in the
     exploration sample can be picked by the strategy, and once labeled its neighbours join the pool.
     It adds ``explore`` rows to each round's scoring (1% of N by default) and to the fraction scored.
-    ``explore=0`` is the paper's SEALS.
+    ``explore=0`` is the paper's SEALS.  With a FAISS IVF index the sample is stratified by coarse cell
+    (every IVF list gives about the same number of items, all of a smaller one), so a small dense region,
+    such as a rare sub-cluster that owns a cell, is not left out by chance.
+
+    ``explore_quota`` (search mode, strategies with scores): that fraction of each batch (8 of 50 by
+    default, rounded) goes to the best-scoring unlabeled exploration items outside the kNN pool, the
+    rest to the best of everything scored; the batch is returned best score first.  Without it the
+    pool's items, near the labels, fill every batch, and a part of the concept seen only through the
+    sample is rarely asked.  0 turns it off; a full scan and multi-class mode ignore it.
 
     ``neighbors``: "search" (default) searches the index for each newly labeled item's k neighbours,
     as in the paper; "graph" looks them up in a precomputed kNN table (``Session.knn_table``, cached on
@@ -95,7 +121,7 @@ class Seals:
                  estimator: Any = None, *, full_scan: bool = False, batch: int = 10,
                  random_state: int | None = 0, strategy_params: dict | None = None,
                  background_negatives: int = BACKGROUND_NEGATIVES, background_weight: float = BACKGROUND_WEIGHT,
-                 explore: float = EXPLORE, neighbors: str = "search"):
+                 explore: float = EXPLORE, explore_quota: float = EXPLORE_QUOTA, neighbors: str = "search"):
         self.session = session
         self.k = k
         self.strategy = strategy
@@ -108,6 +134,7 @@ class Seals:
         self.background_negatives = background_negatives
         self.background_weight = background_weight
         self.explore = explore
+        self.explore_quota = explore_quota
         self.neighbors = neighbors
         self._X: np.ndarray | None = None
         self._index: Any = None
@@ -140,7 +167,7 @@ class Seals:
                                 batch=10, random_state=0, strategy_params=None,
                                 background_negatives=BACKGROUND_NEGATIVES,
                                 background_weight=BACKGROUND_WEIGHT, explore=EXPLORE,
-                                neighbors="search").items():
+                                explore_quota=EXPLORE_QUOTA, neighbors="search").items():
             setattr(self, name, params.pop(name, value))
         if params:
             raise TypeError(f"unknown parameter(s) {sorted(params)}")
@@ -187,6 +214,8 @@ class Seals:
         ex = float(self.explore)
         if not (np.isfinite(ex) and ex >= 0 and (ex < 1 or ex == int(ex))):
             raise ValueError(f"explore must be a count >= 0 or a fraction in [0, 1); got {self.explore}")
+        if not 0.0 <= float(self.explore_quota) <= 1.0:
+            raise ValueError(f"explore_quota must be a fraction of the batch in [0, 1]; got {self.explore_quota}")
         if int(self.batch) < 1:
             raise ValueError(f"batch must be >= 1; got {self.batch}")
         if self.neighbors not in NEIGHBORS:
@@ -304,9 +333,8 @@ class Seals:
         with _blas_limit(1 if len(Xr) <= 50_000 else None):
             if isinstance(self.strategy_, ScoreStrategy):
                 scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
-                order = _top(scores, m)
-                self.scores_ = scores
-                ranking = cand[order]
+                self.scores_, self.candidates_pool_ = scores, cand
+                ranking = cand[self._order(m)]
             else:
                 rows = np.asarray(self.strategy_.query(Xr, yr, est, m), dtype=np.int64)
                 ranking = rows if row_ids is None else row_ids[rows]
@@ -344,6 +372,21 @@ class Seals:
                             f"got {type(self.index).__name__}")
         self._graph = self.index.knn_table(k)
         return self._graph
+
+    def _order(self, n: int) -> np.ndarray:
+        """Positions in the scored candidates of the ``n`` to ask, best score first: the best of everything
+        scored, except that ``explore_quota`` of them are the best exploration items outside the pool."""
+        scores, cand = self.scores_, self.candidates_pool_
+        q = min(int(round(float(self.explore_quota) * n)), n)
+        if self.full_scan or self.target_ is None or q <= 0 or not len(scores):
+            return _top(scores, n)
+        outside = np.flatnonzero(~self.pool_.mask()[cand])    # unlabeled exploration items not in the pool
+        first = outside[_top(scores[outside], q)]
+        rest = np.ones(len(cand), dtype=bool)
+        rest[first] = False
+        rest = np.flatnonzero(rest)
+        pick = np.concatenate([first, rest[_top(scores[rest], n - len(first))]])
+        return pick[np.argsort(-scores[pick], kind="stable")]
 
     def _pool_rows(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows to score: every labeled item and every pool member, as (ids, vectors, strategy labels).
@@ -420,8 +463,13 @@ class Seals:
             return np.zeros(0, dtype=np.int64)
         if getattr(self, "explore_ids_", None) is None or self._explore_n != (n, m):
             seed = None if self.random_state is None else (int(self.random_state), 1)
-            ids = np.random.default_rng(seed).choice(n, m, replace=False).astype(np.int64)
-            ids = ids[~np.isin(ids, self._background_ids(n))]
+            rng = np.random.default_rng(seed)
+            cells = ivf_cells(self.index, n)
+            if cells is None:
+                ids = rng.choice(n, m, replace=False).astype(np.int64)
+                ids = ids[~np.isin(ids, self._background_ids(n))]
+            else:
+                ids = _stratified(rng, cells, m, exclude=self._background_ids(n))
             self.explore_ids_ = np.sort(ids)
             self._explore_n = (n, m)
             self._explore_ever = np.zeros(len(ids), dtype=bool)
@@ -460,7 +508,7 @@ class Seals:
         if n <= len(self.ranking_) or len(self.ranking_) == len(self.candidates_pool_):
             return [int(i) for i in self.ranking_[:n]]
         if self.scores_ is not None:
-            return [int(i) for i in self.candidates_pool_[_top(self.scores_, n)]]
+            return [int(i) for i in self.candidates_pool_[self._order(n)]]
         rows = np.asarray(self.strategy_.query(self._Xr, self._yr, self.estimator_, n), dtype=np.int64)
         return [int(i) for i in (rows if self._row_ids is None else self._row_ids[rows])]
 

@@ -258,7 +258,10 @@ class ExplorePanel(W.VBox):
             return []
         if self.mode == "rare" and seals is self.seals:
             self.query_ids = []
-            self._show(ids, probs, f"<b>Most-likely {html.escape(self.target_name)}</b> from the candidate pool "
+            n_ex = int((~seals.pool_.mask()[ids]).sum()) if ids else 0
+            where = (f"from the candidate pool, {n_ex} from the exploration sample elsewhere" if n_ex
+                     else "from the candidate pool")
+            self._show(ids, probs, f"<b>Most-likely {html.escape(self.target_name)}</b> {where} "
                                    "— probability under each item")
         self._refresh_counters()
         return ids

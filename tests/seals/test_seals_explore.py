@@ -130,3 +130,68 @@ def test_scored_rows_stay_pool_plus_exploration_under_labels_and_retractions(spl
             drop = np.r_[rng.choice(labeled, 6, replace=False), s.explore_ids_[lab[s.explore_ids_] >= 0][:2]]
             keep_seed = np.flatnonzero(lab == 1)[:1]
             lab[np.setdiff1d(drop, keep_seed)] = -1
+
+
+def test_ivf_cells_are_the_index_lists():
+    from dcai_widgets.neighbors import ivf_cells
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    ivf = NeighborIndex(kind="ivf", nlist=16).fit(X)
+    cells = ivf_cells(ivf, len(X))
+    _, expect = ivf.index_.quantizer.search(X, 1)
+    np.testing.assert_array_equal(cells, expect[:, 0])
+    assert ivf_cells(NeighborIndex(kind="flat").fit(X), len(X)) is None
+    assert ivf_cells(object(), len(X)) is None
+
+
+def test_exploration_sample_is_stratified_by_ivf_cell():
+    """With an IVF index each cell gives about the same number of items (all of a cell smaller than
+    that), so a small cell, e.g. a rare sub-cluster that owns one, is never left out by chance."""
+    from dcai_widgets.neighbors import ivf_cells
+    from dcai_widgets.seals.engine import _stratified
+
+    rng = np.random.default_rng(1)
+    centers = rng.normal(scale=10, size=(20, 8))
+    X = np.vstack([c + rng.normal(size=(1000, 8)) for c in centers]).astype(np.float32)
+    ivf = NeighborIndex(kind="ivf", nlist=20, nprobe=20).fit(X)
+    cells = ivf_cells(ivf, len(X))
+    sizes = np.bincount(cells, minlength=20)
+    assert sizes.max() > 3 * sizes.min()               # uneven cells: a uniform draw would follow sizes
+    s = Seals.from_arrays(X, ivf, k=5, target=1, explore=200, background_negatives=300)
+    ids = s._explore(np.full(len(X), -1))
+    assert len(ids) == 200 and not np.isin(ids, s.background_ids_).any()
+    np.testing.assert_array_equal(np.bincount(cells[ids], minlength=20), np.full(20, 10))
+    again = Seals.from_arrays(X, ivf, k=5, target=1, explore=200, background_negatives=300)
+    np.testing.assert_array_equal(again._explore(np.full(len(X), -1)), ids)     # seeded
+    # a cell smaller than its share gives all it has; the others make up the rest
+    toy = np.r_[np.zeros(500), np.ones(500), np.full(3, 2)].astype(np.int64)
+    got = _stratified(np.random.default_rng(0), toy, 31, exclude=np.array([0, 1]))
+    assert len(got) == 31 and len(set(got.tolist())) == 31 and not np.isin(got, [0, 1]).any()
+    assert np.isin([1000, 1001, 1002], got).all()
+    assert sorted(np.bincount(toy[got]).tolist()) == [3, 14, 14]
+
+
+def test_batch_quota_asks_exploration_items_from_outside_the_pool(split_concept):
+    X, y, part, index = split_concept
+    lab = np.full(len(y), -1)
+    lab[np.flatnonzero(part == 1)[:3]] = 1
+    lab[np.random.default_rng(0).choice(np.flatnonzero(y == 0), 30, replace=False)] = 0
+    kw = dict(k=10, strategy="most_likely_positive", target=1, batch=25, explore=0.05, background_negatives=0)
+    s = Seals.from_arrays(X, index, explore_quota=0.6, **kw).fit(lab)
+    got = s.candidates()
+    outside = ~s.pool_.mask()[got]
+    n_out = int(outside.sum())
+    assert n_out >= 15                                 # at least 0.6 of 25 from the exploration sample, outside the pool
+    assert np.isin(np.asarray(got)[outside], s.explore_ids_).all()
+    p = s.proba(got)
+    assert (np.diff(p) <= 1e-12).all()                 # the batch is best first
+    plain = Seals.from_arrays(X, index, explore_quota=0, **kw).fit(lab)
+    top = plain.scores()["id"].tolist()[:25]
+    assert plain.candidates() == top                   # quota 0: the strategy's own top
+    assert int((~plain.pool_.mask()[top]).sum()) < n_out
+    # multi-class mode and full scans ignore the quota; bad values are refused
+    full = Seals.from_arrays(X, index, explore_quota=0.2, full_scan=True, **kw).fit(lab)
+    assert full.candidates() == full.scores()["id"].tolist()[:25]
+    with pytest.raises(ValueError, match="explore_quota"):
+        Seals.from_arrays(X, index, explore_quota=1.5, **kw)

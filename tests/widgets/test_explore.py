@@ -59,6 +59,8 @@ def test_rare_concept_mode_asks_for_a_seed_then_hunts_with_seals(demo):
     assert len(ids) == 12 and seed not in ids
     assert (y[ids] == 7).mean() >= 0.75, y[ids]   # digits: one seed finds its class
     assert "Most-likely 7" in panel.grid.title.value
+    n_ex = int((~panel.seals.pool_.mask()[ids]).sum())     # the batch quota's picks from outside the pool
+    assert (f"{n_ex} from the exploration sample" in panel.grid.title.value) == (n_ex > 0)
     assert "candidate pool" in panel.counters.value and "scanned" in panel.counters.value
     last = panel.seals.rounds_[-1]          # kNN pool, and all scored (+ the exploration sample)
     assert f"data-pool='{last['pool_size']}' data-scored='{last['n_scored']}'" in panel.counters.value
