@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from dcai_widgets.neighbors import NeighborIndex
 from dcai_widgets.seals import InformationDensity, Seals
+from dcai_widgets.seals.engine import EXPLORE_QUOTA
 from dcai_widgets.seals.strategies import MISSING
 
 
@@ -132,12 +133,13 @@ def make_estimator(name: str):
 
 
 def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, batch, k, desc="",
-             background=0, explore=0.0, graph=None):
+             background=0, explore=0.0, graph=None, random_state=0, explore_quota=None):
     """Label `batch` candidates per round until each budget; evaluate at every budget.  `graph`: a
     precomputed kNN table (Seals neighbors="graph") looked up instead of searching each round."""
     s = Seals.from_arrays(X, index, k=k, strategy=strategy, target=1, full_scan=full_scan, batch=batch,
                           estimator=ESTIMATOR, background_negatives=background, explore=explore,
-                          graph=None if full_scan else graph)
+                          graph=None if full_scan else graph, random_state=random_state,
+                          **({} if explore_quota is None else {"explore_quota": explore_quota}))
     lab = lab0.copy()
     at = {}
     bar = tqdm(total=max(budgets), initial=int((lab != MISSING).sum()), desc=desc, leave=False)
@@ -165,12 +167,13 @@ def run_loop(X, index, y, lab0, X_test, y_test, strategy, full_scan, budgets, ba
 
 
 def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, repeats, n_pos, n_neg, background=0,
-            explore=0.0, full_cache=None, graph=None):
+            explore=0.0, full_cache=None, graph=None, explore_quota=None):
     """SEALS vs full scan for each strategy and seed set; prints a table, returns the figures.
     `background`: weak background negatives (Seals(background_negatives=...)), the same for both;
     `explore`: SEALS' exploration sample (a full scan scores everything anyway).  `full_cache` (a dict)
     reuses full-scan runs across explore settings: they do not depend on it.  `graph`: SEALS looks
-    neighbours up in this kNN table instead of searching (the same neighbours, so the same picks)."""
+    neighbours up in this kNN table instead of searching (the same neighbours, so the same picks).
+    Seed set r uses random_state 100 + r for both (its own background and exploration samples)."""
     out = {}
     full_cache = {} if full_cache is None else full_cache
     for strat in strategies:
@@ -184,7 +187,7 @@ def compare(name, X, y, X_test, y_test, index, strategies, budgets, batch, k, re
                     continue
                 res, _, _ = run_loop(X, index, y, lab0, X_test, y_test, strat, mode == "full", budgets, batch, k,
                                      desc=f"{name} {strat} {mode} #{r}", background=background, explore=explore,
-                                     graph=graph)
+                                     graph=graph, random_state=100 + r, explore_quota=explore_quota)
                 runs[mode].append(res)
                 if mode == "full":
                     full_cache[key] = res
@@ -269,10 +272,11 @@ def density_tractability(X, y, index, k, n_labels, seed=0):
                 full_extrapolated_s=full_est, ratio=full_est / t_pool)
 
 
-def render_times(X, y, index, n_grid=24):
+def render_times(X, y, index, n_grid=24, map_xy=None):
     """Explore panel at N points: map build (bokeh, downsampled drawing), its serialized size, a lasso over
     all N points, a neighbour-grid search from a click, and a rare-concept refit. The map coordinates are
-    a PCA-2 stand-in (UMAP of 1M points is not part of this benchmark); the index is the benchmark's."""
+    `map_xy` (e.g. the Session's UMAP map of these points, saved by an earlier run: --map) or else a PCA-2
+    stand-in; the index is the benchmark's."""
     import warnings
 
     import dcai_widgets as dw
@@ -285,9 +289,16 @@ def render_times(X, y, index, n_grid=24):
         s = dw.Session.from_embeddings(X, ["other", "rare"], store=Path(tmp) / "labels.db",
                                        cache_dir=Path(tmp) / "cache")
         out["session_s"] = time.perf_counter() - t0
-        sample = np.random.default_rng(0).choice(len(X), min(50_000, len(X)), replace=False)
-        pca = PCA(2, random_state=0).fit(X[sample])
-        s._map = pca.transform(X).astype(np.float32)      # stand-in layout, injected (see docstring)
+        if map_xy is not None:
+            if map_xy.shape != (len(X), 2):
+                raise ValueError(f"--map holds {map_xy.shape} coordinates, not ({len(X)}, 2)")
+            s._map = np.asarray(map_xy, dtype=np.float32)
+            out["map"] = "umap (given)"
+        else:
+            sample = np.random.default_rng(0).choice(len(X), min(50_000, len(X)), replace=False)
+            pca = PCA(2, random_state=0).fit(X[sample])
+            s._map = pca.transform(X).astype(np.float32)      # stand-in layout, injected (see docstring)
+            out["map"] = "pca stand-in"
         s._index = index                                   # the benchmark's tuned IVF index
         pos = np.flatnonzero(y == 1)
         neg = np.flatnonzero(y == 0)
@@ -343,7 +354,8 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--budgets", default="200,500,1000")
-    ap.add_argument("--repeats", type=int, default=2, help="seed sets per strategy")
+    ap.add_argument("--repeats", type=int, default=10, help="seed sets per strategy (AP moves 10-25 points "
+                    "between seed sets at 1M)")
     ap.add_argument("--nlist", type=int, default=2048,
                     help="IVF lists for large N (2048: lists of <= ~4k vectors at 1M, 2x faster SEALS search than 1024)")
     ap.add_argument("--nprobe", type=int, default=16, help="start value; tuned to --recall unless --no-tune")
@@ -357,6 +369,8 @@ def main(argv=None):
     ap.add_argument("--explore", default="0,0.01",
                     help="SEALS exploration sample sizes to compare (count, or fraction of N; 0 = the paper's "
                          "SEALS); headline = the last")
+    ap.add_argument("--explore-quota", type=float, default=None,
+                    help="Seals(explore_quota=...) for SEALS (default: the engine's default)")
     ap.add_argument("--neighbors", default="search,graph",
                     help="how SEALS finds a new label's neighbours: search (each round, the paper) and/or graph "
                          "(looked up in a kNN table built once); headline = the last")
@@ -368,6 +382,8 @@ def main(argv=None):
     ap.add_argument("--skip-density", action="store_true")
     ap.add_argument("--skip-render", action="store_true")
     ap.add_argument("--only-render", action="store_true", help="index + Explore panel timings only")
+    ap.add_argument("--map", default=None, help=".npy of (n_select, 2) map coordinates for the render timings "
+                    "(e.g. Session.map of the same points); default: a PCA-2 stand-in")
     args = ap.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
@@ -417,7 +433,7 @@ def main(argv=None):
                   ef_search=int(index.index_.hnsw.efSearch) if kind == "hnsw" else None)
 
     if args.only_render:
-        result["render"] = render_times(X, y, index)
+        result["render"] = render_times(X, y, index, map_xy=np.load(args.map) if args.map else None)
         result["total_s"] = time.perf_counter() - t_start
         print(json.dumps(result, default=float))
         return
@@ -440,7 +456,7 @@ def main(argv=None):
                 tag = f"bg{bg}_ex{ex:g}" + ("_graph" if nb == "graph" else "")
                 syn_by[tag] = compare("synthetic", X, y, X_test, y_test, index, strategies, budgets, args.batch,
                                       args.k, args.repeats, 5, 95, background=bg, explore=ex, full_cache=full_cache,
-                                      graph=table if nb == "graph" else None)
+                                      graph=table if nb == "graph" else None, explore_quota=args.explore_quota)
                 result[f"synthetic_{tag}"] = {s: {str(k): v for k, v in f.items()} for s, f in syn_by[tag].items()}
                 result[f"ap_{tag}"] = {s: [syn_by[tag][s][B]["ap_seals"], syn_by[tag][s][B]["ap_full"]]
                                        for s in strategies}
@@ -454,6 +470,7 @@ def main(argv=None):
     result["background_negatives"] = backgrounds[-1]
     result["explore"] = explores[-1]
     result["neighbors"] = neighbor_modes[-1]
+    result["explore_quota"] = EXPLORE_QUOTA if args.explore_quota is None else args.explore_quota
     main_s = strategies[0]     # entropy by default: AP is the active-learning figure
     result.update(fraction_scored=max(syn[s][B]["fraction_scored_seals"] for s in strategies),
                   speedup=min(syn[s]["speedup"] for s in strategies),
@@ -466,7 +483,7 @@ def main(argv=None):
     if not args.skip_density:
         result["information_density"] = density_tractability(X, y, index, args.k, B)
     if not args.skip_render:
-        result["render"] = render_times(X, y, index)
+        result["render"] = render_times(X, y, index, map_xy=np.load(args.map) if args.map else None)
 
     # real data ----------------------------------------------------------------------------------
     data = shared_data()
@@ -485,7 +502,8 @@ def main(argv=None):
                           compare(name, Xr[trr], yr[trr], Xr[ter], yr[ter], idx,
                                   strategies + ["information_density"], rb, args.batch,
                                   args.real_k or args.k, args.repeats,
-                                  5, 95, background=backgrounds[-1], explore=explores[-1]).items()}
+                                  5, 95, background=backgrounds[-1], explore=explores[-1],
+                                  explore_quota=args.explore_quota).items()}
             real[name]["n"], real[name]["rare"], real[name]["k"] = len(Xr), int(yr.sum()), args.real_k or args.k
         result["real"] = real
     result["total_s"] = time.perf_counter() - t_start
