@@ -286,10 +286,9 @@ class Seals:
         n = len(y)
         rnd = len(getattr(self, "rounds_", []))
 
+        self._setup(X, y)
+
         # 1. search: only the newly labeled items (SEALS); nothing for a full scan
-        if not self.full_scan and not hasattr(self, "pool_"):   # a kNN table is built once, before any round
-            graph = self._knn_table() if self.neighbors == "graph" else None
-            self.pool_ = CandidatePool(X, None if graph is not None else self.index, k=int(self.k), graph=graph)
         t0 = time.perf_counter()
         if not self.full_scan:
             self.pool_.update(labeled)
@@ -358,6 +357,24 @@ class Seals:
             positives_found=pos, n_searched=n_searched, search_s=t1 - t0, train_s=t2 - t1, score_s=t3 - t2,
             select_s=(t1 - t0) + (t3 - t2))]
         return self
+
+    def _setup(self, X: np.ndarray, y: np.ndarray) -> None:
+        """One-time work before the first round, kept out of the rounds' seconds (``setup_s_`` has it):
+        the pool (and its kNN table), the background and exploration draws, the BLAS thread controller."""
+        n = len(y)
+        if getattr(self, "_setup_n", None) == n:
+            return
+        t = time.perf_counter()
+        if not self.full_scan and not hasattr(self, "pool_"):
+            graph = self._knn_table() if self.neighbors == "graph" else None
+            self.pool_ = CandidatePool(X, None if graph is not None else self.index, k=int(self.k), graph=graph)
+        self._background_ids(n)
+        if not self.full_scan:
+            self._explore(y)
+        with _blas_limit(None):
+            pass
+        self.setup_s_ = time.perf_counter() - t
+        self._setup_n = n
 
     def _knn_table(self) -> np.ndarray:
         """The precomputed kNN table for ``neighbors="graph"``: given, the Session's (cached on disk), or
@@ -545,6 +562,8 @@ class Seals:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self._n_items()):
             raise ValueError(f"ids must lie in 0..{self._n_items() - 1}")
+        if ids.size == 0:     # nothing asked: an empty answer of the right shape (sklearn refuses 0 rows)
+            return np.zeros(0) if self.target_ is not None else np.zeros((0, len(self.estimator_.classes_)))
         p = self.estimator_.predict_proba(self.X[ids])
         if self.target_ is not None:
             return p[:, list(self.estimator_.classes_).index(1)]

@@ -64,6 +64,9 @@ def test_rare_concept_search_beats_random_and_scores_a_small_pool(rare):
     assert rep["n_explore"].iloc[0] > 0 and rep["n_explore"].is_monotonic_decreasing
     p = mlp.proba(mlp.candidates(5))
     assert p.shape == (5,) and ((0 <= p) & (p <= 1)).all()
+    assert mlp.proba([]).shape == (0,)                 # nothing asked, nothing to score
+    with pytest.raises(ValueError, match="ids must lie in 0.."):
+        mlp.proba([len(X)])
 
 
 def test_whole_graph_pool_matches_full_scan(rare):
