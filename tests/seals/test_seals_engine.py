@@ -160,6 +160,7 @@ def test_empty_pool_is_explained():
     assert Seals.from_arrays(X, NeighborIndex(kind="flat").fit(X), k=1).fit(np.array([0, 1, 0, 1])).candidates() == []
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_scoring_threads_follow_the_work_per_call():
     """One BLAS thread for a linear model over a pool (spin-waiting threads cost more than they give),
     every thread for a full scan, a costlier model or an unknown one."""
