@@ -489,7 +489,8 @@ class Seals:
         return ids[y[ids] == MISSING]
 
     def _explore(self, y: np.ndarray) -> np.ndarray:
-        """Unlabeled ids of the exploration sample (drawn once, disjoint from the background); empty when off."""
+        """Unlabeled ids of the exploration sample (drawn once; disjoint from the background unless the
+        background leaves fewer than its size); empty when off."""
         n = len(y)
         ex = float(self.explore)
         m = min(n, int(round(ex * n)) if ex < 1 else int(ex))
@@ -498,12 +499,15 @@ class Seals:
         if getattr(self, "explore_ids_", None) is None or self._explore_n != (n, m):
             seed = None if self.random_state is None else (int(self.random_state), 1)
             rng = np.random.default_rng(seed)
+            bg = self._background_ids(n)
+            if n - len(bg) < m:     # a small data set the background covers: let the two samples overlap
+                bg = np.zeros(0, dtype=np.int64)
             cells = ivf_cells(self.index, n)
             if cells is None:
-                ids = rng.choice(n, m, replace=False).astype(np.int64)
-                ids = ids[~np.isin(ids, self._background_ids(n))]
+                rest = np.setdiff1d(np.arange(n), bg, assume_unique=True)
+                ids = rng.choice(rest, m, replace=False).astype(np.int64)
             else:
-                ids = _stratified(rng, cells, m, exclude=self._background_ids(n))
+                ids = _stratified(rng, cells, m, exclude=bg)
             self.explore_ids_ = np.sort(ids)
             self._explore_n = (n, m)
             self._explore_ever = np.zeros(len(ids), dtype=bool)

@@ -195,3 +195,16 @@ def test_batch_quota_asks_exploration_items_from_outside_the_pool(split_concept)
     assert full.candidates() == full.scores()["id"].tolist()[:25]
     with pytest.raises(ValueError, match="explore_quota"):
         Seals.from_arrays(X, index, explore_quota=1.5, **kw)
+
+
+def test_small_data_the_background_covers_still_gets_an_exploration_sample():
+    """With N below the background's size (the 1,797-item demo and 2,000 weak negatives) the background
+    takes every item; the exploration sample then overlaps it instead of being empty."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1500, 6)).astype(np.float32)
+    s = Seals.from_arrays(X, NeighborIndex(kind="flat").fit(X), k=10, target=1, explore=0.02)
+    ids = s._explore(np.full(1500, -1))
+    assert len(ids) == 30 and len(s.background_ids_) == 1500
+    big = Seals.from_arrays(np.vstack([X, X + 50]), None, k=10, target=1, explore=0.01, background_negatives=200)
+    ids = big._explore(np.full(3000, -1))
+    assert len(ids) == 30 and not np.isin(ids, big.background_ids_).any()   # disjoint when there is room
