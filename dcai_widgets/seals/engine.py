@@ -538,7 +538,9 @@ class Seals:
 
     # -- results -----------------------------------------------------------------------------------
     def candidates(self, n: int | None = None) -> list[int]:
-        """The ``n`` (default ``batch``) unlabeled ids to ask next, best first."""
+        """The ``n`` (default ``batch``) unlabeled ids to ask next, best first; in search mode
+        ``explore_quota`` of them are exploration items from outside the pool (``scores()`` keeps the
+        strategy's own order)."""
         self._check_fitted()
         n = int(self.batch if n is None else n)
         if n < 0:
