@@ -154,13 +154,10 @@ class NeighborIndex:
         got, dist = self.search(self.X_[ids], min(k + int(exclude_self), self.n_))
         if not exclude_self:
             return got, dist
-        out_i = np.empty((len(ids), k), np.int64)
-        out_d = np.empty((len(ids), k), np.float32)
-        for r, item in enumerate(ids):
-            keep = got[r] != item
-            gi, gd = got[r][keep][:k], dist[r][keep][:k]
-            out_i[r], out_d[r] = gi, gd
-        return out_i, out_d
+        # drop the item itself; where approximate search missed it, drop the (k+1)-th result instead
+        other = got != ids[:, None]
+        keep = other & (np.cumsum(other, axis=1) <= k)
+        return got[keep].reshape(len(ids), k), dist[keep].reshape(len(ids), k)
 
     def tune(self, k: int = 10, target_recall: float = 0.95, n_queries: int = 200, seed: int = 0) -> dict:
         """Smallest nprobe (IVF) or efSearch (HNSW) whose recall@k against exact search reaches
@@ -241,11 +238,7 @@ class NeighborIndex:
         out = np.empty((self.n_, k), np.int32)
         for lo in tqdm(range(0, self.n_, batch), desc="kNN table", disable=self.n_ <= 2 * batch, leave=False):
             hi = min(lo + batch, self.n_)
-            got, _ = self.search(self.X_[lo:hi], k + 1)
-            own = got == np.arange(lo, hi)[:, None]
-            # drop the item itself; where approximate search missed it, drop the (k+1)-th result instead
-            keep = ~own & (np.cumsum(~own, axis=1) <= k)
-            out[lo:hi] = got[keep].reshape(hi - lo, k)
+            out[lo:hi] = self.search_ids(np.arange(lo, hi), k)[0]
         return out
 
     # -- persistence ---------------------------------------------------------------------------

@@ -114,8 +114,8 @@ class Seals:
     whose ``fit`` takes no ``sample_weight`` get the background rows unweighted.
 
     ``explore``: a fixed random sample of the data (a count, or a fraction of N when < 1; drawn once,
-    seeded, disjoint from the background sample) whose unlabeled members are scored every round beside
-    the kNN pool.  The pool only reaches what is connected to the labeled items; a concept made of
+    seeded, disjoint from the background sample unless that leaves too few items) whose unlabeled
+    members are scored every round beside the kNN pool.  The pool only reaches what is connected to the labeled items; a concept made of
     several far-apart clusters is missed wherever no seed fell.  A member of such a cluster in the
     exploration sample can be picked by the strategy, and once labeled its neighbours join the pool.
     It adds ``explore`` rows to each round's scoring (1% of N by default) and to the fraction scored.
