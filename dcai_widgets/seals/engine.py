@@ -66,6 +66,12 @@ def _scoring_threads(est: Any, rows: int) -> int | None:
     return 1 if size is not None and rows * size <= 50_000_000 else None
 
 
+def _reads_labeled_rows(strategy: Any) -> bool:
+    """Whether a strategy needs the labeled rows beside the unlabeled ones (k-center's centres, plug-ins,
+    custom score strategies); the built-in score strategies score from the unlabeled rows alone."""
+    return bool(getattr(strategy, "reads_labeled_rows", True)) if isinstance(strategy, ScoreStrategy) else True
+
+
 def _takes_sample_weight(est: Any) -> bool:
     try:
         from sklearn.utils.validation import has_fit_parameter
@@ -311,13 +317,13 @@ class Seals:
         t0 = time.perf_counter()
         if not self.full_scan:
             self.pool_.update(labeled)
-            cand = self.pool_.ids()
+            n_cand = len(self.pool_)
             n_searched = self.pool_.n_searched_last_
         else:
             cand = np.flatnonzero(y == MISSING)
-            n_searched = 0
+            n_cand, n_searched = len(cand), 0
         t1 = time.perf_counter()
-        if len(cand) == 0 and (y == MISSING).any() and not len(self._explore(y)):
+        if n_cand == 0 and (y == MISSING).any() and not len(self._explore(y)):
             raise ValueError(f"the candidate pool is empty: all k={self.k} neighbours of the {len(labeled)} labeled "
                              "items are labeled already; increase k, or use full_scan=True")
 
@@ -344,12 +350,13 @@ class Seals:
             row_ids = None
         else:
             row_ids, Xr, yr = self._pool_rows(X, y)
-            cand = row_ids[yr == MISSING]     # the pool, in the order of the cached rows
+            cand = row_ids[:self._cache["m"]]     # the unlabeled rows come first, in the buffer's order
         m = max(int(self.batch), 1)
         with _blas_limit(_scoring_threads(est, len(Xr))):
             if isinstance(self.strategy_, ScoreStrategy):
                 scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
                 self.scores_, self.candidates_pool_ = scores, cand
+                self._cand_ex = None if self.full_scan else self._cache["ex"][:len(cand)].copy()
                 ranking = cand[self._order(m)]
             else:
                 rows = np.asarray(self.strategy_.query(Xr, yr, est, m), dtype=np.int64)
@@ -377,7 +384,8 @@ class Seals:
 
     def _setup(self, X: np.ndarray, y: np.ndarray) -> None:
         """One-time work before the first round, kept out of the rounds' seconds (``setup_s_`` has it):
-        the pool (and its kNN table), the background and exploration draws, the BLAS thread controller."""
+        the pool (and its kNN table), the background and exploration draws, the exploration rows, the
+        BLAS thread controller."""
         n = len(y)
         if getattr(self, "_setup_n", None) == n:
             return
@@ -388,6 +396,7 @@ class Seals:
         self._background_ids(n)
         if not self.full_scan:
             self._explore(y)
+            self._reset_rows(X, y)     # the exploration sample's rows, gathered once
         with _blas_limit(None):
             pass
         self.setup_s_ = time.perf_counter() - t
@@ -412,65 +421,95 @@ class Seals:
         scored, except that ``explore_quota`` of them are the best exploration items outside the pool."""
         scores, cand = self.scores_, self.candidates_pool_
         q = min(int(round(float(self.explore_quota) * n)), n)
-        if self.full_scan or self.target_ is None or q <= 0 or not len(scores):
+        if self.full_scan or self.target_ is None or q <= 0 or not len(scores) or getattr(self, "_cand_ex", None) is None:
             return _top(scores, n)
-        outside = np.flatnonzero(~self.pool_.mask()[cand])    # unlabeled exploration items not in the pool
+        ex_rows = np.flatnonzero(self._cand_ex)
+        outside = ex_rows[~self.pool_.mask()[cand[ex_rows]]]     # unlabeled exploration items not in the pool
         first = outside[_top(scores[outside], q)]
-        rest = np.ones(len(cand), dtype=bool)
-        rest[first] = False
-        rest = np.flatnonzero(rest)
-        pick = np.concatenate([first, rest[_top(scores[rest], n - len(first))]])
+        # the best n - |first| of the rest are among the best n overall (ties: lower position first)
+        top = _top(scores, n)
+        rest = top[~np.isin(top, first)][:n - len(first)]
+        pick = np.concatenate([first, rest])
         return pick[np.argsort(-scores[pick], kind="stable")]
 
     def _pool_rows(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows to score: every labeled item and every pool member, as (ids, vectors, strategy labels).
+        """Rows to score, as (ids, vectors, strategy labels): every unlabeled pool member and exploration
+        item, then the labeled items when the strategy reads them (k-center, modAL/skactiveml, custom).
 
-        The vectors are kept in a growing buffer across rounds, so a round gathers from X only the items
-        new to the pool or to the labeled set instead of re-gathering the whole pool (random rows of a
-        large X cost ~0.4 us each).  Rows that left the pool because a label was retracted are dropped.
+        The unlabeled rows are kept in a buffer across rounds and updated only where the pool changed
+        (``CandidatePool.take_changes``): a round gathers from X just the items new to the pool (random
+        rows of a large X cost ~0.4 us each) and moves a buffer row only for each item that left it.
         """
-        n, d = X.shape
-        explore = self._explore(y)
-        key = (n, getattr(self, "_explore_n", None))     # rows carry exploration flags: redraw = restart
         c = getattr(self, "_cache", None)
-        if c is None or c["key"] != key:
-            c = self._cache = {"key": key, "in": np.zeros(n, dtype=bool), "ids": np.zeros(0, dtype=np.int64),
-                               "ex": np.zeros(0, dtype=bool), "X": np.empty((0, d), dtype=X.dtype), "m": 0}
-        need = np.concatenate([self.pool_.labeled_ids(), self.pool_.ids()])   # disjoint
-        new = need[~c["in"][need]]
-        if len(explore):     # exploration items not already in the pool or buffer
-            ex = explore[~c["in"][explore] & ~self.pool_.mask()[explore]]
-            new = np.concatenate([new, ex])
+        changed = self.pool_.take_changes() if c is not None else None
+        if c is None or c["key"] != (len(X), getattr(self, "_explore_n", None)) or changed is None:
+            self._reset_rows(X, y)
+            c = self._cache
+        elif len(changed):
+            want = (y[changed] == MISSING) & (self.pool_.mask()[changed] | self._in_explore(changed)[0])
+            have = c["pos"][changed] >= 0
+            self._drop_rows(changed[have & ~want])
+            self._add_rows(X, changed[want & ~have])
         m = c["m"]
-        if m + len(new) > len(c["X"]):
-            cap = max(2 * len(c["X"]), m + len(new), 1024)
+        ids, Xr = c["ids"][:m].copy(), c["X"][:m]
+        yr = np.full(m, MISSING, dtype=np.int64)
+        if not _reads_labeled_rows(self.strategy_):
+            return ids, Xr, yr
+        lab = self.pool_.labeled_ids()
+        yl = y[lab]
+        if self.target_ is not None:
+            yl = (yl == self.target_).astype(np.int64)
+        return np.concatenate([ids, lab]), np.concatenate([Xr, X[lab]]), np.concatenate([yr, yl])
+
+    def _reset_rows(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Start the row buffer over: every unlabeled pool member and exploration item."""
+        n, d = X.shape
+        self.pool_.take_changes()
+        self._cache = {"key": (n, getattr(self, "_explore_n", None)), "pos": np.full(n, -1, dtype=np.int32),
+                       "ids": np.zeros(0, dtype=np.int64), "ex": np.zeros(0, dtype=bool),
+                       "X": np.empty((0, d), dtype=X.dtype), "m": 0}
+        self._add_rows(X, np.union1d(self.pool_.ids(), self._explore(y)))
+
+    def _add_rows(self, X: np.ndarray, new: np.ndarray) -> None:
+        """Append the rows of ``new`` (distinct ids not in the buffer) to the buffer, gathered from X."""
+        c, k = self._cache, len(new)
+        if not k:
+            return
+        m, d = c["m"], X.shape[1]
+        if m + k > len(c["X"]):
+            cap = max(2 * len(c["X"]), m + k, 1024)
             buf, ids, ex = np.empty((cap, d), dtype=X.dtype), np.empty(cap, dtype=np.int64), np.empty(cap, dtype=bool)
             buf[:m], ids[:m], ex[:m] = c["X"][:m], c["ids"][:m], c["ex"][:m]
             c["X"], c["ids"], c["ex"] = buf, ids, ex
-        if len(new):
-            new = np.sort(new)
-            c["X"][m:m + len(new)] = X[new]
-            c["ids"][m:m + len(new)] = new
-            c["ex"][m:m + len(new)] = self._in_explore(new)
-            c["in"][new] = True
-            m = c["m"] = m + len(new)
-        ids = c["ids"][:m]
-        yc = y[ids]
-        stale = (yc == MISSING) & ~self.pool_.mask()[ids] & ~c["ex"][:m]   # exploration items stay, pool or not
-        if stale.any():     # labels retracted: their neighbours left the pool; compact the buffer
-            keep = ~stale
-            c["in"][ids[stale]] = False
-            k = int(keep.sum())
-            c["X"][:k] = c["X"][:m][keep]
-            c["ex"][:k] = c["ex"][:m][keep]
-            c["ids"][:k] = ids[keep]
-            m = c["m"] = k
-            ids, yc = c["ids"][:m], yc[keep]
-        yr = yc.copy()
-        if self.target_ is not None:
-            lab = yc != MISSING
-            yr[lab] = (yc[lab] == self.target_).astype(np.int64)
-        return ids.copy(), c["X"][:m], yr
+        new = np.sort(new)                       # ascending reads of X
+        c["X"][m:m + k] = X[new]
+        c["ids"][m:m + k] = new
+        is_ex, at = self._in_explore(new)
+        c["ex"][m:m + k] = is_ex
+        if len(at):
+            self._explore_ever[at[is_ex]] = True  # scored from this round on
+        c["pos"][new] = np.arange(m, m + k, dtype=np.int32)
+        c["m"] = m + k
+
+    def _drop_rows(self, gone: np.ndarray) -> None:
+        """Remove the rows of ``gone`` (ids in the buffer): the last rows move into the holes."""
+        c = self._cache
+        if not len(gone):
+            return
+        m = c["m"]
+        at = c["pos"][gone].astype(np.int64)
+        c["pos"][gone] = -1
+        keep_to = m - len(gone)
+        tail = np.ones(m - keep_to, dtype=bool)
+        tail[at[at >= keep_to] - keep_to] = False
+        movers = keep_to + np.flatnonzero(tail)     # surviving rows past the new end
+        holes = at[at < keep_to]                    # as many as movers
+        if len(holes):
+            c["X"][holes] = c["X"][movers]
+            c["ids"][holes] = c["ids"][movers]
+            c["ex"][holes] = c["ex"][movers]
+            c["pos"][c["ids"][holes]] = holes.astype(np.int32)
+        c["m"] = keep_to
 
     def _background_ids(self, n: int) -> np.ndarray:
         """The background sample (drawn once for this N, seeded); empty when off or in multi-class mode."""
@@ -512,17 +551,16 @@ class Seals:
             self._explore_n = (n, m)
             self._explore_ever = np.zeros(len(ids), dtype=bool)
         ids = self.explore_ids_
-        unl = y[ids] == MISSING
-        self._explore_ever |= unl
-        return ids[unl]
+        return ids[y[ids] == MISSING]
 
-    def _in_explore(self, ids: np.ndarray) -> np.ndarray:
-        """Whether each id is in the exploration sample (sorted ids: a binary search, no N-sized mask)."""
+    def _in_explore(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each id is in the exploration sample, and its position there (meaningful where it is;
+        sorted ids: a binary search, no N-sized mask)."""
         ex = getattr(self, "explore_ids_", None)
         if ex is None or not len(ex):
-            return np.zeros(len(ids), dtype=bool)
+            return np.zeros(len(ids), dtype=bool), np.zeros(0, dtype=np.int64)
         pos = np.minimum(np.searchsorted(ex, ids), len(ex) - 1)
-        return ex[pos] == ids
+        return ex[pos] == ids, pos
 
     def _fraction_scored(self, y: np.ndarray) -> float:
         """Fraction of all items ever scored: ever in the kNN pool, or an unlabeled exploration item."""

@@ -90,21 +90,31 @@ class CandidatePool:
         self._labeled_ids = np.zeros(0, dtype=np.int64)
         self.n_searched_last_ = 0
         self._mask = np.zeros(n, dtype=bool)
-        self._ids = np.zeros(0, dtype=np.int64)
+        self._ids: np.ndarray | None = np.zeros(0, dtype=np.int64)   # sorted members, built when asked
+        self._size = 0
+        self._changes: list[np.ndarray] | None = []      # ids whose membership or label changed, not yet taken
+        self._n_changes = 0
 
     # -- updates ----------------------------------------------------------------------------------
     def update(self, labeled_ids: Iterable[int]) -> CandidatePool:
         """Make the pool match this labeled set: search the newly labeled, drop the unlabeled.
 
-        Work is proportional to the change (k ids per newly labeled or retracted item, plus the pool
-        size), not to N: at 1M items, whole-array passes cost more than the pool itself.
+        Work is proportional to the change (k ids per newly labeled or retracted item), not to N or to
+        the pool: at 1M items one pass over N costs more than the rest of a round's bookkeeping.
         """
-        ids = np.unique(np.asarray(list(labeled_ids) if not isinstance(labeled_ids, np.ndarray)
-                                   else labeled_ids, dtype=np.int64))
+        if isinstance(labeled_ids, np.ndarray) and labeled_ids.ndim == 1 and labeled_ids.dtype.kind in "iu":
+            ids = labeled_ids.astype(np.int64, copy=False)
+            if ids.size > 1 and not (ids[1:] > ids[:-1]).all():     # not already sorted and distinct
+                ids = np.unique(ids)
+        else:
+            ids = np.unique(np.asarray(list(labeled_ids), dtype=np.int64))
         if ids.size and (ids[0] < 0 or ids[-1] >= self.n):
             raise ValueError(f"labeled ids must lie in 0..{self.n - 1}; got {ids[0]}..{ids[-1]}")
         fresh = ids[~self.labeled_[ids]]                 # labeled since the last update
-        gone = np.setdiff1d(self._labeled_ids, ids, assume_unique=True)  # labels retracted since
+        if len(ids) - len(fresh) == len(self._labeled_ids):   # every earlier label is still there
+            gone = np.zeros(0, dtype=np.int64)
+        else:                                            # labels retracted since
+            gone = np.setdiff1d(self._labeled_ids, ids, assume_unique=True)
         touched = [fresh, gone]
         for i in gone:
             row = self.neighbors_.pop(int(i), None)
@@ -112,10 +122,9 @@ class CandidatePool:
                 touched.append(self._add_cover(row, -1))
         for s in range(0, len(fresh), self.batch):
             chunk = fresh[s:s + self.batch]
-            rows = self._neighbors(chunk)
-            for i, row in zip(chunk.tolist(), rows):
-                self.neighbors_[i] = row
-            touched.append(self._add_cover(np.concatenate(rows), +1))
+            rows, flat = self._neighbors(chunk)
+            self.neighbors_.update(zip(chunk.tolist(), rows))
+            touched.append(self._add_cover(flat, +1))
         self.n_searched_last_ = len(fresh)
         self.labeled_[gone] = False
         self.labeled_[ids] = True
@@ -124,26 +133,54 @@ class CandidatePool:
         # neighbours of the searched and retracted
         t = np.concatenate(touched)       # duplicates are harmless: each gets the same value
         inside = (self.cover_[t] > 0) & ~self.labeled_[t]
+        before = self._mask[t]
         self._mask[t] = inside
-        self.ever_[t[inside]] = True
-        self._ids = np.flatnonzero(self._mask)     # one pass over N bits: cheaper than merging sorted ids
+        joined = np.unique(t[inside & ~before])
+        left = np.unique(t[before & ~inside])
+        self.ever_[joined] = True
+        self._size += len(joined) - len(left)
+        if len(joined) or len(left):
+            self._ids = None
+        if self._changes is not None:
+            self._changes += [joined, left, fresh, gone]
+            self._n_changes += len(joined) + len(left) + len(fresh) + len(gone)
+            if self._n_changes > self.n:     # nobody is taking them: stop keeping a log, say "everything"
+                self._changes = None
         return self
 
-    def _neighbors(self, chunk: np.ndarray) -> list[np.ndarray]:
-        """The k neighbour ids of each item of ``chunk``: looked up in the graph, or searched."""
+    def _neighbors(self, chunk: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The k neighbour ids of each item of ``chunk`` (looked up in the graph, or searched), as one
+        array per item and all of them in one array."""
         if self.graph is not None:
-            nbr = np.asarray(self.graph[chunk, :self.k], dtype=np.int64)
-            return [row[(row >= 0) & (row != i)] for i, row in zip(chunk.tolist(), nbr)]
+            nbr = np.asarray(self.graph[chunk, :self.k])
+            keep = (nbr >= 0) & (nbr != chunk[:, None])
+            if keep.all():      # the usual case: a full row, self already left out by knn_table
+                return list(nbr), nbr.ravel()
+            rows = [row[m] for row, m in zip(nbr, keep)]
+            return rows, nbr[keep]
         with faiss_threads(1 if len(chunk) <= 256 else max(1, os.cpu_count() or 1)):
             nbr, _ = search_neighbors(self.index, self.X[chunk], self.k + 1, self.X.shape[1])
-        return self._drop_self(chunk, nbr)
+        rows = self._drop_self(chunk, nbr)
+        return rows, (np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64))
 
     def _add_cover(self, ids: np.ndarray, sign: int) -> np.ndarray:
         """Add ``sign`` to the cover count of each id, once per occurrence (retraction mirrors the search
-        exactly); returns the distinct ids touched."""
+        exactly); returns the distinct ids touched (as int64)."""
+        if self.n < 2**31:      # sorting int32 keys is faster than int64
+            ids = ids.astype(np.int32, copy=False)
         u, c = np.unique(ids, return_counts=True)
         self.cover_[u] += sign * c.astype(self.cover_.dtype)
-        return u
+        return u.astype(np.int64)
+
+    def take_changes(self) -> np.ndarray | None:
+        """Distinct ids that joined or left the pool, or were labeled or unlabeled, since the last call
+        (a consumer keeping something per pool member, e.g. cached rows, updates only these); None when
+        more than N changes piled up untaken: then treat everything as changed."""
+        ch = self._changes
+        self._changes, self._n_changes = [], 0
+        if ch is None:
+            return None
+        return np.unique(np.concatenate(ch)).astype(np.int64, copy=False) if ch else np.zeros(0, dtype=np.int64)
 
     def _drop_self(self, chunk: np.ndarray, nbr: np.ndarray) -> list[np.ndarray]:
         """Each searched item's first k neighbours: its k+1 results without itself and without FAISS'
@@ -154,7 +191,7 @@ class CandidatePool:
 
     # -- views ------------------------------------------------------------------------------------
     def mask(self) -> np.ndarray:
-        """Boolean (N,) membership of the current pool (computed once per update)."""
+        """Boolean (N,) membership of the current pool (kept up to date by each update)."""
         return self._mask
 
     def labeled_ids(self) -> np.ndarray:
@@ -162,11 +199,13 @@ class CandidatePool:
         return self._labeled_ids
 
     def ids(self) -> np.ndarray:
-        """Sorted ids of the current pool (computed once per update)."""
+        """Sorted ids of the current pool (one pass over N, made when first asked after a change)."""
+        if self._ids is None:
+            self._ids = np.flatnonzero(self._mask)
         return self._ids
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._size
 
     @property
     def fraction_scored(self) -> float:

@@ -76,6 +76,8 @@ class ScoreStrategy:
     """Base for strategies that give every unlabeled row a score; higher is asked first."""
 
     name = "score"
+    # False where score() looks at the unlabeled rows only: SEALS then hands over no labeled rows
+    reads_labeled_rows = True
 
     def score(self, X: np.ndarray, y: np.ndarray, clf: Any) -> np.ndarray:
         """Scores of the unlabeled rows, in the order of ``np.flatnonzero(y == MISSING)``."""
@@ -116,6 +118,7 @@ class Entropy(ScoreStrategy):
     """Max entropy of the predicted class distribution (uncertainty sampling, Settles 2009)."""
 
     name = "entropy"
+    reads_labeled_rows = False
 
     def score(self, X, y, clf):
         p = _predict_proba(clf, X, _unlabeled_rows(y))
@@ -127,6 +130,7 @@ class Margin(ScoreStrategy):
     """Smallest gap between the two most probable classes (margin sampling)."""
 
     name = "margin"
+    reads_labeled_rows = False
 
     def score(self, X, y, clf):
         p = _predict_proba(clf, X, _unlabeled_rows(y))
@@ -140,6 +144,7 @@ class LeastConfidence(ScoreStrategy):
     """Lowest probability of the predicted class (least-confidence sampling)."""
 
     name = "least_confidence"
+    reads_labeled_rows = False
 
     def score(self, X, y, clf):
         p = _predict_proba(clf, X, _unlabeled_rows(y))
@@ -150,6 +155,7 @@ class RandomSampling(ScoreStrategy):
     """Uniformly random order; the baseline every other strategy must beat."""
 
     name = "random"
+    reads_labeled_rows = False
 
     def __init__(self, random_state: int | None = 0):
         self.random_state = random_state
@@ -163,6 +169,7 @@ class MostLikelyPositive(ScoreStrategy):
     """Highest probability of the target class (active search for a rare concept, Jiang et al. 2017)."""
 
     name = "most_likely_positive"
+    reads_labeled_rows = False
 
     def __init__(self, positive: int = 1):
         self.positive = positive
@@ -203,6 +210,10 @@ class InformationDensity(ScoreStrategy):
     """
 
     name = "information_density"
+
+    @property
+    def reads_labeled_rows(self) -> bool:
+        return bool(getattr(self.base, "reads_labeled_rows", True))
 
     def __init__(self, beta: float = 1.0, base: ScoreStrategy | None = None, max_reference: int | None = None,
                  random_state: int | None = 0):

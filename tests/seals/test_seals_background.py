@@ -127,4 +127,48 @@ def test_cached_rows_match_a_fresh_engine_over_rounds_and_undo(blobs, strategy):
     fresh = Seals.from_arrays(X, index, k=15, strategy=strategy, target=1, batch=12).fit(lab)
     assert sorted(s.candidates_pool_.tolist()) == sorted(fresh.candidates_pool_.tolist())
     assert set(s.candidates(20)) == set(fresh.candidates(20))
-    assert len(s._cache["ids"][: s._cache["m"]]) == int((lab != -1).sum()) + s.pool_size
+    # the row buffer holds exactly the unlabeled pool members and exploration items, each once
+    buffered = s._cache["ids"][: s._cache["m"]]
+    explore = s.explore_ids_[lab[s.explore_ids_] == -1]
+    assert sorted(buffered.tolist()) == sorted(set(s.pool_.ids().tolist()) | set(explore.tolist()))
+    assert (s._cache["pos"][buffered] == np.arange(len(buffered))).all()
+    assert (s._cache["pos"] >= 0).sum() == len(buffered)
+
+
+@pytest.mark.parametrize("strategy", ["most_likely_positive", "kcenter"])
+def test_row_buffer_follows_random_labels_undos_and_far_labels(blobs, strategy):
+    """Over rounds that label candidates, retract random labels and label items far from the pool, the
+    buffer always holds the unlabeled pool and exploration items, and scores match a fresh engine's."""
+    X, y, index = blobs
+    rng = np.random.default_rng(11)
+    lab = labels(y)
+    s = Seals.from_arrays(X, index, k=10, strategy=strategy, target=1, batch=15, explore=40)
+    for r in range(8):
+        s.fit(lab)
+        buffered = s._cache["ids"][: s._cache["m"]]
+        explore = s.explore_ids_[lab[s.explore_ids_] == -1]
+        assert len(set(buffered.tolist())) == len(buffered)
+        assert set(buffered.tolist()) == set(s.pool_.ids().tolist()) | set(explore.tolist())
+        assert (lab[buffered] == -1).all()
+        np.testing.assert_array_equal(s._cache["X"][: len(buffered)], X[buffered])
+        fresh = Seals.from_arrays(X, index, k=10, strategy=strategy, target=1, batch=15, explore=40).fit(lab)
+        assert sorted(s.candidates_pool_.tolist()) == sorted(fresh.candidates_pool_.tolist())
+        if s.scores_ is not None:
+            got = dict(zip(s.candidates_pool_.tolist(), s.scores_))
+            want = dict(zip(fresh.candidates_pool_.tolist(), fresh.scores_))
+            assert got.keys() == want.keys()
+            np.testing.assert_allclose([got[i] for i in want], list(want.values()), rtol=1e-5, atol=1e-9)
+        assert set(s.candidates()) == set(fresh.candidates())
+        ids = s.candidates()
+        lab[ids] = y[ids]
+        done = np.flatnonzero(lab != -1)
+        if r % 2:     # undo a few labels (keeping a positive and a negative)
+            undo = rng.choice(done, 6, replace=False)
+            lab[undo] = -1
+            lab[np.flatnonzero(y == 1)[0]] = 1
+            lab[np.flatnonzero(y == 0)[0]] = 0
+        else:         # label items anywhere (exploration items included)
+            far = rng.choice(np.flatnonzero(lab == -1), 5, replace=False)
+            lab[far] = y[far]
+            ex = s.explore_ids_[lab[s.explore_ids_] == -1][:2]
+            lab[ex] = y[ex]
