@@ -356,7 +356,7 @@ class Seals:
             if isinstance(self.strategy_, ScoreStrategy):
                 scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
                 self.scores_, self.candidates_pool_ = scores, cand
-                self._cand_ex = None if self.full_scan else self._cache["ex"][:len(cand)].copy()
+                self._outside = None if self.full_scan else np.flatnonzero(self._cache["exo"][:len(cand)])
                 ranking = cand[self._order(m)]
             else:
                 rows = np.asarray(self.strategy_.query(Xr, yr, est, m), dtype=np.int64)
@@ -419,12 +419,11 @@ class Seals:
     def _order(self, n: int) -> np.ndarray:
         """Positions in the scored candidates of the ``n`` to ask, best score first: the best of everything
         scored, except that ``explore_quota`` of them are the best exploration items outside the pool."""
-        scores, cand = self.scores_, self.candidates_pool_
+        scores = self.scores_
         q = min(int(round(float(self.explore_quota) * n)), n)
-        if self.full_scan or self.target_ is None or q <= 0 or not len(scores) or getattr(self, "_cand_ex", None) is None:
+        outside = getattr(self, "_outside", None)    # positions of unlabeled exploration items not in the pool
+        if self.full_scan or self.target_ is None or q <= 0 or not len(scores) or outside is None:
             return _top(scores, n)
-        ex_rows = np.flatnonzero(self._cand_ex)
-        outside = ex_rows[~self.pool_.mask()[cand[ex_rows]]]     # unlabeled exploration items not in the pool
         first = outside[_top(scores[outside], q)]
         # the best n - |first| of the rest are among the best n overall (ties: lower position first)
         top = _top(scores, n)
@@ -446,10 +445,14 @@ class Seals:
             self._reset_rows(X, y)
             c = self._cache
         elif len(changed):
-            want = (y[changed] == MISSING) & (self.pool_.mask()[changed] | self._in_explore(changed)[0])
+            in_pool = self.pool_.mask()[changed]
+            is_ex = self._in_explore(changed)[0]
+            want = (y[changed] == MISSING) & (in_pool | is_ex)
             have = c["pos"][changed] >= 0
             self._drop_rows(changed[have & ~want])
             self._add_rows(X, changed[want & ~have])
+            at = c["pos"][changed[want]]     # rows that stay or came: an exploration item may have joined the pool
+            c["exo"][at] = (is_ex & ~in_pool)[want]
         m = c["m"]
         ids, Xr = c["ids"][:m].copy(), c["X"][:m]
         yr = np.full(m, MISSING, dtype=np.int64)
@@ -467,7 +470,7 @@ class Seals:
         self.pool_.take_changes()
         self._cache = {"key": (n, getattr(self, "_explore_n", None)), "pos": np.full(n, -1, dtype=np.int32),
                        "ids": np.zeros(0, dtype=np.int64), "ex": np.zeros(0, dtype=bool),
-                       "X": np.empty((0, d), dtype=X.dtype), "m": 0}
+                       "exo": np.zeros(0, dtype=bool), "X": np.empty((0, d), dtype=X.dtype), "m": 0}
         self._add_rows(X, np.union1d(self.pool_.ids(), self._explore(y)))
 
     def _add_rows(self, X: np.ndarray, new: np.ndarray) -> None:
@@ -478,14 +481,16 @@ class Seals:
         m, d = c["m"], X.shape[1]
         if m + k > len(c["X"]):
             cap = max(2 * len(c["X"]), m + k, 1024)
-            buf, ids, ex = np.empty((cap, d), dtype=X.dtype), np.empty(cap, dtype=np.int64), np.empty(cap, dtype=bool)
-            buf[:m], ids[:m], ex[:m] = c["X"][:m], c["ids"][:m], c["ex"][:m]
-            c["X"], c["ids"], c["ex"] = buf, ids, ex
+            buf, ids = np.empty((cap, d), dtype=X.dtype), np.empty(cap, dtype=np.int64)
+            ex, exo = np.empty(cap, dtype=bool), np.empty(cap, dtype=bool)
+            buf[:m], ids[:m], ex[:m], exo[:m] = c["X"][:m], c["ids"][:m], c["ex"][:m], c["exo"][:m]
+            c["X"], c["ids"], c["ex"], c["exo"] = buf, ids, ex, exo
         new = np.sort(new)                       # ascending reads of X
         c["X"][m:m + k] = X[new]
         c["ids"][m:m + k] = new
         is_ex, at = self._in_explore(new)
         c["ex"][m:m + k] = is_ex
+        c["exo"][m:m + k] = is_ex & ~self.pool_.mask()[new]      # exploration items outside the pool
         if len(at):
             self._explore_ever[at[is_ex]] = True  # scored from this round on
         c["pos"][new] = np.arange(m, m + k, dtype=np.int32)
@@ -508,6 +513,7 @@ class Seals:
             c["X"][holes] = c["X"][movers]
             c["ids"][holes] = c["ids"][movers]
             c["ex"][holes] = c["ex"][movers]
+            c["exo"][holes] = c["exo"][movers]
             c["pos"][c["ids"][holes]] = holes.astype(np.int32)
         c["m"] = keep_to
 

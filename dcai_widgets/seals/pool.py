@@ -94,6 +94,7 @@ class CandidatePool:
         self._size = 0
         self._changes: list[np.ndarray] | None = []      # ids whose membership or label changed, not yet taken
         self._n_changes = 0
+        self._scratch = np.zeros(n, dtype=np.int32)      # for _distinct: O(len) dedupe without sorting
 
     # -- updates ----------------------------------------------------------------------------------
     def update(self, labeled_ids: Iterable[int]) -> CandidatePool:
@@ -131,12 +132,12 @@ class CandidatePool:
         self._labeled_ids = ids
         # only touched items can have changed membership: the newly labeled and retracted, and the
         # neighbours of the searched and retracted
-        t = np.concatenate(touched)       # duplicates are harmless: each gets the same value
+        t = self._distinct(np.concatenate(touched))
         inside = (self.cover_[t] > 0) & ~self.labeled_[t]
         before = self._mask[t]
         self._mask[t] = inside
-        joined = np.unique(t[inside & ~before])
-        left = np.unique(t[before & ~inside])
+        joined = t[inside & ~before]
+        left = t[before & ~inside]
         self.ever_[joined] = True
         self._size += len(joined) - len(left)
         if len(joined) or len(left):
@@ -172,15 +173,25 @@ class CandidatePool:
         self.cover_[u] += sign * c.astype(self.cover_.dtype)
         return u.astype(np.int64)
 
+    def _distinct(self, ids: np.ndarray) -> np.ndarray:
+        """``ids`` without repeats, in O(len) (one scatter and one gather on an N-sized scratch array,
+        where np.unique would sort): the last occurrence of each id is kept."""
+        if len(ids) >= 2**31:
+            return np.unique(ids)
+        ids = ids.astype(np.int64, copy=False)
+        at = np.arange(len(ids), dtype=np.int32)
+        self._scratch[ids] = at
+        return ids[self._scratch[ids] == at]
+
     def take_changes(self) -> np.ndarray | None:
-        """Distinct ids that joined or left the pool, or were labeled or unlabeled, since the last call
+        """Distinct ids (in no particular order) that joined or left the pool, or were labeled or unlabeled, since the last call
         (a consumer keeping something per pool member, e.g. cached rows, updates only these); None when
         more than N changes piled up untaken: then treat everything as changed."""
         ch = self._changes
         self._changes, self._n_changes = [], 0
         if ch is None:
             return None
-        return np.unique(np.concatenate(ch)).astype(np.int64, copy=False) if ch else np.zeros(0, dtype=np.int64)
+        return self._distinct(np.concatenate(ch)) if ch else np.zeros(0, dtype=np.int64)
 
     def _drop_self(self, chunk: np.ndarray, nbr: np.ndarray) -> list[np.ndarray]:
         """Each searched item's first k neighbours: its k+1 results without itself and without FAISS'

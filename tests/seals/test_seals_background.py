@@ -151,6 +151,8 @@ def test_row_buffer_follows_random_labels_undos_and_far_labels(blobs, strategy):
         assert set(buffered.tolist()) == set(s.pool_.ids().tolist()) | set(explore.tolist())
         assert (lab[buffered] == -1).all()
         np.testing.assert_array_equal(s._cache["X"][: len(buffered)], X[buffered])
+        outside = np.isin(buffered, s.explore_ids_) & ~s.pool_.mask()[buffered]
+        np.testing.assert_array_equal(s._cache["exo"][: len(buffered)], outside)
         fresh = Seals.from_arrays(X, index, k=10, strategy=strategy, target=1, batch=15, explore=40).fit(lab)
         assert sorted(s.candidates_pool_.tolist()) == sorted(fresh.candidates_pool_.tolist())
         if s.scores_ is not None:
