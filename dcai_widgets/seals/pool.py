@@ -153,7 +153,9 @@ class CandidatePool:
         """The k neighbour ids of each item of ``chunk`` (looked up in the graph, or searched), as one
         array per item and all of them in one array."""
         if self.graph is not None:
-            nbr = np.asarray(self.graph[chunk, :self.k])
+            nbr = np.take(self.graph, chunk, axis=0)      # plain row gather: faster than graph[chunk, :k]
+            if nbr.shape[1] > self.k:
+                nbr = nbr[:, :self.k]
             keep = (nbr >= 0) & (nbr != chunk[:, None])
             if keep.all():      # the usual case: a full row, self already left out by knn_table
                 return list(nbr), nbr.ravel()
@@ -167,11 +169,17 @@ class CandidatePool:
     def _add_cover(self, ids: np.ndarray, sign: int) -> np.ndarray:
         """Add ``sign`` to the cover count of each id, once per occurrence (retraction mirrors the search
         exactly); returns the distinct ids touched (as int64)."""
-        if self.n < 2**31:      # sorting int32 keys is faster than int64
-            ids = ids.astype(np.int32, copy=False)
-        u, c = np.unique(ids, return_counts=True)
+        ids = ids.astype(np.int64, copy=False)
+        if len(ids) >= 2**31:
+            u, c = np.unique(ids, return_counts=True)
+        else:   # O(len), no sort: each occurrence points at its id's last position; count per position
+            at = np.arange(len(ids), dtype=np.int32)
+            self._scratch[ids] = at
+            c = np.bincount(self._scratch[ids], minlength=len(ids))
+            keep = c > 0
+            u, c = ids[keep], c[keep]
         self.cover_[u] += sign * c.astype(self.cover_.dtype)
-        return u.astype(np.int64)
+        return u
 
     def _distinct(self, ids: np.ndarray) -> np.ndarray:
         """``ids`` without repeats, in O(len) (one scatter and one gather on an N-sized scratch array,
@@ -184,9 +192,10 @@ class CandidatePool:
         return ids[self._scratch[ids] == at]
 
     def take_changes(self) -> np.ndarray | None:
-        """Distinct ids (in no particular order) that joined or left the pool, or were labeled or unlabeled, since the last call
-        (a consumer keeping something per pool member, e.g. cached rows, updates only these); None when
-        more than N changes piled up untaken: then treat everything as changed."""
+        """Distinct ids (in no particular order) that joined or left the pool, or were labeled or
+        unlabeled, since the last call (a consumer keeping something per pool member, e.g. cached rows,
+        updates only these); None when more than N changes piled up untaken: then treat everything as
+        changed."""
         ch = self._changes
         self._changes, self._n_changes = [], 0
         if ch is None:
