@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 
 MISSING = -1
 
@@ -58,6 +60,29 @@ def _check_query_args(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray,
     return X, y
 
 
+def _binary_logreg_proba(clf: Any, X: np.ndarray) -> np.ndarray | None:
+    """``predict_proba`` of a fitted binary scikit-learn ``LogisticRegression`` on float32 rows, with the
+    product in float32: scikit-learn casts X to float64 (a copy as large as X, twice its bytes) and scans
+    it for NaN first, which costs more than the product itself.  None when it does not apply (another
+    estimator or dtype, more than two classes) or when a decision value is not finite: a NaN or inf in X
+    always reaches its row's decision value, and scikit-learn's own call then raises its clear error."""
+    if (type(clf) is not LogisticRegression or not isinstance(X, np.ndarray) or X.dtype != np.float32
+            or X.ndim != 2 or getattr(clf, "coef_", None) is None or np.size(clf.classes_) != 2
+            or X.shape[1] != clf.coef_.shape[1]):
+        return None
+    d = X @ clf.coef_[0].astype(np.float32)
+    d = d.astype(np.float64) + float(clf.intercept_[0])
+    if not np.isfinite(d).all():
+        return None
+    p1 = expit(d, out=d)
+    return np.stack([1.0 - p1, p1], axis=1)
+
+
+def _proba(clf: Any, X: np.ndarray) -> np.ndarray:
+    p = _binary_logreg_proba(clf, X)
+    return clf.predict_proba(X) if p is None else p
+
+
 def _predict_proba(clf: Any, X: np.ndarray, rows: np.ndarray, chunk: int = 131_072) -> np.ndarray:
     """Probabilities for ``X[rows]``; when most rows are asked, predicts on contiguous slices of X (views,
     no copy of a full-scan X) and keeps the rows asked."""
@@ -67,9 +92,9 @@ def _predict_proba(clf: Any, X: np.ndarray, rows: np.ndarray, chunk: int = 131_0
     if len(rows) == 0:
         return np.zeros((0, len(getattr(clf, "classes_", [0, 1]))))
     if len(rows) >= 0.5 * n:
-        p = np.vstack([clf.predict_proba(X[i:i + chunk]) for i in range(0, n, chunk)])
+        p = np.vstack([_proba(clf, X[i:i + chunk]) for i in range(0, n, chunk)])
         return p if len(rows) == n else p[rows]
-    return np.vstack([clf.predict_proba(X[rows[i:i + chunk]]) for i in range(0, len(rows), chunk)])
+    return np.vstack([_proba(clf, X[rows[i:i + chunk]]) for i in range(0, len(rows), chunk)])
 
 
 class ScoreStrategy:

@@ -125,3 +125,28 @@ def test_scikit_activeml_strategy_plugs_in_and_agrees_with_ours():
     seals = Seals.from_arrays(X, k=20, strategy=UncertaintySampling(method="margin_sampling", random_state=0),
                               batch=6).fit(y)
     assert len(seals.candidates()) == 6 and set(seals.candidates()) <= set(seals.candidates_pool_.tolist())
+
+
+def test_float32_logistic_regression_scores_match_scikit_learn_and_nan_still_raises():
+    """The float32 product used for a binary LogisticRegression gives scikit-learn's probabilities, and
+    a NaN row still reaches scikit-learn's own finiteness error."""
+    from sklearn.linear_model import LogisticRegression
+
+    from dcai_widgets.seals.strategies import _predict_proba
+
+    rng = np.random.default_rng(0)
+    X = (3 * rng.standard_normal((3000, 40))).astype(np.float32)
+    yb = (X[:, 0] + X[:, 1] > 2).astype(int)
+    clf = LogisticRegression(class_weight="balanced", max_iter=1000).fit(X, yb)
+    rows = np.arange(len(X))
+    np.testing.assert_allclose(_predict_proba(clf, X, rows), clf.predict_proba(X), atol=1e-6)
+    y = np.full(len(X), MISSING)
+    assert Entropy().query(X, y, clf, 20).tolist() == Entropy().query(X.astype(np.float64), y, clf, 20).tolist()
+    bad = X.copy()
+    bad[7, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        _predict_proba(clf, bad, rows)
+    # three classes and float64 rows take scikit-learn's own path
+    y3 = np.digitize(X[:, 0], [-1, 1])
+    clf3 = LogisticRegression(max_iter=1000).fit(X, y3)
+    np.testing.assert_allclose(_predict_proba(clf3, X, rows), clf3.predict_proba(X))
