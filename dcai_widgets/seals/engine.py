@@ -7,6 +7,7 @@ k nearest neighbours (FAISS) of the labeled items, grown incrementally as labels
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -59,11 +60,44 @@ def _weight_count(est: Any) -> int | None:
 
 
 def _scoring_threads(est: Any, rows: int) -> int | None:
-    """BLAS threads for scoring ``rows`` rows: one when the products are small (a linear model over a
-    pool: on a busy 2-core machine two threads spin-wait, predict_proba of 15k x 128 measured 22 ms on 2
-    vs 1.7 ms on 1), every thread otherwise (an MLP, an unknown estimator, or a full scan)."""
+    """BLAS threads for scoring ``rows`` rows: one when the products are small, every thread when they
+    are large (an MLP, an unknown estimator, a full scan, or a linear model over a pool of 16k+ rows of
+    128) and the machine is not busy.  A 38k x 128 float32 product took 2.5 ms on one thread, 1.6 ms on
+    two; but with another process busy on a 2-core machine two threads spin-wait (p90 8-10 ms, against
+    2.8 ms on one), so other processes using more than all but 1.5 cores mean one thread."""
     size = _weight_count(est)
-    return 1 if size is not None and rows * size <= 50_000_000 else None
+    if size is not None and rows * size < 2_000_000:
+        return 1
+    if size is not None and rows * size <= 50_000_000 and _busy():
+        return 1
+    return None
+
+
+_LOAD = {"at": None, "other": 0.0}
+
+
+def _busy() -> bool:
+    """Whether other processes keep the other cores busy: the machine's CPU time (``/proc/stat``) less
+    this process's own, over the last half second or more.  Not the load average: that counts this
+    process's own BLAS threads (a full scan just before would make every pool scoring look busy).
+    False where ``/proc/stat`` is missing."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            v = f.readline().split()[1:9]
+    except OSError:
+        return False
+    ticks = os.sysconf("SC_CLK_TCK")
+    machine = (sum(int(x) for x in v) - int(v[3]) - int(v[4])) / ticks    # all but idle and iowait
+    t, own = time.monotonic(), sum(os.times()[:2])
+    last = _LOAD["at"]
+    if last is None or t - last[0] >= 0.5:
+        if last is not None:
+            _LOAD["other"] = max(0.0, (machine - last[1]) - (own - last[2])) / (t - last[0])
+        _LOAD["at"] = (t, machine, own)
+    return _LOAD["other"] > (os.cpu_count() or 1) - 1.5
+
+
+ROW_RESERVE = 0.05   # the row buffer's rows mapped up front, as a fraction of N (the pool's usual size)
 
 
 def _reads_labeled_rows(strategy: Any) -> bool:
@@ -427,7 +461,7 @@ class Seals:
         first = outside[_top(scores[outside], q)]
         # the best n - |first| of the rest are among the best n overall (ties: lower position first)
         top = _top(scores, n)
-        rest = top[~np.isin(top, first)][:n - len(first)]
+        rest = top[~(top[:, None] == first[None, :]).any(axis=1)][:n - len(first)]     # n x q: tiny
         pick = np.concatenate([first, rest])
         return pick[np.argsort(-scores[pick], kind="stable")]
 
@@ -474,8 +508,22 @@ class Seals:
         self.pool_.take_changes()
         self._cache = {"key": (n, getattr(self, "_explore_n", None)), "pos": np.full(n, -1, dtype=np.int32),
                        "ids": np.empty(n, dtype=np.int64), "ex": np.empty(n, dtype=bool),
-                       "exo": np.empty(n, dtype=bool), "X": np.empty((n, d), dtype=X.dtype), "m": 0}
-        self._add_rows(X, np.union1d(self.pool_.ids(), self._explore(y)))
+                       "exo": np.empty(n, dtype=bool), "X": np.empty((n, d), dtype=X.dtype), "m": 0,
+                       "ready": 0}
+        rows = np.union1d(self.pool_.ids(), self._explore(y))
+        self._reserve(min(n, max(2 * len(rows), int(ROW_RESERVE * n))))
+        self._add_rows(X, rows)
+
+    def _reserve(self, rows: int) -> None:
+        """Have the OS map the row buffer's first ``rows`` rows now, by writing them: a first write to a
+        fresh (huge) page faults, and at 1M a round that crossed into new pages spent 3-6 ms there (more
+        than scoring).  Done for ``ROW_RESERVE`` of N in the one-time setup, then in doublings."""
+        c = self._cache
+        lo, hi = c["ready"], min(len(c["X"]), rows)
+        if hi > lo:
+            for key in ("X", "ids", "ex", "exo"):
+                c[key][lo:hi] = 0
+            c["ready"] = hi
 
     def _add_rows(self, X: np.ndarray, new: np.ndarray) -> None:
         """Append the rows of ``new`` (distinct ids not in the buffer) to the buffer, gathered from X."""
@@ -483,6 +531,8 @@ class Seals:
         if not k:
             return
         m = c["m"]
+        if m + k > c["ready"]:
+            self._reserve(max(m + k, 2 * c["ready"]))
         new = np.sort(new)                       # ascending reads of X
         c["X"][m:m + k] = X[new]
         c["ids"][m:m + k] = new
@@ -554,17 +604,19 @@ class Seals:
             self.explore_ids_ = np.sort(ids)
             self._explore_n = (n, m)
             self._explore_ever = np.zeros(len(ids), dtype=bool)
+            self._explore_pos = np.full(n, -1, dtype=np.int32)     # id -> position in the sample, or -1
+            self._explore_pos[self.explore_ids_] = np.arange(len(ids), dtype=np.int32)
         ids = self.explore_ids_
         return ids[y[ids] == MISSING]
 
     def _in_explore(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whether each id is in the exploration sample, and its position there (meaningful where it is;
-        sorted ids: a binary search, no N-sized mask)."""
+        """Whether each id is in the exploration sample, and its position there (meaningful where it is):
+        one lookup per id in an N-sized map (a binary search per id cost 0.2 ms a round at 1M)."""
         ex = getattr(self, "explore_ids_", None)
         if ex is None or not len(ex):
             return np.zeros(len(ids), dtype=bool), np.zeros(0, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(ex, ids), len(ex) - 1)
-        return ex[pos] == ids, pos
+        pos = self._explore_pos[ids]
+        return pos >= 0, pos
 
     def _fraction_scored(self, y: np.ndarray) -> float:
         """Fraction of all items ever scored: ever in the kNN pool, or an unlabeled exploration item."""

@@ -161,23 +161,28 @@ def test_empty_pool_is_explained():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_scoring_threads_follow_the_work_per_call():
-    """One BLAS thread for a linear model over a pool (spin-waiting threads cost more than they give),
-    every thread for a full scan, a costlier model or an unknown one."""
+def test_scoring_threads_follow_the_work_per_call(monkeypatch):
+    """One BLAS thread for a linear model over a small pool or on a busy machine (spin-waiting threads
+    cost more than they give), every thread for a large pool on an idle one, a full scan, a costlier
+    model or an unknown one."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.tree import DecisionTreeClassifier
 
+    import dcai_widgets.seals.engine as engine
     from dcai_widgets.seals.engine import _scoring_threads
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(60, 128)), np.r_[np.zeros(30), np.ones(30)]
     lin = LogisticRegression().fit(X, y)
     mlp = MLPClassifier(hidden_layer_sizes=(256,), max_iter=5).fit(X, y)
-    assert _scoring_threads(lin, 40_000) == 1
-    assert _scoring_threads(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y), 40_000) == 1
-    assert _scoring_threads(lin, 900_000) is None
-    assert _scoring_threads(mlp, 40_000) is None
-    assert _scoring_threads(DecisionTreeClassifier().fit(X, y), 1000) is None
+    for busy in (False, True):
+        monkeypatch.setattr(engine, "_busy", lambda busy=busy: busy)
+        assert _scoring_threads(lin, 10_000) == 1
+        assert _scoring_threads(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y), 10_000) == 1
+        assert _scoring_threads(lin, 40_000) == (1 if busy else None)
+        assert _scoring_threads(lin, 900_000) is None
+        assert _scoring_threads(mlp, 40_000) is None
+        assert _scoring_threads(DecisionTreeClassifier().fit(X, y), 1000) is None
