@@ -127,7 +127,9 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
     n = min(n, len(scores))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    neg = -np.nan_to_num(scores, nan=-np.inf)
+    neg = -np.asarray(scores, dtype=np.float64)
+    if np.isnan(neg).any():     # NaN ranks last, as -inf (the common case skips nan_to_num's copy)
+        neg = -np.nan_to_num(scores, nan=-np.inf)
     if n < len(scores):
         part = np.argpartition(neg, n - 1)[:n]
         # keep ties deterministic: include every row tied with the n-th score, then stable-sort
