@@ -269,6 +269,12 @@ class Seals:
         if self.estimator is not None and not hasattr(self.estimator, "predict_proba"):
             raise TypeError(f"estimator {type(self.estimator).__name__} has no predict_proba; "
                             "use a probabilistic classifier such as LogisticRegression")
+        for name in ("k", "batch", "background_negatives", "background_weight", "explore", "explore_quota"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name} must be a number; got {v!r} ({type(v).__name__})")
+            if not np.isfinite(v):
+                raise ValueError(f"{name} must be finite; got {v}")
         if int(self.background_negatives) < 0:
             raise ValueError(f"background_negatives must be >= 0; got {self.background_negatives}")
         if not 0.0 < float(self.background_weight) <= 1.0:

@@ -129,6 +129,11 @@ def test_construction_fails_fast(rare):
         Seals()
     with pytest.raises(TypeError, match="from_arrays"):
         Seals(X)
+    # a non-number or a NaN names its parameter (was: "could not convert string to float")
+    for name, bad, err in [("explore_quota", "x", TypeError), ("explore", None, TypeError), ("k", "10", TypeError),
+                           ("background_weight", float("nan"), ValueError), ("batch", True, TypeError)]:
+        with pytest.raises(err, match=name):
+            Seals.from_arrays(X, index, **{name: bad})
 
 
 def test_fit_bad_input_gives_clear_messages(rare):
