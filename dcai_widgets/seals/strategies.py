@@ -68,8 +68,8 @@ def _binary_logreg_proba(clf: Any, X: np.ndarray) -> np.ndarray | None:
     always reaches its row's decision value, and scikit-learn's own call then raises its clear error."""
     if (type(clf) is not LogisticRegression or not isinstance(X, np.ndarray) or X.dtype != np.float32
             or X.ndim != 2 or getattr(clf, "coef_", None) is None or np.size(clf.classes_) != 2
-            or X.shape[1] != clf.coef_.shape[1]):
-        return None
+            or X.shape[1] != clf.coef_.shape[1] or getattr(clf, "multi_class", None) == "multinomial"):
+        return None     # (older scikit-learn gives a binary "multinomial" model sigmoid(2d), not sigmoid(d))
     d = X @ clf.coef_[0].astype(np.float32)
     d = d.astype(np.float64) + float(clf.intercept_[0])
     if not np.isfinite(d).all():
