@@ -116,6 +116,13 @@ def test_embeddings_are_cached_on_disk(tmp_path):
     assert sum(calls) == 40  # the second session read the cache
 
 
+def test_embeddings_beyond_float32_range_are_named():
+    X = np.ones((4, 3))
+    X[2, 1] = 1e300
+    with pytest.raises(ValueError, match=r"beyond float32's range.*first: \[2\]"):
+        dw.Session.from_embeddings(X, ["a", "b"])
+
+
 def test_encoder_output_is_validated():
     imgs = np.zeros((10, 4, 4), np.uint8)
     s = dw.Session.from_images(imgs, ["a", "b"], encoder=lambda b: np.full((len(b), 3), np.nan))
