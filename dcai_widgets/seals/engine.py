@@ -77,7 +77,7 @@ def _scoring_threads(est: Any, rows: int) -> int | None:
 
 
 _LOAD = {"at": None, "other": 0.0}
-_CPUS = os.cpu_count() or 1     # read once: os.cpu_count() reads sysfs (about 0.08 ms a call)
+_CPUS = os.cpu_count() or 1     # read once, not per scoring call
 
 
 def _busy() -> bool:
