@@ -99,16 +99,20 @@ def check_embeddings(X, n: int | None = None, name: str = "embeddings") -> np.nd
         raise ValueError(f"{name} is empty (shape {X.shape}); a session needs at least one item and one feature")
     if n is not None and X.shape[0] != n:
         raise ValueError(f"{name} has {X.shape[0]} rows but there are {n} items")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        rows = np.where(bad.any(axis=1))[0]
+    rows = _nonfinite_rows(X)
+    if len(rows):
         raise ValueError(f"{name} has NaN or infinite values in {len(rows)} row(s) (first: {rows[:5].tolist()}); "
                          "clean or drop those items first")
+    wider = X.dtype.kind == "f" and X.dtype.itemsize > 4     # only a wider float can overflow float32
     with np.errstate(over="ignore"):
         X = np.ascontiguousarray(X, dtype=np.float32)
-    bad = ~np.isfinite(X)
-    if bad.any():      # finite float64 values beyond float32's range
-        rows = np.where(bad.any(axis=1))[0]
+    rows = _nonfinite_rows(X) if wider else rows
+    if len(rows):
         raise ValueError(f"{name} has values beyond float32's range (|x| > 3.4e38) in {len(rows)} row(s) (first: "
                          f"{rows[:5].tolist()}); rescale them (embeddings are stored as float32)")
     return X
+
+
+def _nonfinite_rows(X: np.ndarray) -> np.ndarray:
+    """Rows of a 2-D array holding a NaN or an infinity."""
+    return np.flatnonzero((~np.isfinite(X)).any(axis=1))

@@ -41,14 +41,18 @@ REPORT_COLUMNS = ["round", "n_labeled", "pool_size", "n_explore", "n_scored", "f
 _CONTROLLER: ThreadpoolController | None = None
 
 
-def _blas_limit(n: int | None):
-    """A context limiting BLAS threads to ``n``; None leaves them as they are (no context at all:
-    entering and leaving a threadpoolctl limit costs about 0.3 ms).  The controller is built once:
-    building it scans the loaded libraries."""
+def _controller() -> ThreadpoolController:
+    """The thread controller, built once: building it scans the loaded libraries."""
     global _CONTROLLER
     if _CONTROLLER is None:
         _CONTROLLER = ThreadpoolController()
-    return nullcontext() if n is None else _CONTROLLER.limit(limits=n, user_api="blas")
+    return _CONTROLLER
+
+
+def _blas_limit(n: int | None):
+    """A context limiting BLAS threads to ``n``; None leaves them as they are (no context at all:
+    entering and leaving a threadpoolctl limit costs about 0.3 ms)."""
+    return nullcontext() if n is None else _controller().limit(limits=n, user_api="blas")
 
 
 def _weight_count(est: Any) -> int | None:
@@ -69,11 +73,9 @@ def _scoring_threads(est: Any, rows: int) -> int | None:
     two; but with another process busy on a 2-core machine two threads spin-wait (p90 8-10 ms, against
     2.8 ms on one), so other processes using more than all but 1.5 cores mean one thread."""
     size = _weight_count(est)
-    if size is not None and rows * size < 2_000_000:
-        return 1
-    if size is not None and rows * size <= 50_000_000 and _busy():
-        return 1
-    return None
+    if size is None or rows * size > 50_000_000:
+        return None
+    return 1 if rows * size < 2_000_000 or _busy() else None
 
 
 _LOAD = {"at": None, "other": 0.0}
@@ -440,7 +442,7 @@ class Seals:
         if not self.full_scan:
             self._explore(y)
             self._reset_rows(X, y)     # the exploration sample's rows, gathered once
-        _blas_limit(None)        # builds the thread controller
+        _controller()
         self.setup_s_ = time.perf_counter() - t
         self._setup_n = n
 
