@@ -92,7 +92,7 @@ def _predict_proba(clf: Any, X: np.ndarray, rows: np.ndarray, chunk: int = 131_0
     if len(rows) == 0:
         return np.zeros((0, len(getattr(clf, "classes_", [0, 1]))))
     if len(rows) >= 0.5 * n:
-        p = np.vstack([_proba(clf, X[i:i + chunk]) for i in range(0, n, chunk)])
+        p = _proba(clf, X) if n <= chunk else np.vstack([_proba(clf, X[i:i + chunk]) for i in range(0, n, chunk)])
         return p if len(rows) == n else p[rows]
     return np.vstack([_proba(clf, X[rows[i:i + chunk]]) for i in range(0, len(rows), chunk)])
 
