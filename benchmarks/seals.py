@@ -341,6 +341,34 @@ def render_times(X, y, index, n_grid=24, map_xy=None):
         out["rare_hunt_fit_s"] = time.perf_counter() - t0
         out["rare_hunt_pool"] = int(panel.seals.pool_size)
         out["rare_hunt_precision_first_page"] = float(np.mean(y[got] == 1)) if got else 0.0
+        # what the user waits for per page labeled in rare-concept mode: the store commit plus the refit
+        # (the panel refits on the label event; background=False runs it in this thread). The first hunt
+        # above also pays SEALS' one-time setup (exploration draw, pool arrays, row buffer).
+        times = []
+        for _ in range(3):
+            if not got:
+                break
+            t0 = time.perf_counter()
+            s.label(got, [int(v) for v in y[got]])
+            times.append(time.perf_counter() - t0)
+            got = panel.seals.candidates()      # the page the refit put on screen
+        if times:
+            out["rare_label_page_refit_s"] = float(np.median(times))
+        # after a model propagated labels to every item (a LANCET fit does): the map recolours from the
+        # event, and a grid page reads only its own items' labels
+        t0 = time.perf_counter()
+        s.set_propagated(np.arange(len(X)), ["rare" if v else "other" for v in y], np.full(len(X), 0.9))
+        out["propagate_all_s"] = time.perf_counter() - t0        # N store rows written + the map's recolour
+        times = []
+        for q in np.random.default_rng(2).choice(len(X), 5, replace=False):
+            t0 = time.perf_counter()
+            panel.search([int(q)])
+            times.append(time.perf_counter() - t0)
+        out["neighbor_grid_propagated_s"] = float(np.median(times))
+        t0 = time.perf_counter()        # baseline: what each grid page and map recolour read before
+        s.propagated()
+        s.label_vector()
+        out["baseline_full_label_read_s"] = time.perf_counter() - t0
     print(f"\n[render at {len(X):,} points] " + ", ".join(
         f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in out.items()))
     return out

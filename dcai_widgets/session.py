@@ -322,9 +322,10 @@ class Session:
                   annotator=annotator)
         return undone
 
-    def labeled(self, sources: Sequence[str] = HUMAN) -> pd.DataFrame:
-        """Current label per labeled item: DataFrame id, label, annotator, source, ts."""
-        return self.store.current(sources)[["id", "label", "annotator", "source", "ts"]]
+    def labeled(self, sources: Sequence[str] = HUMAN, ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """Current label per labeled item: DataFrame id, label, annotator, source, ts (``ids``: only
+        those items, e.g. one page of a grid)."""
+        return self.store.current(sources, ids=self._ids_arg(ids))[["id", "label", "annotator", "source", "ts"]]
 
     def label_vector(self, sources: Sequence[str] = HUMAN) -> np.ndarray:
         """(N,) int64: the class index of each item's current label, -1 where unlabeled."""
@@ -350,9 +351,15 @@ class Session:
                   annotator=None)
         return batch
 
-    def propagated(self) -> pd.DataFrame:
-        """Latest propagated label per item: DataFrame id, label, confidence, model_version."""
-        return self.store.current(("propagated",))[["id", "label", "confidence", "model_version"]]
+    def propagated(self, ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """Latest propagated label per item: DataFrame id, label, confidence, model_version (``ids``: only
+        those items; a model may have propagated to all N, and reading N rows takes seconds at 1M)."""
+        return self.store.current(("propagated",), ids=self._ids_arg(ids))[["id", "label", "confidence",
+                                                                           "model_version"]]
+
+    def _ids_arg(self, ids: Sequence[int] | None) -> np.ndarray | None:
+        """Item ids checked against this dataset (a clear error for an unknown id), or None for all."""
+        return None if ids is None else check_ids(ids, len(self))
 
     def current_labels(self) -> pd.DataFrame:
         """Every item's label with human/review/import labels taking precedence over propagated ones."""

@@ -68,6 +68,13 @@ def test_propagated_labels_and_export(demo, tmp_path):
         assert sorted(back["id"]) == [0, 1, 2] and set(back["source"]) == {"human", "propagated"}
     with pytest.raises(ValueError, match="within"):
         demo.set_propagated([1], ["1"], [1.5])
+    # one page's labels by id (what the grids read), the same as the full tables filtered
+    assert demo.propagated(ids=[2, 1, 7])["label"].tolist() == ["1", "3"]
+    assert demo.labeled(ids=[0, 1])["id"].tolist() == [0]
+    with pytest.raises(ValueError, match="unknown item id"):
+        demo.propagated(ids=[len(demo)])
+    with pytest.raises(TypeError, match="integer item ids"):
+        demo.labeled(ids=["a"])
 
 
 def test_bad_labels_are_refused_and_store_untouched(demo):

@@ -116,17 +116,14 @@ class ItemGrid(W.VBox):
         chunk = self.ids[self.page * self.page_size:(self.page + 1) * self.page_size]
         if not chunk:
             return
-        vec = np.asarray(self.session.label_vector())
-        prop = {}
-        try:
-            p = self.session.propagated()
-            if len(p):
-                p = p[p["id"].isin(chunk)]
-                prop = {int(i): (str(lab), c) for i, lab, c in zip(p["id"], p["label"], p["confidence"])}
-        except Exception:  # no propagation yet
-            prop = {}
+        # this page's items only: a model may have propagated labels to all N (N rows to read at 1M)
+        h = self.session.labeled(ids=chunk)
+        known = set(self.classes)
+        humans = {int(i): str(lab) for i, lab in zip(h["id"], h["label"]) if lab in known}
+        p = self.session.propagated(ids=chunk)
+        prop = {int(i): (str(lab), c) for i, lab, c in zip(p["id"], p["label"], p["confidence"])}
         for k, ((_box, card, _t), i) in enumerate(zip(self._cells, chunk)):
-            human = self.classes[vec[i]] if vec[i] >= 0 else None
+            human = humans.get(int(i))
             pl, pc = prop.get(i, (None, None))
             score = self.scores[self.page * self.page_size + k] if self.scores is not None else None
             card.set_badges(human=human, propagated=pl,

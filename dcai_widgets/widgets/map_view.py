@@ -222,11 +222,13 @@ class MapView(W.VBox):
                              '<div class="dcai-counts">solid: labeled by people · faint: propagated</div>')
 
     def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:
-        # a person's labels carry their classes: update in memory, no store query in the keystroke path
-        known = (source in ("human", "review", "import") and ids is not None and labels is not None
-                 and len(labels) == len(ids) and all(lab in self._lookup for lab in labels))
+        # a label event carries its classes: update in memory, no store query in the keystroke path (nor
+        # after a model propagated labels to all N items: reading them back took about 3 s at 1M)
+        known = (source in ("human", "review", "import", "propagated") and ids is not None
+                 and labels is not None and len(labels) == len(ids) and all(lab in self._lookup for lab in labels))
         if known:
-            self._human[np.asarray(ids, dtype=np.int64)] = [self._lookup[lab] for lab in labels]
+            target = self._prop if source == "propagated" else self._human
+            target[np.asarray(ids, dtype=np.int64)] = [self._lookup[lab] for lab in labels]
         if ids is None or len(ids) > 2000:
             colors, alphas, names = self._colour_columns(refresh=not known)
             self.source.data.update(color=colors, alpha=alphas, label=names)

@@ -122,3 +122,24 @@ def test_latest_propagated_table_matches_events_and_is_rebuilt(tmp_path):
     assert again["label"].to_dict() == {1: "a", 2: "z", 3: "c"}
     with pytest.raises(ValueError, match="undo takes sources"):
         s.undo(sources=("propagated",))
+
+
+def test_current_of_some_ids_matches_the_full_read_filtered(tmp_path):
+    """A page's labels read by id (what the grids show) equal the full read, relabels, undos and the
+    propagated table included, also for more ids than one query binds."""
+    s = LabelStore(tmp_path / "l.db")
+    s.append(range(0, 3000, 2), ["a"] * 1500, annotator="ada")
+    s.append([4, 6, 8], ["b"] * 3, annotator="bob")          # relabels
+    s.append([10, 12], ["c", "c"], annotator="bob")
+    s.undo("bob")                                            # 10, 12 back to "a"
+    s.append(range(3000), ["p"] * 3000, source="propagated", confidence=[0.5] * 3000)
+    s.append([1, 2], ["q", "q"], source="propagated", confidence=[0.9, 0.8])
+    for sources in [("human", "review"), ("propagated",), ("human", "propagated")]:
+        full = s.current(sources)
+        for ids in ([4, 5, 10, 2999, 4], list(range(0, 3000, 3)), [], [123456]):
+            got = s.current(sources, ids=ids)
+            want = full[full["id"].isin(ids)].reset_index(drop=True)
+            pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False)
+    page = s.current(("propagated",), ids=[1, 2, 3]).set_index("id")
+    assert page["label"].to_dict() == {1: "q", 2: "q", 3: "p"}
+    assert s.current(ids=[10, 12, 6]).set_index("id")["label"].to_dict() == {6: "b", 10: "a", 12: "a"}

@@ -115,3 +115,24 @@ def test_grid_paging_scores_and_bad_input(demo):
     grid.set_ids([1, 2])  # replaces, never stacks
     assert grid.ids == [1, 2] and grid.selected == [1, 2]
     assert demo.labeled().empty
+
+
+def test_labels_propagated_to_every_item_update_map_and_grid_like_a_fresh_read(demo):
+    """A model propagating to all N items: the map recolours from the event (no read of N rows), the
+    grid reads only its page; both show what a view built fresh from the store shows."""
+    view = MapView(demo, grid=True)
+    demo.label([0, 5], ["3", "4"])
+    rng = np.random.default_rng(0)
+    labels = [str(c) for c in rng.integers(0, 10, len(demo))]
+    demo.set_propagated(np.arange(len(demo)), labels, rng.uniform(0.2, 1.0, len(demo)))
+    fresh = MapView(demo, grid=False)
+    for key in ("color", "alpha", "label"):
+        assert list(view.source.data[key]) == list(fresh.source.data[key])
+    assert view.source.data["label"][0] == "3" and view.source.data["label"][1] == f"~{labels[1]}"
+    grid = ItemGrid(demo, [5, 1, 2])
+    badges = [cell[1].badges.value for cell in grid._cells[:3]]
+    conf = demo.propagated(ids=[1, 2])["confidence"].tolist()
+    assert '<span class="dcai-badge dcai-human">4</span>' in badges[0]
+    assert all("dcai-human" not in b for b in badges[1:])
+    assert f'dcai-prop">~{labels[1]} {conf[0]:.2f}<' in badges[1]
+    assert f'dcai-prop">~{labels[2]} {conf[1]:.2f}<' in badges[2]
