@@ -22,7 +22,9 @@ class ItemGrid(W.VBox):
     `selected` (a traitlet list of ids) says what is selected; `label_selected(label)` labels from Python.
     """
 
-    selected = traitlets.List(traitlets.Int(), default_value=[])
+    # item ids (Python ints, as the setters make them); no per-element trait: validating each element
+    # of a 37k-item lasso took 0.18 s per assignment at 900k points
+    selected = traitlets.List(default_value=[])
 
     def __init__(self, session: Any, ids: Iterable[int] = (), scores: Sequence[float] | None = None,
                  page_size: int = 24, card_size: int = 72, annotator: str | None = None,

@@ -90,7 +90,9 @@ class MapView(W.VBox):
     elsewhere (e.g. the item being labeled). Colours follow Session "labels" events.
     """
 
-    selected = traitlets.List(traitlets.Int(), default_value=[])
+    # item ids (Python ints, as the setters make them); no per-element trait: validating each element
+    # of a 37k-item lasso took 0.18 s per assignment at 900k points
+    selected = traitlets.List(default_value=[])
 
     def __init__(self, session: Any, max_points: int = 50_000, width: int = 720, height: int = 520,
                  grid: bool = True, thumbnails: bool = True, annotator: str | None = None,
