@@ -1,13 +1,17 @@
 """LabelStore speed: one acknowledged label (committed, synchronous=FULL), and reading current labels
-after many propagation rounds, against deriving them with a plain window query over all events.
+after many propagation rounds, against deriving them with a plain window query over all events; one
+grid page's labels read by id against the full read; and how long a person's label waits to commit
+while a model writes labels for many items, in parts (``append_bulk``) against one transaction.
 
-Last line: JSON with label_p50_ms, label_p95_ms, read_human_ms, read_propagated_ms and the speedups.
+Last line: JSON with label_p50_ms, label_p95_ms, read_human_ms, read_propagated_ms, the speedups,
+read_page_ms and the contention figures.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +38,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=100, help="propagation rounds, each labels every item")
     ap.add_argument("--labels", type=int, default=200, help="single human labels to time")
+    ap.add_argument("--contend-items", type=int, default=200_000,
+                    help="items a model labels while a person labels one item every 50 ms")
     a = ap.parse_args()
     path = Path(tempfile.mkdtemp()) / "bench.db"
     s = LabelStore(path)
@@ -64,6 +70,17 @@ def main() -> None:
           f"({human_naive / human:.1f}x)")
     print(f"current propagated labels: {prop * 1000:.1f} ms vs naive {prop_naive * 1000:.1f} ms "
           f"({prop_naive / prop:.1f}x)")
+    page = rng.choice(a.items, 24, replace=False)
+    read_page = timed(lambda: s.current(("propagated",), ids=page))
+    print(f"one grid page (24 items) of propagated labels by id: {read_page * 1000:.2f} ms vs the full read "
+          f"{prop * 1000:.1f} ms ({prop / read_page:.0f}x)")
+    contention = {mode: contend(mode, a.contend_items) for mode in ("one_transaction", "bulk")}
+    for mode, c in contention.items():
+        print(f"a person labels every 50 ms while a model writes {a.contend_items:,} labels ({mode}): "
+              f"model {c['model_s']:.2f} s; {c['labels']} labels committed meanwhile, wait p50 "
+              f"{c['wait_p50_ms']:.0f} ms, max {c['wait_max_ms']:.0f} ms")
+    ratio = contention["one_transaction"]["wait_max_ms"] / max(contention["bulk"]["wait_max_ms"], 1e-9)
+    print(f"longest wait, one transaction / in parts: {ratio:.1f}x")
     print(json.dumps({"events": len(s), "label_p50_ms": round(float(np.median(lat_ms)), 3),
                       "label_p95_ms": round(float(np.percentile(lat_ms, 95)), 3),
                       "propagation_round_ms": round(per_round * 1000, 1),
@@ -71,7 +88,40 @@ def main() -> None:
                       "read_human_speedup": round(human_naive / human, 1),
                       "read_propagated_ms": round(prop * 1000, 2),
                       "read_propagated_naive_ms": round(prop_naive * 1000, 2),
-                      "read_propagated_speedup": round(prop_naive / prop, 1)}))
+                      "read_propagated_speedup": round(prop_naive / prop, 1),
+                      "read_page_ms": round(read_page * 1000, 3), "read_page_speedup": round(prop / read_page, 1),
+                      "contention": contention, "wait_max_ratio": round(ratio, 1)}))
+
+
+def contend(mode: str, n: int) -> dict:
+    """A model writes labels for ``n`` items (one transaction, or ``append_bulk`` in parts) in a thread
+    while this thread labels one item every 50 ms: how long each of those labels waited to commit."""
+    s = LabelStore(Path(tempfile.mkdtemp()) / "contend.db")
+    rng = np.random.default_rng(1)
+    labels, conf = rng.integers(0, 10, n).astype(str).tolist(), rng.random(n).tolist()
+    out: dict = {}
+
+    def model() -> None:
+        t = time.perf_counter()
+        if mode == "bulk":
+            s.append_bulk(range(n), labels, source="propagated", confidence=conf, model_version="m")
+        else:
+            s.append(range(n), labels, source="propagated", confidence=conf, model_version="m")
+        out["model_s"] = time.perf_counter() - t
+
+    th = threading.Thread(target=model)
+    th.start()
+    waits = []
+    time.sleep(0.05)
+    while th.is_alive():
+        t = time.perf_counter()
+        s.append([int(rng.integers(n))], ["1"], annotator="ada")
+        waits.append(time.perf_counter() - t)
+        time.sleep(0.05)
+    th.join()
+    w = np.array(waits or [0.0]) * 1000
+    return {"model_s": round(out["model_s"], 3), "labels": len(waits), "wait_p50_ms": round(float(np.median(w)), 1),
+            "wait_max_ms": round(float(w.max()), 1)}
 
 
 if __name__ == "__main__":

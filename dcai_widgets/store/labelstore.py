@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,8 @@ class LabelStore:
         self.timeout = float(timeout)
         self.retries = int(retries)
         self._local = threading.local()
+        self._waiting = 0                   # this process's writes in progress; bulk writes let them go first
+        self._waiting_lock = threading.Lock()
         try:
             self._write(lambda c: c.executescript(_SCHEMA), begin=False)
             self._write(self._rebuild_propagated_if_missing)
@@ -98,8 +101,21 @@ class LabelStore:
                       "(SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY seq DESC) AS rn FROM events "
                       "WHERE source = 'propagated' AND label IS NOT NULL) WHERE rn = 1")
 
-    def _write(self, fn, begin: bool = True):
-        """Run fn(conn) in one IMMEDIATE transaction, retrying while another writer holds the lock."""
+    def _write(self, fn, begin: bool = True, bulk: bool = False):
+        """Run fn(conn) in one IMMEDIATE transaction, retrying while another writer holds the lock.
+        ``bulk``: one part of an ``append_bulk``, which waits between its parts for this process's other
+        writes (counted here) so that a person's label is not kept waiting behind a model's."""
+        if bulk:
+            return self._try_write(fn, begin)
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            return self._try_write(fn, begin)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _try_write(self, fn, begin: bool):
         delay = 0.01
         for attempt in range(self.retries + 1):
             c = self._conn()
@@ -165,7 +181,7 @@ class LabelStore:
     # -- writes --------------------------------------------------------------------------------
     def append(self, items: Iterable[int], labels: Iterable[str], *, annotator: str | None = None,
                source: str = "human", confidence: Iterable[float] | None = None,
-               model_version: str | None = None) -> int:
+               model_version: str | None = None, _bulk: bool = False) -> int:
         """Append one label event per item in a single transaction; returns the batch id."""
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
@@ -190,7 +206,28 @@ class LabelStore:
                           "model_version, ts FROM events WHERE batch = ?", (batch,))
             return batch
 
-        return self._write(insert) if items else 0
+        return self._write(insert, bulk=_bulk) if items else 0
+
+    def append_bulk(self, items: Sequence[int], labels: Sequence[str], *, rows: int = 5_000,
+                    **kwargs: Any) -> int:
+        """``append`` in transactions of ``rows`` events (each its own batch), for labels that need not be
+        atomic, such as a model's labels for every item: one transaction of 200k rows held the write lock
+        for 2.5 s, and a person's label waited that long to commit. Before each part it lets this
+        process's other writes go first. Returns the last batch id (0 for nothing)."""
+        items, labels = list(items), list(labels)
+        if len(items) != len(labels):
+            raise ValueError(f"{len(items)} items but {len(labels)} labels; give one label per item")
+        conf = kwargs.pop("confidence", None)
+        conf = None if conf is None else list(conf)
+        if conf is not None and len(conf) != len(items):
+            raise ValueError(f"{len(items)} items but {len(conf)} confidences")
+        rows, batch = max(1, int(rows)), 0
+        for a in range(0, len(items), rows):
+            while self._waiting:
+                time.sleep(0.001)
+            batch = self.append(items[a:a + rows], labels[a:a + rows], _bulk=True,
+                                confidence=None if conf is None else conf[a:a + rows], **kwargs)
+        return batch
 
     def undo(self, annotator: str | None = None, sources: Sequence[str] = ("human", "review")) -> pd.DataFrame:
         """Retract the latest not-yet-retracted batch (of `annotator`, if given); returns what was undone.

@@ -143,3 +143,33 @@ def test_current_of_some_ids_matches_the_full_read_filtered(tmp_path):
     page = s.current(("propagated",), ids=[1, 2, 3]).set_index("id")
     assert page["label"].to_dict() == {1: "q", 2: "q", 3: "p"}
     assert s.current(ids=[10, 12, 6]).set_index("id")["label"].to_dict() == {6: "b", 10: "a", 12: "a"}
+
+
+def test_append_bulk_writes_every_part_and_lets_other_writes_go_first(tmp_path):
+    """A model's labels in parts: all land, each part its own batch, the latest table is right, bad input
+    writes nothing; and between parts this process's other writes (a person's label) go first."""
+    import threading
+
+    s = LabelStore(tmp_path / "l.db")
+    assert s.append_bulk([], [], source="propagated") == 0
+    with pytest.raises(ValueError, match="confidences"):
+        s.append_bulk([1, 2], ["a", "b"], source="propagated", confidence=[0.5])
+    assert len(s) == 0
+    last = s.append_bulk(range(10), list("abcdefghij"), rows=3, source="propagated",
+                         confidence=[0.1 * i for i in range(10)], model_version="m")
+    ev = s.events(("propagated",), include_retracted=True)
+    assert len(ev) == 10 and ev["batch"].nunique() == 4 and last == ev["batch"].max()
+    assert s.current(("propagated",)).set_index("id")["label"].to_dict() == dict(enumerate("abcdefghij"))
+
+    s._waiting = 1              # as if another thread's write were in progress: the parts must wait
+    th = threading.Thread(target=lambda: s.append_bulk(range(6), ["z"] * 6, rows=2, source="propagated"))
+    th.start()
+    th.join(0.3)
+    assert th.is_alive() and len(s) == 10      # nothing written while the other write is pending
+    s.append([7], ["human-label"], annotator="ada")
+    s._waiting = 0
+    th.join(30)
+    assert not th.is_alive()
+    ev = s.events(("human", "propagated"))
+    human_seq = int(ev.loc[ev["source"] == "human", "seq"].iloc[0])
+    assert (ev.loc[ev["label"] == "z", "seq"] > human_seq).all()
