@@ -12,7 +12,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -181,8 +180,12 @@ class LabelStore:
     # -- writes --------------------------------------------------------------------------------
     def append(self, items: Iterable[int], labels: Iterable[str], *, annotator: str | None = None,
                source: str = "human", confidence: Iterable[float] | None = None,
-               model_version: str | None = None, _bulk: bool = False) -> int:
+               model_version: str | None = None) -> int:
         """Append one label event per item in a single transaction; returns the batch id."""
+        return self._append(items, labels, annotator, source, confidence, model_version, bulk=False)
+
+    def _append(self, items: Iterable[int], labels: Iterable[str], annotator: str | None, source: str,
+                confidence: Iterable[float] | None, model_version: str | None, bulk: bool) -> int:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
         items = [int(i) for i in items]
@@ -206,27 +209,29 @@ class LabelStore:
                           "model_version, ts FROM events WHERE batch = ?", (batch,))
             return batch
 
-        return self._write(insert, bulk=_bulk) if items else 0
+        return self._write(insert, bulk=bulk) if items else 0
 
     def append_bulk(self, items: Sequence[int], labels: Sequence[str], *, rows: int = 5_000,
-                    **kwargs: Any) -> int:
+                    annotator: str | None = None, source: str = "propagated",
+                    confidence: Sequence[float] | None = None, model_version: str | None = None) -> int:
         """``append`` in transactions of ``rows`` events (each its own batch), for labels that need not be
         atomic, such as a model's labels for every item: one transaction of 200k rows held the write lock
         for 2.5 s, and a person's label waited that long to commit. Before each part it lets this
         process's other writes go first. Returns the last batch id (0 for nothing)."""
-        items, labels = list(items), list(labels)
+        if source not in SOURCES:          # everything is checked before the first part is written
+            raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+        items, labels = [int(i) for i in items], [str(lab) for lab in labels]
         if len(items) != len(labels):
             raise ValueError(f"{len(items)} items but {len(labels)} labels; give one label per item")
-        conf = kwargs.pop("confidence", None)
-        conf = None if conf is None else list(conf)
+        conf = None if confidence is None else [float(x) for x in confidence]
         if conf is not None and len(conf) != len(items):
             raise ValueError(f"{len(items)} items but {len(conf)} confidences")
         rows, batch = max(1, int(rows)), 0
         for a in range(0, len(items), rows):
             while self._waiting:
                 time.sleep(0.001)
-            batch = self.append(items[a:a + rows], labels[a:a + rows], _bulk=True,
-                                confidence=None if conf is None else conf[a:a + rows], **kwargs)
+            batch = self._append(items[a:a + rows], labels[a:a + rows], annotator, source,
+                                 None if conf is None else conf[a:a + rows], model_version, bulk=True)
         return batch
 
     def undo(self, annotator: str | None = None, sources: Sequence[str] = ("human", "review")) -> pd.DataFrame:

@@ -154,6 +154,10 @@ def test_append_bulk_writes_every_part_and_lets_other_writes_go_first(tmp_path):
     assert s.append_bulk([], [], source="propagated") == 0
     with pytest.raises(ValueError, match="confidences"):
         s.append_bulk([1, 2], ["a", "b"], source="propagated", confidence=[0.5])
+    with pytest.raises(ValueError, match="could not convert"):       # a bad value in a later part
+        s.append_bulk(range(4), list("abcd"), rows=2, source="propagated", confidence=[0.5, 0.5, 0.5, "x"])
+    with pytest.raises(ValueError, match="unknown source"):
+        s.append_bulk([1], ["a"], source="model")
     assert len(s) == 0
     last = s.append_bulk(range(10), list("abcdefghij"), rows=3, source="propagated",
                          confidence=[0.1 * i for i in range(10)], model_version="m")
