@@ -182,10 +182,30 @@ class LabelStore:
                source: str = "human", confidence: Iterable[float] | None = None,
                model_version: str | None = None) -> int:
         """Append one label event per item in a single transaction; returns the batch id."""
-        return self._append(items, labels, annotator, source, confidence, model_version, bulk=False)
+        items, labels, conf = self._checked(items, labels, confidence, source)
+        return self._insert(items, labels, conf, annotator, source, model_version, bulk=False)
 
-    def _append(self, items: Iterable[int], labels: Iterable[str], annotator: str | None, source: str,
-                confidence: Iterable[float] | None, model_version: str | None, bulk: bool) -> int:
+    def append_bulk(self, items: Sequence[int], labels: Sequence[str], *, rows: int = 5_000,
+                    annotator: str | None = None, source: str = "propagated",
+                    confidence: Sequence[float] | None = None, model_version: str | None = None) -> int:
+        """``append`` in transactions of ``rows`` events (each its own batch), for labels that need not be
+        atomic, such as a model's labels for every item: one transaction of 200k rows held the write lock
+        for 2.5 s, and a person's label waited that long to commit. Everything is checked before the first
+        part is written; before each part it lets this process's other writes go first. Returns the last
+        batch id (0 for nothing)."""
+        items, labels, conf = self._checked(items, labels, confidence, source)
+        rows, batch = max(1, int(rows)), 0
+        for a in range(0, len(items), rows):
+            while self._waiting:
+                time.sleep(0.001)
+            batch = self._insert(items[a:a + rows], labels[a:a + rows], conf[a:a + rows], annotator, source,
+                                 model_version, bulk=True)
+        return batch
+
+    @staticmethod
+    def _checked(items: Iterable[int], labels: Iterable[str], confidence: Iterable[float] | None,
+                 source: str) -> tuple[list[int], list[str], list[float | None]]:
+        """The rows to append as plain lists, or a ValueError naming what is wrong (nothing written)."""
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
         items = [int(i) for i in items]
@@ -195,6 +215,11 @@ class LabelStore:
         conf = [None] * len(items) if confidence is None else [float(x) for x in confidence]
         if len(conf) != len(items):
             raise ValueError(f"{len(items)} items but {len(conf)} confidences")
+        return items, labels, conf
+
+    def _insert(self, items: list[int], labels: list[str], conf: list[float | None], annotator: str | None,
+                source: str, model_version: str | None, bulk: bool) -> int:
+        """Write checked rows as one batch in one transaction; returns the batch id (0 for no rows)."""
         ts = time.time()
 
         def insert(c: sqlite3.Connection) -> int:
@@ -210,29 +235,6 @@ class LabelStore:
             return batch
 
         return self._write(insert, bulk=bulk) if items else 0
-
-    def append_bulk(self, items: Sequence[int], labels: Sequence[str], *, rows: int = 5_000,
-                    annotator: str | None = None, source: str = "propagated",
-                    confidence: Sequence[float] | None = None, model_version: str | None = None) -> int:
-        """``append`` in transactions of ``rows`` events (each its own batch), for labels that need not be
-        atomic, such as a model's labels for every item: one transaction of 200k rows held the write lock
-        for 2.5 s, and a person's label waited that long to commit. Before each part it lets this
-        process's other writes go first. Returns the last batch id (0 for nothing)."""
-        if source not in SOURCES:          # everything is checked before the first part is written
-            raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
-        items, labels = [int(i) for i in items], [str(lab) for lab in labels]
-        if len(items) != len(labels):
-            raise ValueError(f"{len(items)} items but {len(labels)} labels; give one label per item")
-        conf = None if confidence is None else [float(x) for x in confidence]
-        if conf is not None and len(conf) != len(items):
-            raise ValueError(f"{len(items)} items but {len(conf)} confidences")
-        rows, batch = max(1, int(rows)), 0
-        for a in range(0, len(items), rows):
-            while self._waiting:
-                time.sleep(0.001)
-            batch = self._append(items[a:a + rows], labels[a:a + rows], annotator, source,
-                                 None if conf is None else conf[a:a + rows], model_version, bulk=True)
-        return batch
 
     def undo(self, annotator: str | None = None, sources: Sequence[str] = ("human", "review")) -> pd.DataFrame:
         """Retract the latest not-yet-retracted batch (of `annotator`, if given); returns what was undone.
@@ -308,18 +310,19 @@ class LabelStore:
         return self._current_of(sources, None)
 
     def _current_of(self, sources: Sequence[str], ids: list[int] | None) -> pd.DataFrame:
-        where, extra = "", []
-        if ids is not None:
-            if not ids:
-                return pd.DataFrame([], columns=_COLUMNS).astype({"id": "int64"})
-            where, extra = f" AND item IN ({','.join('?' * len(ids))})", ids
+        if ids is not None and not ids:
+            return pd.DataFrame([], columns=_COLUMNS).astype({"id": "int64"})
+        extra = [] if ids is None else ids
+
+        def only(col: str) -> str:      # the SQL restricting `col` to the ids asked, if any
+            return "" if ids is None else f" AND {col} IN ({','.join('?' * len(ids))})"
+
         if tuple(sources) == ("propagated",):  # served from the derived table: no scan of every round
             rows = self._read("SELECT item, label, NULL, 'propagated', ts, confidence, model_version "
-                              f"FROM propagated_latest WHERE 1{where} ORDER BY item", extra)
+                              f"FROM propagated_latest WHERE 1{only('item')} ORDER BY item", extra)
             return pd.DataFrame(rows, columns=_COLUMNS).astype({"id": "int64"})
         sql, params = self._live(sources)
-        if ids is not None:
-            sql += where.replace("item", "e.item")
+        sql += only("e.item")
         rows = self._read(
             f"SELECT item, label, annotator, source, ts, confidence, model_version FROM "
             f"(SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY seq DESC) AS rn FROM ({sql})) "
