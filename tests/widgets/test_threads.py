@@ -43,3 +43,71 @@ def test_a_failing_update_is_logged_not_raised(caplog):
 
     asyncio.run(kernel())
     assert "widget update" in caplog.text
+
+
+def test_background_merges_requests_made_while_running_into_one_more_run():
+    import time as _t
+
+    from dcai_widgets.widgets.threads import Background
+
+    gate = threading.Event()
+    seen, done = [], []
+
+    def work(job):
+        seen.append(len(seen))
+        if len(seen) == 1:
+            gate.wait(5)
+        return len(seen)
+
+    bg = Background(work, on_done=done.append, name="t")
+    bg.request()
+    _t.sleep(0.05)
+    for _ in range(5):  # while the first run waits: merged into exactly one more run
+        bg.request()
+    gate.set()
+    assert bg.wait(5)
+    assert seen == [0, 1] and done == [1, 2] and bg.runs == 2
+
+
+def test_background_cancel_stops_work_and_drops_the_result():
+    from dcai_widgets.widgets.threads import Background
+
+    started, done = threading.Event(), []
+
+    def work(job):
+        started.set()
+        for _ in range(500):
+            job.check()
+            threading.Event().wait(0.01)
+        return "finished"
+
+    bg = Background(work, on_done=done.append)
+    bg.request()
+    started.wait(5)
+    bg.cancel()
+    assert bg.wait(5)
+    assert done == [] and bg.runs == 0
+
+
+def test_background_errors_go_to_on_error_on_the_main_thread():
+    from dcai_widgets.widgets.threads import Background
+
+    errors = []
+
+    async def kernel():
+        bg = Background(lambda job: 1 / 0, on_error=lambda e: errors.append(
+            (type(e).__name__, threading.current_thread().name)))
+        bg.request()
+        bg.wait(5)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(kernel())
+    assert errors == [("ZeroDivisionError", threading.main_thread().name)]
+
+
+def test_background_false_runs_in_the_caller():
+    from dcai_widgets.widgets.threads import Background
+
+    done = []
+    Background(lambda job: threading.current_thread().name, on_done=done.append, background=False).request()
+    assert done == [threading.current_thread().name]
