@@ -87,7 +87,7 @@ def test_bad_paths_and_files(tmp_path):
 
 
 def _writer(path, worker, n):
-    s = LabelStore(path, timeout=1.0, retries=200)
+    s = LabelStore(path, timeout=60.0)
     for i in range(n):
         s.append([worker * 1000 + i], [f"w{worker}"], annotator=f"w{worker}")
 

@@ -1,0 +1,183 @@
+"""The team side of a label store: the annotator registry and item claims with leases.
+
+Registry: one row per annotator (name, role, sha256 hex of their secret token, revoked flag); the token
+itself is never stored. Claims: an item shown to an annotator is claimed for ``lease_s`` seconds; the
+page renews the lease while it is alive, a label consumes it, and an expired claim simply stops
+counting, so a crashed page's items return to the queue. Every claim decision is taken inside one write
+transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL under a transaction-level advisory lock), so two
+annotators drawing at the same instant never receive the same item unless overlap asks for it.
+This is the locking Label Studio got wrong once (LS #795: one task served to two users).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+ROLES = ("annotator", "lead")
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class TeamMixin:
+    """Registry and claims; relies on the store's ``_write``/``_read`` and ``where``."""
+
+    where: str
+    _write: Callable[..., Any]
+    _read: Callable[..., list]
+
+    # -- annotator registry ----------------------------------------------------------------------
+    def add_annotator(self, name: str, role: str = "annotator", token_hash: str | None = None) -> None:
+        """Register ``name`` (or update it): sets the role, un-revokes, and sets ``token_hash`` when one
+        is given (``None`` keeps the stored hash, so links stay stable across restarts)."""
+        name = str(name).strip()
+        if not name:
+            raise ValueError("an annotator needs a non-empty name")
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+        now = time.time()
+
+        def upsert(c) -> None:
+            c.execute("INSERT INTO annotators (name, role, token_hash, revoked, created) VALUES (?, ?, ?, 0, ?) "
+                      "ON CONFLICT (name) DO UPDATE SET role = excluded.role, revoked = 0, "
+                      "token_hash = COALESCE(excluded.token_hash, annotators.token_hash)",
+                      (name, role, token_hash, now))
+
+        self._write(upsert)
+
+    def revoke_annotator(self, name: str) -> bool:
+        """Revoke ``name``'s token (their labels stay); their claims are released. False if unknown."""
+
+        def revoke(c) -> bool:
+            found = c.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone() is not None
+            c.execute("UPDATE annotators SET revoked = 1 WHERE name = ?", (name,))
+            c.execute("DELETE FROM claims WHERE annotator = ?", (name,))
+            return found
+
+        return bool(self._write(revoke))
+
+    def annotators(self) -> pd.DataFrame:
+        """Every registered annotator: name, role, token_hash, revoked (bool), created (unix time)."""
+        rows = self._read("SELECT name, role, token_hash, revoked, created FROM annotators ORDER BY created, name")
+        df = pd.DataFrame(rows, columns=["name", "role", "token_hash", "revoked", "created"])
+        return df.astype({"revoked": bool})
+
+    def annotator_for_token_hash(self, token_hash: str) -> tuple[str, str] | None:
+        """(name, role) of the live annotator with this token hash; None if unknown or revoked."""
+        if not token_hash:
+            return None
+        rows = self._read("SELECT name, role FROM annotators WHERE token_hash = ? AND revoked = 0", (str(token_hash),))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    # -- claims ----------------------------------------------------------------------------------
+    def claim(self, annotator: str, candidates: Iterable[int], n: int = 1, lease_s: float = 300.0,
+              per_item: int | Callable[[int], int] = 1) -> list[int]:
+        """Atomically claim up to ``n`` items of ``candidates`` (in their order) for ``annotator``.
+
+        Items this annotator already holds come first (their lease is renewed). An item is skipped if
+        this annotator has a live human/review label on it, or if the distinct annotators with a live
+        human/review label on it plus other annotators' live claims reach ``per_item`` (an int, or a
+        function item -> int for overlap: 2 shows the item to two people)."""
+        if not annotator:
+            raise ValueError("claim needs an annotator name")
+        cands = list(dict.fromkeys(int(i) for i in candidates))
+        n, lease_s = int(n), float(lease_s)
+        if n <= 0 or not cands:
+            return []
+        limit = per_item if callable(per_item) else (lambda _i, k=int(per_item): k)
+
+        def take(c) -> list[int]:
+            now = time.time()
+            rows = c.execute("SELECT item FROM claims WHERE annotator = ? AND expires > ?", (annotator, now)).fetchall()
+            held = {r[0] for r in rows}
+            got = [i for i in cands if i in held][:n]
+            for a in range(0, len(cands), 500):
+                if len(got) >= n:
+                    break
+                part = [i for i in cands[a:a + 500] if i not in held]
+                if part:
+                    got += self._free_items(c, annotator, part, now, limit, n - len(got))
+            c.executemany("INSERT INTO claims (item, annotator, expires) VALUES (?, ?, ?) ON CONFLICT (item, annotator) "
+                          "DO UPDATE SET expires = excluded.expires", [(i, annotator, now + lease_s) for i in got])
+            return got
+
+        return list(self._write(take))
+
+    @staticmethod
+    def _free_items(c, annotator: str, part: list[int], now: float, limit: Callable[[int], int],
+                    want: int) -> list[int]:
+        """The first ``want`` items of ``part`` that ``annotator`` may claim now (see ``claim``)."""
+        q = _marks(len(part))
+        labeled: dict[int, set] = {}
+        for item, who in c.execute(
+                f"SELECT DISTINCT e.item, e.annotator FROM events e WHERE e.source IN ('human', 'review') "
+                f"AND e.label IS NOT NULL AND e.item IN ({q}) AND NOT EXISTS "
+                f"(SELECT 1 FROM events r WHERE r.retracts = e.seq)", part).fetchall():
+            labeled.setdefault(item, set()).add(who)
+        claimed: dict[int, set] = {}
+        for item, who in c.execute(f"SELECT item, annotator FROM claims WHERE expires > ? AND item IN ({q})",
+                                   [now, *part]).fetchall():
+            if who != annotator:
+                claimed.setdefault(item, set()).add(who)
+        out = []
+        for i in part:
+            people = labeled.get(i, set())
+            if annotator in people:
+                continue
+            if len(people) + len(claimed.get(i, set()) - people) >= int(limit(i)):
+                continue
+            out.append(i)
+            if len(out) >= want:
+                break
+        return out
+
+    def renew_claims(self, annotator: str, ids: Iterable[int] | None = None, lease_s: float = 300.0) -> list[int]:
+        """Extend ``annotator``'s live claims (all, or those on ``ids``); returns the items still held.
+        A claim that already ran out is not revived: the item may have gone to someone else."""
+        wanted = None if ids is None else {int(i) for i in ids}
+
+        def renew(c) -> list[int]:
+            now = time.time()
+            rows = c.execute("SELECT item FROM claims WHERE annotator = ? AND expires > ? ORDER BY item",
+                             (annotator, now)).fetchall()
+            items = [r[0] for r in rows if wanted is None or r[0] in wanted]
+            c.executemany("UPDATE claims SET expires = ? WHERE annotator = ? AND item = ?",
+                          [(now + float(lease_s), annotator, i) for i in items])
+            c.execute("DELETE FROM claims WHERE expires <= ?", (now - 3600.0,))   # tidy long-dead leases
+            return items
+
+        return list(self._write(renew))
+
+    def release_claims(self, annotator: str, ids: Iterable[int] | None = None) -> int:
+        """Give back ``annotator``'s claims (all, or those on ``ids``); returns how many were released."""
+        sel = None if ids is None else sorted({int(i) for i in ids})
+
+        def release(c) -> int:
+            if sel is None:
+                return c.execute("DELETE FROM claims WHERE annotator = ?", (annotator,)).rowcount
+            gone = 0
+            for a in range(0, len(sel), 900):
+                part = sel[a:a + 900]
+                gone += c.execute(f"DELETE FROM claims WHERE annotator = ? AND item IN ({_marks(len(part))})",
+                                  [annotator, *part]).rowcount
+            return gone
+
+        return int(self._write(release))
+
+    def claims(self) -> pd.DataFrame:
+        """Live claims: id, annotator, expires (unix time)."""
+        rows = self._read("SELECT item, annotator, expires FROM claims WHERE expires > ? ORDER BY item, annotator",
+                          (time.time(),))
+        return pd.DataFrame(rows, columns=["id", "annotator", "expires"]).astype({"id": "int64"})
+
+    @staticmethod
+    def _consume_claims(c, annotator: str, items: Sequence[int]) -> None:
+        """A person's label on an item ends their claim on it (called inside the label's transaction)."""
+        uniq = sorted(set(items))
+        for a in range(0, len(uniq), 900):
+            part = uniq[a:a + 900]
+            c.execute(f"DELETE FROM claims WHERE annotator = ? AND item IN ({_marks(len(part))})", [annotator, *part])
