@@ -51,21 +51,82 @@ def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
     return arr
 
 
+class Positions:
+    """Class labels given explicitly as positions into ``classes`` (what loaders produce).
+
+    A bare integer is a class *position* only where that cannot be mistaken for a class *name*; with class
+    names that look like numbers (``['1', '2', '3']``) a bare 2 could mean either, so it is refused.
+    Wrapping an array in ``Positions`` says "these are positions" (-1 = unknown where allowed).
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values) -> None:
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"Positions takes integer class positions, got dtype {arr.dtype}")
+        self.values = arr.astype(np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _looks_numeric(name: str) -> bool:
+    try:
+        return bool(np.isfinite(float(name)))
+    except ValueError:
+        return False
+
+
+def ambiguous_numbers(classes: Sequence[str]) -> list[str]:
+    """Class names that look like numbers but are not their own position (``'1'`` at position 0).
+
+    With such names a bare integer label could mean a position or a name, so integers are refused and
+    the caller must pass names (``s.classes[i]`` for position ``i``). Names equal to their position
+    (``['0', '1', ..., '9']``, or ``['cat', '1']``) are unambiguous and integers stay accepted."""
+    return [c for j, c in enumerate(classes) if _looks_numeric(c) and c != str(j)]
+
+
+def _ambiguity_error(v, classes: Sequence[str], name: str, clash: list[str]) -> ValueError:
+    return ValueError(
+        f"{name}: {v!r} is ambiguous: the class names {list(classes)} look like numbers "
+        f"({clash[:5]} are not their own positions), so a number could be a position or a name. Pass the "
+        f"class name as a string (e.g. {str(classes[0])!r}), or turn a position i into its name with "
+        "session.classes[i]")
+
+
 def to_class_indices(labels, classes: Sequence[str], n: int | None = None, name: str = "labels") -> np.ndarray:
-    """Labels given as class names or class indices -> int64 indices; a scalar is repeated n times."""
+    """Labels given as class names or class indices -> int64 indices; a scalar is repeated n times.
+
+    A number is read as a class position, except where class names look like numbers and differ from their
+    positions (``ambiguous_numbers``): then it is an error, never a guess. ``Positions(...)`` marks explicit
+    positions."""
     k = len(classes)
+    if isinstance(labels, Positions):
+        idx = labels.values
+        if n is not None and len(idx) == 1 and n != 1:
+            idx = np.repeat(idx, n)
+        if n is not None and len(idx) != n:
+            raise ValueError(f"{name} has {len(idx)} entries but there are {n} ids")
+        bad = idx[(idx < 0) | (idx >= k)]
+        if len(bad):
+            raise ValueError(f"{name}: class position(s) {bad[:5].tolist()} out of range; there are {k} classes")
+        return idx.copy()
     lookup = {c: i for i, c in enumerate(classes)}
+    clash = ambiguous_numbers(classes)
 
     def one(v) -> int:
         if isinstance(v, (bool, np.bool_)):
             raise TypeError(f"{name}: {v!r} is not a class; use a class name from {list(classes)} or its index")
         if isinstance(v, (numbers.Integral, np.integer)):
+            if clash:
+                raise _ambiguity_error(v, classes, name, clash)
             if 0 <= int(v) < k:
                 return int(v)
-            if str(v) in lookup:
-                return lookup[str(v)]
             raise ValueError(f"{name}: class index {v} is out of range; there are {k} classes {list(classes)}")
         if isinstance(v, (float, np.floating)):
+            if clash and np.isfinite(v):
+                raise _ambiguity_error(v, classes, name, clash)
             if np.isfinite(v) and float(v).is_integer() and 0 <= int(v) < k:
                 return int(v)
             raise ValueError(f"{name}: {v!r} is not a class; expected one of {list(classes)}")

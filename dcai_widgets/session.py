@@ -1,8 +1,9 @@
 """Session: the one shared state of a labeling project.
 
 It holds the items, their embeddings (cached on disk by content hash), the FAISS index, the 2-D map,
-the persistent LabelStore and the models, and it emits events ("labels", "model") that panels and
-engines subscribe to. Item ids are positions 0..N-1.
+the persistent LabelStore and the models, and it emits typed events ("labels", "model", "exclusions";
+see ``events.py``) that panels and engines subscribe to. Item ids are positions 0..N-1. What engines and
+panels may rely on is written down in ``protocols.py`` (``EngineSession``, ``PanelSession``).
 """
 from __future__ import annotations
 
@@ -12,26 +13,65 @@ import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._validate import check_classes, check_embeddings, check_ids, to_class_indices
+from . import events as ev
+from ._validate import Positions, ambiguous_numbers, check_classes, check_embeddings, check_ids, to_class_indices
 from .data import loaders
 from .data.items import ImageItems, ItemSet, TableItems, TextItems, VectorItems
+from .protocols import LabelStoreLike, missing_members
 from .store import ArrayCache, LabelStore, content_hash
 
 log = logging.getLogger(__name__)
 
 HUMAN = ("human", "review", "import")
 PROPAGATE_ROWS = 5_000   # propagated labels per store transaction (see Session.set_propagated)
-EVENTS = ("labels", "model")
+EVENTS = tuple(ev.EVENT_TYPES)   # the built-in events; events.register_event adds more
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """The numbers panels show about labels, defined once (``Session.counts()``).
+
+    items: N. labeled: items with a current human, review or import label (review wins over human/import,
+    as in ``Session.labeled()``). by_source: those per source of the current label. by_class: those per
+    class (every class listed, 0 for none). by_annotator: those per annotator ("" for anonymous).
+    propagated: items whose only label is a model's propagated one. unlabeled: items - labeled -
+    propagated. excluded: items currently kept out of training (labeled or not).
+    """
+
+    items: int
+    labeled: int
+    by_source: dict[str, int]
+    by_class: dict[str, int]
+    by_annotator: dict[str, int]
+    propagated: int
+    unlabeled: int
+    excluded: int
+
+    @property
+    def classes_without_labels(self) -> list[str]:
+        """Classes with no human/review/import label yet (what a status line warns about)."""
+        return [c for c, n in self.by_class.items() if n == 0]
 
 
 class TemporaryStoreWarning(UserWarning):
     """Labels are going to a temporary file that is deleted when the session ends."""
+
+
+def _integral_floats_as_ints(col: pd.Series) -> pd.Series:
+    """A float column whose values are all whole numbers (pandas reads an integer CSV column with an
+    empty cell as floats) as nullable ints, so that class names are '1', not '1.0'."""
+    if col.dtype.kind == "f":
+        known = col.dropna()
+        if len(known) and np.isfinite(known).all() and (known == np.round(known)).all():
+            return col.astype("Int64")
+    return col
 
 
 def default_cache_root() -> Path:
@@ -40,11 +80,27 @@ def default_cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dcai-widgets"
 
 
+def open_label_store(store: str | os.PathLike | LabelStoreLike) -> LabelStoreLike:
+    """A label store from a path or URL (``store.open_store`` where the store package has it: a
+    ``postgresql://`` URL gives the PostgreSQL backend), or a store object passed through after checking
+    that it has what the Session calls (``protocols.LabelStoreLike``)."""
+    if isinstance(store, (str, os.PathLike)):
+        from . import store as store_pkg
+
+        opener = getattr(store_pkg, "open_store", None)
+        return opener(store) if opener is not None else LabelStore(store)
+    missing = missing_members(store, LabelStoreLike)
+    if missing:
+        raise TypeError(f"store must be a path, a postgresql:// URL or a label store; {type(store).__name__} "
+                        f"lacks {missing}")
+    return store
+
+
 class Session:
     """Items + embeddings + neighbours + map + labels + models, shared by every panel and engine."""
 
     def __init__(self, items: ItemSet, classes: Sequence[str], *, y_true=None, embeddings=None,
-                 encoder: Any = None, store: str | os.PathLike | LabelStore | None = None,
+                 encoder: Any = None, store: str | os.PathLike | LabelStoreLike | None = None,
                  cache_dir: str | os.PathLike | None = None, metric: str = "l2",
                  annotator: str | None = None, map_neighbors: int = 15, warn_temp_store: bool = True):
         if not isinstance(items, ItemSet):
@@ -76,7 +132,7 @@ class Session:
                 warnings.warn("no store= given: labels go to a temporary file that is deleted with this "
                               "session; pass store='project.db' to keep them", TemporaryStoreWarning,
                               stacklevel=3)
-        self.store = store if isinstance(store, LabelStore) else LabelStore(store)
+        self.store = open_label_store(store)
         self.store.bind(self.fingerprint, n, self.classes)
         self.models: dict[str, Any] = {}
         self._handlers: dict[str, list[Callable]] = defaultdict(list)
@@ -134,7 +190,7 @@ class Session:
                 raise ValueError(f"column {col!r} is not in the table; columns are {list(frame.columns)}")
         y_true = None
         if label_column is not None:
-            raw = frame[label_column]
+            raw = _integral_floats_as_ints(frame[label_column])
             if classes is None:
                 classes = sorted(raw.dropna().astype(str).unique().tolist())
             classes = check_classes(classes)
@@ -143,7 +199,7 @@ class Session:
             if bad:
                 raise ValueError(f"label column {label_column!r} has values {bad[:5]} not among classes {classes}")
             codes = raw.astype(str).map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(np.int64)
-            y_true = np.where(known, codes, -1).astype(np.int64)
+            y_true = Positions(np.where(known, codes, -1))
         if text_column is not None:
             texts = frame[text_column]
             if texts.isna().any():
@@ -156,8 +212,12 @@ class Session:
 
     @classmethod
     def open(cls, source: str | os.PathLike, *, classes=None, store=None, label_column: str | None = None,
-             text_column: str | None = None, **kw) -> Session:
-        """Open "digits", an .npz (X, y), an MNIST idx folder, a CSV/Parquet file or an image folder."""
+             text_column: str | None = None, image_size: int | None = None, **kw) -> Session:
+        """Open "digits", an .npz (X, y), an MNIST idx folder, a CSV/Parquet file or an image folder.
+
+        An image folder with images of several sizes is resized to one size (``image_size``, default the
+        most common size, at most 128 px) with an ``ImagesResizedWarning``; ``s.items.resized_`` records
+        which images were resized from what size."""
         if str(source) == "digits":
             return cls.demo(store=store, **kw)
         p = Path(source).expanduser()
@@ -166,13 +226,16 @@ class Session:
                                     "file, an MNIST folder or an image folder")
         if p.is_dir() and loaders.is_mnist_folder(p):
             images, y = loaders.load_mnist(p)
-            return cls.from_images(images, classes or [str(i) for i in range(10)], y_true=y, store=store, **kw)
+            return cls.from_images(images, classes or [str(i) for i in range(10)], y_true=Positions(y),
+                                   store=store, **kw)
         if p.is_dir():
-            images, y, found, _ = loaders.load_image_folder(p)
+            images, y, found, files, resized = loaders.read_image_folder(p, size=image_size, stacklevel=3)
             if classes is None and found is None:
                 raise ValueError(f"{str(p)!r} has no class sub-folders; pass classes=[...]")
-            return cls.from_images(images, classes or found, y_true=y if classes is None else None,
-                                   store=store, **kw)
+            items = ImageItems(images)
+            items.paths, items.resized_ = files, resized
+            return cls(items, classes or found, y_true=Positions(y) if classes is None else None,
+                       store=store, **kw)
         suffix = p.suffix.lower()
         if suffix == ".npz":
             X, y = loaders.load_npz(p)
@@ -181,7 +244,7 @@ class Session:
                     raise ValueError(f"{str(p)!r} has no y; pass classes=[...]")
                 values = np.unique(y)
                 classes = [str(v.item() if hasattr(v, "item") else v) for v in values]
-                y = np.searchsorted(values, y)
+                y = Positions(np.searchsorted(values, y))
             return cls.from_embeddings(X, classes, y_true=y, store=store, **kw)
         if suffix in (".csv", ".tsv", ".parquet", ".pq"):
             frame = loaders.load_table(p)
@@ -195,9 +258,17 @@ class Session:
                          "or a folder of images")
 
     def _check_y(self, y, n: int) -> np.ndarray:
-        y = np.asarray(y)
+        """Known labels as class positions (-1 = unknown): names, or positions where they cannot be
+        mistaken for names (see ``_validate.ambiguous_numbers``), or ``Positions(...)`` from a loader."""
+        explicit = isinstance(y, Positions)
+        y = y.values if explicit else np.asarray(y)
         if y.shape != (n,):
             raise ValueError(f"y_true must have shape ({n},) like the items, got {y.shape}")
+        clash = [] if explicit else ambiguous_numbers(self.classes)
+        if clash and y.dtype.kind in "iuf":
+            raise ValueError(f"y_true holds numbers but the class names {self.classes} look like numbers "
+                             f"({clash[:5]} are not their own positions), so a number could be a position or a "
+                             "name. Give y_true as class names (strings), e.g. np.asarray(classes)[positions]")
         if y.dtype.kind in "iu":
             if ((y < -1) | (y >= len(self.classes))).any():
                 raise ValueError(f"y_true has class indices outside 0..{len(self.classes) - 1} (-1 = unknown)")
@@ -275,7 +346,7 @@ class Session:
 
     @property
     def map(self) -> np.ndarray:
-        """(N, 2) UMAP projection built from the FAISS kNN graph; computed once, cached on disk."""
+        """(N, 2) map (t-SNE for small sets, else UMAP on the FAISS kNN graph); computed once, cached on disk."""
         with self._lock:
             if self._map is None:
                 k = min(self.map_neighbors, len(self) - 1)
@@ -286,14 +357,12 @@ class Session:
     def _compute_map(self, k: int) -> np.ndarray:
         from tqdm.auto import tqdm
 
-        from .mapping import small_map, umap_from_knn
+        from .mapping import project_2d
 
-        if len(self) < 16:
-            return small_map(self.embeddings)
-        with tqdm(total=2, desc="map", leave=False, disable=len(self) < 5000) as bar:
-            ids, dist = self.index.knn_graph(k + 1)
-            bar.update(1)
-            emb = umap_from_knn(self.embeddings, ids, dist, seed=0 if len(self) <= 20_000 else None)
+        # PCA / t-SNE / UMAP on the FAISS kNN graph by size (see dcai_widgets.mapping)
+        with tqdm(total=1, desc="map", leave=False, disable=len(self) < 5000) as bar:
+            emb = project_2d(self.embeddings, self.index.knn_graph, k=k, metric=self.metric,
+                             seed=0 if len(self) <= 20_000 else None)
             bar.update(1)
         return emb
 
@@ -315,12 +384,23 @@ class Session:
         return batch
 
     def undo(self, annotator: str | None = None) -> pd.DataFrame | None:
-        """Retract the latest human label batch (of `annotator`, if given); returns what was undone."""
-        undone = self.store.undo(annotator=annotator)
+        """Retract the annotator's latest batch of human/review labels, whatever panel wrote it (a bulk
+        label is one batch); returns what was undone (DataFrame id, label, annotator, source, ts) or None.
+
+        ``annotator`` defaults to the session's ``annotator``; with neither, the latest batch of anyone.
+        Emits a "labels" event with ``source="undo"``, the affected ids and each item's label after the
+        retraction (an earlier label comes back; None where none is left), so every view can update."""
+        who = annotator if annotator is not None else self.annotator
+        if who is not None and not isinstance(who, str):
+            raise TypeError(f"annotator must be a string, got {type(who).__name__}")
+        undone = self.store.undo(annotator=who)
         if undone.empty:
             return None
-        self.emit("labels", ids=undone["id"].tolist(), labels=[None] * len(undone), source="undo",
-                  annotator=annotator)
+        ids = [int(i) for i in undone["id"]]
+        now = self.store.current(HUMAN, ids=ids).set_index("id")["label"].to_dict()
+        authors = undone["annotator"].dropna().unique()
+        self.emit("labels", ids=ids, labels=[now.get(i) for i in ids], source="undo",
+                  annotator=who if who is not None or len(authors) != 1 else str(authors[0]))
         return undone
 
     def labeled(self, sources: Sequence[str] = HUMAN, ids: Sequence[int] | None = None) -> pd.DataFrame:
@@ -374,17 +454,36 @@ class Session:
         prop = prop[~prop["id"].isin(human["id"])]
         return pd.concat([human, prop], ignore_index=True).sort_values("id", ignore_index=True)
 
-    def export(self, path: str | os.PathLike) -> Path:
-        """Write current labels (human, review, import and propagated) to CSV or Parquet by suffix."""
-        path = Path(path)
-        df = self.current_labels()
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df.to_parquet(path, index=False)
-        elif path.suffix.lower() == ".csv":
-            df.to_csv(path, index=False)
-        else:
-            raise ValueError(f"export to .csv or .parquet, not {path.suffix!r}")
-        return path
+    def counts(self) -> LabelCounts:
+        """The label numbers every panel shows, from one definition (see ``LabelCounts``).
+
+        Reads the current labels once (a full read of the propagated ones: about 3 s at 1M items), so
+        call it on a "labels" event, not per keystroke."""
+        human = self.store.current(HUMAN)
+        prop_ids = self.store.current(("propagated",))["id"].to_numpy()
+        human_ids = human["id"].to_numpy()
+        n_prop = int(len(np.setdiff1d(prop_ids, human_ids, assume_unique=True)))
+        by_source = {src: int((human["source"] == src).sum()) for src in HUMAN}
+        by_class = {c: 0 for c in self.classes}
+        by_class.update({str(k): int(v) for k, v in human["label"].value_counts().items()})
+        by_annotator = {("" if pd.isna(k) else str(k)): int(v)
+                        for k, v in human["annotator"].value_counts(dropna=False).items()}
+        return LabelCounts(items=len(self), labeled=len(human), by_source=by_source, by_class=by_class,
+                           by_annotator=by_annotator, propagated=n_prop,
+                           unlabeled=len(self) - len(human) - n_prop, excluded=len(self.store.excluded()))
+
+    def export(self, path: str | os.PathLike, format: str | None = None,
+               sources: Sequence[str] = (*HUMAN, "propagated")) -> Path:
+        """Write the current labels where people go next; see ``dcai_widgets.data.export``.
+
+        ``format``: "csv", "parquet", "jsonl" (by the file's suffix when None), "hf" (a Hugging Face
+        ``datasets`` folder, ``Dataset.load_from_disk``), or "imagefolder" (a folder per class: PNGs for
+        images, .txt for texts, rows.csv for tables, vectors.npy for vectors, plus metadata.csv). Every
+        format has the columns id, label, annotator, source, ts (ISO 8601, UTC), confidence, model_version,
+        excluded; "hf" and "jsonl" also carry the item (text, image or table columns)."""
+        from .data.export import export_labels
+
+        return export_labels(self, path, format=format, sources=sources)
 
     def import_labels(self, y=None, annotator: str = "import") -> int:
         """Write known labels (y_true by default; -1 = unknown) into the store as source="import"."""
@@ -392,14 +491,15 @@ class Session:
         if y is None:
             raise ValueError("no labels to import: this session has no y_true; pass y=")
         ids = np.where(y >= 0)[0]
-        return self.label(ids, y[ids], annotator=annotator, source="import") if len(ids) else 0
+        return self.label(ids, Positions(y[ids]), annotator=annotator, source="import") if len(ids) else 0
 
     # -- exclusions (additive, used by the Inspect panel) ------------------------------------------
     def exclude(self, ids, excluded: bool = True, annotator: str | None = None, reason: str | None = None) -> None:
         """Keep items out of training (``excluded=False`` brings them back); persisted in the store, append-only."""
         ids = check_ids(ids, len(self))
-        self.store.set_excluded(ids.tolist(), excluded, annotator=annotator if annotator is not None
-                                else self.annotator, reason=reason)
+        who = annotator if annotator is not None else self.annotator
+        self.store.set_excluded(ids.tolist(), excluded, annotator=who, reason=reason)
+        self.emit("exclusions", ids=ids.tolist(), excluded=bool(excluded), annotator=who, reason=reason)
 
     def excluded(self) -> np.ndarray:
         """Ids currently excluded from training (sorted int64)."""
@@ -407,9 +507,10 @@ class Session:
 
     # -- events and models ---------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
-        """Subscribe callback(**payload) to an event ("labels" or "model"); returns the callback."""
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
+        """Subscribe callback(**payload) to an event ("labels", "model", "exclusions"; the payloads are
+        the dataclasses in ``events.py``); returns the callback."""
+        if event not in ev.EVENT_TYPES:
+            raise ValueError(f"unknown event {event!r}; expected one of {tuple(ev.EVENT_TYPES)}")
         if not callable(callback):
             raise TypeError("callback must be callable")
         self._handlers[event].append(callback)
@@ -419,13 +520,15 @@ class Session:
         if callback in self._handlers.get(event, []):
             self._handlers[event].remove(callback)
 
-    def emit(self, event: str, **payload: Any) -> None:
-        """Call every subscriber; a failing subscriber is logged and never undoes what was stored."""
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
+    def emit(self, event: str, payload: Any = None, /, **fields: Any) -> None:
+        """Check the payload against the event's type (``events.py``: a ``PayloadError`` for a missing,
+        unexpected or wrongly typed field, whether or not anyone listens), then call every subscriber as
+        ``callback(**fields)``; a failing subscriber is logged and never undoes what was stored.
+        The payload is given as keyword fields or as one instance of the event's dataclass."""
+        kwargs = ev.fields_of(ev.build(event, payload, fields))
         for cb in list(self._handlers.get(event, [])):
             try:
-                cb(**payload)
+                cb(**kwargs)
             except Exception:  # a broken view must not break labeling
                 log.exception("handler %r for event %r failed", cb, event)
 
@@ -436,5 +539,6 @@ class Session:
 
     def __repr__(self) -> str:
         n_lab = int((self.label_vector() >= 0).sum())
+        where = getattr(self.store, "path", None) or getattr(self.store, "url", None) or type(self.store).__name__
         return (f"Session({len(self)} {self.items.kind} items, {len(self.classes)} classes, {n_lab} labeled, "
-                f"store={str(self.store.path)!r})")
+                f"store={str(where)!r})")

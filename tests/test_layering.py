@@ -34,7 +34,8 @@ def files(sub: str):
 
 
 @pytest.mark.parametrize("part", ["lancet", "seals", "metastore", "session.py", "store", "data", "embed",
-                                  "neighbors.py", "mapping.py", "simulate.py"])
+                                  "neighbors.py", "mapping.py", "simulate.py", "protocols.py", "events.py",
+                                  "_validate.py"])
 def test_engines_and_core_never_import_widget_libraries(part):
     found = [f for f in files(part) if f.exists()]
     if not found:
@@ -60,3 +61,11 @@ def test_importing_the_package_loads_no_widget_library():
             f"{sorted(WIDGET_LIBS)!r}); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_protocols_and_events_import_nothing_of_the_package():
+    """The seams are plain declarations: anything may import them without pulling in an engine."""
+    for name in ("protocols.py", "events.py"):
+        for mod in imports_of(PKG / name):
+            assert not mod.startswith("dcai_widgets"), f"{name} imports {mod}"
+            assert mod.split(".")[0] not in ML_LIBS, f"{name} imports {mod}"

@@ -82,3 +82,15 @@ def test_from_texts_with_random_input(texts):
         assert str(e)
         return
     assert all(isinstance(t, str) for t in s.items.texts)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.one_of(st.integers(-5, 5), st.lists(st.integers(0, 3), min_size=2, max_size=2),
+                        st.floats(0, 3)))
+def test_numbers_are_never_guessed_for_number_like_class_names(tmp_path_factory, labels):
+    """With classes ['1', '2', '3'] a number could be a position or a name: always refused, never stored."""
+    db = tmp_path_factory.mktemp("num") / "labels.db"
+    s = dw.Session.from_embeddings(np.eye(4, dtype=np.float32), ["1", "2", "3"], store=db)
+    with pytest.raises(ValueError, match="ambiguous|not a class"):
+        s.label([0, 1], labels)
+    assert s.labeled().empty

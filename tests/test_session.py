@@ -241,3 +241,157 @@ def test_unknown_text_model_is_a_clear_error():
     s = dw.Session.from_texts(["a", "b"], ["x", "y"], encoder="no-such-model-anywhere")
     with pytest.raises(ValueError, match="offline"):
         s.embeddings
+
+
+# -- issue 14: int/name ambiguity ------------------------------------------------------------------
+def test_numbers_are_refused_when_class_names_look_like_numbers(tmp_path):
+    X = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    s = dw.Session.from_embeddings(X, ["1", "2", "3"], store=tmp_path / "a.db")
+    for label in (2, 3, np.int64(1), 2.0):          # position 2 is '3', name 2 is '2': never guess
+        with pytest.raises(ValueError, match=r"ambiguous.*class name as a string.*classes\[i\]"):
+            s.label(0, label)
+    assert s.labeled().empty                          # nothing written
+    s.label([0, 1], ["3", s.classes[0]])              # names, and a position made explicit
+    assert s.labeled().set_index("id")["label"].to_dict() == {0: "3", 1: "1"}
+    with pytest.raises(ValueError, match="ambiguous"):
+        s.set_propagated([2], [1], [0.5])
+    # known labels as numbers are refused the same way; as names they are read as names
+    with pytest.raises(ValueError, match="y_true holds numbers.*look like numbers"):
+        dw.Session.from_embeddings(X, ["1", "2", "3"], y_true=[1, 2, 3, 1, 2, 3])
+    t = dw.Session.from_embeddings(X, ["1", "2", "3"], y_true=["1", "2", "3", "1", "2", "3"])
+    assert t.y_true.tolist() == [0, 1, 2, 0, 1, 2]
+    t.import_labels()
+    assert t.labeled()["label"].tolist() == ["1", "2", "3", "1", "2", "3"]
+    # names that are their own positions (digits) or do not look like numbers keep numbers usable
+    d = dw.Session.from_embeddings(X, [str(i) for i in range(10)])
+    d.label([0, 1], [7, "8"])
+    assert d.labeled()["label"].tolist() == ["7", "8"]
+    c = dw.Session.from_embeddings(X, ["cat", "1"])
+    c.label([0], [1])
+    assert c.labeled()["label"].tolist() == ["1"]
+
+
+def test_a_csv_label_column_of_one_to_three_keeps_its_names(tmp_path):
+    # an integer column with an empty cell is read by pandas as floats: classes were '1.0', '2.0', '3.0'
+    pd.DataFrame({"f": [0.1, 0.2, 0.3, 0.4], "label": [1, 3, None, 2]}).to_csv(tmp_path / "t.csv", index=False)
+    s = dw.Session.open(tmp_path / "t.csv")
+    assert s.classes == ["1", "2", "3"] and s.y_true.tolist() == [0, 2, -1, 1]
+    s.import_labels()
+    assert s.labeled().set_index("id")["label"].to_dict() == {0: "1", 1: "3", 3: "2"}
+    np.savez(tmp_path / "d.npz", X=np.eye(4, dtype=np.float32), y=np.array([1, 2, 3, 3]))
+    n = dw.Session.open(tmp_path / "d.npz")
+    assert n.classes == ["1", "2", "3"] and n.y_true.tolist() == [0, 1, 2, 2]
+
+
+# -- issue 14: undo at session level ---------------------------------------------------------------
+def test_undo_takes_back_the_annotators_latest_batch_whatever_wrote_it(tmp_path):
+    s = dw.Session.demo(store=tmp_path / "u.db", annotator="expert")
+    seen = []
+    s.on("labels", lambda **kw: seen.append(kw))
+    s.label([0], "0")                                   # a keypress in the Label tab
+    s.label([1, 2, 3], "4", annotator="expert")          # a bulk label from Explore (one batch)
+    s.label([9], "9", annotator="bob")                   # someone else, later
+    undone = s.undo()                                    # the session's annotator: expert's bulk batch
+    assert sorted(undone["id"]) == [1, 2, 3]
+    assert seen[-1] == {"ids": [1, 2, 3], "labels": [None, None, None], "source": "undo", "annotator": "expert"}
+    assert sorted(s.labeled()["id"]) == [0, 9]
+    s.label([0], "6", annotator="expert", source="review")    # a review label is a batch too
+    s.undo("expert")
+    assert seen[-1]["ids"] == [0] and seen[-1]["labels"] == ["0"]   # the earlier label is back, and said so
+    assert s.labeled().set_index("id")["label"].to_dict() == {0: "0", 9: "9"}
+    s.undo("expert")
+    assert sorted(s.labeled()["id"]) == [9] and s.undo("expert") is None
+    anon = dw.Session.demo(store=tmp_path / "u.db")          # no annotator: the latest batch of anyone
+    anon.on("labels", lambda **kw: seen.append(kw))
+    anon.undo()
+    assert seen[-1]["annotator"] == "bob" and anon.labeled().empty
+
+
+# -- issue 14: typed events and the Session Protocol ------------------------------------------------
+def test_session_satisfies_the_protocols(tmp_path):
+    from dcai_widgets.protocols import (EngineSession, LabelQueue, LabelStoreLike, PanelSession,
+                                        missing_members, signature_problem)
+    from dcai_widgets.queue import UncertaintyQueue
+
+    s = dw.Session.from_embeddings(np.eye(5, dtype=np.float32), ["a", "b"], store=tmp_path / "p.db")
+    assert isinstance(s, EngineSession) and isinstance(s, PanelSession)
+    assert missing_members(s, PanelSession) == []
+    assert missing_members(s.store, LabelStoreLike) == [] and isinstance(s.store, LabelStoreLike)
+    assert missing_members(UncertaintyQueue(s), LabelQueue) == []
+    # the signature check has teeth: a method that cannot take the Protocol's calls is named
+    class Half:
+        classes, y_true = ["a"], None
+
+        def label(self, ids, labels):          # no annotator/source
+            return 0
+
+    problems = missing_members(Half(), EngineSession)
+    assert any(p.startswith("label: has no parameter 'annotator'") for p in problems)
+    assert "embeddings" in problems and "set_propagated" in problems
+    assert signature_problem(lambda ids, k: 0, lambda self, ids, k=10: 0) == "parameter 'k' needs a default " \
+                                                                           "(callers may leave it out)"
+
+
+def test_events_are_typed_and_a_wrong_payload_raises(demo):
+    from dcai_widgets.events import LabelsEvent, PayloadError
+
+    got = []
+    demo.on("labels", lambda ids, labels, source, annotator: got.append((ids, labels, source, annotator)))
+    demo.emit("labels", LabelsEvent(ids=[1], labels=["3"], source="human", annotator="ada"))
+    assert got == [([1], ["3"], "human", "ada")]
+    for bad in [dict(ids=[1], labels=["3"], source="human"),                       # missing annotator
+                dict(ids=[1], labels=["3"], source="human", annotator=None, extra=1),
+                dict(ids=[1], labels=[3], source="human", annotator=None),        # an index, not a name
+                dict(ids=[1, 2], labels=["3"], source="human", annotator=None),
+                dict(ids="1", labels=["3"], source="human", annotator=None),
+                dict(ids=[1], labels=["3"], source="click", annotator=None),
+                dict(ids=[1], labels=[None], source="human", annotator=None)]:
+        with pytest.raises(PayloadError):
+            demo.emit("labels", **bad)
+    with pytest.raises(PayloadError, match="name"):
+        demo.emit("model", model=object())
+    with pytest.raises(TypeError):
+        demo.emit("model", LabelsEvent(ids=[], labels=[], source="human", annotator=None))
+    assert len(got) == 1                                  # no subscriber saw a bad payload
+    excl = []
+    demo.on("exclusions", lambda **kw: excl.append(kw))
+    demo.exclude([4, 5], annotator="ada", reason="blurry")
+    assert excl == [{"ids": [4, 5], "excluded": True, "annotator": "ada", "reason": "blurry"}]
+
+
+# -- issue 14: one definition of the label counts -----------------------------------------------------
+def test_counts_are_the_numbers_panels_show(tmp_path):
+    s = dw.Session.demo(store=tmp_path / "c.db")
+    s.label([0, 1, 2], ["0", "1", "1"], annotator="ada")
+    s.label([2], "2", annotator="bob", source="review")
+    s.import_labels(np.where(np.arange(len(s)) == 7, s.y_true, -1))
+    s.set_propagated([1, 3, 4], ["1", "3", "3"], [0.9, 0.8, 0.7])
+    s.exclude([4, 5])
+    c = s.counts()
+    assert (c.items, c.labeled, c.propagated, c.excluded) == (1797, 4, 2, 2)
+    assert c.unlabeled == 1797 - 4 - 2
+    assert c.by_source == {"human": 2, "review": 1, "import": 1}
+    assert c.by_annotator == {"ada": 2, "bob": 1, "import": 1}
+    assert c.by_class["1"] == 1 and c.by_class["2"] == 1 and c.by_class["9"] == 0
+    assert c.labeled == len(s.labeled()) == int((s.label_vector() >= 0).sum())
+    assert c.classes_without_labels == ["3", "4", "5", "6", "8", "9"]
+
+
+# -- issue 14: Session(store=...) goes through the store package's opener ---------------------------------
+def test_store_argument_paths_urls_and_objects(tmp_path, monkeypatch):
+    import dcai_widgets.store as store_pkg
+    from dcai_widgets.store import LabelStore
+
+    opened = []
+
+    def fake_open_store(where, **kw):
+        opened.append(str(where))
+        return LabelStore(tmp_path / "via-opener.db")
+
+    monkeypatch.setattr(store_pkg, "open_store", fake_open_store, raising=False)
+    s = dw.Session.from_embeddings(np.eye(3, dtype=np.float32), ["a", "b"], store="postgresql://x/y")
+    assert opened == ["postgresql://x/y"] and s.store.path == tmp_path / "via-opener.db"
+    same = dw.Session.from_embeddings(np.eye(3, dtype=np.float32), ["a", "b"], store=s.store)
+    assert same.store is s.store
+    with pytest.raises(TypeError, match="lacks"):
+        dw.Session.from_embeddings(np.eye(3, dtype=np.float32), ["a", "b"], store=object())

@@ -40,7 +40,11 @@ class ItemSet:
 
 
 class ImageItems(ItemSet):
-    """Images as one array (N, H, W) or (N, H, W, C), uint8 or floats in [0, 1] / [0, 255]."""
+    """Images as one array (N, H, W) or (N, H, W, C), uint8 or floats in [0, 1] / [0, 255].
+
+    ``paths``: the source files when read from a folder (else None). ``resized_``: one row per image that
+    loading resized to the common size (id, path, from_size, to_size); empty when none was.
+    """
 
     kind = "image"
 
@@ -58,6 +62,8 @@ class ImageItems(ItemSet):
             raise TypeError(f"images must be numeric, got dtype {images.dtype}")
         _check_finite("images", images)
         self.images = images
+        self.paths: list[str] | None = None
+        self.resized_ = pd.DataFrame({"id": np.zeros(0, np.int64), "path": [], "from_size": [], "to_size": []})
 
     def __len__(self) -> int:
         return len(self.images)

@@ -114,13 +114,28 @@ def load_table(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"could not read table {str(p)!r} ({type(e).__name__}: {e})") from e
 
 
+class ImagesResizedWarning(UserWarning):
+    """Images of an image folder had different sizes and some were resized to one size."""
+
+
 def load_image_folder(folder: str | os.PathLike, size: int | None = None
                       ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, list[str]]:
     """Images under `folder`; one sub-folder per class is read as labels.
 
     Returns (images (N,H,W,C) or (N,H,W) uint8, y or None, classes or None, file paths). Images of
-    different sizes are resized to `size` (default: the most common size, at most 128 px).
+    different sizes are resized to `size` (default: the most common size, at most 128 px), with an
+    ``ImagesResizedWarning`` saying how many from which sizes; ``read_image_folder`` also returns the record.
     """
+    images, y, classes, files, _ = read_image_folder(folder, size=size, stacklevel=3)
+    return images, y, classes, files
+
+
+def read_image_folder(folder: str | os.PathLike, size: int | None = None, stacklevel: int = 2
+                      ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, list[str], pd.DataFrame]:
+    """``load_image_folder`` plus what resizing did: a DataFrame with one row per resized image
+    (id, path, from_size "WxH", to_size "WxH"), empty when every image kept its size."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     root = _existing(folder, "image folder")
@@ -134,6 +149,8 @@ def load_image_folder(folder: str | os.PathLike, size: int | None = None
         classes = None
     if not files:
         raise ValueError(f"no PNG/JPEG images in {str(root)!r} (or in its class sub-folders)")
+    if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1):
+        raise ValueError(f"size must be a positive number of pixels, got {size!r}")
     pics = []
     for f, _ in files:
         try:
@@ -146,15 +163,29 @@ def load_image_folder(folder: str | os.PathLike, size: int | None = None
         pics = [p.convert("RGB") for p in pics]
     sizes = pd.Series([p.size for p in pics]).value_counts()
     if size is not None:
-        target = (size, size)
+        target = (int(size), int(size))
     elif len(sizes) == 1:
         target = sizes.index[0]  # all alike: keep them as they are
     else:
         w, h = sizes.index[0]
         target = (min(w, 128), min(h, 128))
     arr = np.stack([np.asarray(p if p.size == target else p.resize(target, Image.BILINEAR)) for p in pics])
+    resized = pd.DataFrame(
+        [(i, str(f), _wh(p.size), _wh(target)) for i, ((f, _), p) in enumerate(zip(files, pics)) if p.size != target],
+        columns=["id", "path", "from_size", "to_size"]).astype({"id": "int64"})
+    if len(resized):
+        by = resized["from_size"].value_counts()
+        warnings.warn(f"{len(resized)} of {len(pics)} images in {str(root)!r} were resized to {_wh(target)} "
+                      f"(from {', '.join(f'{k} ({v})' for k, v in by.items())}); choose the size with "
+                      "image_size=..., and see items.resized_ for which ones", ImagesResizedWarning,
+                      stacklevel=stacklevel)
     if classes is not None:
         y = np.array([classes.index(c) for _, c in files], dtype=np.int64)
     else:
         y = None
-    return arr, y, classes, [str(f) for f, _ in files]
+    return arr, y, classes, [str(f) for f, _ in files], resized
+
+
+def _wh(size: tuple[int, int]) -> str:
+    """PIL's (width, height) as 'WxH'."""
+    return f"{size[0]}x{size[1]}"

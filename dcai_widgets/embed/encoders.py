@@ -83,11 +83,41 @@ class TfidfSVD(Encoder):
 
 
 class SentenceTransformerEncoder(Encoder):
-    """Texts -> a sentence-transformers model loaded from a local path or the local HF cache, never fetched."""
+    """Texts -> a sentence-transformers model loaded from a local path or the local HF cache, never fetched.
+
+    ``key`` names the model by its content (``folder_digest`` of its files), not by its folder name: a
+    fine-tuned copy saved under the same name gets its own embeddings instead of reusing the original's.
+    A model whose files cannot be found locally has key None (its embeddings are not cached).
+    """
+
+    _UNSET = object()
 
     def __init__(self, model: str, batch_size: int = 64):
         self.model, self.batch_size = str(model), int(batch_size)
-        self.key = f"st-{Path(self.model).name}"
+        self._key: Any = self._UNSET
+
+    @property
+    def key(self) -> str | None:  # type: ignore[override]
+        if self._key is self._UNSET:
+            folder = self.folder()
+            self._key = None if folder is None else f"st-{Path(self.model).name}-{folder_digest(folder)[:20]}"
+        return self._key
+
+    def folder(self) -> Path | None:
+        """The local folder the model loads from: a path, the packaged MiniLM, or a snapshot in the HF cache."""
+        local = packaged_model_path(self.model) or (self.model if Path(self.model).is_dir() else None)
+        if local is not None:
+            return Path(local)
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            return None
+        for repo in (self.model, f"sentence-transformers/{self.model}"):
+            try:
+                return Path(snapshot_download(repo, local_files_only=True))
+            except Exception:  # not in the local cache (or not a valid repo id): try the next spelling
+                continue
+        return None
 
     def encode(self, items: ItemSet) -> np.ndarray:
         if not isinstance(items, TextItems):
@@ -106,6 +136,60 @@ class SentenceTransformerEncoder(Encoder):
                              "give a local folder path of the model, or encoder='tfidf'") from e
         return np.asarray(st.encode(items.texts, batch_size=self.batch_size, show_progress_bar=len(items) > 1000,
                                     convert_to_numpy=True), dtype=np.float32)
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """blake2b of a file's bytes, remembered (in memory and in the cache folder's model-digests.json) under
+    its real path, size, mtime, ctime and inode, so a model folder is read in full once, not per session.
+    A file rewritten in place changes ctime (which no tool can set back), a copy has another inode."""
+    import hashlib
+    import json
+
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    memo_key = (real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if memo_key in _DIGESTS:
+        return _DIGESTS[memo_key]
+    memo_file = _digest_memo_file()
+    text_key = json.dumps(memo_key)
+    try:
+        saved = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    digest = saved.get(text_key) if isinstance(saved, dict) else None
+    if not isinstance(digest, str):
+        h = hashlib.blake2b(digest_size=20)
+        with open(real, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        saved = saved if isinstance(saved, dict) else {}
+        saved[text_key] = digest
+        try:
+            from ..store.cache import atomic_write_bytes
+
+            atomic_write_bytes(memo_file, json.dumps(saved).encode())
+        except OSError:  # a read-only cache folder: hash again next time
+            pass
+    _DIGESTS[memo_key] = digest
+    return digest
+
+
+def _digest_memo_file() -> Path:
+    from ..session import default_cache_root
+
+    return default_cache_root() / "model-digests.json"
+
+
+def folder_digest(folder: str | os.PathLike) -> str:
+    """A content hash of every file under ``folder`` (relative names and bytes; hidden folders skipped)."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]))
+    return content_hash("model-folder", [f"{p.relative_to(root).as_posix()}:{file_digest(p)}" for p in files])
 
 
 def packaged_model_path(name: str) -> str | None:

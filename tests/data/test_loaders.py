@@ -103,3 +103,34 @@ def test_thumbnail_is_crisp_upscale(demo):
     assert im.size == (96, 96)
     px = np.asarray(im)
     assert len(np.unique(px)) <= 17  # nearest-neighbour keeps the 8x8 grey levels, no blur
+
+
+def test_mixed_image_sizes_are_resized_with_a_warning_and_a_record(tmp_path):
+    from dcai_widgets.data import ImagesResizedWarning
+
+    rng = np.random.default_rng(0)
+    sizes = {"a": [(10, 12), (10, 12), (20, 20)], "b": [(10, 12), (7, 5)]}     # (height, width)
+    for cls, shapes in sizes.items():
+        (tmp_path / cls).mkdir()
+        for i, (h, w) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    with pytest.warns(ImagesResizedWarning, match=r"2 of 5 images .* resized to 12x10 \(from 20x20 \(1\), 5x7 \(1\)\)"):
+        s = dw.Session.open(tmp_path)
+    assert s.items.images.shape == (5, 10, 12)
+    rec = s.items.resized_
+    assert rec["id"].tolist() == [2, 4] and rec["from_size"].tolist() == ["20x20", "5x7"]
+    assert set(rec["to_size"]) == {"12x10"} and rec["path"].iloc[0].endswith("2.png")
+    assert s.items.paths[4].endswith("1.png")
+    with pytest.warns(ImagesResizedWarning, match="5 of 5 images"):
+        t = dw.Session.open(tmp_path, image_size=16)
+    assert t.items.images.shape == (5, 16, 16)
+    with pytest.warns(ImagesResizedWarning):
+        load_image_folder(tmp_path)
+    import warnings
+
+    (tmp_path / "b" / "1.png").unlink()
+    Image.open(tmp_path / "a" / "2.png").resize((12, 10)).save(tmp_path / "a" / "2.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # all one size: nothing resized, nothing said
+        same = dw.Session.open(tmp_path, store=tmp_path / "labels.db")
+    assert same.items.resized_.empty
