@@ -39,12 +39,14 @@ class App(W.VBox):
     """
 
     def __init__(self, session: Any, annotator: str | None = None, queue: Any = None,
-                 extras: W.Widget | None = None) -> None:
+                 extras: W.Widget | None = None, role: str | None = None, team: bool | None = None,
+                 overlap: float | int | None = None) -> None:
         from .map_view import load_bokehjs
 
         load_bokehjs()  # while the building cell executes, so lazily built map tabs can render
         self.session = session
         self.annotator = annotator
+        self.role = role  # "annotator" | "lead" (a team link's role; the single user is "lead")
         if queue is None:  # LANCET is the default Label queue, with its view beside the panel
             from ..lancet import Lancet
             from .lancet_view import LancetView
@@ -53,8 +55,16 @@ class App(W.VBox):
             queue = Lancet(session, progress=False, warn=False)
             if extras is None:
                 extras = LancetView(session, queue)
-        self.label_panel = LabelPanel(session, queue=queue, extras=extras, annotator=annotator,
-                                      initial_fit="background")  # the page shows at once
+        from .team import team_label_panel, team_mode
+
+        self.team = team_mode(team)  # `team=True`, or env DCAI_TEAM=1 from `dcai-widgets serve`
+        if self.team:  # every item shown is claimed in the store (dcai_widgets.team.SharedQueue)
+            if role not in (None, "annotator", "lead"):
+                raise ValueError(f"role must be 'annotator' or 'lead', got {role!r}")
+            self.label_panel = team_label_panel(session, queue, annotator, extras, overlap)
+        else:
+            self.label_panel = LabelPanel(session, queue=queue, extras=extras, annotator=annotator,
+                                          initial_fit="background")  # the page shows at once
         self.map_view = None
         self._builders: dict[int, Callable[[], W.Widget]] = {}
         self._built: dict[int, W.Widget] = {}
@@ -69,6 +79,20 @@ class App(W.VBox):
             self._builders[len(children)] = lambda: inspect_cls(session)
             children.append(W.HTML("<i>loading…</i>"))
             titles.append("Inspect")
+        self._review_tab = None
+        if self.team:  # Team tab for everyone; Review only for a lead
+            from .team import TeamPanel
+
+            self._builders[len(children)] = lambda: TeamPanel(session)
+            children.append(W.HTML("<i>loading…</i>"))
+            titles.append("Team")
+            if role == "lead":
+                from .review import ReviewPanel
+
+                self._review_tab = len(children)
+                self._builders[len(children)] = lambda: ReviewPanel(session, annotator=self.label_panel.annotator)
+                children.append(W.HTML("<i>loading…</i>"))
+                titles.append("Review")
         self.tabs = W.Tab(children=children, titles=titles)
         self.tabs.observe(self._on_tab, names="selected_index")
         self.label_panel.on_show(self._on_item_shown)
@@ -104,6 +128,10 @@ class App(W.VBox):
             kids = list(self.tabs.children)
             kids[idx] = panel
             self.tabs.children = kids
+        elif self.team and idx in self._built and callable(getattr(self._built[idx], "refresh", None)):
+            self._built[idx].refresh()  # Team/Review: other kernels' labels arrive through the store
+        if self._review_tab is not None and self._review_tab in self._built:
+            self._built[self._review_tab].keyboard.enabled = idx == self._review_tab
 
 
 def _annotator_from_query(query: str) -> str | None:

@@ -1,0 +1,8 @@
+"""Team labeling (engine side, no widget imports): a queue shared through the store's claims, and the
+team's agreement, consensus and annotator quality."""
+from .agreement import (TeamReport, annotator_activity, krippendorff_alpha, label_matrix, pairwise_kappa,
+                        team_report)
+from .shared_queue import SharedQueue, overlap_rule, unit_hash
+
+__all__ = ["SharedQueue", "TeamReport", "annotator_activity", "krippendorff_alpha", "label_matrix",
+           "overlap_rule", "pairwise_kappa", "team_report", "unit_hash"]

@@ -1,0 +1,299 @@
+"""SharedQueue: several annotators draw from one queue engine without ever being shown the same item
+by accident, through the label store's claims with leases.
+
+Any Label queue engine (LANCET, SEALS, UncertaintyQueue: ``fit() -> self``, ``candidates(n) -> ids``,
+optional ``suggest(id)``) ranks the items; each annotator's SharedQueue then claims the next items of
+that ranking atomically in the store (``store.claim``), so the first to ask gets an item and the others
+get the next ones. A claim is a lease: a heartbeat thread renews it while the kernel lives, and it
+lapses ``lease_s`` seconds after the kernel stops (a closed or crashed page), returning the item to the
+queue. A restarted kernel gets its annotator's live claims back first, so nobody loses their place.
+
+Overlap (items deliberately shown to several annotators, to measure agreement) is set per item:
+``overlap=0.3`` shows a fixed 30% of the items (chosen by a hash of the item id, the same in every
+process) to ``overlap_annotators`` people; ``overlap=3`` (an int) shows every item to 3 people.
+This is Label Studio's "task overlap" setting, without its locking bug (LS #795): the store claims
+inside one write transaction.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_MASK64 = (1 << 64) - 1
+
+
+class LabelQueue(Protocol):
+    """What the Label panel needs of a queue engine (see dcai_widgets/queue.py)."""
+
+    def fit(self) -> Any: ...
+
+    def candidates(self, n: int | None = None) -> list[int]: ...
+
+
+class ClaimStore(Protocol):
+    """The claims part of a label store (dcai_widgets.store, SQLite or PostgreSQL)."""
+
+    def claim(self, annotator: str, candidates: Sequence[int], n: int = 1, lease_s: float = 300.0,
+              per_item: int | Callable[[int], int] = 1) -> list[int]: ...
+
+    def renew_claims(self, annotator: str, ids: Sequence[int] | None = None, lease_s: float = 300.0) -> Any: ...
+
+    def release_claims(self, annotator: str, ids: Sequence[int] | None = None) -> Any: ...
+
+    def claims(self) -> Any: ...
+
+
+def unit_hash(item: int) -> float:
+    """A fixed pseudo-random number in [0, 1) for an item id (splitmix64), equal in every process and
+    run (Python's ``hash`` of a string is salted per process; of an int it is the int itself)."""
+    z = (int(item) + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z >> 11) / float(1 << 53)
+
+
+def overlap_rule(overlap: float | int, overlap_annotators: int = 2) -> int | Callable[[int], int]:
+    """How many annotators each item is meant for, as the store's ``per_item`` argument.
+
+    ``overlap`` a float in [0, 1]: that fraction of items (fixed by `unit_hash`) goes to
+    ``overlap_annotators`` people, the rest to one; an int >= 1: every item goes to that many people."""
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.integer, np.floating)):
+        raise TypeError(f"overlap must be a fraction in [0, 1] or an int number of annotators, got {overlap!r}")
+    if isinstance(overlap, (int, np.integer)):
+        if overlap < 1:
+            raise ValueError(f"overlap as a number of annotators per item must be >= 1, got {overlap}")
+        return int(overlap)
+    frac = float(overlap)
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"overlap as a fraction of items must be within [0, 1], got {overlap}")
+    if not isinstance(overlap_annotators, (int, np.integer)) or overlap_annotators < 2:
+        raise ValueError(f"overlap_annotators must be an int >= 2, got {overlap_annotators!r}")
+    if frac == 0.0:
+        return 1
+    k = int(overlap_annotators)
+    return lambda item: k if unit_hash(item) < frac else 1
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _release_at_exit() -> None:
+    """A kernel shut down cleanly (its page closed) gives its claims back at once, not after the lease."""
+    for q in list(_LIVE):
+        try:
+            q.close()
+        except Exception:  # the store may already be gone at interpreter exit
+            pass
+
+
+class SharedQueue:
+    """One annotator's view of a queue shared by a team, over the store's claims (module docstring).
+
+    Parameters: ``session`` (its ``store`` must offer claims), ``queue`` (the engine that ranks items;
+    default UncertaintyQueue), ``annotator`` (who claims), ``overlap`` (see `overlap_rule`),
+    ``lease_s`` (a claim lapses this long after the last heartbeat), ``ahead`` (items claimed at a time:
+    the one shown plus the next ones, so a keypress rarely waits for a claim), ``window`` (ranked items
+    asked of the engine per fit), ``heartbeat_s`` (renewal period; default lease_s / 4; 0 = none).
+
+    Learned state after ``fit()``: ``order_`` (the engine's ranking, best first).
+    """
+
+    def __init__(self, session: Any, queue: LabelQueue | None = None, annotator: str | None = None,
+                 overlap: float | int = 0.0, lease_s: float = 300.0, *, ahead: int = 3,
+                 window: int = 256, heartbeat_s: float | None = None, overlap_annotators: int = 2) -> None:
+        annotator = annotator if annotator is not None else getattr(session, "annotator", None)
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise ValueError(f"a shared queue needs the annotator's name, got {annotator!r}")
+        store = getattr(session, "store", None)
+        missing = [m for m in ("claim", "renew_claims", "release_claims", "claims")
+                   if not callable(getattr(store, m, None))]
+        if missing:
+            raise TypeError(f"the session's store {type(store).__name__} has no claims ({', '.join(missing)}); "
+                            "a shared queue needs a dcai_widgets label store with claims")
+        if not (isinstance(lease_s, (int, float)) and lease_s > 0):
+            raise ValueError(f"lease_s must be a positive number of seconds, got {lease_s!r}")
+        for name, v in (("ahead", ahead), ("window", window)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if queue is None:
+            from ..queue import UncertaintyQueue
+
+            queue = UncertaintyQueue(session)
+        for name in ("fit", "candidates"):
+            if not callable(getattr(queue, name, None)):
+                raise TypeError(f"queue must have fit() and candidates(n); {type(queue).__name__} has no {name}()")
+        self.session = session
+        self.queue = queue
+        self.annotator = annotator.strip()
+        self.overlap = overlap
+        self.overlap_annotators = overlap_annotators
+        self.per_item = overlap_rule(overlap, overlap_annotators)
+        self.lease_s = float(lease_s)
+        self.ahead = int(ahead)
+        self.window = int(window)
+        self.heartbeat_s = self.lease_s / 4 if heartbeat_s is None else float(heartbeat_s)
+        self.order_: list[int] | None = None
+        self._skipped: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._closed = False
+        _LIVE.add(self)
+
+    @property
+    def store(self) -> ClaimStore:
+        return self.session.store
+
+    # -- queue protocol ------------------------------------------------------------------------
+    def fit(self) -> SharedQueue:
+        """Refit the engine and keep its ranking (``window`` items); starts the lease heartbeat."""
+        self.queue.fit()
+        try:
+            order = self.queue.candidates(self.window)
+        except TypeError:  # an engine whose candidates() takes no n
+            order = self.queue.candidates()
+        self.order_ = [int(i) for i in order]
+        self._start_heartbeat()
+        return self
+
+    def candidates(self, n: int | None = None) -> list[int]:
+        """Claim and return up to ``n`` (default ``ahead``) items for this annotator: the live claims
+        it already holds first (a restarted kernel resumes them), then the engine's ranking, then every
+        other open item in a fixed order (the same in every kernel; before the first ``fit`` ends this
+        is all there is, so a page shows an item at once). Items claimed by others (beyond the
+        overlap), labeled by this annotator, or skipped by it are passed over."""
+        if n is not None and (not isinstance(n, (int, np.integer)) or n < 0):
+            raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+        want = self.ahead if n is None else int(n)
+        if want == 0:
+            return []
+        self._start_heartbeat()
+        got: list[int] = []
+        for chunk in self._candidate_chunks():
+            ids = self.store.claim(self.annotator, chunk, n=want - len(got), lease_s=self.lease_s,
+                                   per_item=self.per_item)
+            got += [int(i) for i in ids if int(i) not in got]
+            if len(got) >= want:
+                break
+        return got[:want]
+
+    def _candidate_chunks(self):
+        """Candidate ids in the order to claim them, in chunks (one claim transaction each), so a
+        million-item dataset is not sent to the store whole when the first chunk suffices."""
+        order = self.order_ or []
+        rank = {i: k for k, i in enumerate(order)}
+        held = sorted(self.held(), key=lambda i: rank.get(i, -1))   # claims in the engine's order
+        skipped = self._skipped
+        first = held + [i for i in self._overlap_backlog() + order if i not in skipped]
+        first = list(dict.fromkeys(first))
+        yield first
+        labeled = np.asarray(self.session.label_vector()) >= 0
+        rest = np.random.default_rng(0).permutation(len(labeled))  # the same order in every kernel
+        rest = rest[~labeled[rest]]
+        seen = set(first) | skipped
+        step = max(self.window, 1024)
+        for a in range(0, len(rest), step):
+            chunk = [int(i) for i in rest[a:a + step] if int(i) not in seen]
+            if chunk:
+                yield chunk
+
+    def _overlap_backlog(self) -> list[int]:
+        """Items others labeled that the overlap still wants this annotator's label on, oldest first.
+        Engines rank only unlabeled items, so without this an item's second annotator never comes."""
+        if self.per_item == 1:
+            return []
+        ev = self.session.store.events(("human", "review"))
+        if len(ev) == 0:
+            return []
+        first_seq = ev.groupby("id")["seq"].min()
+        who = ev.groupby("id")["annotator"].agg(lambda a: set(a.dropna()))
+        rule = self.per_item
+        out = [int(i) for i in first_seq.sort_values(kind="stable").index
+               if self.annotator not in who[i] and len(who[i]) < (rule(int(i)) if callable(rule) else rule)]
+        return out
+
+    def suggest(self, item_id: int) -> tuple[str, float] | None:
+        """The engine's suggested label for an item (for the panel's accept/reject keys), if it has one."""
+        fn = getattr(self.queue, "suggest", None)
+        return fn(item_id) if callable(fn) else None
+
+    @property
+    def warnings_(self) -> list:
+        return list(getattr(self.queue, "warnings_", None) or [])
+
+    # -- claims of this annotator --------------------------------------------------------------
+    def held(self) -> list[int]:
+        """Items this annotator holds a live claim on, oldest first (rebuilt from the store)."""
+        df = self.store.claims()
+        if df is None or len(df) == 0:
+            return []
+        mine = df[df["annotator"] == self.annotator]
+        if "expires" in mine.columns:
+            mine = mine.sort_values("expires", kind="stable")
+        return [int(i) for i in mine["id"]]
+
+    def skip(self, item_id: int) -> None:
+        """This annotator passes on an item: its claim is released so someone else can take it, and
+        this queue does not hand it to the same annotator again."""
+        with self._lock:
+            self._skipped.add(int(item_id))
+        self.store.release_claims(self.annotator, [int(item_id)])
+
+    def reclaim(self, item_id: int) -> bool:
+        """Claim one given item again (after an undo made it open); False if someone else holds it."""
+        with self._lock:
+            self._skipped.discard(int(item_id))
+        got = self.store.claim(self.annotator, [int(item_id)], n=1, lease_s=self.lease_s,
+                               per_item=self.per_item)
+        return int(item_id) in [int(i) for i in got]
+
+    def renew(self) -> None:
+        """Extend this annotator's live claims by ``lease_s`` (the heartbeat calls it)."""
+        self.store.renew_claims(self.annotator, lease_s=self.lease_s)
+
+    def release(self, ids: Sequence[int] | None = None) -> None:
+        """Give back claims (all of this annotator's when ``ids`` is None)."""
+        self.store.release_claims(self.annotator, None if ids is None else [int(i) for i in ids])
+
+    def close(self) -> None:
+        """Stop the heartbeat and release every claim of this annotator (a page closed)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self.release()
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    def _start_heartbeat(self) -> None:
+        if self.heartbeat_s <= 0 or self._closed or (self._beat is not None and self._beat.is_alive()):
+            return
+        ref = weakref.ref(self)
+        stop, period = self._stop, self.heartbeat_s
+
+        def beat() -> None:  # holds the queue weakly: a dropped queue's claims lapse with their lease
+            while not stop.wait(period):
+                q = ref()
+                if q is None:
+                    return
+                try:
+                    q.renew()
+                except Exception:  # a store briefly locked or restarting: try again next beat
+                    log.warning("renewing the claims of %s failed", q.annotator, exc_info=True)
+                del q
+
+        self._beat = threading.Thread(target=beat, name=f"dcai-claims-{self.annotator}", daemon=True)
+        self._beat.start()
+
+    def __repr__(self) -> str:
+        return (f"SharedQueue({type(self.queue).__name__}, annotator={self.annotator!r}, "
+                f"overlap={self.overlap!r}, lease_s={self.lease_s:g})")

@@ -1,0 +1,253 @@
+"""Team mode in the app: the Label panel over a shared queue, and the Team tab (per-annotator counts,
+labels/hour, CROWDLAB quality, agreement with the model, Cohen's kappa per pair as a heatmap,
+Krippendorff's alpha), computed by `dcai_widgets.team.team_report` in the background.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import ipywidgets as W
+
+from .label_panel import LabelPanel
+from .style import style_widget
+from .threads import Background, on_main_thread
+
+
+class TeamLabelPanel(LabelPanel):
+    """The Label panel drawing from a `SharedQueue`: every item it shows is claimed in the store first.
+
+    Unlike the solo panel it never falls back to a local random order (that would show unclaimed items
+    and could give one item to two people): when its claimed items run out it claims the next ones at
+    once. A skip releases the item's claim; an undo claims the item again. Items other annotators
+    labeled are not dropped here: the shared queue hands out only what the overlap allows."""
+
+    def __init__(self, session: Any, queue: Any, **kwargs: Any) -> None:
+        if not callable(getattr(queue, "skip", None)) or not callable(getattr(queue, "reclaim", None)):
+            raise TypeError(f"TeamLabelPanel needs a SharedQueue, got {type(queue).__name__}")
+        kwargs["overlap"] = True   # the queue decides who labels what; the panel skips only its own
+        super().__init__(session, queue=queue, **kwargs)
+
+    def _next_open(self, pop: bool) -> int | None:
+        nxt = self._upcoming(1)
+        if not nxt and pop:
+            try:  # one store transaction: claim the next items now (before the first fit: fixed order)
+                got = self.queue.candidates()
+            except Exception as e:  # a store briefly unavailable: say so, keep the page alive
+                self.status.value = f"could not claim the next items: {html.escape(str(e))}"
+                return None
+            with self._lock:
+                self._pending.extend(got)
+            nxt = self._upcoming(1)
+        if not nxt:
+            return None
+        if pop:
+            with self._lock:
+                while self._pending and self._pending.popleft() != nxt[0]:
+                    pass
+        return nxt[0]
+
+    def skip(self) -> None:
+        i = self.current
+        super().skip()
+        if i is not None and i not in self._mine:
+            try:
+                self.queue.skip(i)
+            except Exception as e:
+                self.status.value = f"could not release item #{i}: {html.escape(str(e))}"
+
+    def undo(self) -> Any:
+        row = super().undo()
+        if row is not None and self.current is not None:
+            try:
+                if not self.queue.reclaim(self.current):
+                    self.status.value += " · someone else has claimed it since; your label is still welcome"
+            except Exception as e:
+                self.status.value += f" · could not claim it again: {html.escape(str(e))}"
+        return row
+
+
+def team_mode(team: bool | None = None, environ: Any = None) -> bool:
+    """Team mode: asked for explicitly, else env DCAI_TEAM=1 (set by `dcai-widgets serve` for a team)."""
+    import os
+
+    if team is not None:
+        return bool(team)
+    env = os.environ if environ is None else environ
+    return str(env.get("DCAI_TEAM", "")).strip() not in ("", "0")   # as app_from_env reads it
+
+
+def overlap_from_env(environ: Any = None) -> float | int:
+    """DCAI_TEAM_OVERLAP: a fraction of items ("0.1") or annotators per item ("2"); default 0 (none)."""
+    import os
+
+    raw = str((os.environ if environ is None else environ).get("DCAI_TEAM_OVERLAP", "") or "0").strip()
+    try:
+        return int(raw) if raw.isdigit() and int(raw) >= 1 else float(raw)
+    except ValueError:
+        raise ValueError(f"DCAI_TEAM_OVERLAP={raw!r} is neither a fraction of items (0.1) nor a number of "
+                         "annotators per item (2)") from None
+
+
+def team_label_panel(session: Any, queue: Any, annotator: str | None, extras: W.Widget | None = None,
+                     overlap: float | int | None = None, **kwargs: Any) -> TeamLabelPanel:
+    """The App's Label panel in team mode: `queue` (the engine) wrapped in a SharedQueue for `annotator`."""
+    from ..team import SharedQueue
+
+    default = getattr(session, "annotator", None)
+    name = annotator or (default if isinstance(default, str) and default.strip() else "expert")
+    shared = SharedQueue(session, queue, annotator=name, overlap=overlap_from_env() if overlap is None else overlap)
+    return TeamLabelPanel(session, shared, extras=extras, annotator=name, initial_fit="background", **kwargs)
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(xf) else format(xf, spec)
+
+
+def kappa_colour(k: float) -> str:
+    """A red (kappa <= 0) to green (kappa = 1) colour; grey for NaN (too few shared items)."""
+    if k is None or (isinstance(k, float) and math.isnan(k)):
+        return "#e0e0e0"
+    t = max(0.0, min(1.0, float(k)))
+    r, g = int(215 - 170 * t), int(60 + 120 * t)
+    return f"#{r:02x}{g:02x}50"
+
+
+class TeamPanel(W.VBox):
+    """The Team tab: tables and small bokeh charts of the team's work and agreement.
+
+    Recomputed in the background (``widgets.threads.Background``) when labels are written in this
+    kernel, when the tab is shown (``refresh()``), and on the refresh button (other kernels' labels
+    arrive through the store, not as events here)."""
+
+    def __init__(self, session: Any, background: bool = True, low_quality: float = 0.5) -> None:
+        self.session = session
+        self.low_quality = float(low_quality)
+        self.report = None
+        self.summary = W.HTML("<i>computing agreement…</i>")
+        self.table = W.HTML()
+        self.kappa_table = W.HTML()
+        self.status = W.HTML()
+        self.refresh_button = W.Button(description="refresh", icon="refresh", layout=W.Layout(width="auto"))
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        charts = self._build_charts()
+        self._bg = Background(self._compute, self._render, self._failed, name="dcai-team",
+                              background=background)
+        super().__init__([style_widget(), W.HBox([W.HTML("<b>Team</b>"), self.refresh_button]), self.summary,
+                          self.table, W.HBox([self.kappa_table] + charts), self.status])
+        self.add_class("dcai-team-panel")
+        session.on("labels", on_main_thread(self._on_labels))
+        self.refresh()
+
+    # -- compute ---------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Recompute the report (in the background); repeated calls meanwhile merge into one rerun."""
+        self.status.value = "updating…"
+        self._bg.request()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._bg.wait(timeout)
+
+    def _compute(self, job) -> Any:
+        from ..team import team_report
+
+        job.check()
+        return team_report(self.session, low_quality=self.low_quality)
+
+    def _failed(self, e: BaseException) -> None:
+        self.status.value = f'<span class="dcai-error">could not compute agreement: {html.escape(str(e))}</span>'
+
+    def _on_labels(self, source: str | None = None, **_: Any) -> None:
+        if source != "propagated":
+            self.refresh()
+
+    # -- render ----------------------------------------------------------------------------------
+    def _render(self, rep: Any) -> None:
+        self.report = rep
+        n_multi = int((rep.items["n"] >= 2).sum()) if len(rep.items) else 0
+        self.summary.value = (
+            f'<div class="dcai-team-summary">{len(rep.annotators)} annotators · '
+            f'{n_multi} items labeled by two or more · Krippendorff\'s alpha '
+            f'<span class="dcai-team-alpha" data-alpha="{_fmt(rep.alpha, ".4f")}">{_fmt(rep.alpha, ".3f")}</span>'
+            f' · <span class="dcai-team-conflicts" data-count="{len(rep.conflicts)}">{len(rep.conflicts)} '
+            f'to review</span></div>'
+            + "".join(f"<div><i>{html.escape(n)}</i></div>" for n in rep.notes))
+        rows = "".join(
+            f'<tr data-annotator="{html.escape(str(r.annotator))}"><td>{html.escape(str(r.annotator))}</td>'
+            f"<td>{int(r.items)}</td><td>{int(r.labels)}</td><td>{_fmt(r.labels_per_h, '.0f')}</td>"
+            f"<td>{_fmt(r.agree_model, '.0%')}</td><td>{_fmt(r.quality)}</td></tr>"
+            for r in rep.annotators.itertuples())
+        self.table.value = (
+            '<table class="dcai-team-annotators"><tr><th>annotator</th><th>items</th><th>labels</th>'
+            '<th title="labels per active hour (pauses over 5 min excluded)">labels/h</th>'
+            '<th title="share of their labels equal to a held-out model\'s prediction">agree w/ model</th>'
+            '<th title="CROWDLAB annotator quality (cleanlab.multiannotator)">quality</th></tr>'
+            f"{rows}</table>")
+        self.kappa_table.value = self._kappa_html(rep)
+        self._update_charts(rep)
+        self.status.value = ""
+
+    @staticmethod
+    def _kappa_html(rep: Any) -> str:
+        names = list(rep.kappa.columns)
+        if len(names) < 2:
+            return ""
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        body = ""
+        for a in names:
+            cells = ""
+            for b in names:
+                k = float(rep.kappa.loc[a, b])
+                n = int(rep.shared.loc[a, b])
+                cells += (f'<td class="dcai-kappa" data-a="{html.escape(a)}" data-b="{html.escape(b)}" '
+                          f'data-kappa="{_fmt(k, ".4f")}" data-shared="{n}" title="{n} shared items" '
+                          f'style="background:{kappa_colour(k)}">{_fmt(k)}</td>')
+            body += f"<tr><th>{html.escape(a)}</th>{cells}</tr>"
+        return (f'<table class="dcai-team-kappa"><caption>Cohen\'s kappa per pair</caption><tr><th></th>{head}</tr>'
+                f"{body}</table>")
+
+    def _build_charts(self) -> list[W.Widget]:
+        from bokeh.models import ColumnDataSource, FactorRange
+        from bokeh.plotting import figure
+        from jupyter_bokeh import BokehModel
+
+        self.counts_source = ColumnDataSource(dict(annotator=[], items=[], rate=[]))
+        self.kappa_source = ColumnDataSource(dict(a=[], b=[], kappa=[], colour=[], text=[]))
+        counts = figure(x_range=FactorRange(), height=180, width=260, title="items labeled", toolbar_location=None)
+        counts.vbar(x="annotator", top="items", width=0.8, source=self.counts_source, color="#1f77b4")
+        rate = figure(x_range=FactorRange(), height=180, width=260, title="labels per active hour",
+                      toolbar_location=None)
+        rate.vbar(x="annotator", top="rate", width=0.8, source=self.counts_source, color="#2ca02c")
+        heat = figure(x_range=FactorRange(), y_range=FactorRange(), height=220, width=260,
+                      title="Cohen's kappa", toolbar_location=None, tooltips=[("pair", "@a / @b"), ("kappa", "@text")])
+        heat.rect(x="a", y="b", width=1, height=1, source=self.kappa_source, fill_color="colour", line_color="white")
+        for f in (counts, rate, heat):
+            f.xaxis.major_label_orientation = 0.8
+        self.figures = {"counts": counts, "rate": rate, "kappa": heat}
+        from bokeh.layouts import row
+
+        return [BokehModel(row(counts, rate, heat))]   # one document: the figures share a data source
+
+    def _update_charts(self, rep: Any) -> None:
+        ann = rep.annotators
+        names = [str(a) for a in ann["annotator"]]
+        rates = [0.0 if math.isnan(float(r)) else float(r) for r in ann["labels_per_h"]]
+        self.figures["counts"].x_range.factors = names
+        self.figures["rate"].x_range.factors = names
+        self.counts_source.data = dict(annotator=names, items=[int(i) for i in ann["items"]], rate=rates)
+        kn = [str(a) for a in rep.kappa.columns]
+        a_col, b_col, ks = [], [], []
+        for a in kn:
+            for b in kn:
+                a_col.append(a)
+                b_col.append(b)
+                ks.append(float(rep.kappa.loc[a, b]))
+        self.figures["kappa"].x_range.factors = kn
+        self.figures["kappa"].y_range.factors = kn
+        self.kappa_source.data = dict(a=a_col, b=b_col, kappa=[0.0 if math.isnan(k) else k for k in ks],
+                                      colour=[kappa_colour(k) for k in ks], text=[_fmt(k) for k in ks])

@@ -1,0 +1,102 @@
+"""Team mode in the App, driven through the widgets: two annotators' pages never show the same item and
+show only items they hold a claim on; skip releases; the Team tab shows kappa and alpha with names
+escaped; only a lead gets Review, where keys write review labels that win."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pytest
+
+import dcai_widgets as dw
+from dcai_widgets.queue import UncertaintyQueue
+from dcai_widgets.widgets import App
+from dcai_widgets.widgets.review import ReviewPanel, review_keys
+from dcai_widgets.widgets.team import TeamPanel, overlap_from_env, team_mode
+
+
+def team_app(s, who, role="annotator", overlap=0.0):
+    app = App(s, annotator=who, queue=UncertaintyQueue(s, cold_start=5), role=role, team=True, overlap=overlap)
+    app.label_panel.refit(wait=True)
+    return app
+
+
+def test_two_pages_show_only_their_own_claimed_items(demo):
+    a, b = team_app(demo, "ada"), team_app(demo, "bo")
+    seen = {"ada": [], "bo": []}
+    for _ in range(12):
+        for who, app in (("ada", a), ("bo", b)):
+            i = app.label_panel.current
+            claims = demo.store.claims()
+            assert i in set(claims[claims["annotator"] == who]["id"]), "an item was shown without a claim"
+            seen[who].append(i)
+            app.label_panel.press(str(demo.y_true[i]))
+    assert not set(seen["ada"]) & set(seen["bo"])
+    ev = demo.store.events(("human",))
+    assert set(ev[ev["annotator"] == "ada"]["id"]) == set(seen["ada"])
+    # skip gives the claim back
+    i = b.label_panel.current
+    b.label_panel.press(" ")
+    assert i not in set(demo.store.claims()["id"]) and b.label_panel.current != i
+    b.label_panel.queue.close()
+    assert "bo" not in set(demo.store.claims()["annotator"])
+
+
+def test_tabs_by_mode_and_role(demo, monkeypatch):
+    titles = lambda app: list(app.tabs.titles)  # noqa: E731
+    assert "Team" not in titles(App(demo, annotator="x", queue=UncertaintyQueue(demo), team=False))
+    assert titles(team_app(demo, "ada"))[-1] == "Team"
+    lead = team_app(demo, "lee", role="lead")
+    assert titles(lead)[-2:] == ["Team", "Review"]
+    assert team_mode(None, {"DCAI_TEAM": "1"}) and not team_mode(None, {"DCAI_TEAM": "0"})
+    assert overlap_from_env({"DCAI_TEAM_OVERLAP": "2"}) == 2
+    assert overlap_from_env({"DCAI_TEAM_OVERLAP": "0.25"}) == 0.25
+    with pytest.raises(ValueError, match="DCAI_TEAM_OVERLAP"):
+        overlap_from_env({"DCAI_TEAM_OVERLAP": "lots"})
+    with pytest.raises(ValueError, match="role"):
+        App(demo, annotator="x", queue=UncertaintyQueue(demo), role="boss", team=True)
+
+
+@pytest.fixture
+def disputed(demo):
+    """ada and a name with HTML label items 0..59 the same way except 0..9, where they differ."""
+    y, names = demo.y_true, demo.classes
+    ids = np.arange(60)
+    demo.label(ids, [names[k] for k in y[ids]], annotator="ada")
+    other = y[ids].copy()
+    other[:10] = (other[:10] + 1) % 10
+    demo.label(ids, [names[k] for k in other], annotator="<img src=x>")
+    return demo
+
+
+def test_team_panel_shows_kappa_alpha_and_escapes_names(disputed):
+    panel = TeamPanel(disputed, background=False)
+    rep = panel.report
+    k = rep.kappa.loc["ada", "<img src=x>"]
+    assert 0.7 < k < 0.9
+    page = panel.table.value + panel.kappa_table.value + panel.summary.value
+    assert "<img" not in page and html.escape("<img src=x>") in page
+    assert f'data-kappa="{k:.4f}"' in panel.kappa_table.value
+    assert 'class="dcai-team-alpha"' in panel.summary.value and 'data-count="10"' in panel.summary.value
+    assert panel.figures["kappa"].x_range.factors == ["<img src=x>", "ada"]
+    disputed.label([100, 101], ["1", "1"], annotator="cy")       # a label event refreshes the tab
+    assert "cy" in set(panel.report.annotators["annotator"])
+
+
+def test_lead_resolves_conflicts_by_keyboard(disputed):
+    r = ReviewPanel(disputed, annotator="lee", background=False)
+    assert len(r.conflicts) == 10 and r.current in range(10)
+    first = r.current
+    r.press("n")
+    assert r.current != first
+    r.press("p")
+    assert r.current == first
+    key = r.shortcuts[int(disputed.y_true[first])]
+    r.press(key)
+    cur = disputed.labeled(ids=[first])
+    assert cur["source"].tolist() == ["review"] and cur["annotator"].tolist() == ["lee"]
+    assert cur["label"].tolist() == [disputed.classes[int(disputed.y_true[first])]]
+    assert first not in [c["id"] for c in r.conflicts] and len(r.conflicts) == 9
+    r.refresh()        # recomputed from the store: the resolved item stays settled
+    assert len(r.conflicts) == 9 and first not in [c["id"] for c in r.conflicts]
+    assert "n" not in review_keys([f"c{k}" for k in range(20)]) and len(set(review_keys([f"c{k}" for k in range(20)]))) == 20
