@@ -34,3 +34,88 @@ def demo(tmp_path):
     import dcai_widgets as dw
 
     return dw.Session.demo(store=tmp_path / "labels.db")
+
+
+# -- a private PostgreSQL server for the store tests ---------------------------------------------
+PG_BIN = Path(os.environ.get("DCAI_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PgServer:
+    """A throwaway PostgreSQL cluster (Debian's initdb + pg_ctl) on a free port and a private data dir.
+
+    initdb refuses to run as root, so as root the server runs as the ``postgres`` system user (made with
+    useradd if missing) through runuser; trust authentication on 127.0.0.1 only."""
+
+    def __init__(self, root: Path):
+        import socket
+        import subprocess
+
+        self._sp = subprocess
+        self.root = root
+        self.data = root / "data"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.user = "dcai"
+        self.runas: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+            self.runas = ["runuser", "-u", "postgres", "--"]
+            os.chmod(root, 0o755)
+            subprocess.run(["chown", "-R", "postgres", str(root)], check=True)
+        self._n = 0
+        self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
+                   "--no-sync", "--no-instructions"])
+        self.start()
+
+    def _run(self, cmd: list[str], check: bool = True):
+        return self._sp.run(self.runas + cmd, check=check, capture_output=True, text=True, timeout=120)
+
+    def start(self) -> None:
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB")
+        r = self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts,
+                       "-w", "-t", "60", "start"], check=False)
+        if r.returncode != 0:
+            log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {r.stdout}{r.stderr}{log[-2000:]}")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], check=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db}"
+
+    def new_database(self) -> str:
+        """A new empty database; returns its URL."""
+        import psycopg
+
+        self._n += 1
+        name = f"t{os.getpid()}_{self._n}"
+        with psycopg.connect(self.url(), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A private PostgreSQL server for this test run (stopped at the end); skipped, saying why, only
+    when Debian's PostgreSQL 15 binaries are absent (`make test` installs them)."""
+    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (apt-get install postgresql, or `make test`)")
+    root = Path(tempfile.mkdtemp(prefix="dcai-pg-"))
+    server = PgServer(root)
+    yield server
+    server.stop("immediate")
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)

@@ -11,6 +11,7 @@ person's label go before the next part of a bulk write (``_yield_to_people``), a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -65,6 +66,11 @@ class BaseLabelStore(TeamMixin):
     def _yield_to_people(self) -> None:
         """Before each part of a bulk write: wait while a person's label is being written."""
 
+    def person_writing(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which bulk writers (any process) hold back their next part; every non-bulk
+        write runs inside it."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -80,6 +86,18 @@ class BaseLabelStore(TeamMixin):
     def _set_meta(c: Tx, key: str, value: str) -> None:
         c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                   (key, value))
+
+    @staticmethod
+    def _rebuild_propagated_if_missing(c: Tx) -> None:
+        """Refill the derived latest-propagated table from the events if it is behind them."""
+        last = c.execute("SELECT MAX(seq) FROM events WHERE source = 'propagated'").fetchone()[0]
+        have = c.execute("SELECT MAX(seq) FROM propagated_latest").fetchone()[0]
+        if last is not None and last != have:
+            c.execute("DELETE FROM propagated_latest")
+            c.execute("INSERT INTO propagated_latest (item, seq, label, confidence, model_version, ts) "
+                      "SELECT item, seq, label, confidence, model_version, ts FROM "
+                      "(SELECT e.*, ROW_NUMBER() OVER (PARTITION BY item ORDER BY seq DESC) AS rn FROM events e "
+                      "WHERE source = 'propagated' AND label IS NOT NULL) AS t WHERE rn = 1")
 
     def bind(self, fingerprint: str, n_items: int, classes: Sequence[str]) -> None:
         """Tie the store to one dataset; refuse a store made for other items or incompatible classes."""

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,17 +125,6 @@ class LabelStore(BaseLabelStore):
         self._set_meta(c, "schema_version", SCHEMA_VERSION)
         self._rebuild_propagated_if_missing(c)
 
-    @staticmethod
-    def _rebuild_propagated_if_missing(c: sqlite3.Connection) -> None:
-        """Refill the derived latest-propagated table from the events if it is behind them."""
-        last = c.execute("SELECT MAX(seq) FROM events WHERE source = 'propagated'").fetchone()[0]
-        have = c.execute("SELECT MAX(seq) FROM propagated_latest").fetchone()[0]
-        if last is not None and last != have:
-            c.execute("DELETE FROM propagated_latest")
-            c.execute("INSERT INTO propagated_latest SELECT item, seq, label, confidence, model_version, ts FROM "
-                      "(SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY seq DESC) AS rn FROM events "
-                      "WHERE source = 'propagated' AND label IS NOT NULL) WHERE rn = 1")
-
     def _become_read_only(self, why: BaseException) -> None:
         """Reopen for reading only (reads work; every write says why it cannot be saved)."""
         self.close()
@@ -193,11 +182,17 @@ class LabelStore(BaseLabelStore):
             raise StoreReadOnlyError(errno.EROFS, read_only_message(self.where, self._ro_reason))
         if bulk:
             return self._try_write(fn)
+        with self.person_writing():
+            return self._try_write(fn)
+
+    @contextlib.contextmanager
+    def person_writing(self) -> Iterator[None]:
+        """Raise the priority signal: bulk writers in this and other processes wait before their next part."""
         with self._waiting_lock:
             self._waiting += 1
         try:
             with self.priority.person():
-                return self._try_write(fn)
+                yield
         finally:
             with self._waiting_lock:
                 self._waiting -= 1

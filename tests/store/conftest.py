@@ -10,7 +10,7 @@ from dcai_widgets.store import open_store
 _n = itertools.count()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def make_store(request, tmp_path):
     """make_store() -> a new empty store; ``.target`` reopens it from another thread or process."""
     opened = []

@@ -5,7 +5,7 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from dcai_widgets.store import LabelStore, StoreMismatchError
+from dcai_widgets.store import LabelStore, StoreMismatchError, open_store
 
 
 def test_append_is_persisted_and_current_is_latest(tmp_path):
@@ -21,8 +21,8 @@ def test_append_is_persisted_and_current_is_latest(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_undo_appends_a_retraction_and_restores_previous_label(tmp_path):
-    s = LabelStore(tmp_path / "l.db")
+def test_undo_appends_a_retraction_and_restores_previous_label(make_store):
+    s = make_store()
     s.append([1], ["a"], annotator="ada")
     s.append([1, 2, 3], ["b", "b", "b"], annotator="ada")  # one bulk action
     n_before = len(s)
@@ -37,16 +37,16 @@ def test_undo_appends_a_retraction_and_restores_previous_label(tmp_path):
     assert all_events["retracts"].notna().sum() == 4
 
 
-def test_undo_only_touches_that_annotator(tmp_path):
-    s = LabelStore(tmp_path / "l.db")
+def test_undo_only_touches_that_annotator(make_store):
+    s = make_store()
     s.append([1], ["a"], annotator="ada")
     s.append([2], ["b"], annotator="bob")
     s.undo("ada")
     assert s.current()["id"].tolist() == [2]
 
 
-def test_agreement_and_progress(tmp_path):
-    s = LabelStore(tmp_path / "l.db")
+def test_agreement_and_progress(make_store):
+    s = make_store()
     s.append([1, 2], ["a", "a"], annotator="ada")
     s.append([1, 2], ["a", "b"], annotator="bob")
     s.append([1], ["a"], annotator="cy")
@@ -57,15 +57,15 @@ def test_agreement_and_progress(tmp_path):
     assert prog == {"ada": 2, "bob": 2, "cy": 1}
 
 
-def test_bind_refuses_a_store_of_another_dataset_and_keeps_its_labels(tmp_path):
-    s = LabelStore(tmp_path / "l.db")
+def test_bind_refuses_a_store_of_another_dataset_and_keeps_its_labels(make_store):
+    s = make_store()
     s.bind("aaaa", 10, ["x", "y"])
     s.append([1], ["x"])
     with pytest.raises(StoreMismatchError, match="another dataset"):
-        LabelStore(tmp_path / "l.db").bind("bbbb", 10, ["x", "y"])
+        open_store(s.target).bind("bbbb", 10, ["x", "y"])
     with pytest.raises(StoreMismatchError, match=r"\['x'\]"):
-        LabelStore(tmp_path / "l.db").bind("aaaa", 10, ["y", "z"])
-    reopened = LabelStore(tmp_path / "l.db")
+        open_store(s.target).bind("aaaa", 10, ["y", "z"])
+    reopened = open_store(s.target)
     assert reopened.current()["label"].tolist() == ["x"]
     assert json.loads(reopened.meta()["classes"]) == ["x", "y"]
 
@@ -86,15 +86,14 @@ def test_bad_paths_and_files(tmp_path):
         s.append([1, 2], ["a"])
 
 
-def _writer(path, worker, n):
-    s = LabelStore(path, timeout=60.0)
+def _writer(target, worker, n):
+    s = open_store(target, timeout=60.0)
     for i in range(n):
         s.append([worker * 1000 + i], [f"w{worker}"], annotator=f"w{worker}")
 
 
-def test_concurrent_processes_lose_no_write(tmp_path):
-    path = tmp_path / "shared.db"
-    LabelStore(path)
+def test_concurrent_processes_lose_no_write(make_store):
+    path = make_store().target
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(path, w, 150)) for w in range(4)]
     for p in procs:
@@ -102,32 +101,31 @@ def test_concurrent_processes_lose_no_write(tmp_path):
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    ev = LabelStore(path).events()
+    ev = open_store(path).events()
     assert len(ev) == 600
     assert ev.groupby("annotator").size().to_dict() == {f"w{w}": 150 for w in range(4)}
     assert isinstance(ev, pd.DataFrame)
 
 
-def test_latest_propagated_table_matches_events_and_is_rebuilt(tmp_path):
-    path = tmp_path / "l.db"
-    s = LabelStore(path)
+def test_latest_propagated_table_matches_events_and_is_rebuilt(make_store):
+    s = make_store()
     s.append([1, 2, 3], ["a", "b", "c"], source="propagated", confidence=[0.5, 0.6, 0.7], model_version="m1")
     s.append([2], ["z"], source="propagated", confidence=[0.9], model_version="m2")
     s.append([2], ["h"], annotator="ada")  # human labels do not touch the propagated view
     got = s.current(("propagated",)).set_index("id")
     assert got["label"].to_dict() == {1: "a", 2: "z", 3: "c"}
     assert got.loc[2, "model_version"] == "m2" and got.loc[2, "confidence"] == 0.9
-    sqlite3.connect(path).execute("DELETE FROM propagated_latest").connection.commit()  # lose the derived rows
-    again = LabelStore(path).current(("propagated",)).set_index("id")
+    s._write(lambda c: c.execute("DELETE FROM propagated_latest"))      # lose the derived rows
+    again = open_store(s.target).current(("propagated",)).set_index("id")
     assert again["label"].to_dict() == {1: "a", 2: "z", 3: "c"}
     with pytest.raises(ValueError, match="undo takes sources"):
         s.undo(sources=("propagated",))
 
 
-def test_current_of_some_ids_matches_the_full_read_filtered(tmp_path):
+def test_current_of_some_ids_matches_the_full_read_filtered(make_store):
     """A page's labels read by id (what the grids show) equal the full read, relabels, undos and the
     propagated table included, also for more ids than one query binds."""
-    s = LabelStore(tmp_path / "l.db")
+    s = make_store()
     s.append(range(0, 3000, 2), ["a"] * 1500, annotator="ada")
     s.append([4, 6, 8], ["b"] * 3, annotator="bob")          # relabels
     s.append([10, 12], ["c", "c"], annotator="bob")
@@ -145,12 +143,12 @@ def test_current_of_some_ids_matches_the_full_read_filtered(tmp_path):
     assert s.current(ids=[10, 12, 6]).set_index("id")["label"].to_dict() == {6: "b", 10: "a", 12: "a"}
 
 
-def test_append_bulk_writes_every_part_and_lets_other_writes_go_first(tmp_path):
+def test_append_bulk_writes_every_part_and_lets_other_writes_go_first(make_store):
     """A model's labels in parts: all land, each part its own batch, the latest table is right, bad input
     writes nothing; and between parts this process's other writes (a person's label) go first."""
     import threading
 
-    s = LabelStore(tmp_path / "l.db")
+    s = make_store()
     assert s.append_bulk([], [], source="propagated") == 0
     with pytest.raises(ValueError, match="confidences"):
         s.append_bulk([1, 2], ["a", "b"], source="propagated", confidence=[0.5])
@@ -165,13 +163,13 @@ def test_append_bulk_writes_every_part_and_lets_other_writes_go_first(tmp_path):
     assert len(ev) == 10 and ev["batch"].nunique() == 4 and last == ev["batch"].max()
     assert s.current(("propagated",)).set_index("id")["label"].to_dict() == dict(enumerate("abcdefghij"))
 
-    s._waiting = 1              # as if another thread's write were in progress: the parts must wait
+    other = open_store(s.target)         # another writer, as another process would be: a person labels
     th = threading.Thread(target=lambda: s.append_bulk(range(6), ["z"] * 6, rows=2, source="propagated"))
-    th.start()
-    th.join(0.3)
-    assert th.is_alive() and len(s) == 10      # nothing written while the other write is pending
-    s.append([7], ["human-label"], annotator="ada")
-    s._waiting = 0
+    with other.person_writing():          # ... and is still writing: the model's parts must wait
+        th.start()
+        th.join(0.3)
+        assert th.is_alive() and len(s) == 10      # nothing written while the person's write is pending
+        other.append([7], ["human-label"], annotator="ada")
     th.join(30)
     assert not th.is_alive()
     ev = s.events(("human", "propagated"))
