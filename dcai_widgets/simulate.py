@@ -13,6 +13,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ._validate import Positions
+
 __all__ = ["simulate"]
 
 
@@ -100,7 +102,8 @@ def simulate(engine_factory: Callable[[Any], Any], session: Any, oracle: np.ndar
         ask = [] if n_h >= budget or (rounds is not None and r >= rounds) else \
             engine.candidates(min(batch, budget - n_h))
         if len(ask):
-            session.label(ask, oracle[np.asarray(ask, np.int64)], annotator="oracle")
+            # explicit positions: a bare number is refused where class names look like numbers ('1', '2')
+            session.label(ask, Positions(oracle[np.asarray(ask, np.int64)]), annotator="oracle")
         seconds = time.perf_counter() - t0
         eff = float("nan")
         if rows and prev_correct is not None and rows[-1]["asked"]:

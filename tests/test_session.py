@@ -395,3 +395,20 @@ def test_store_argument_paths_urls_and_objects(tmp_path, monkeypatch):
     assert same.store is s.store
     with pytest.raises(TypeError, match="lacks"):
         dw.Session.from_embeddings(np.eye(3, dtype=np.float32), ["a", "b"], store=object())
+
+
+def test_engines_write_names_for_number_like_class_names(tmp_path):
+    """LANCET's propagated labels and simulate's oracle are positions inside; they reach the store as names."""
+    from dcai_widgets.lancet import Lancet
+    from dcai_widgets.queue import UncertaintyQueue
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(c, 0.5, (15, 3)) for c in (0, 5, 10)]).astype(np.float32)
+    names = np.repeat(["1", "2", "3"], 15)
+    s = dw.Session.from_embeddings(X, ["1", "2", "3"], y_true=names, store=tmp_path / "e.db")
+    dw.simulate(lambda sess: UncertaintyQueue(sess, cold_start=6), s, budget=9, batch=3)
+    lab = s.labeled()
+    assert len(lab) == 9 and (lab["label"].to_numpy() == names[lab["id"].to_numpy()]).all()
+    Lancet(s, batch=2, steps=40, dmn_steps=20, progress=False).fit()
+    prop = s.propagated()
+    assert len(prop) == 36 and (prop["label"].to_numpy() == names[prop["id"].to_numpy()]).mean() > 0.9
