@@ -25,11 +25,12 @@ class PayloadError(TypeError):
 def _id_list(event: str, field: str, ids: Any) -> list[int]:
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple)):
         raise PayloadError(f"{event!r} event: {field} must be a list of item ids (int), got {type(ids).__name__}")
-    if not all(type(i) is int for i in ids):      # the common case, fast: ids.tolist() gives plain ints
+    if not set(map(type, ids)) <= {int}:      # the common case, fast: ids.tolist() gives plain ints
         bad = [i for i in ids if not isinstance(i, numbers.Integral) or isinstance(i, bool)]
         if bad:
             raise PayloadError(f"{event!r} event: {field} must be ints, got {bad[:3]!r}")
-    return list(ids)
+        return [int(i) for i in ids]
+    return ids if isinstance(ids, list) else list(ids)
 
 
 def _opt_str(event: str, field: str, v: Any) -> None:
@@ -60,7 +61,8 @@ class LabelsEvent:
         if len(self.labels) != len(ids):
             raise PayloadError(f"'labels' event: {len(self.labels)} labels for {len(ids)} ids")
         allow_none = self.source == "undo"
-        bad = [v for v in self.labels if not (isinstance(v, str) or (v is None and allow_none))]
+        ok = (str, type(None)) if allow_none else str
+        bad = [] if set(map(type, self.labels)) <= {str} else [v for v in self.labels if not isinstance(v, ok)]
         if bad:
             raise PayloadError(f"'labels' event: labels must be class names (str{' or None' if allow_none else ''}), "
                                f"got {bad[:3]!r}")

@@ -224,6 +224,8 @@ class Session:
         if not p.exists():
             raise FileNotFoundError(f"data {str(p)!r} does not exist; give 'digits', an .npz, a CSV/Parquet "
                                     "file, an MNIST folder or an image folder")
+        if image_size is not None and not (p.is_dir() and not loaders.is_mnist_folder(p)):
+            raise ValueError(f"image_size applies to a folder of image files; {str(p)!r} is not one")
         if p.is_dir() and loaders.is_mnist_folder(p):
             images, y = loaders.load_mnist(p)
             return cls.from_images(images, classes or [str(i) for i in range(10)], y_true=Positions(y),

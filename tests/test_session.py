@@ -318,6 +318,20 @@ def test_session_satisfies_the_protocols(tmp_path):
     assert missing_members(s, PanelSession) == []
     assert missing_members(s.store, LabelStoreLike) == [] and isinstance(s.store, LabelStoreLike)
     assert missing_members(UncertaintyQueue(s), LabelQueue) == []
+    # the other sides of the seams: engines as queues, both store backends
+    from dcai_widgets.lancet import Lancet
+    from dcai_widgets.protocols import SuggestingQueue
+    from dcai_widgets.seals import Seals
+
+    assert missing_members(Lancet, SuggestingQueue) == [] and missing_members(Seals, LabelQueue) == []
+    import importlib
+
+    for mod, name in [("dcai_widgets.store.postgres", "PgLabelStore"), ("dcai_widgets.team", "SharedQueue")]:
+        try:
+            cls = getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            continue                                   # not in this checkout
+        assert missing_members(cls, LabelStoreLike if "store" in mod else SuggestingQueue) == [], name
     # the signature check has teeth: a method that cannot take the Protocol's calls is named
     class Half:
         classes, y_true = ["a"], None

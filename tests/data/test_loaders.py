@@ -124,6 +124,11 @@ def test_mixed_image_sizes_are_resized_with_a_warning_and_a_record(tmp_path):
     with pytest.warns(ImagesResizedWarning, match="5 of 5 images"):
         t = dw.Session.open(tmp_path, image_size=16)
     assert t.items.images.shape == (5, 16, 16)
+    with pytest.raises(ValueError, match="size must be a positive"):
+        dw.Session.open(tmp_path, image_size=0)
+    np.savez(tmp_path.parent / "x.npz", X=np.eye(3))
+    with pytest.raises(ValueError, match="image_size applies to a folder of image files"):
+        dw.Session.open(tmp_path.parent / "x.npz", image_size=16)
     with pytest.warns(ImagesResizedWarning):
         load_image_folder(tmp_path)
     import warnings
