@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -51,6 +52,8 @@ class BaseLabelStore(TeamMixin):
     ``PgLabelStore`` (PostgreSQL)."""
 
     where: str                   # the store named in messages (a path, or a URL without its password)
+    target: str                  # what open_store takes to open this store again (path or URL)
+    _local: threading.local      # this thread's connection, as .conn
     NULL_SAFE_EQ = "IS"          # SQL for "equal, NULL equal to NULL"
 
     # -- backend hooks -------------------------------------------------------------------------
@@ -66,13 +69,24 @@ class BaseLabelStore(TeamMixin):
     def _yield_to_people(self) -> None:
         """Before each part of a bulk write: wait while a person's label is being written."""
 
+    def _snapshot(self) -> contextlib.AbstractContextManager[Callable[[str], list[tuple]]]:
+        """A read function over one consistent snapshot of the store (for backups)."""
+        raise NotImplementedError
+
+    def _after_copy(self, c: Tx) -> None:
+        """After rows were copied in with their own ids (backup): bring id counters past them."""
+
     def person_writing(self) -> contextlib.AbstractContextManager[None]:
         """A context in which bulk writers (any process) hold back their next part; every non-bulk
         write runs inside it."""
         raise NotImplementedError
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Close this thread's connection (a later call opens a new one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     # -- metadata ------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:

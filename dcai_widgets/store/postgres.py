@@ -105,12 +105,6 @@ class PgLabelStore(BaseLabelStore):
             self._connected = True
         return conn
 
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
     def _next_batch(self, c: _Tx) -> int:
         return int(c.execute("SELECT nextval('batches')").fetchone()[0])
 
@@ -128,6 +122,19 @@ class PgLabelStore(BaseLabelStore):
         while not self._retrying(free) and time.monotonic() - t0 < 2.0:
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Callable[[str], list[tuple]]]:
+        with psycopg.connect(self.target, autocommit=True, connect_timeout=self.connect_timeout) as conn:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                yield lambda sql: conn.execute(pg_sql(sql)).fetchall()
+
+    def _after_copy(self, c: _Tx) -> None:
+        for table in ("events", "exclusions"):
+            c.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), "
+                      f"COALESCE((SELECT MAX(seq) FROM {table}), 0) + 1, false)")
+        c.execute("SELECT setval('batches', COALESCE((SELECT MAX(batch) FROM events), 0) + 1, false)")
 
     @staticmethod
     @contextlib.contextmanager

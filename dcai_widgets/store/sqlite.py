@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -128,11 +129,26 @@ class LabelStore(BaseLabelStore):
     def _become_read_only(self, why: BaseException) -> None:
         """Reopen for reading only (reads work; every write says why it cannot be saved)."""
         self.close()
-        self.read_only, self._ro_reason = True, str(why)
+        self.read_only, self._ro_reason = True, self._why_read_only(why)
         try:
             self._conn().execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as e:
             self._raise(e)
+
+    def _why_read_only(self, why: object) -> str:
+        try:
+            with open(self.path, "r+b"):
+                pass
+        except OSError as e:
+            return f"the file cannot be written: {e.strerror}"
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".dcai-write-test-")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            return (f"its folder cannot be written ({e.strerror}); SQLite needs to create "
+                    f"{self.path.name}-wal and -shm beside it")
+        return f"SQLite said: {why}"
 
     # -- connections ---------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -160,11 +176,15 @@ class LabelStore(BaseLabelStore):
         self._local.conn = conn
         return conn
 
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Callable[[str], list[tuple]]]:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            yield lambda sql: conn.execute(sql).fetchall()
+            conn.execute("COMMIT")
+        finally:
             conn.close()
-            self._local.conn = None
 
     # -- transactions --------------------------------------------------------------------------
     def _next_batch(self, c: sqlite3.Connection) -> int:
@@ -251,7 +271,7 @@ class LabelStore(BaseLabelStore):
         if code == _FULL or "disk is full" in text:
             return StoreFullError(errno.ENOSPC, full_message(self.where, text))
         if code == _READONLY or "readonly" in text:
-            return StoreReadOnlyError(errno.EROFS, read_only_message(self.where, text))
+            return StoreReadOnlyError(errno.EROFS, read_only_message(self.where, self._why_read_only(text)))
         if code in (_CORRUPT, _NOTADB) or "malformed" in text:
             return StoreDamagedError(damaged_message(self.where, text))
         if code == _IOERR:
