@@ -143,6 +143,8 @@ class SharedQueue:
         self.window = int(window)
         self.heartbeat_s = self.lease_s / 4 if heartbeat_s is None else float(heartbeat_s)
         self.order_: list[int] | None = None
+        self.labeled_: np.ndarray | None = None    # who had a label at the last fit (for the fallback order)
+        self._claimed: list[int] | None = None     # this queue's latest claims; None: read the store's first
         self._skipped: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -163,6 +165,7 @@ class SharedQueue:
         except TypeError:  # an engine whose candidates() takes no n
             order = self.queue.candidates()
         self.order_ = [int(i) for i in order]
+        self.labeled_ = np.asarray(self.session.label_vector()) >= 0
         self._start_heartbeat()
         return self
 
@@ -185,6 +188,7 @@ class SharedQueue:
             got += [int(i) for i in ids if int(i) not in got]
             if len(got) >= want:
                 break
+        self._claimed = got[:want]
         return got[:want]
 
     def _candidate_chunks(self):
@@ -192,12 +196,16 @@ class SharedQueue:
         million-item dataset is not sent to the store whole when the first chunk suffices."""
         order = self.order_ or []
         rank = {i: k for k, i in enumerate(order)}
-        held = sorted(self.held(), key=lambda i: rank.get(i, -1))   # claims in the engine's order
+        # claims held first: after a restart those in the store, then the ones this queue took last
+        held = self.held() if self._claimed is None else self._claimed
+        held = sorted(held, key=lambda i: rank.get(i, -1))   # in the engine's order
         skipped = self._skipped
-        first = held + [i for i in self._overlap_backlog() + order if i not in skipped]
+        first = [i for i in held + self._overlap_backlog() + order if i not in skipped]
         first = list(dict.fromkeys(first))
         yield first
-        labeled = np.asarray(self.session.label_vector()) >= 0
+        labeled = self.labeled_
+        if labeled is None:   # before the first fit; afterwards the store skips items labeled since
+            labeled = self.labeled_ = np.asarray(self.session.label_vector()) >= 0
         rest = np.random.default_rng(0).permutation(len(labeled))  # the same order in every kernel
         rest = rest[~labeled[rest]]
         seen = set(first) | skipped

@@ -61,7 +61,7 @@ class ReviewPanel(W.VBox):
         next_b = W.Button(description="n · next", layout=W.Layout(width="auto"))
         prev_b.on_click(lambda _b: self.prev())
         next_b.on_click(lambda _b: self.next())
-        refresh = W.Button(description="refresh", icon="refresh", layout=W.Layout(width="auto"))
+        refresh = W.Button(description="⟳ refresh", layout=W.Layout(width="auto"))
         refresh.on_click(lambda _b: self.refresh())
         self.keyboard = KeyboardShortcuts(keys=[k for k in self.shortcuts if k] + list(NAV))
         self.keyboard.on_key(self.handle_key)

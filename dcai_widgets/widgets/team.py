@@ -27,6 +27,10 @@ class TeamLabelPanel(LabelPanel):
         if not callable(getattr(queue, "skip", None)) or not callable(getattr(queue, "reclaim", None)):
             raise TypeError(f"TeamLabelPanel needs a SharedQueue, got {type(queue).__name__}")
         kwargs["overlap"] = True   # the queue decides who labels what; the panel skips only its own
+        # claims of the next items are taken in the background while the annotator looks at one
+        self._prefetch = Background(lambda _job: self.queue.candidates(), self._prefetched,
+                                    self._prefetch_failed, name="dcai-claim",
+                                    background=kwargs.get("background", True))
         super().__init__(session, queue=queue, **kwargs)
 
     def _next_open(self, pop: bool) -> int | None:
@@ -46,7 +50,17 @@ class TeamLabelPanel(LabelPanel):
             with self._lock:
                 while self._pending and self._pending.popleft() != nxt[0]:
                     pass
+            if not self._upcoming(1):
+                self._prefetch.request()
         return nxt[0]
+
+    def _prefetched(self, got: list[int]) -> None:
+        with self._lock:
+            have = set(self._pending)
+            self._pending.extend(i for i in got if i not in have)
+
+    def _prefetch_failed(self, e: BaseException) -> None:
+        self.status.value = f"could not claim the next items: {html.escape(str(e))}"
 
     def skip(self) -> None:
         i = self.current
@@ -133,7 +147,7 @@ class TeamPanel(W.VBox):
         self.table = W.HTML()
         self.kappa_table = W.HTML()
         self.status = W.HTML()
-        self.refresh_button = W.Button(description="refresh", icon="refresh", layout=W.Layout(width="auto"))
+        self.refresh_button = W.Button(description="⟳ refresh", layout=W.Layout(width="auto"))
         self.refresh_button.on_click(lambda _b: self.refresh())
         charts = self._build_charts()
         self._bg = Background(self._compute, self._render, self._failed, name="dcai-team",

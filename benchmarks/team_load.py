@@ -1,0 +1,333 @@
+"""Team load: 8 annotators label 2,000 items at once through the same widget code as the served app
+(one process per annotator, each a Session + the team Label panel over a SharedQueue, pressing the
+class key of the shown item as fast as the panel takes it), against SQLite and against PostgreSQL.
+
+Reported per store: labels per second (all annotators), p95 keypress-to-next-item latency (the label
+committed and the next item shown in the panel's widgets; no browser round trip), lost labels (an
+acknowledged label missing from the store), duplicated labels (an item labeled by two annotators;
+overlap is 0), duplicate claims (an item shown to two annotators), and a fault run: the annotators'
+processes (SQLite) or the PostgreSQL server (all its processes) are SIGKILLed mid-load and restarted;
+``lost_after_kill`` counts labels acknowledged before or after the kill that are not in the store.
+``mb_per_page``: resident memory of a process that built the full App in team mode (default LANCET
+queue) on the same data, after its first fit. Baseline in the same run: one annotator alone with the
+solo Label panel (no claims) on SQLite.
+
+Last line: JSON ``{"sqlite": {...}, "postgresql": {...}, "baseline_solo": {...}}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = [f"c{k}" for k in range(10)]
+
+
+def dataset(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n items in 10 Gaussian blobs, 16-d: a table of features like a small real project's embeddings."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    centres = rng.normal(scale=4.0, size=(10, 16))
+    return (centres[y] + rng.normal(size=(n, 16))).astype(np.float32), y
+
+
+# -- one annotator ---------------------------------------------------------------------------------
+def worker(a: argparse.Namespace) -> None:
+    """Build a session and the Label panel as a page's kernel would, then label until nothing is left
+    (or ``--max`` labels). Log lines: ``S item`` when shown, ``A item label ms`` when acknowledged."""
+    import dcai_widgets as dw
+    from dcai_widgets.queue import UncertaintyQueue
+
+    X, y = dataset(a.items)
+    s = dw.Session.from_embeddings(X, CLASSES, y_true=y, store=a.store, cache_dir=a.cache)
+    if a.solo:
+        from dcai_widgets.widgets.label_panel import LabelPanel
+
+        panel = LabelPanel(s, queue=UncertaintyQueue(s), annotator=a.name, initial_fit="background")
+    else:
+        from dcai_widgets.widgets.team import team_label_panel
+
+        panel = team_label_panel(s, UncertaintyQueue(s), a.name)
+    log = open(Path(a.out) / f"{a.name}.log", "a", buffering=1)
+    Path(a.out, f"{a.name}.ready").touch()
+    while not Path(a.out, "go").exists():
+        time.sleep(0.01)
+    done, errors = 0, 0
+    while a.max <= 0 or done < a.max:
+        i = panel.current
+        if i is None:
+            break
+        log.write(f"S {i}\n")
+        key = CLASSES[int(y[i])]
+        t0 = time.perf_counter()
+        try:
+            panel.press(panel.shortcuts[CLASSES.index(key)])   # the keyboard path of a page
+        except Exception as e:  # a store restarting: the item stays; try again
+            errors += 1
+            log.write(f"E {i} {type(e).__name__}\n")
+            time.sleep(0.2)
+            continue
+        ms = (time.perf_counter() - t0) * 1000
+        if panel._mine.get(i) == key:
+            log.write(f"A {i} {key} {ms:.2f}\n")
+            done += 1
+    log.write(f"END {done} {errors}\n")
+    log.close()
+    os._exit(0)   # skip atexit: a finished page's claims are all consumed anyway
+
+
+def memory(a: argparse.Namespace) -> None:
+    """RSS of a process with the team App built (default LANCET queue) after its first fit."""
+    import dcai_widgets as dw
+    from dcai_widgets.widgets import App
+
+    X, y = dataset(a.items)
+    s = dw.Session.from_embeddings(X, CLASSES, y_true=y, store=a.store, cache_dir=a.cache)
+    app = App(s, annotator="mem", team=True)
+    t = app.label_panel._refit_thread
+    if t is not None:
+        t.join(300)
+    rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
+    print(json.dumps({"rss_mb": rss / 1024}))
+
+
+# -- the load runs ---------------------------------------------------------------------------------
+def spawn(store: str, name: str, out: Path, a: argparse.Namespace, extra: list[str] = ()) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--worker", "--store", store, "--name", name, "--out", str(out),
+           "--items", str(a.items), "--cache", a.cache, *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(out / f"{name}.err", "a"))
+
+
+def start(store: str, names: list[str], out: Path, a, extra: list[str] = ()) -> list[subprocess.Popen]:
+    go = out / "go"
+    go.unlink(missing_ok=True)
+    for n in names:
+        (out / f"{n}.ready").unlink(missing_ok=True)
+    procs = [spawn(store, n, out, a, extra) for n in names]
+    deadline = time.time() + 300
+    while not all((out / f"{n}.ready").exists() for n in names):
+        dead = [p for p in procs if p.poll() is not None]
+        if dead or time.time() > deadline:
+            raise RuntimeError(f"a worker failed to start; see {out}/*.err")
+        time.sleep(0.1)
+    go.touch()
+    return procs
+
+
+def acked_count(out: Path) -> int:
+    return sum(f.read_text().count("\nA ") + f.read_text().startswith("A ") for f in out.glob("*.log"))
+
+
+def read_logs(out: Path) -> tuple[dict[int, set], list[tuple[int, str, str]], list[float]]:
+    shown: dict[int, set] = {}
+    acked, lat = [], []
+    for f in out.glob("*.log"):
+        name = f.stem
+        for line in f.read_text().splitlines():
+            p = line.split()
+            if p and p[0] == "S":
+                shown.setdefault(int(p[1]), set()).add(name)
+            elif p and p[0] == "A" and len(p) == 4:
+                acked.append((int(p[1]), name, p[2]))
+                lat.append(float(p[3]))
+    return shown, acked, lat
+
+
+def check(store_url: str, out: Path) -> dict:
+    """Compare the annotators' logs with the store: lost, duplicated, duplicate claims, latency."""
+    from dcai_widgets.store import open_store
+
+    st = open_store(store_url)
+    ev = st.events(("human",))
+    st.close()
+    live = set(zip(ev["id"].astype(int), ev["annotator"], ev["label"]))
+    shown, acked, lat = read_logs(out)
+    per_item = ev.groupby("id")["annotator"].nunique()
+    return dict(labels=int(len(ev)), items_labeled=int(ev["id"].nunique()), acked=len(acked),
+                lost=sum(1 for r in acked if r not in live), duplicated=int((per_item > 1).sum()),
+                duplicate_claims=sum(1 for v in shown.values() if len(v) > 1),
+                p50_ms=float(np.percentile(lat, 50)) if lat else None,
+                p95_ms=float(np.percentile(lat, 95)) if lat else None)
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float) -> None:
+    end = time.time() + timeout
+    for p in procs:
+        try:
+            p.wait(max(1.0, end - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def load_run(store: str, a, tag: str) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"team-{tag}-"))
+    names = [f"w{k}" for k in range(a.annotators)]
+    procs = start(store, names, out, a)
+    t0 = time.perf_counter()
+    wait_all(procs, a.timeout)
+    wall = time.perf_counter() - t0
+    r = check(store, out)
+    r.update(labels_per_s=r["labels"] / wall, wall_s=wall, annotators=a.annotators)
+    print(f"[{tag}] {r}", flush=True)
+    return r
+
+
+def fault_run(store: str, a, tag: str, kill, restart) -> dict:
+    """Label, SIGKILL mid-load (``kill``), ``restart``, label ``--fault-after`` more each; count losses."""
+    out = Path(tempfile.mkdtemp(prefix=f"team-{tag}-fault-"))
+    names = [f"w{k}" for k in range(a.annotators)]
+    procs = start(store, names, out, a)
+    while acked_count(out) < a.kill_at and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    before = acked_count(out)
+    kill(procs)
+    time.sleep(0.5)
+    restart()
+    extra = ["--max", str(a.fault_after)]
+    if not kill_is_server(kill):
+        procs = start(store, names, out, a, extra)   # the same annotators reopen their pages
+    wait_all(procs, a.timeout)
+    r = check(store, out)
+    print(f"[{tag} fault] acked before kill {before}; {r}", flush=True)
+    return dict(lost_after_kill=r["lost"], acked_before_kill=before, acked_total=r["acked"],
+                duplicate_claims_fault=r["duplicate_claims"], duplicated_fault=r["duplicated"])
+
+
+def kill_is_server(fn) -> bool:
+    return getattr(fn, "server", False)
+
+
+def kill_workers(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    for p in procs:
+        p.wait()
+
+
+def pg_kill(server):
+    """SIGKILL the postmaster and every server process (a crashed database host)."""
+    def kill(_procs) -> None:
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        kids = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
+        for p in [pid, *kids]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(1.0)
+    kill.server = True
+    return kill
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def pg_fault_run(server, a) -> dict:
+    """Workers keep running; the server is killed and restarted under them (they retry)."""
+    url = server.new_database()
+    out = Path(tempfile.mkdtemp(prefix="team-pg-fault-"))
+    names = [f"w{k}" for k in range(a.annotators)]
+    procs = start(url, names, out, a, ["--max", str(a.kill_at // a.annotators + a.fault_after)])
+    while acked_count(out) < a.kill_at and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    before = acked_count(out)
+    pg_kill(server)(procs)
+    server.start()
+    wait_all(procs, a.timeout)
+    r = check(url, out)
+    print(f"[postgresql fault] acked before kill {before}; {r}", flush=True)
+    return dict(lost_after_kill=r["lost"], acked_before_kill=before, acked_total=r["acked"],
+                duplicate_claims_fault=r["duplicate_claims"], duplicated_fault=r["duplicated"])
+
+
+def measure_memory(store: str, a) -> float:
+    r = subprocess.run([sys.executable, __file__, "--memory", "--store", store, "--items", str(a.items),
+                        "--cache", a.cache], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"memory run failed: {r.stderr[-2000:]}")
+    return float(json.loads(r.stdout.strip().splitlines()[-1])["rss_mb"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--annotators", type=int, default=8)
+    ap.add_argument("--kill-at", type=int, default=300, help="fault runs: acknowledged labels before the kill")
+    ap.add_argument("--fault-after", type=int, default=40, help="fault runs: labels per annotator after restart")
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--stores", default="sqlite,postgresql")
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--solo", action="store_true")
+    ap.add_argument("--store")
+    ap.add_argument("--name")
+    ap.add_argument("--out")
+    ap.add_argument("--max", type=int, default=0)
+    ap.add_argument("--cache", default=None)
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a)
+    if a.memory:
+        return memory(a)
+    tmp = Path(tempfile.mkdtemp(prefix="team-load-"))
+    a.cache = a.cache or str(tmp / "cache")
+    X, y = dataset(a.items)
+    import dcai_widgets as dw
+
+    dw.Session.from_embeddings(X, CLASSES, y_true=y, store=tmp / "warm.db", cache_dir=a.cache)  # warm cache
+    results: dict = {}
+
+    # baseline: one annotator, solo panel, no claims, 200 labels
+    out = tmp / "solo"
+    out.mkdir()
+    procs = start(str(tmp / "solo.db"), ["solo"], out, a, ["--solo", "--max", "200"])
+    wait_all(procs, a.timeout)
+    b = check(str(tmp / "solo.db"), out)
+    results["baseline_solo"] = dict(p95_ms=b["p95_ms"], p50_ms=b["p50_ms"], labels=b["labels"])
+    print(f"[solo] {b}", flush=True)
+
+    if "sqlite" in a.stores:
+        r = load_run(str(tmp / "load.db"), a, "sqlite")
+        f = fault_run(str(tmp / "fault.db"), a, "sqlite", kill_workers, lambda: None)
+        mb = measure_memory(str(tmp / "mem.db"), a)
+        results["sqlite"] = dict(labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"],
+                                 lost=r["lost"], duplicated=r["duplicated"],
+                                 duplicate_claims=r["duplicate_claims"], labels=r["labels"], wall_s=r["wall_s"],
+                                 mb_per_page=mb, fault=f"SIGKILL of all {a.annotators} annotator processes, restarted", **f)
+    if "postgresql" in a.stores:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import PG_BIN, PgServer
+
+        if not (PG_BIN / "pg_ctl").exists():
+            results["postgresql"] = {"skipped": f"no PostgreSQL binaries in {PG_BIN}"}
+        else:
+            root = Path(tempfile.mkdtemp(prefix="team-pg-"))
+            server = PgServer(root)
+            try:
+                r = load_run(server.new_database(), a, "postgresql")
+                f = pg_fault_run(server, a)
+                mb = measure_memory(server.new_database(), a)
+                results["postgresql"] = dict(
+                    labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"], lost=r["lost"],
+                    duplicated=r["duplicated"], duplicate_claims=r["duplicate_claims"], labels=r["labels"],
+                    wall_s=r["wall_s"], mb_per_page=mb, fault="SIGKILL of the PostgreSQL server, restarted", **f)
+            finally:
+                server.stop("immediate")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
