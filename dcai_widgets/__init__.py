@@ -24,6 +24,8 @@ _LAZY = {
     "InspectPanel": "dcai_widgets.widgets.inspect",
     "MapView": "dcai_widgets.widgets",
     "NeighborIndex": "dcai_widgets.neighbors",
+    "Elite": "dcai_widgets.elite",
+    "CleanPanel": "dcai_widgets.widgets.clean",
 }
 
 __all__ = ["Session", "LabelStore", "data", "simulate", *_LAZY]

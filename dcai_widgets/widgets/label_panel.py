@@ -103,6 +103,8 @@ class LabelPanel(W.VBox):
         self._refit_thread: threading.Thread | None = None
         self._refits = 0
         self._vec = np.asarray(session.label_vector(), dtype=np.int64).copy()
+        # items kept out of training (e.g. anomalies excluded in the Clean tab) are never asked
+        self._excluded = set(int(i) for i in session.excluded()) if hasattr(session, "excluded") else set()
         self._mine: dict[int, str] = self._load_mine()
         self._pending: deque[int] = deque()
         self._suggestion: tuple[str, float] | None = None
@@ -136,8 +138,8 @@ class LabelPanel(W.VBox):
             b.on_click(lambda _b, c=cls: self.label_current(c))
             self.buttons.append(b)
         self.class_box = W.Box(self.buttons, layout=W.Layout(flex_flow="row wrap", max_width="720px"))
-        self.skip_button = W.Button(description="skip (space)", icon="forward")
-        self.undo_button = W.Button(description="undo (⌫)", icon="undo")
+        self.skip_button = W.Button(description="▶▶ skip (space)")
+        self.undo_button = W.Button(description="↶ undo (⌫)")
         self.prev_button = W.Button(description="← prev", layout=W.Layout(width="auto"))
         self.next_button = W.Button(description="next →", layout=W.Layout(width="auto"))
         self.accept_button = W.Button(description="a · accept", button_style="success", disabled=True)
@@ -185,6 +187,8 @@ class LabelPanel(W.VBox):
 
     def _todo(self, i: int) -> bool:
         """Still to label: unlabeled by anyone, or (with overlap=True) not yet by this annotator."""
+        if i in self._excluded:
+            return False
         return i not in self._mine if self.overlap else self._vec[i] < 0
 
     def _is_open(self, i: int) -> bool:

@@ -1,0 +1,253 @@
+"""``Elite``: robust deep anomaly detection with meta gradients over a Session (or plain arrays).
+
+Zhang, Cao, VanNostrand, Madden, Rundensteiner, "ELITE: Robust Deep Anomaly Detection with Meta
+Gradient", KDD 2021. A Deep SVDD (Ruff et al., ICML 2018) or autoencoder is trained on the unlabeled
+pool, which is polluted by anomalies. Every pool item carries a pseudo label, all "normal" at the start;
+ELITE's tailored hinge loss minimises the score of items believed normal and pushes items believed
+anomalous above a margin ``C`` (the untrained model's mean training loss). The expert's few labels are
+the validation set: ALICE (``alice.py``) flips the pseudo labels whose flip lowers the validation loss
+after a look-ahead step and weights each item by its meta-gradient's magnitude. With ``alice=False`` the
+same loop is the plain unsupervised model (every item normal), the baseline ELITE is measured against.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..lancet._threads import torch_threads
+from .alice import alice_step, tailored_loss, validation_loss
+from .inputs import Inputs, arrays_inputs, session_inputs
+from .models import build
+
+BACKBONES = ("svdd", "ae", "conv")
+QUERY_RULES = ("score", "meta", "random")
+
+
+class Elite:
+    """ELITE over ``session``'s embeddings (or raw images with ``backbone="conv"``).
+
+    ``normal``/``anomaly``: the two class names whose current expert labels form the validation set
+    (other classes are ignored). ``epochs``: the epoch limit; ALICE also stops after an epoch in which
+    no flip lowered the validation loss (not before ``min_epochs``). ``lr``: Adam's step size, also the
+    look-ahead step of the meta-gradient. ``eta_m``: the meta-gradient weight scale eta_M.
+    ``hidden``: layer widths of the MLP (the last one is Deep SVDD's representation size).
+    ``flip="strong"``: only items whose |meta-gradient| exceeds the batch mean are flip candidates
+    (``"all"``: every item whose flip lowers the validation loss to first order; on cardio and
+    optdigits at 10% pollution "strong" gave ROC-AUC 0.948/0.850 against 0.877/0.866 with "all", and
+    far fewer wrong flips). ``alice=False`` trains the plain unsupervised Deep SVDD / autoencoder (no labels needed).
+
+    After ``fit()``: ``scores_`` (N,) higher = more anomalous; ``pseudo_labels_`` (N,) 1 anomalous,
+    0 normal (the expert's label for labeled items, -1 for excluded ones not labeled); ``meta_gradients_``
+    (N,) each pool item's latest meta-gradient (0 for items not trained on); ``C_``; ``history_``.
+    """
+
+    def __init__(self, session: Any = None, backbone: str | torch.nn.Module = "svdd", normal: str = "normal",
+                 anomaly: str = "anomaly", *, epochs: int = 30, min_epochs: int = 5, batch_size: int = 128,
+                 lr: float = 1e-3, eta_m: float = 1.0, hidden: Sequence[int] = (64, 32), alice: bool = True,
+                 flip: str = "strong", weight_decay: float = 1e-6, seed: int = 0,
+                 threads: int | None = 1) -> None:
+        self.session = session
+        self.backbone = backbone
+        self.normal = normal
+        self.anomaly = anomaly
+        self.epochs = epochs
+        self.min_epochs = min_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.eta_m = eta_m
+        self.hidden = hidden
+        self.alice = alice
+        self.flip = flip
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.threads = threads
+        self._arrays: tuple | None = None
+
+    @classmethod
+    def from_arrays(cls, X: np.ndarray, labels: Sequence | np.ndarray | None = None,
+                    excluded: Sequence[int] | np.ndarray | None = None, **kw: Any) -> Elite:
+        """ELITE over plain arrays (scripts, benchmarks): ``X`` (N, d) features, or (N, H, W[, C]) images
+        with ``backbone="conv"``; ``labels`` (N,) with 1 = anomalous, 0 = normal, -1 = unlabeled (or the
+        ``normal``/``anomaly`` names, None for unlabeled); ``excluded`` item ids kept out of training."""
+        self = cls(None, **kw)
+        self._arrays = (X, labels, excluded)
+        return self
+
+    # -- checks --------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if not isinstance(self.backbone, torch.nn.Module) and self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES} or a torch module, got {self.backbone!r}")
+        for name in ("epochs", "batch_size", "min_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (0 if name == "min_epochs" else 1):
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name in ("lr", "eta_m"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        hidden = tuple(self.hidden)
+        if not hidden or any(not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
+            raise ValueError(f"hidden must be a non-empty list of positive layer widths, got {self.hidden!r}")
+        if self.flip not in ("strong", "all"):
+            raise ValueError(f"flip must be 'strong' or 'all', got {self.flip!r}")
+        if self.normal == self.anomaly:
+            raise ValueError(f"normal and anomaly must be different class names, both are {self.normal!r}")
+
+    def _inputs(self) -> Inputs:
+        conv = isinstance(self.backbone, str) and self.backbone == "conv"
+        if self._arrays is not None:
+            X, labels, excluded = self._arrays
+            return arrays_inputs(X, labels, excluded, self.normal, self.anomaly, images=conv,
+                                 need_labels=self.alice)
+        if self.session is None:
+            raise ValueError("Elite needs a session (Elite(session)) or arrays (Elite.from_arrays(X, labels))")
+        return session_inputs(self.session, self.normal, self.anomaly, images=conv, need_labels=self.alice)
+
+    # -- fitting -------------------------------------------------------------------------------
+    def fit(self, callback: Callable[[int, int, dict], Any] | None = None) -> Elite:
+        """Train the model (with ALICE unless ``alice=False``) and score every item; returns self.
+
+        ``callback(epoch, epochs, record)`` runs after each epoch (a panel's progress bar; it may raise
+        to cancel the fit)."""
+        self._check_params()
+        t0 = time.perf_counter()
+        inp = self._inputs()
+        with torch_threads(self.threads):
+            self._fit(inp, callback)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _fit(self, inp: Inputs, callback) -> None:
+        rng = np.random.default_rng(self.seed)
+        X = torch.from_numpy(inp.X)
+        train = inp.train_ids
+        xt = X[torch.from_numpy(train)]
+        model = build(self.backbone, tuple(inp.X.shape[1:]), tuple(int(h) for h in self.hidden), self.seed)
+        model = model.to(X.dtype)
+        model.setup(xt)
+        with torch.no_grad():
+            self.C_ = float(self._score(model, xt).mean())  # untrained model, every item pseudo-normal
+        C = self.C_
+        xv = X[torch.from_numpy(inp.val_ids)] if len(inp.val_ids) else None
+        yv = torch.from_numpy(inp.val_labels.astype(inp.X.dtype)) if len(inp.val_ids) else None
+        y = torch.zeros(len(train), dtype=X.dtype)
+        meta = torch.zeros(len(train), dtype=X.dtype)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.history_: list[dict] = []
+        bs = int(min(self.batch_size, len(train)))
+        for epoch in range(int(self.epochs)):
+            perm = torch.from_numpy(rng.permutation(len(train)))
+            flips = 0
+            for start in range(0, len(train), bs):
+                b = perm[start:start + bs]
+                xb = xt[b]
+                opt.zero_grad()
+                if self.alice:
+                    y_new, res, grads = alice_step(model, xb, y[b], xv, yv, C, self.lr, self.eta_m,
+                                                   strong=self.flip == "strong")
+                    for p, gr in zip((p for p in model.parameters() if p.requires_grad), grads):
+                        p.grad = gr
+                    y[b] = y_new
+                    meta[b] = res.meta_gradients
+                    flips += len(res.flipped)
+                else:
+                    tailored_loss(model(xb), y[b], C).mean().backward()
+                opt.step()
+            rec = {"epoch": epoch + 1, "flips": flips, "pseudo_anomalies": int(y.sum())}
+            if self.alice:
+                with torch.no_grad():
+                    rec["val_loss"] = float(validation_loss(self._score(model, xv), yv, C))
+            self.history_.append(rec)
+            if callback is not None:
+                callback(epoch + 1, int(self.epochs), rec)
+            if self.alice and flips == 0 and epoch + 1 >= self.min_epochs:
+                break  # flips no longer lower the validation loss
+        self.n_epochs_ = len(self.history_)
+        with torch.no_grad():
+            scores = self._score(model, X).numpy().astype(np.float64)
+        n = len(inp.X)
+        self.n_items_ = n
+        self.model_ = model
+        self.scores_ = scores
+        self.train_ids_ = train
+        self.labeled_ids_ = inp.val_ids
+        self.labeled_labels_ = inp.val_labels
+        self.excluded_ids_ = inp.excluded
+        pseudo = np.full(n, -1, dtype=np.int64)
+        pseudo[train] = y.numpy().astype(np.int64)
+        pseudo[inp.val_ids] = inp.val_labels
+        self.pseudo_labels_ = pseudo
+        self.meta_gradients_ = np.zeros(n)
+        self.meta_gradients_[train] = meta.numpy()
+        self.threshold_, self.pollution_ = _pollution(scores, train, inp.val_ids, inp.val_labels)
+
+    @staticmethod
+    def _score(model, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([model(x[i:i + 2048]) for i in range(0, len(x), 2048)])
+
+    # -- results -------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "scores_"):
+            raise RuntimeError("this Elite is not fitted yet; call fit() first")
+
+    def suspects(self, k: int | None = 20) -> pd.DataFrame:
+        """The ``k`` highest-scoring pool items not labeled by the expert and not excluded: DataFrame
+        id, score, pseudo_label ("anomaly"/"normal" names), most anomalous first (k=None: all)."""
+        self._check_fitted()
+        ids = self.train_ids_[np.argsort(-self.scores_[self.train_ids_], kind="stable")]
+        if k is not None:
+            if not isinstance(k, (int, np.integer)) or k < 0:
+                raise ValueError(f"k must be a non-negative int or None, got {k!r}")
+            ids = ids[: int(k)]
+        names = np.where(self.pseudo_labels_[ids] == 1, str(self.anomaly), str(self.normal))
+        return pd.DataFrame({"id": ids.astype(np.int64), "score": self.scores_[ids], "pseudo_label": names})
+
+    def query(self, n: int = 10, rule: str = "score", seed: int | None = None) -> np.ndarray:
+        """Which ``n`` unlabeled pool items to ask the expert about next (beyond the paper).
+
+        ``"score"``: the highest-scoring items whose pseudo label is still "normal" (ALICE has not
+        committed to them; confirming or refuting a top suspect changes the validation set most where
+        the model is least sure). ``"meta"``: the largest |meta-gradient|, i.e. the largest expected
+        change of the validation loss if the item's label changed. ``"random"``: the baseline."""
+        self._check_fitted()
+        if rule not in QUERY_RULES:
+            raise ValueError(f"unknown query rule {rule!r}; use one of {QUERY_RULES}")
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        pool = self.train_ids_
+        if rule == "random":
+            rng = np.random.default_rng(self.seed if seed is None else seed)
+            return rng.permutation(pool)[: int(n)].astype(np.int64)
+        if rule == "meta":
+            order = np.argsort(-np.abs(self.meta_gradients_[pool]), kind="stable")
+            return pool[order][: int(n)].astype(np.int64)
+        normal = pool[self.pseudo_labels_[pool] == 0]
+        flipped = pool[self.pseudo_labels_[pool] == 1]
+        ranked = [normal[np.argsort(-self.scores_[normal], kind="stable")],
+                  flipped[np.argsort(self.scores_[flipped], kind="stable")]]  # then the least sure flips
+        return np.concatenate(ranked)[: int(n)].astype(np.int64)
+
+
+def _pollution(scores: np.ndarray, pool: np.ndarray, val_ids: np.ndarray, val_labels: np.ndarray
+               ) -> tuple[float, float]:
+    """(threshold, share of the pool above it): the threshold on the score that best separates the
+    expert's normal from anomalous items (balanced accuracy; midpoint between neighbouring labeled
+    scores), and the resulting estimate of the pool's pollution. NaN without both classes."""
+    if len(val_ids) == 0 or val_labels.min() == val_labels.max() or len(pool) == 0:
+        return float("nan"), float("nan")
+    s = scores[val_ids]
+    order = np.argsort(s)
+    s, lab = s[order], val_labels[order]
+    cuts = np.concatenate([[s[0] - 1.0], (s[1:] + s[:-1]) / 2, [s[-1] + 1.0]])
+    n_a, n_n = lab.sum(), (1 - lab).sum()
+    best, t_best = -1.0, cuts[0]
+    for t in cuts:
+        bacc = 0.5 * ((lab[s > t] == 1).sum() / n_a + (lab[s <= t] == 0).sum() / n_n)
+        if bacc > best:
+            best, t_best = bacc, t
+    return float(t_best), float((scores[pool] > t_best).mean())

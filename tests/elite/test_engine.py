@@ -1,0 +1,142 @@
+"""Elite over arrays and Sessions: the margin C, results, query rules, conv backbone and clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import dcai_widgets as dw
+from dcai_widgets.elite import Elite
+from dcai_widgets.elite.inputs import arrays_inputs
+from dcai_widgets.elite.models import build
+
+
+def polluted(n=300, d=6, rp=0.15, seed=0):
+    """Normals from one Gaussian, anomalies from a shifted, wider one; 5 + 5 labels."""
+    rng = np.random.default_rng(seed)
+    na = int(n * rp)
+    X = np.vstack([rng.normal(0, 1, (n - na, d)), rng.normal(2.5, 1.5, (na, d))]).astype(np.float32)
+    y = np.r_[np.zeros(n - na, int), np.ones(na, int)]
+    labels = np.full(n, -1)
+    labels[rng.choice(np.flatnonzero(y == 1), 5, replace=False)] = 1
+    labels[rng.choice(np.flatnonzero(y == 0), 5, replace=False)] = 0
+    return X, y, labels
+
+
+def test_margin_is_the_untrained_models_mean_training_loss():
+    X, _, labels = polluted()
+    e = Elite.from_arrays(X, labels, epochs=1, hidden=(16, 8), seed=3).fit()
+    inp = arrays_inputs(X, labels, None, "normal", "anomaly", images=False, need_labels=True)
+    model = build("svdd", (X.shape[1],), (16, 8), 3)
+    xt = torch.from_numpy(inp.X[inp.train_ids])
+    model.setup(xt)
+    with torch.no_grad():
+        expected = float(model(xt).mean())   # every pool item pseudo-normal: its loss is its score
+    assert e.C_ == pytest.approx(expected, rel=1e-6)
+    assert not np.isin(inp.val_ids, inp.train_ids).any()   # the labels validate, they are not trained on
+
+
+def test_elite_beats_its_unsupervised_model_and_reports_results():
+    X, y, labels = polluted(seed=1)
+    test = labels < 0
+    unsup = Elite.from_arrays(X, labels, alice=False, epochs=20).fit()
+    e = Elite.from_arrays(X, labels, epochs=20).fit()
+    auc_e = roc_auc_score(y[test], e.scores_[test])
+    auc_u = roc_auc_score(y[test], unsup.scores_[test])
+    assert auc_e > 0.9 and auc_e > auc_u
+    assert e.scores_.shape == (len(X),) and np.isfinite(e.scores_).all()
+    assert set(np.unique(e.pseudo_labels_)) <= {0, 1}
+    assert (e.pseudo_labels_[labels >= 0] == labels[labels >= 0]).all()
+    assert (e.pseudo_labels_[e.train_ids_] == 1).sum() > 0   # ALICE flipped some pool items
+    assert np.abs(e.meta_gradients_[e.train_ids_]).max() > 0 and (e.meta_gradients_[labels >= 0] == 0).all()
+    assert 1 <= e.n_epochs_ <= 20 and len(e.history_) == e.n_epochs_
+    assert 0 < e.pollution_ < 1
+    sus = e.suspects(10)
+    assert list(sus.columns) == ["id", "score", "pseudo_label"] and len(sus) == 10
+    assert sus["score"].is_monotonic_decreasing and not sus["id"].isin(np.flatnonzero(labels >= 0)).any()
+    assert set(sus["pseudo_label"]) <= {"normal", "anomaly"}
+    assert (unsup.pseudo_labels_[unsup.train_ids_] == 0).all()   # the baseline never flips
+
+
+@pytest.mark.parametrize("rule", ["score", "meta", "random"])
+def test_query_rules_pick_distinct_unlabeled_items(rule):
+    X, _, labels = polluted(seed=2)
+    e = Elite.from_arrays(X, labels, epochs=3).fit()
+    q = e.query(12, rule=rule)
+    assert len(q) == 12 and len(set(q.tolist())) == 12 and (labels[q] < 0).all()
+    if rule == "meta":
+        mg = np.abs(e.meta_gradients_[e.train_ids_])
+        assert np.abs(e.meta_gradients_[q]).min() >= np.sort(mg)[-12] - 1e-12
+    with pytest.raises(ValueError, match="unknown query rule"):
+        e.query(3, rule="entropy")
+
+
+def test_bad_input_gives_clear_errors():
+    X, _, labels = polluted()
+    with pytest.raises(ValueError, match="validation set.*has none"):
+        Elite.from_arrays(X, np.full(len(X), -1)).fit()
+    only_normal = np.where(labels == 1, -1, labels)
+    with pytest.raises(ValueError, match="both classes.*'anomaly'"):
+        Elite.from_arrays(X, only_normal).fit()
+    Xn = X.copy()
+    Xn[7, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 item\(s\) \(first: \[7\]\)"):
+        Elite.from_arrays(Xn, labels).fit()
+    normal_id = int(np.flatnonzero(labels == 0)[0])
+    with pytest.raises(ValueError, match=rf"items \[{normal_id}\] are labeled 'normal' but excluded"):
+        Elite.from_arrays(X, labels, excluded=[normal_id]).fit()
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        Elite.from_arrays(X, labels, backbone="vae").fit()
+    with pytest.raises(ValueError, match="neither 'normal' nor 'anomaly'"):
+        Elite.from_arrays(X, np.where(labels == 1, "weird", None)).fit()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Elite.from_arrays(X, labels).suspects()
+    # the unsupervised baseline needs no label at all
+    assert Elite.from_arrays(X, None, alice=False, epochs=1).fit().scores_.shape == (len(X),)
+
+
+def test_session_labels_exclusions_and_other_classes(tmp_path):
+    X, y, _ = polluted(n=200, seed=4)
+    s = dw.Session.from_embeddings(X, ["normal", "anomaly", "other"], store=tmp_path / "l.db")
+    anom, norm = np.flatnonzero(y == 1)[:4], np.flatnonzero(y == 0)[:4]
+    s.label(anom, ["anomaly"] * 4, annotator="ada")
+    s.label(norm, ["normal"] * 4, annotator="ada")
+    s.label([int(norm[-1]) + 1], ["other"], annotator="ada")   # other classes are ignored
+    s.exclude(anom[:2], annotator="ada", reason="anomaly")      # confirmed anomalies stay validation items
+    e = dw.Elite(s, epochs=2).fit()
+    assert sorted(e.labeled_ids_.tolist()) == sorted(np.r_[anom, norm].tolist())
+    assert not np.isin(anom[:2], e.train_ids_).any()
+    assert (e.pseudo_labels_[anom] == 1).all() and (e.pseudo_labels_[norm] == 0).all()
+    assert not e.suspects(None)["id"].isin(np.r_[anom, norm]).any()
+    s.exclude([int(norm[0])], annotator="ada")
+    with pytest.raises(ValueError, match="labeled 'normal' but excluded"):
+        dw.Elite(s, epochs=1).fit()
+    with pytest.raises(ValueError, match="lack \\['bad'\\]"):
+        dw.Elite(s, anomaly="bad").fit()
+
+
+def test_conv_backbone_on_raw_images(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = rng.uniform(0, 0.2, (60, 12, 12)).astype(np.float32)
+    imgs[:8, 3:9, 3:9] = 1.0   # anomalies: a bright square
+    s = dw.Session.from_images(imgs, ["normal", "anomaly"], store=tmp_path / "i.db",
+                               encoder=lambda items: np.asarray(items.images).reshape(len(items), -1))
+    s.label([0, 1], ["anomaly"] * 2, annotator="ada")
+    s.label([20, 21], ["normal"] * 2, annotator="ada")
+    e = dw.Elite(s, backbone="conv", epochs=3, hidden=(8,)).fit()
+    assert e.scores_.shape == (60,) and np.isfinite(e.scores_).all()
+    t = Elite.from_arrays(np.zeros((5, 4)), [1, 0, -1, -1, -1], backbone="conv")
+    with pytest.raises(ValueError, match="images of shape"):
+        t.fit()
+    ts = dw.Session.from_embeddings(rng.normal(size=(20, 3)).astype(np.float32), ["normal", "anomaly"],
+                                    store=tmp_path / "t.db")
+    with pytest.raises(ValueError, match="needs an image session"):
+        dw.Elite(ts, backbone="conv").fit()
+
+
+def test_suspects_frame_types():
+    X, _, labels = polluted()
+    sus = Elite.from_arrays(X, labels, epochs=1).fit().suspects(5)
+    assert isinstance(sus, pd.DataFrame) and sus["id"].dtype == np.int64
