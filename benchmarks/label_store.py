@@ -5,11 +5,20 @@ while a model writes labels for many items, in parts (``append_bulk``) against o
 
 Last line: JSON with label_p50_ms, label_p95_ms, read_human_ms, read_propagated_ms, the speedups,
 read_page_ms and the contention figures.
+
+Cross-process (issue 13): another PROCESS writes a model's 200k propagated labels (``append_bulk``)
+while this one labels an item every 50 ms; the wait of each label, for the store as it was before
+(commit a3ab74e, loaded from git), the current store with its priority signal turned off, and the
+current store (people hold the ``-priority`` lock file shared; the bulk writer waits for it between
+parts); with ``--pg`` the same on a private PostgreSQL server (advisory-lock signal off / on).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import multiprocessing as mp
+import subprocess
 import tempfile
 import threading
 import time
@@ -17,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dcai_widgets.store import LabelStore
+from dcai_widgets.store import LabelStore, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE = "a3ab74e"          # the last commit before the cross-process priority signal
 
 NAIVE = ("SELECT item, label FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY seq DESC) rn "
          "FROM events e WHERE source IN ({q}) AND retracts IS NULL AND NOT EXISTS "
@@ -40,7 +52,13 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=200, help="single human labels to time")
     ap.add_argument("--contend-items", type=int, default=200_000,
                     help="items a model labels while a person labels one item every 50 ms")
+    ap.add_argument("--pg", action="store_true", help="also run the cross-process case on a private PostgreSQL")
+    ap.add_argument("--only-cross", action="store_true", help="run only the cross-process case")
     a = ap.parse_args()
+    if a.only_cross:
+        cross = cross_process_all(a.contend_items, a.pg)
+        print(json.dumps({"cross_process": cross}))
+        return
     path = Path(tempfile.mkdtemp()) / "bench.db"
     s = LabelStore(path)
     rng = np.random.default_rng(0)
@@ -81,6 +99,7 @@ def main() -> None:
               f"{c['wait_p50_ms']:.0f} ms, max {c['wait_max_ms']:.0f} ms")
     ratio = contention["one_transaction"]["wait_max_ms"] / max(contention["bulk"]["wait_max_ms"], 1e-9)
     print(f"longest wait, one transaction / in parts: {ratio:.1f}x")
+    cross = cross_process_all(a.contend_items, a.pg)
     print(json.dumps({"events": len(s), "label_p50_ms": round(float(np.median(lat_ms)), 3),
                       "label_p95_ms": round(float(np.percentile(lat_ms, 95)), 3),
                       "propagation_round_ms": round(per_round * 1000, 1),
@@ -90,7 +109,7 @@ def main() -> None:
                       "read_propagated_naive_ms": round(prop_naive * 1000, 2),
                       "read_propagated_speedup": round(prop_naive / prop, 1),
                       "read_page_ms": round(read_page * 1000, 3), "read_page_speedup": round(prop / read_page, 1),
-                      "contention": contention, "wait_max_ratio": round(ratio, 1)}))
+                      "contention": contention, "wait_max_ratio": round(ratio, 1), "cross_process": cross}))
 
 
 def contend(mode: str, n: int) -> dict:
@@ -122,6 +141,82 @@ def contend(mode: str, n: int) -> dict:
     w = np.array(waits or [0.0]) * 1000
     return {"model_s": round(out["model_s"], 3), "labels": len(waits), "wait_p50_ms": round(float(np.median(w)), 1),
             "wait_max_ms": round(float(w.max()), 1)}
+
+
+def before_module_path() -> Path:
+    """The store module as of BEFORE, written to a temp file (the baseline of the cross-process case)."""
+    src = subprocess.run(["git", "show", f"{BEFORE}:dcai_widgets/store/labelstore.py"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "labelstore_before.py"
+    path.write_text(src)
+    return path
+
+
+def open_variant(variant: str, target: str, before_path: str | None):
+    if variant == "before":
+        spec = importlib.util.spec_from_file_location("labelstore_before", before_path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.LabelStore(target)
+    return open_store(target, priority=variant != "no_signal")
+
+
+def _bulk_child(variant: str, target: str, n: int, before_path: str | None, started, out) -> None:
+    s = open_variant(variant, target, before_path)
+    rng = np.random.default_rng(2)
+    labels, conf = rng.integers(0, 10, n).astype(str).tolist(), rng.random(n).tolist()
+    started.set()
+    t = time.perf_counter()
+    s.append_bulk(range(n), labels, source="propagated", confidence=conf, model_version="m")
+    out.put(time.perf_counter() - t)
+
+
+def cross_process(variant: str, target: str, n: int, before_path: str | None) -> dict:
+    """Another process writes ``n`` propagated labels while this one labels an item every 50 ms."""
+    s = open_variant(variant, target, before_path)
+    ctx = mp.get_context("spawn")
+    started, out = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_bulk_child, args=(variant, target, n, before_path, started, out))
+    proc.start()
+    started.wait(120)
+    rng = np.random.default_rng(3)
+    waits = []
+    time.sleep(0.05)
+    while proc.is_alive() and out.empty():
+        t = time.perf_counter()
+        s.append([int(rng.integers(n))], ["1"], annotator="ada")
+        waits.append(time.perf_counter() - t)
+        time.sleep(0.05)
+    model_s = out.get(timeout=600)
+    proc.join(60)
+    w = np.array(waits or [0.0]) * 1000
+    return {"model_s": round(model_s, 2), "labels": len(waits), "wait_p50_ms": round(float(np.median(w)), 1),
+            "wait_p99_ms": round(float(np.percentile(w, 99)), 1), "wait_max_ms": round(float(w.max()), 1)}
+
+
+def cross_process_all(n: int, pg: bool) -> dict:
+    before_path = str(before_module_path())
+    res: dict = {"sqlite": {}}
+    for variant in ("before", "no_signal", "after"):
+        target = str(Path(tempfile.mkdtemp()) / "cross.db")
+        res["sqlite"][variant] = c = cross_process(variant, target, n, before_path)
+        print(f"another process writes {n:,} labels, SQLite, {variant}: model {c['model_s']:.2f} s; {c['labels']} "
+              f"labels meanwhile, wait p50 {c['wait_p50_ms']:.0f} ms, p99 {c['wait_p99_ms']:.0f} ms, "
+              f"max {c['wait_max_ms']:.0f} ms")
+    if pg:
+        spec = importlib.util.spec_from_file_location("tests_conftest", ROOT / "tests" / "conftest.py")
+        conftest = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(conftest)
+        server = conftest.PgServer(Path(tempfile.mkdtemp(prefix="dcai-pg-bench-")))
+        try:
+            res["postgresql"] = {}
+            for variant in ("no_signal", "after"):
+                res["postgresql"][variant] = c = cross_process(variant, server.new_database(), n, None)
+                print(f"another process writes {n:,} labels, PostgreSQL, {variant}: model {c['model_s']:.2f} s; "
+                      f"wait p50 {c['wait_p50_ms']:.0f} ms, p99 {c['wait_p99_ms']:.0f} ms, max {c['wait_max_ms']:.0f} ms")
+        finally:
+            server.stop("immediate")
+    return res
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class BaseLabelStore(TeamMixin):
     target: str                  # what open_store takes to open this store again (path or URL)
     _local: threading.local      # this thread's connection, as .conn
     NULL_SAFE_EQ = "IS"          # SQL for "equal, NULL equal to NULL"
+    PART_S = 0.05                # append_bulk: seconds one part may hold the write lock (at most `rows` rows)
 
     # -- backend hooks -------------------------------------------------------------------------
     def _write(self, fn: Callable[[Tx], Any], *, bulk: bool = False) -> Any:
@@ -163,15 +164,22 @@ class BaseLabelStore(TeamMixin):
                     confidence: Sequence[float] | None = None, model_version: str | None = None) -> int:
         """``append`` in transactions of ``rows`` events (each its own batch), for labels that need not be
         atomic, such as a model's labels for every item: one transaction of 200k rows held the write lock
-        for 2.5 s, and a person's label waited that long to commit. Everything is checked before the first
-        part is written; before each part it lets people's labels go first, from this process or any
-        other process on the store (``_yield_to_people``). Returns the last batch id (0 for nothing)."""
+        for 2.5 s, and a person's label waited that long to commit. Parts hold the lock about ``PART_S``
+        (sized from the previous part's time, at most ``rows`` rows). Everything is checked before the
+        first part is written; before each part it lets people's labels go first, from this process or
+        any other process on the store (``_yield_to_people``). Returns the last batch id (0 for nothing)."""
         items, labels, conf = self._checked(items, labels, confidence, source)
-        rows, batch = max(1, int(rows)), 0
-        for a in range(0, len(items), rows):
+        rows, batch, a = max(1, int(rows)), 0, 0
+        size = min(rows, 1_000)
+        while a < len(items):
             self._yield_to_people()
-            batch = self._insert(items[a:a + rows], labels[a:a + rows], conf[a:a + rows], annotator, source,
+            t = time.perf_counter()
+            batch = self._insert(items[a:a + size], labels[a:a + size], conf[a:a + size], annotator, source,
                                  model_version, bulk=True)
+            a += size
+            took = time.perf_counter() - t
+            # parts sized to hold the write lock about PART_S: a label arriving mid-part waits at most that
+            size = max(1, min(rows, max(100, int(size * self.PART_S / max(took, 1e-4)))))
         return batch
 
     @staticmethod

@@ -68,11 +68,12 @@ class PgLabelStore(BaseLabelStore):
 
     NULL_SAFE_EQ = "IS NOT DISTINCT FROM"
 
-    def __init__(self, url: str, *, timeout: float = 10.0, retry_s: float = 30.0, connect_timeout: int = 5):
+    def __init__(self, url: str, *, timeout: float = 10.0, retry_s: float = 30.0, connect_timeout: int = 5,
+                 priority: bool = True):
         self.target = url
         self.where = self.path = masked(url)
         self.timeout, self.retry_s, self.connect_timeout = float(timeout), float(retry_s), int(connect_timeout)
-        self.read_only = False
+        self.read_only, self.priority = False, bool(priority)
         self._local = threading.local()
         self._connected = False
         self._write(self._init)
@@ -110,6 +111,8 @@ class PgLabelStore(BaseLabelStore):
 
     def _yield_to_people(self) -> None:
         """Wait (at most 2 s) while any process holds the people's shared priority lock."""
+        if not self.priority:
+            return
         t0 = time.monotonic()
         delay = 0.0005
 
@@ -157,7 +160,7 @@ class PgLabelStore(BaseLabelStore):
         key = BULK_KEY if bulk else WRITE_KEY
 
         def run(conn: psycopg.Connection) -> Any:
-            with contextlib.nullcontext() if bulk else self._person(conn):
+            with contextlib.nullcontext() if bulk or not self.priority else self._person(conn):
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))

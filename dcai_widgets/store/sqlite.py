@@ -42,9 +42,10 @@ class LabelStore(BaseLabelStore):
     """Append-only label events in one SQLite file; see the module docstring for the guarantees.
 
     ``timeout``: the longest a write waits for another writer's lock, in seconds, retries included,
-    before ``StoreBusyError`` (before: up to about 10 minutes of retries with the defaults)."""
+    before ``StoreBusyError`` (before: up to about 10 minutes of retries with the defaults).
+    ``priority=False`` turns the cross-process priority signal off (for measuring what it buys)."""
 
-    def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0):
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0, priority: bool = True):
         path = Path(path)
         if path.exists() and path.is_dir():
             raise ValueError(f"store path {str(path)!r} is a directory; give a file path such as 'labels.db'")
@@ -58,7 +59,7 @@ class LabelStore(BaseLabelStore):
         self._local = threading.local()
         self._waiting = 0                   # this process's people's writes in progress
         self._waiting_lock = threading.Lock()
-        self.priority = PrioritySignal(f"{path}-priority")
+        self.priority = PrioritySignal(f"{path}-priority") if priority else None
         self._check_header()
         self._open()
 
@@ -193,7 +194,8 @@ class LabelStore(BaseLabelStore):
     def _yield_to_people(self) -> None:
         while self._waiting:                # this process's people first
             time.sleep(0.001)
-        self.priority.wait_for_people()     # ... and every other process's
+        if self.priority is not None:
+            self.priority.wait_for_people()     # ... and every other process's
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any], *, bulk: bool = False) -> Any:
         """Run fn(conn) in one IMMEDIATE transaction, retrying while another writer holds the lock.
@@ -211,7 +213,7 @@ class LabelStore(BaseLabelStore):
         with self._waiting_lock:
             self._waiting += 1
         try:
-            with self.priority.person():
+            with self.priority.person() if self.priority is not None else contextlib.nullcontext():
                 yield
         finally:
             with self._waiting_lock:

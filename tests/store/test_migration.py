@@ -3,30 +3,10 @@ event; a newer schema is refused (see test_failures)."""
 import sqlite3
 
 from dcai_widgets.store import SCHEMA_VERSION, LabelStore
+from dcai_widgets.store.schema import SQLITE_V1_DDL
 
-# The schema exactly as version-1 files hold it (dcai_widgets/store/labelstore.py before schema 2).
-V1_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    item INTEGER NOT NULL,
-    label TEXT,
-    annotator TEXT,
-    source TEXT NOT NULL,
-    confidence REAL,
-    model_version TEXT,
-    batch INTEGER NOT NULL,
-    retracts INTEGER,
-    ts REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ix_events_source_item ON events(source, item, seq);
-CREATE INDEX IF NOT EXISTS ix_events_retracts ON events(retracts);
-CREATE INDEX IF NOT EXISTS ix_events_batch ON events(batch);
-CREATE TABLE IF NOT EXISTS propagated_latest (
-    item INTEGER PRIMARY KEY, seq INTEGER NOT NULL, label TEXT NOT NULL, confidence REAL,
-    model_version TEXT, ts REAL NOT NULL
-);
-"""
+# The schema exactly as version-1 files hold it (frozen in schema.py; labelstore.py before schema 2).
+V1_SCHEMA = SQLITE_V1_DDL
 
 
 def build_v1(path):
