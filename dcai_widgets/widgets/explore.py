@@ -1,11 +1,17 @@
 """ExplorePanel: search by example on the map or the grid, label neighbours in bulk, hunt rare concepts (SEALS).
 
 Click a point on the map (or type an item id, or a text query in a text session) to see its nearest
-neighbours with similarity scores and current/propagated labels; each search replaces the grid. Select
+neighbours, sorted by the cosine similarity printed under each; each search replaces the grid. Select
 several and label them in one action; "more like these" searches from the selected items. Rare-concept
-mode fits SEALS (most-likely-positive over the kNN candidate pool of the labeled set) and shows the
-pool's most-likely positives, refit in the background as labels arrive, with live counters for pool
-size, fraction of data scanned and positives found per label spent.
+mode fits SEALS (Coleman et al., "Similarity Search for Efficient Active Learning and Search of Rare
+Concepts", AAAI 2022: most-likely-positive over the kNN candidate pool of the labeled set) and shows the
+pool's most-likely positives, refit in the background as labels arrive, with live counters for pool size,
+fraction of data scanned and positives found per label spent.
+
+Every label is written with the panel's annotator and can be taken back (undo button, Backspace). The
+"label as" class starts empty in neighbour mode and is the target in rare-concept mode, so a bulk label
+never uses a class nobody chose. Keys (press ? for the list): class keys label the selection after a
+confirmation, a selects all, Esc clears, / goes to the search box, m switches mode, Backspace undoes.
 """
 from __future__ import annotations
 
@@ -18,19 +24,27 @@ import ipywidgets as W
 import numpy as np
 
 from ..seals import Seals
+from .counts import labeled_html
+from .explore_keys import ExploreKeys
 from .item_grid import ItemGrid
-from .style import style_widget
-from .threads import on_main_thread
+from .style import ICONS, style_widget
+from .threads import Background, Job, on_main_thread
 
 __all__ = ["ExplorePanel"]
+
+COSINE = ("cos", "cosine similarity to the query (1 = same direction); the grid is sorted by it")
+PROBA = ("p", "the model's probability that the item is the target (SEALS); sorted by it")
+TFIDF = ("tf-idf", "TF-IDF cosine similarity to the typed text; sorted by it")
 
 
 class ExplorePanel(W.VBox):
     """Similarity search and rare-concept hunting over one Session; every label goes through `session.label`.
 
     `k`: neighbours shown per search (adjustable in the panel). `pool_k`: neighbours per labeled item in
-    the SEALS candidate pool. `map`: show the MapView (False keeps the panel light, e.g. in tests).
-    `background`: refit SEALS in a thread (False refits in the calling thread: deterministic tests).
+    the SEALS candidate pool. `annotator`: who the panel's labels are from (the App passes the page's).
+    `map`: show the MapView (False keeps the panel light, e.g. in tests). `background`: refit SEALS in a
+    `Background` worker whose results reach the widgets on the main thread (False refits in the calling
+    thread: deterministic tests).
     """
 
     def __init__(self, session: Any, k: int = 12, pool_k: int = 100, annotator: str | None = None,
@@ -48,30 +62,32 @@ class ExplorePanel(W.VBox):
         self.seals: Seals | None = None    # fitted rare-concept engine
         self._searcher = Seals(session, k=self.pool_k)   # similarity search helper (index + embeddings)
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._dirty = False
         self._hunt = {"labels": 0, "found": 0}
         self.target_name: str | None = None
+        self._refitter = Background(self._refit_work, on_done=self._refit_done, on_error=self._refit_failed,
+                                    name="dcai-seals-refit", background=self.background)
 
         # -- controls --------------------------------------------------------------------------
         self.k_slider = W.IntSlider(value=int(k), min=1, max=int(min(200, n - 1)), description="k",
                                     continuous_update=False, layout=W.Layout(width="260px"))
         self.id_box = W.BoundedIntText(value=0, min=0, max=n - 1, description="item #",
                                        layout=W.Layout(width="170px"))
-        self.find_button = W.Button(description="neighbours", icon="search", tooltip="neighbours of item #")
-        self.more_button = W.Button(description="more like these", icon="plus",
+        self.find_button = W.Button(description=f"{ICONS['search']} neighbours", tooltip="neighbours of item #")
+        self.more_button = W.Button(description=f"{ICONS['plus']} more like these",
                                     tooltip="neighbours of the selected items, merged")
+        self.undo_button = W.Button(description=f"{ICONS['undo']} undo (⌫)",
+                                    tooltip="take back your latest label batch", layout=W.Layout(width="auto"))
         self.text_box = W.Text(placeholder="describe what you look for…", description="text",
                                continuous_update=False, layout=W.Layout(width="360px"))
-        self.text_button = W.Button(description="search text", icon="search")
+        self.text_button = W.Button(description=f"{ICONS['search']} search text")
         is_text = getattr(session.items, "kind", None) == "text"
         self.text_row = W.HBox([self.text_box, self.text_button],
                                layout=W.Layout(display=None if is_text else "none"))
         self.mode_toggle = W.ToggleButtons(options=[("neighbours", "neighbors"), ("rare concept", "rare")],
                                            value="neighbors")
-        self.target_pick = W.Dropdown(options=self.classes, description="target",
-                                      layout=W.Layout(width="240px"))
-        self.hunt_button = W.Button(description="most-likely positives", icon="bullseye",
+        self.target_pick = W.Dropdown(options=[("— choose the target —", None)] + [(c, c) for c in self.classes],
+                                      value=None, description="target", layout=W.Layout(width="260px"))
+        self.hunt_button = W.Button(description=f"{ICONS['target']} most-likely positives",
                                     button_style="warning", layout=W.Layout(width="auto"))
         self.rare_row = W.HBox([self.target_pick, self.hunt_button], layout=W.Layout(display="none"))
         self.counters = W.HTML()
@@ -81,10 +97,12 @@ class ExplorePanel(W.VBox):
 
         self.find_button.on_click(lambda _b: self.search([int(self.id_box.value)]))
         self.more_button.on_click(lambda _b: self.more_like_these())
+        self.undo_button.on_click(lambda _b: self.undo())
         self.text_button.on_click(lambda _b: self.search_text(self.text_box.value))
         self.text_box.observe(lambda ch: self.search_text(ch["new"]) if ch["new"].strip() else None, names="value")
         self.k_slider.observe(self._on_k, names="value")
         self.mode_toggle.observe(lambda ch: self.set_mode(ch["new"]), names="value")
+        self.target_pick.observe(self._on_target, names="value")
         self.hunt_button.on_click(lambda _b: self.hunt(self.target_pick.value))
 
         self.map_view = None
@@ -93,21 +111,29 @@ class ExplorePanel(W.VBox):
 
             self.map_view = MapView(session, grid=False, annotator=annotator)
             self.map_view.on_select(self._on_map_select)
-        search_row = W.HBox([self.id_box, self.find_button, self.k_slider, self.more_button],
+        self.shortcuts = ExploreKeys(self)
+        search_row = W.HBox([self.id_box, self.find_button, self.k_slider, self.more_button, self.undo_button,
+                             self.shortcuts.help.button],
                             layout=W.Layout(flex_flow="row wrap", align_items="center"))
         children = [style_widget(), self.mode_toggle, self.counters, search_row, self.text_row, self.rare_row,
-                    self.status]
+                    self.status, self.shortcuts.help]
         if self.map_view is not None:
             children.append(self.map_view)
-        children.append(self.grid)
+        children += [self.grid, self.shortcuts.keyboard]
         super().__init__(children)
         self.add_class("dcai-explore")
+        self.add_class("dcai-keyboard-scope")   # clicking the panel gives it the keyboard
         session.on("labels", on_main_thread(self._on_labels))
         self._refresh_counters()
 
+    @property
+    def keyboard(self):
+        """The panel's keyboard listener (the App enables it only while Explore is the shown tab)."""
+        return self.shortcuts.keyboard
+
     # -- neighbour search ------------------------------------------------------------------------
     def search(self, ids: Sequence[int], k: int | None = None) -> list[int]:
-        """Show the k nearest neighbours of these items (merged, nearest first); replaces the grid."""
+        """Show the k nearest neighbours of these items (merged, most similar first); replaces the grid."""
         ids = [int(i) for i in np.asarray(list(ids), dtype=np.int64).ravel()]
         k = int(self.k_slider.value if k is None else k)
         try:
@@ -116,9 +142,8 @@ class ExplorePanel(W.VBox):
             self._say(html.escape(str(e)), error=True)
             return []
         self.query_ids = ids
-        self._show(df["id"].tolist(), df["similarity"].tolist(),
-                   f"<b>Neighbours</b> of {self._names(ids)} — similarity (cosine) under each item")
-        return [int(i) for i in df["id"]]
+        return self._show(df["id"].tolist(), df["similarity"].tolist(),
+                          f"<b>Neighbours</b> of {self._names(ids)}", COSINE)
 
     def search_vector(self, vector: np.ndarray, k: int | None = None) -> list[int]:
         """Show the k nearest neighbours of a query vector (same dimension as the embeddings)."""
@@ -129,8 +154,7 @@ class ExplorePanel(W.VBox):
             self._say(html.escape(str(e)), error=True)
             return []
         self.query_ids = []
-        self._show(df["id"].tolist(), df["similarity"].tolist(), "<b>Neighbours</b> of the query")
-        return [int(i) for i in df["id"]]
+        return self._show(df["id"].tolist(), df["similarity"].tolist(), "<b>Neighbours</b> of the query", COSINE)
 
     def search_text(self, text: str, k: int | None = None) -> list[int]:
         """Text sessions: the items closest to a typed description (the session's encoder, else TF-IDF)."""
@@ -156,9 +180,8 @@ class ExplorePanel(W.VBox):
         sims = (tf.transform(texts) @ tf.transform([text]).T).toarray().ravel()
         order = np.argsort(-sims, kind="stable")[:k]
         self.query_ids = []
-        self._show(order.tolist(), sims[order].tolist(),
-                   f"<b>Items matching</b> “{html.escape(text)}” — TF-IDF similarity")
-        return [int(i) for i in order]
+        return self._show(order.tolist(), sims[order].tolist(),
+                          f"<b>Items matching</b> “{html.escape(text)}”", TFIDF)
 
     def _encode_text(self, text: str) -> np.ndarray | None:
         """The query embedded like the items, when the encoder embeds one text on its own (not TF-IDF+SVD)."""
@@ -195,12 +218,20 @@ class ExplorePanel(W.VBox):
             finally:
                 self.grid.preselect = False
 
-    def _show(self, ids: list[int], scores: list[float] | None, title: str) -> None:
+    def _show(self, ids: list[int], scores: list[float] | None, title: str,
+              score_name: tuple[str, str] | None = None) -> list[int]:
+        """Fill the grid (sorted by score, highest first, when there are scores) and ring the items."""
+        if scores is not None and len(ids):
+            order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+            ids = [int(ids[j]) for j in order]
+            scores = [float(scores[j]) for j in order]
+            title += f" — {html.escape(score_name[1]) if score_name else 'score'}"
         self.grid.title.value = title
-        self.grid.set_ids(ids, scores)
+        self.grid.set_ids(ids, scores, score_name)
         if self.map_view is not None:
             self.map_view.highlight(ids[:500])
         self._say("")
+        return [int(i) for i in ids]
 
     def _names(self, ids: list[int]) -> str:
         shown = ", ".join(f"#{i}" for i in ids[:5])
@@ -211,22 +242,59 @@ class ExplorePanel(W.VBox):
         """Label every selected grid item as `label` in one committed write (same as the grid's bar)."""
         return self.grid.label_selected(label)
 
+    def undo(self) -> int:
+        """Take back this annotator's latest label batch (a bulk label is one batch); returns its size."""
+        try:
+            undone = self.session.undo(self.annotator)
+        except (ValueError, RuntimeError) as e:
+            self._say(f"could not undo: {html.escape(str(e))}", error=True)
+            return 0
+        if undone is None or len(undone) == 0:
+            self._say("nothing of yours to undo")
+            return 0
+        self._say(f'<span class="dcai-undo-status" data-count="{len(undone)}">took back {len(undone)} '
+                  "label(s)</span>")
+        return len(undone)
+
     # -- rare-concept mode -----------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
-        """'neighbors' (search by example) or 'rare' (SEALS most-likely positives for a target class)."""
+        """'neighbors' (search by example) or 'rare' (SEALS most-likely positives for a target class).
+
+        Switching clears the selection, the grid and their messages, and presets "label as": the target
+        in rare-concept mode, nothing in neighbour mode."""
         if mode not in ("neighbors", "rare"):
             raise ValueError(f"mode must be 'neighbors' or 'rare', got {mode!r}")
+        changed = mode != self.mode
         self.mode = mode
         if self.mode_toggle.value != mode:
             self.mode_toggle.value = mode
         self.rare_row.layout.display = None if mode == "rare" else "none"
+        self.shortcuts.cancel()
+        if changed:
+            self.query_ids = []
+            if self.map_view is not None:
+                self.map_view.clear_selection()
+                self.map_view.highlight([])
+            self.grid.set_ids([])
+            self.grid.title.value = ("<b>Most-likely positives</b>" if mode == "rare"
+                                     else "<b>Neighbours</b> — click a point, or type an item id")
+        self.grid.set_default_class(self.target_pick.value if mode == "rare" else None)
         if mode == "rare":
             self._say("pick the target class and press <b>most-likely positives</b>; label at least one "
                       "example of it first (find one by search)")
+        elif changed:
+            self._say("")
+
+    def _on_target(self, change: dict) -> None:
+        if self.mode == "rare":
+            self.grid.set_default_class(change["new"])
 
     def hunt(self, target: str | int | None = None) -> list[int]:
         """Fit SEALS for `target` (class name or index) and show the pool's most-likely positives."""
         target = self.target_pick.value if target is None else target
+        if target is None:
+            self._say("choose the target class first", error=True)
+            return []
         try:
             seals = Seals(self.session, k=self.pool_k, strategy="most_likely_positive", target=target,
                           batch=self.grid.page_size)
@@ -234,75 +302,72 @@ class ExplorePanel(W.VBox):
             self._say(html.escape(str(e)), error=True)
             return []
         self.target_name = self.classes[seals.target_]
-        if self.target_pick.value != self.target_name:
-            self.target_pick.value = self.target_name
         if self.mode != "rare":
             self.set_mode("rare")
+        if self.target_pick.value != self.target_name:
+            self.target_pick.value = self.target_name
+        self.grid.set_default_class(self.target_name)
         self.seals = seals
         self._hunt = {"labels": 0, "found": 0}
         return self._refit()
 
-    def _refit(self) -> list[int]:
-        """Fit the rare-concept engine now and show its candidates; returns them ([] with a message)."""
+    def _refit_work(self, job: Job | None = None) -> tuple[Seals, list[int], list[float]] | None:
+        """Fit the rare-concept engine and rank its candidates (no widget is touched: runs in a worker)."""
         seals = self.seals
         if seals is None:
+            return None
+        with self._lock:
+            seals.fit()
+            if job is not None:
+                job.check()
+            ids = seals.candidates()
+            probs = seals.proba(ids).tolist() if ids else []
+        return seals, ids, probs
+
+    def _refit_done(self, result: tuple[Seals, list[int], list[float]] | None) -> list[int]:
+        """Show a refit's candidates (main thread)."""
+        if result is None:
             return []
-        try:
-            with self._lock:
-                seals.fit()
-                ids = seals.candidates()
-                probs = seals.proba(ids).tolist() if ids else []
-        except ValueError as e:   # no seed yet, empty pool, one class only: say what to do
-            self._say(html.escape(str(e)), error=True)
-            self._refresh_counters()
-            return []
+        seals, ids, probs = result
         if self.mode == "rare" and seals is self.seals:
             self.query_ids = []
             n_ex = int((~seals.pool_.mask()[ids]).sum()) if ids else 0
             where = (f"from the candidate pool, {n_ex} from the exploration sample elsewhere" if n_ex
                      else "from the candidate pool")
-            self._show(ids, probs, f"<b>Most-likely {html.escape(self.target_name)}</b> {where} "
-                                   "— probability under each item")
+            ids = self._show(ids, probs, f"<b>Most-likely {html.escape(self.target_name)}</b> {where}", PROBA)
         self._refresh_counters()
         return ids
 
-    def _refit_in_background(self) -> None:
-        if not self.background:
-            self._refit()
-            return
-        if self._thread is not None and self._thread.is_alive():
-            self._dirty = True   # refit once more when the running one ends
-            return
+    def _refit_failed(self, e: BaseException) -> None:
+        """A refit's error (no seed yet, empty pool, one class only): say what to do (main thread)."""
+        self._say(html.escape(str(e)) if isinstance(e, ValueError) else f"refit failed: {html.escape(repr(e))}",
+                  error=True)
+        self._refresh_counters()
 
-        def run() -> None:
-            while True:
-                self._dirty = False
-                self._refit()
-                if not self._dirty:
-                    break
+    def _refit(self) -> list[int]:
+        """Fit the rare-concept engine now and show its candidates; returns them ([] with a message)."""
+        try:
+            return self._refit_done(self._refit_work())
+        except ValueError as e:
+            self._refit_failed(e)
+            return []
 
-        self._thread = threading.Thread(target=run, name="dcai-seals-refit", daemon=True)
-        self._thread.start()
-
-    def wait(self, timeout: float | None = None) -> None:
+    def wait(self, timeout: float | None = None) -> bool:
         """Block until a background refit (if any) has finished; for scripts and tests."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        return self._refitter.wait(timeout)
 
     def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:
         if self.mode == "rare" and self.seals is not None and source in ("human", "review", "undo"):
             if source != "undo" and ids:
                 self._hunt["labels"] += len(ids)
                 self._hunt["found"] += sum(1 for lab in (labels or []) if str(lab) == self.target_name)
-            self._refit_in_background()
-        else:
-            self._refresh_counters()
+            self._refitter.request()
+        self._refresh_counters()
 
     # -- counters --------------------------------------------------------------------------------
     def _refresh_counters(self) -> None:
-        n = len(self.session)
-        n_lab = int((np.asarray(self.session.label_vector()) >= 0).sum())
-        parts = [f"<span data-labeled='{n_lab}'>{n_lab:,} of {n:,} labeled</span>"]
+        v = np.asarray(self.session.label_vector())
+        parts = [labeled_html(int((v >= 0).sum()), len(v))]
         s = self.seals
         if s is not None and hasattr(s, "rounds_"):
             last = s.rounds_[-1]

@@ -109,16 +109,24 @@ class ItemCard(W.VBox):
         self.item_id = i
 
     def set_badges(self, human: str | None = None, propagated: str | None = None,
-                   confidence: float | None = None, score: float | None = None) -> None:
-        """Show the item's current human label, its propagated label (with confidence) and a score."""
+                   confidence: float | None = None, score: float | None = None,
+                   score_name: str | None = None) -> None:
+        """Show the item's current human label, its propagated label (with confidence) and a score.
+
+        `score_name` (e.g. "cos" for cosine similarity, "p" for a probability) is printed before the
+        score and explained in the grid's legend, so no number on a card stands alone.
+        """
         parts = []
         if human is not None:
-            parts.append(f'<span class="dcai-badge dcai-human">{html.escape(str(human))}</span>')
+            parts.append(f'<span class="dcai-badge dcai-human" title="labeled by a person">'
+                         f"{html.escape(str(human))}</span>")
         if propagated is not None:
             conf = f" {confidence:.2f}" if confidence is not None else ""
-            parts.append(f'<span class="dcai-badge dcai-prop">~{html.escape(str(propagated))}{conf}</span>')
+            parts.append(f'<span class="dcai-badge dcai-prop" title="propagated by the model; confidence">'
+                         f"~{html.escape(str(propagated))}{conf}</span>")
         if score is not None:
-            parts.append(f'<span class="dcai-score">{score:.3g}</span>')
+            name = f"{html.escape(score_name)} " if score_name else ""
+            parts.append(f'<span class="dcai-score" data-score="{score:.6g}">{name}{score:.3g}</span>')
         self.badges.value = " ".join(parts)
 
 

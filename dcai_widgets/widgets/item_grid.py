@@ -13,13 +13,18 @@ from .item_card import ItemCard
 from .style import style_widget
 from .threads import on_main_thread
 
+NO_CLASS = "— choose a class —"
+
 
 class ItemGrid(W.VBox):
     """Cards for `ids` (optionally with `scores`), each showing its human and propagated label.
 
     Click a card's toggle to (de)select it; the bar labels every selected item at once through
-    `session.label` (one transaction). `set_ids(ids, scores)` replaces the content (never stacks);
-    `selected` (a traitlet list of ids) says what is selected; `label_selected(label)` labels from Python.
+    `session.label` (one transaction), as `annotator`. `set_ids(ids, scores)` replaces the content (never
+    stacks); `selected` (a traitlet list of ids) says what is selected; `label_selected(label)` labels from
+    Python. The "label as" class starts empty (`default_class=None`): the label button stays disabled until
+    a class is chosen, so "select all, label" never tags items with a class nobody picked. A legend line
+    explains the badges (human label, ~propagated label + confidence, the score).
     """
 
     # item ids (Python ints, as the setters make them); no per-element trait: validating each element
@@ -28,7 +33,8 @@ class ItemGrid(W.VBox):
 
     def __init__(self, session: Any, ids: Iterable[int] = (), scores: Sequence[float] | None = None,
                  page_size: int = 24, card_size: int = 72, annotator: str | None = None,
-                 preselect: bool = True, title: str = "") -> None:
+                 preselect: bool = True, title: str = "", default_class: str | None = None,
+                 score_name: tuple[str, str] | None = None) -> None:
         if not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size must be a positive int, got {page_size!r}")
         self.session = session
@@ -39,14 +45,16 @@ class ItemGrid(W.VBox):
         self.classes = [str(c) for c in session.classes]
         self.ids: list[int] = []
         self.scores: list[float] | None = None
+        self.score_name = score_name     # (short name on cards, what it means), e.g. ("cos", "cosine …")
         self.page = 0
         self._cells: list[tuple[W.VBox, ItemCard, W.ToggleButton]] = []
         self._syncing = False
 
         self.title = W.HTML(title)
-        self.class_pick = W.Dropdown(options=self.classes, description="label as",
-                                     layout=W.Layout(width="220px"))
-        self.label_button = W.Button(description="label selected", button_style="primary", icon="tag")
+        self.class_pick = W.Dropdown(options=[(NO_CLASS, None)] + [(c, c) for c in self.classes],
+                                     value=None, description="label as", layout=W.Layout(width="240px"))
+        self.label_button = W.Button(description="label selected", button_style="primary")
+        self.legend = W.HTML()
         self.all_button = W.Button(description="select all", layout=W.Layout(width="auto"))
         self.none_button = W.Button(description="select none", layout=W.Layout(width="auto"))
         self.prev_page = W.Button(description="◀", layout=W.Layout(width="36px"))
@@ -54,6 +62,7 @@ class ItemGrid(W.VBox):
         self.page_text = W.HTML()
         self.status = W.HTML()
         self.label_button.on_click(lambda _b: self.label_selected(self.class_pick.value))
+        self.class_pick.observe(lambda _ch: self._refresh_bar(), names="value")
         self.all_button.on_click(lambda _b: self.select_all())
         self.none_button.on_click(lambda _b: self.select_none())
         self.prev_page.on_click(lambda _b: self.show_page(self.page - 1))
@@ -64,15 +73,24 @@ class ItemGrid(W.VBox):
         self.cards_box = W.GridBox([], layout=W.Layout(
             grid_template_columns=f"repeat(auto-fill, minmax({max(card_size, 96) + 12}px, 1fr))",
             grid_gap="4px"))
-        super().__init__([style_widget(), self.title, self.bar, self.status, self.cards_box])
+        super().__init__([style_widget(), self.title, self.bar, self.legend, self.status, self.cards_box])
         self.add_class("dcai-item-grid")
         self.observe(self._on_selected, names="selected")
         session.on("labels", on_main_thread(self._on_labels))
+        self.set_default_class(default_class)
         self.set_ids(ids, scores)
 
     # -- content -------------------------------------------------------------------------------
-    def set_ids(self, ids: Iterable[int], scores: Sequence[float] | None = None) -> None:
-        """Replace the grid's items (and optional per-item scores); selects all when `preselect`."""
+    def set_default_class(self, cls: str | None) -> None:
+        """Preset "label as" to `cls` (e.g. the rare-concept target), or None: nothing chosen."""
+        if cls is not None and str(cls) not in self.classes:
+            raise ValueError(f"unknown class {cls!r}; classes are {self.classes}")
+        self.class_pick.value = None if cls is None else str(cls)
+
+    def set_ids(self, ids: Iterable[int], scores: Sequence[float] | None = None,
+                score_name: tuple[str, str] | None = None) -> None:
+        """Replace the grid's items (and optional per-item scores, with `score_name` = (short name on the
+        cards, what it means) for the legend); selects all when `preselect`."""
         ids = [int(i) for i in np.asarray(list(ids), dtype=np.int64).ravel()]
         n = len(self.session)
         bad = [i for i in ids if not 0 <= i < n]
@@ -83,6 +101,10 @@ class ItemGrid(W.VBox):
             if len(scores) != len(ids):
                 raise ValueError(f"{len(ids)} ids but {len(scores)} scores; give one score per id")
         self.ids, self.scores = ids, scores
+        if score_name is not None or scores is None:
+            self.score_name = score_name
+        self.status.value = ""
+        self._refresh_legend()
         self.page = 0
         self.selected = list(ids) if self.preselect else []
         self.show_page(0)
@@ -129,12 +151,24 @@ class ItemGrid(W.VBox):
             pl, pc = prop.get(i, (None, None))
             score = self.scores[self.page * self.page_size + k] if self.scores is not None else None
             card.set_badges(human=human, propagated=pl,
-                            confidence=None if pc is None or pc != pc else float(pc), score=score)
+                            confidence=None if pc is None or pc != pc else float(pc), score=score,
+                            score_name=self.score_name[0] if self.score_name and score is not None else None)
+
+    def _refresh_legend(self) -> None:
+        parts = ['<span class="dcai-badge dcai-human">3</span> labeled by a person',
+                 '<span class="dcai-badge dcai-prop">~3 0.87</span> propagated by the model (not yet '
+                 "checked by a person) with its confidence"]
+        if self.scores is not None and self.score_name:
+            short, meaning = self.score_name
+            parts.append(f'<span class="dcai-score">{html.escape(short)} 0.96</span> {html.escape(meaning)}')
+        self.legend.value = '<div class="dcai-badge-legend">badges: ' + " · ".join(parts) + "</div>"
 
     def _refresh_bar(self) -> None:
         k = len(self.selected)
         self.label_button.description = f"label {k} selected"
-        self.label_button.disabled = k == 0
+        chosen = self.class_pick.value is not None
+        self.label_button.disabled = k == 0 or not chosen
+        self.label_button.tooltip = ("" if chosen else "choose a class in 'label as' first")
 
     # -- selection -----------------------------------------------------------------------------
     def _style_cell(self, card: ItemCard, on: bool) -> None:
@@ -169,11 +203,15 @@ class ItemGrid(W.VBox):
         self.selected = []
         self.show_page(self.page)
 
-    def label_selected(self, label: str | int) -> list[int]:
-        """Label every selected item as `label` in one committed write; returns the ids labeled."""
+    def label_selected(self, label: str | int | None) -> list[int]:
+        """Label every selected item as `label` in one committed write (as this grid's annotator);
+        returns the ids labeled. `None` (no class chosen) labels nothing and says so."""
         ids = list(self.selected)
         if not ids:
             self.status.value = "nothing selected"
+            return []
+        if label is None:
+            self.status.value = '<span class="dcai-bulk-status-none">choose a class in “label as” first</span>'
             return []
         self.session.label(ids, [label] * len(ids), annotator=self.annotator)
         cls = self.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import anywidget
+import ipywidgets as W
 import traitlets
 
 _ESM = r"""
@@ -66,7 +67,9 @@ function render({ model, el }) {
   };
   const onActive = () => update();
   document.addEventListener("dcai-keyboard-active", onActive);
-  model.on("change:enabled", update);
+  // a listener switched on (e.g. its tab was shown) takes the keyboard from the one switched off
+  const onEnabled = () => { if (model.get("enabled")) activate(uid); update(); };
+  model.on("change:enabled", onEnabled);
   model.on("change:hint", update);
   activate(uid);
   update();
@@ -78,6 +81,7 @@ function render({ model, el }) {
   });
   return () => {
     document.removeEventListener("dcai-keyboard-active", onActive);
+    model.off("change:enabled", onEnabled);
     if (scope) scope.removeEventListener("pointerdown", onPointer, true);
   };
 }
@@ -129,3 +133,71 @@ class KeyboardShortcuts(anywidget.AnyWidget):
             return
         for cb in list(self._handlers):
             cb(key)
+
+
+def keys_table(keys: Iterable[tuple[str, str]]) -> str:
+    """HTML table of (key, what it does) rows, escaped; keys shown as <kbd> with readable names."""
+    import html
+
+    names = {" ": "space", "Backspace": "⌫ Backspace", "Escape": "Esc", "Enter": "↵ Enter",
+             "ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓"}
+    rows = "".join(f"<tr><td><kbd>{html.escape(names.get(k, k))}</kbd></td><td>{html.escape(what)}</td></tr>"
+                   for k, what in keys)
+    return f"<table>{rows}</table>"
+
+
+class KeyHelp(W.VBox):
+    """The "?" overlay: a box listing a panel's keys, hidden until "?" is pressed (or its button clicked).
+
+    One helper for every tab: `attach(keyboard)` makes "?" toggle it and Esc close it on that listener,
+    so the Label, Explore and Inspect panels show their keys the same way. `keys` is a list of
+    (key, what it does) pairs; `set_keys` replaces them (e.g. when class keys change).
+    """
+
+    def __init__(self, keys: Iterable[tuple[str, str]] = (), title: str = "Keyboard shortcuts") -> None:
+        self.title = str(title)
+        self.table = W.HTML()
+        self.close_button = W.Button(description="close (Esc)", layout=W.Layout(width="auto"))
+        self.close_button.on_click(lambda _b: self.hide())
+        self.button = W.Button(description="? keys", tooltip="list the keyboard shortcuts (press ?)",
+                               layout=W.Layout(width="auto"))
+        self.button.on_click(lambda _b: self.toggle())
+        super().__init__([self.table, self.close_button], layout=W.Layout(display="none"))
+        self.add_class("dcai-help")
+        self.add_class("dcai-help-overlay")
+        self.set_keys(keys)
+
+    @property
+    def visible(self) -> bool:
+        return self.layout.display != "none"
+
+    def set_keys(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Replace the listed keys (the "?" and Esc rows are added)."""
+        import html
+
+        self.keys = [(str(k), str(w)) for k, w in keys] + [("?", "show / hide this list"), ("Escape", "close it")]
+        self.table.value = f"<b>{html.escape(self.title)}</b>" + keys_table(self.keys)
+
+    def show(self) -> None:
+        self.layout.display = None
+
+    def hide(self) -> None:
+        self.layout.display = "none"
+
+    def toggle(self) -> None:
+        (self.hide if self.visible else self.show)()
+
+    def attach(self, keyboard: KeyboardShortcuts) -> "KeyHelp":
+        """Capture "?" (toggle) and Escape (close) on `keyboard`; returns self."""
+        extra = [k for k in ("?", "Escape") if keyboard.capture and k not in keyboard.capture]
+        if extra:
+            keyboard.capture = list(keyboard.capture) + extra
+
+        def on_key(key: str) -> None:
+            if key == "?":
+                self.toggle()
+            elif key == "Escape" and self.visible:
+                self.hide()
+
+        keyboard.on_key(on_key)
+        return self

@@ -16,10 +16,10 @@ import numpy as np
 import traitlets
 
 from .item_grid import ItemGrid
-from .style import style_widget
+from .counts import labeled_html
+from .style import SELECTION, UNLABELED, class_colours, style_widget
 from .threads import on_main_thread
 
-UNLABELED = "#bdbdbd"
 _BOKEHJS_LOADED = False
 
 
@@ -39,19 +39,9 @@ def load_bokehjs() -> None:
 
 
 def class_palette(n: int) -> list[str]:
-    """`n` distinguishable hex colours: Category10/20 up to 20 classes, then spread-out Turbo hues."""
-    from bokeh.palettes import Category10, Category20, Turbo256
-
-    if n <= 0:
-        return []
-    if n <= 10:
-        return list(Category10[10][:n])
-    if n <= 20:
-        return list(Category20[20][:n])
-    # evenly spaced along Turbo, interleaved so neighbouring class indices get far-apart hues
-    picks = np.linspace(10, 245, n).astype(int)
-    order = np.concatenate([picks[0::2], picks[1::2]])
-    return [Turbo256[i] for i in order]
+    """`n` distinguishable hex colours, fixed by class index (`style.class_colour`): a class keeps its
+    colour whatever the number of classes, across refits and across views."""
+    return class_colours(n)
 
 
 def points_in_polygon(xy: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
@@ -87,7 +77,9 @@ class MapView(W.VBox):
 
     `selected` (traitlet, list of ids over all N points) follows the selection; `on_select(cb)` calls
     `cb(ids)` on each change; `select(ids)` selects from Python; `highlight(ids)` rings items shown
-    elsewhere (e.g. the item being labeled). Colours follow Session "labels" events.
+    elsewhere (e.g. the item being labeled) with black rings, a colour no class has; `clear_selection()`
+    empties the selection and its message. Colours follow Session "labels" events and are fixed by class
+    index (`style.class_colour`).
     """
 
     # item ids (Python ints, as the setters make them); no per-element trait: validating each element
@@ -151,11 +143,11 @@ class MapView(W.VBox):
         fig.toolbar.logo = None
         self.renderer = fig.scatter("x", "y", source=self.source, size=6 if n < 5000 else 4,
                                     fill_color="color", line_color=None, fill_alpha="alpha",
-                                    selection_line_color="black", selection_fill_alpha="alpha",
+                                    selection_line_color=SELECTION, selection_fill_alpha="alpha",
                                     nonselection_fill_alpha=0.3)
         self.hl_source = ColumnDataSource(dict(x=[], y=[]))
         self._hl = fig.scatter("x", "y", source=self.hl_source, size=16, fill_color=None,
-                               line_color="#d62728", line_width=3)
+                               line_color=SELECTION, line_width=3)
         hover = HoverTool(renderers=[self.renderer], tooltips=tooltip)
         if "limit" in HoverTool.properties():  # bokeh >= 3.8: one item per tooltip, not a stack
             hover.limit = 1
@@ -221,7 +213,9 @@ class MapView(W.VBox):
         items += (f'<span><span class="sw" style="background:{UNLABELED}"></span>unlabeled '
                   f"({int((human < 0).sum())})</span>")
         self.legend.value = (f'<div class="dcai-legend">{items}</div>'
-                             '<div class="dcai-counts">solid: labeled by people · faint: propagated</div>')
+                             f'<div class="dcai-counts">{labeled_html(int((human >= 0).sum()), len(human))} · '
+                             "solid dots: labeled by people · faint: propagated by the model · "
+                             "black ring: selected or shown elsewhere</div>")
 
     def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:
         # a label event carries its classes: update in memory, no store query in the keystroke path (nor
@@ -277,6 +271,19 @@ class MapView(W.VBox):
         rows = self._pos[ids]
         self._geom_rows = sorted(int(r) for r in rows[rows >= 0])
         self._set_selection(ids)
+
+    def clear_selection(self) -> None:
+        """Select nothing (e.g. when the panel switches mode): the "n selected" message goes too."""
+        self._quiet = True
+        try:
+            self.source.selected.indices = []
+        finally:
+            self._quiet = False
+        self._geom_rows = None
+        self.selected = []
+        self.info.value = ""
+        if self.grid is not None:
+            self.grid.set_ids([])
 
     def select(self, ids: Iterable[int]) -> None:
         """Select items from Python (e.g. a search result); drawn points are marked on the map too."""

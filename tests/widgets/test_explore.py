@@ -141,3 +141,92 @@ def test_text_query_embedded_by_the_sessions_encoder(tmp_path):
     assert panel.grid.title.value.startswith("<b>Neighbours</b> of the query")   # the vector path
     assert {texts[i] for i in got} == {"cat kitten cat", "kitten cat"}
     assert max(panel.grid.scores) > 0.95
+
+
+def test_label_as_starts_empty_and_rare_mode_presets_the_target(demo):
+    """'select all, label 24 selected' must never tag items with a class nobody chose."""
+    y = demo.y_true
+    panel = ExplorePanel(demo, k=6, map=False, background=False, annotator="ada")
+    panel.search([3])
+    panel.grid.select_all()
+    assert panel.grid.class_pick.value is None and panel.grid.label_button.disabled
+    assert panel.grid.label_selected(panel.grid.class_pick.value) == [] and demo.labeled().empty
+    assert "choose a class" in panel.grid.status.value
+    assert panel.target_pick.value is None and panel.hunt() == [] and "target class first" in panel.status.value
+    seed = int(np.flatnonzero(y == 8)[0])
+    demo.label([seed], ["8"], annotator="ada")
+    panel.hunt("8")
+    assert panel.mode == "rare" and panel.grid.class_pick.value == "8"
+    panel.set_mode("neighbors")
+    assert panel.grid.class_pick.value is None
+
+
+def test_neighbours_are_sorted_by_the_cosine_shown_under_them(demo):
+    panel = ExplorePanel(demo, k=40, map=False, background=False)
+    for q in ([7], [100, 200, 300]):
+        panel.search(q)
+        s = panel.grid.scores
+        assert s == sorted(s, reverse=True), s
+    df = panel._searcher.similar(ids=[100, 200, 300], k=40)       # the engine orders by its own metric
+    assert set(df["id"]) == set(panel.grid.ids)
+    assert "cos 0." in panel.grid._cells[0][1].badges.value and "cosine similarity" in panel.grid.legend.value
+    assert "propagated by the model" in panel.grid.legend.value and "labeled by a person" in panel.grid.legend.value
+
+
+def test_explore_keys_confirm_before_labeling_and_undo_takes_back_the_batch(demo):
+    panel = ExplorePanel(demo, k=5, map=False, background=False, annotator="kim")
+    keys = panel.shortcuts
+    panel.search([11])
+    keys.press("a")                                          # select all
+    assert panel.grid.selected == panel.grid.ids
+    keys.press("4")                                          # asks first
+    assert demo.labeled().empty and 'data-class="4"' in panel.status.value
+    keys.press("Escape")                                     # cancelled
+    keys.press("4")
+    assert demo.labeled().empty
+    keys.press("Enter")                                      # confirmed: one batch, with the annotator
+    cur = demo.labeled()
+    assert sorted(cur["id"]) == sorted(panel.grid.ids) and set(cur["annotator"]) == {"kim"}
+    keys.press("Backspace")                                  # undo: the whole bulk batch goes
+    assert demo.labeled().empty and 'data-count="5"' in panel.status.value
+    keys.press("Escape")                                     # clears the selection
+    assert panel.grid.selected == []
+    keys.press("m")
+    assert panel.mode == "rare"
+    assert not panel.shortcuts.help.visible
+    keys.press("?")
+    assert panel.shortcuts.help.visible and "select all" in panel.shortcuts.help.table.value
+    keys.press("Escape")
+    assert not panel.shortcuts.help.visible
+
+
+def test_switching_mode_clears_the_selection_message_and_the_grid(demo):
+    panel = ExplorePanel(demo, k=5, background=False)
+    panel.map_view.select(list(range(30, 60)))
+    assert 'data-count="30"' in panel.map_view.info.value and len(panel.grid.ids) == 30
+    panel.set_mode("rare")
+    assert panel.map_view.info.value == "" and panel.map_view.selected == [] and panel.grid.ids == []
+    assert panel.map_view.source.selected.indices == []
+
+
+def test_refit_results_reach_the_widgets_through_background(demo):
+    """The refit runs in the Background worker; only its on_done (main thread in a kernel) touches widgets."""
+    import threading
+
+    y = demo.y_true
+    panel = ExplorePanel(demo, k=5, map=False, background=True, pool_k=20)
+    demo.label([int(np.flatnonzero(y == 2)[0]), int(np.flatnonzero(y == 5)[0])], ["2", "5"])
+    panel.hunt("2")
+    seen = []
+    work = panel._refitter.work
+
+    def spy(job):
+        seen.append(threading.current_thread())
+        return work(job)
+
+    panel._refitter.work = spy
+    first = list(panel.grid.ids)
+    demo.label(first[:2], [str(int(y[i])) for i in first[:2]])
+    assert panel.wait(60) and panel._refitter.runs >= 1
+    assert seen and all(t is not threading.main_thread() for t in seen)
+    assert not set(panel.grid.ids) & set(first[:2])

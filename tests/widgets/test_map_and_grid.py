@@ -132,7 +132,53 @@ def test_labels_propagated_to_every_item_update_map_and_grid_like_a_fresh_read(d
     grid = ItemGrid(demo, [5, 1, 2])
     badges = [cell[1].badges.value for cell in grid._cells[:3]]
     conf = demo.propagated(ids=[1, 2])["confidence"].tolist()
-    assert '<span class="dcai-badge dcai-human">4</span>' in badges[0]
+    assert 'dcai-human" title="labeled by a person">4</span>' in badges[0]
     assert all("dcai-human" not in b for b in badges[1:])
-    assert f'dcai-prop">~{labels[1]} {conf[0]:.2f}<' in badges[1]
-    assert f'dcai-prop">~{labels[2]} {conf[1]:.2f}<' in badges[2]
+    assert f'confidence">~{labels[1]} {conf[0]:.2f}<' in badges[1]
+    assert f'confidence">~{labels[2]} {conf[1]:.2f}<' in badges[2]
+
+
+def test_class_colours_are_fixed_by_index_and_the_highlight_is_no_class_colour(demo):
+    from dcai_widgets.widgets.style import SELECTION, STYLE_CSS, UNLABELED, class_colour
+
+    assert class_palette(10) == class_palette(25)[:10] == class_palette(3) + class_palette(10)[3:]
+    big = class_palette(60)
+    assert len(set(big)) == 60 and UNLABELED not in big and SELECTION not in big
+    view = MapView(demo, grid=True)
+    classes = set(class_palette(len(demo.classes)))
+    assert view._hl.glyph.line_color not in classes and view._hl.glyph.line_color == SELECTION
+    assert view.renderer.selection_glyph.line_color not in classes
+    sel_css = STYLE_CSS.split(".dcai-card.dcai-selected")[1].split("}")[0]
+    assert not any(c in sel_css for c in classes), sel_css        # the grid's selection outline too
+    demo.label([0], ["3"])
+    before = view.source.data["color"][0]
+    demo.set_propagated([0, 1, 2], ["1", "2", "3"], [0.9, 0.8, 0.7])   # a refit: human colours stay
+    demo.set_propagated([1, 2], ["5", "6"], [0.9, 0.8])
+    assert view.source.data["color"][0] == before == class_colour(3)
+    assert view.source.data["color"][1] == class_colour(5)
+
+
+def test_grid_needs_a_chosen_class_before_it_labels(demo):
+    grid = ItemGrid(demo, [1, 2, 3], annotator="ada")
+    assert grid.selected == [1, 2, 3] and grid.class_pick.value is None and grid.label_button.disabled
+    grid.class_pick.value = "2"
+    assert not grid.label_button.disabled
+    grid.label_button.click()
+    assert set(demo.labeled()["annotator"]) == {"ada"}
+    with pytest.raises(ValueError, match="unknown class"):
+        grid.set_default_class("nope")
+
+
+def test_small_sets_get_a_tsne_map_that_keeps_neighbours(demo):
+    """Digits (1,797): t-SNE, no UMAP JIT; it keeps at least as much of each item's 10-NN as UMAP."""
+    from dcai_widgets.mapping import map_method, neighbour_preservation, project_2d
+
+    assert [map_method(n) for n in (10, 16, 1797, 3000, 3001)] == ["pca", "tsne", "tsne", "tsne", "umap"]
+    X = demo.embeddings
+    m = demo.map
+    assert m.shape == (len(demo), 2) and np.isfinite(m).all()
+    assert neighbour_preservation(X, m) > 0.45            # UMAP on the same kNN: 0.49 (benchmarks/app_latency.py)
+    tiny = project_2d(X[:40], metric="cosine")
+    assert tiny.shape == (40, 2) and np.isfinite(tiny).all()
+    with pytest.raises(ValueError, match="kNN graph"):
+        project_2d(np.random.default_rng(0).normal(size=(3001, 4)))
