@@ -1,10 +1,14 @@
-"""`dcai-widgets serve`: options are validated with clear messages; the packaged notebook ships."""
+"""`dcai-widgets serve | revoke | backup`: options are validated with clear messages; data, store and port
+are checked before anything is served; the packaged notebook ships and shows errors as a plain line."""
 import json
+import socket
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dcai_widgets.cli import app_notebook, main
@@ -23,15 +27,35 @@ def test_packaged_notebook_is_the_repo_notebook_and_builds_the_app():
     assert json.loads(packaged.read_text()) == json.loads((ROOT / "notebooks" / "app.ipynb").read_text())
     code = "".join("".join(c["source"]) for c in json.loads(packaged.read_text())["cells"]
                    if c["cell_type"] == "code")
-    assert "app_from_env()" in code
+    assert "app_from_env()" in code and "error_panel(e)" in code  # errors: a plain line, no traceback
 
 
-def test_dry_run_passes_settings_to_voila(tmp_path, capsys):
+def test_dry_run_passes_settings_to_the_guarded_server(tmp_path, capsys):
     assert main(["serve", "--data", "digits", "--store", str(tmp_path / "l.db"), "--port", "9123",
                  "--no-browser", "--annotator", "ada", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "DCAI_DATA=digits" in out and f"DCAI_STORE={tmp_path / 'l.db'}" in out and "DCAI_ANNOTATOR=ada" in out
-    assert "-m voila" in out and "--port=9123" in out and "--no-browser" in out and str(app_notebook()) in out
+    assert "-m dcai_widgets.serve" in out and "--port=9123" in out and "--no-browser" in out
+    assert str(app_notebook()) in out
+    assert "--show_tracebacks=False" in out and "--Voila.port_retries=0" in out  # no traceback, no port hopping
+    assert "DCAI_TEAM" not in out
+
+
+def test_dry_run_of_a_team_sets_team_mode_and_registers_nobody(tmp_path, capsys):
+    from dcai_widgets.store import open_store
+
+    store = tmp_path / "t.db"
+    g = tmp_path / "guide.md"
+    g.write_text("# Label digits\nA 7 with a bar is still a 7.\n")
+    assert main(["serve", "--store", str(store), "--annotators", "ada,bo:lead", "--guidelines", str(g),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "DCAI_TEAM=1" in out and f"DCAI_GUIDELINES={g}" in out and "--no-browser" in out
+    st = open_store(str(store))
+    try:
+        assert len(st.annotators()) == 0
+    finally:
+        st.close()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -39,9 +63,18 @@ def test_dry_run_passes_settings_to_voila(tmp_path, capsys):
     (["--store", "/no/such/dir/labels.db"], "does not exist"),
     (["--port", "70000"], "--port"),
     (["--annotator", "<b>eve</b>"], "--annotator"),
+    (["--annotators", "ada,<b>eve</b>"], "not allowed"),
+    (["--annotators", "ada,ada"], "twice"),
+    (["--annotators", "ada:boss"], "unknown role"),
+    (["--annotators", "ada", "--annotator", "bo"], "single-user"),
+    (["--max-kernels", "0"], "--max-kernels"),
+    (["--kernel-timeout", "1"], "--kernel-timeout"),
+    (["--guidelines", "/no/such/guide.md"], "--guidelines"),
+    (["--allow-host", "<evil>"], "--allow-host"),
+    (["--ip", "0.0.0.0"], "--insecure"),
 ])
-def test_bad_options_exit_2_with_a_message(args, message, capsys):
-    assert main(["serve", *args, "--dry-run"]) == 2
+def test_bad_options_exit_2_with_a_message(args, message, capsys, tmp_path):
+    assert main(["serve", "--store", str(tmp_path / "s.db"), *args, "--dry-run"]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -50,7 +83,105 @@ def test_store_that_is_a_folder_is_refused(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
 
 
+def test_team_file_is_read_and_checked(tmp_path, capsys):
+    ok = tmp_path / "team.toml"
+    ok.write_text('[annotators]\nada = "lead"\nbo = "annotator"\n')
+    assert main(["serve", "--store", str(tmp_path / "s.db"), "--team", str(ok), "--dry-run"]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[annotators]\nada = "boss"\n')
+    assert main(["serve", "--store", str(tmp_path / "s.db"), "--team", str(bad), "--dry-run"]) == 2
+    assert "unknown role" in capsys.readouterr().err
+    bad.write_text("ada = lead\n")
+    assert main(["serve", "--store", str(tmp_path / "s.db"), "--team", str(bad), "--dry-run"]) == 2
+    assert "TOML" in capsys.readouterr().err
+
+
+def test_bad_data_and_stores_are_refused_before_serving(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert main(["serve", "--data", str(text), "--store", str(tmp_path / "a.db"), "--dry-run"]) == 2
+    assert "don't know how to open" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    assert main(["serve", "--store", str(garbage), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "could not open" in err and "garbage.db" in err
+    # a store made for the digits, then served with other data
+    other = tmp_path / "other.npz"
+    rng = np.random.default_rng(0)
+    np.savez(other, X=rng.normal(size=(30, 4)).astype("float32"), y=np.arange(30) % 3)
+    digits_store = tmp_path / "digits.db"
+    assert main(["serve", "--store", str(digits_store), "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["serve", "--data", str(other), "--store", str(digits_store), "--dry-run"]) == 2
+    assert "could not open" in capsys.readouterr().err
+
+
+def test_busy_port_fails_fast_and_names_the_port(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        t0 = time.time()
+        r = subprocess.run([sys.executable, "-m", "dcai_widgets.cli", "serve", "--store", str(tmp_path / "x.db"),
+                            "--port", str(port), "--no-browser"], check=False, capture_output=True, text=True, timeout=120)
+        took = time.time() - t0
+    assert r.returncode == 2, r.stderr
+    assert f"port {port}" in r.stderr and "already in use" in r.stderr
+    assert "serving" not in r.stdout + r.stderr and took < 60
+
+
+def test_bad_store_exits_before_listening(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00not sqlite" * 500)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "dcai_widgets.cli", "serve", "--store", str(garbage),
+                        "--port", str(port), "--no-browser"], check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "could not open" in r.stderr and "Traceback" not in r.stderr
+    with socket.socket() as s:  # nothing is listening there
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_revoke_command(tmp_path, capsys):
+    from dcai_widgets.serve.identity import Member, issue_links, load_key
+    from dcai_widgets.store import open_store
+
+    store = tmp_path / "t.db"
+    st = open_store(str(store))
+    issue_links(st, load_key(str(store) + ".key"), [Member("ada"), Member("bo")])
+    st.close()
+    assert main(["revoke", "bo", "--store", str(store)]) == 0
+    assert "revoked bo" in capsys.readouterr().out
+    st = open_store(str(store))
+    try:
+        df = st.annotators().set_index("name")
+        assert bool(df.loc["bo", "revoked"]) and not bool(df.loc["ada", "revoked"])
+    finally:
+        st.close()
+    assert main(["revoke", "zed", "--store", str(store)]) == 2
+    assert "zed" in capsys.readouterr().err
+
+
+def test_backup_command_copies_the_labels(tmp_path, capsys):
+    from dcai_widgets.store import open_store
+
+    src, dest = tmp_path / "src.db", tmp_path / "copy.db"
+    st = open_store(str(src))
+    st.append([1, 2], ["a", "b"], source="human", annotator="ada")
+    st.close()
+    assert main(["backup", str(src), str(dest)]) == 0
+    copy = open_store(str(dest))
+    try:
+        assert len(copy.current(("human",))) == 2
+    finally:
+        copy.close()
+    assert main(["backup", str(src), str(dest)]) == 2  # never overwrites
+    assert "exists" in capsys.readouterr().err
+
+
 def test_module_entry_runs_without_a_shell_script(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dcai_widgets.cli", "serve", "--store", str(tmp_path / "x.db"),
-                        "--dry-run"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "voila" in r.stdout
+                        "--dry-run"], check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "dcai_widgets.serve" in r.stdout

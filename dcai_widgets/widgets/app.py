@@ -135,6 +135,7 @@ class App(W.VBox):
 
 
 def _annotator_from_query(query: str) -> str | None:
+    """The page's `?annotator=NAME` (single-user mode only: in team mode the token decides)."""
     vals = parse_qs(query.lstrip("?")).get("annotator")
     return vals[0] if vals else None
 
@@ -142,22 +143,39 @@ def _annotator_from_query(query: str) -> str | None:
 def app_from_env(environ: Mapping[str, str] | None = None) -> App:
     """Build the App from the settings `dcai-widgets serve` passes in the environment.
 
-    DCAI_DATA ("digits" or a path Session.open reads), DCAI_STORE (label store file; default
-    ./dcai-labels.db, or ~/dcai-labels.db where the working folder is read-only), DCAI_ANNOTATOR,
-    and the page's `?annotator=NAME` (Voila puts the query string in QUERY_STRING), which wins.
+    DCAI_DATA ("digits" or a path Session.open reads), DCAI_STORE (label store file or URL; default
+    ./dcai-labels.db, or ~/dcai-labels.db where the working folder is read-only).
+    Team mode (DCAI_TEAM=1): the page's `?token=` (Voila puts the query string in QUERY_STRING) is
+    looked up in the store's annotator registry (sha256 of the token); it names the annotator and
+    their role, and `?annotator=` is ignored. No valid token: PermissionError (the server's gate has
+    already refused such a page; this is the second lock).
+    Single-user mode: DCAI_ANNOTATOR, overridden by the page's `?annotator=NAME`; role "lead".
     """
+    from ..serve.identity import identity_from_query
     from ..session import Session
 
     env = os.environ if environ is None else environ
     data = env.get("DCAI_DATA", "digits") or "digits"
     store = env.get("DCAI_STORE") or None
-    annotator = _annotator_from_query(env.get("QUERY_STRING", "")) or env.get("DCAI_ANNOTATOR") or None
+    team = env.get("DCAI_TEAM", "") not in ("", "0")
+    if team and store is None:
+        raise ValueError("team mode needs DCAI_STORE (the store that holds the annotator registry)")
+    annotator = None if team else (_annotator_from_query(env.get("QUERY_STRING", ""))
+                                   or env.get("DCAI_ANNOTATOR") or None)
     if annotator is not None and not _NAME.match(annotator):
         raise ValueError(f"annotator name {annotator!r} is not allowed; use up to 64 letters, digits, "
                          "spaces or . _ - @ +")
     if store is None:  # never a temporary store in the app: labels must outlive the kernel
         here = Path.cwd()
         store = (here if os.access(here, os.W_OK) else Path.home()) / "dcai-labels.db"
-    store = str(Path(store).expanduser())
+    if "://" not in str(store):
+        store = str(Path(store).expanduser())
     session = Session.open(data, store=store)
-    return App(session, annotator=annotator)
+    role = "lead"
+    if team:
+        who = identity_from_query(session.store, env.get("QUERY_STRING", ""))
+        if who is None:
+            session.store.close()
+            raise PermissionError("this page needs your personal link; the link is missing, wrong or revoked")
+        annotator, role = who
+    return App(session, annotator=annotator, role=role)

@@ -103,3 +103,51 @@ def press_and_wait(page, key: str, timeout_s: float = 30) -> tuple[int, int]:
         "([sel, seq]) => { const e = document.querySelector(sel); return e && +e.dataset.seq > seq; }",
         arg=[PANEL_ID, seq], timeout=timeout_s * 1000)
     return shown(page)
+
+
+# -- team mode (secret links) ----------------------------------------------------------------------
+def links_in(log: Path) -> dict[str, str]:
+    """{name: url} of the `NAME URL` lines `dcai-widgets serve` printed in team mode."""
+    out = {}
+    for line in Path(log).read_text().splitlines():
+        parts = line.split(" ")
+        if len(parts) == 2 and parts[1].startswith("http") and "?token=" in parts[1]:
+            out[parts[0]] = parts[1]
+    return out
+
+
+class TeamServer(Served):
+    """`dcai-widgets serve --annotators ...` on a free port; `links` maps each name to its secret link."""
+
+    def __init__(self, store: Path, log: Path, annotators: str = "ada,bo,cy:lead", data: str = "digits",
+                 extra: list[str] | None = None) -> None:
+        super().__init__(cli() + ["serve", "--data", data, "--store", str(store), "--port", "{port}",
+                                  "--no-browser", "--annotators", annotators, *(extra or [])],
+                         log, what="dcai-widgets serve (team)")
+        self.log.flush()
+        self.links = links_in(log)
+
+    def token(self, name: str) -> str:
+        return self.links[name].split("?token=", 1)[1]
+
+
+def kernels(base_url: str, token: str | None = None) -> dict:
+    """The server's GET /dcai/api/kernels (count, max, and the kernels for a lead or single user)."""
+    import json
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/dcai/api/kernels" + (f"?token={token}" if token else "")
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def human_labels(store_path) -> dict[int, tuple[str, str]]:
+    """{item: (label, annotator)} of the live human labels in a store, read fresh from disk."""
+    from dcai_widgets.store import open_store
+
+    st = open_store(str(store_path))
+    try:
+        df = st.current(("human",))
+        return {int(i): (lab, ann) for i, lab, ann in zip(df["id"], df["label"], df["annotator"])}
+    finally:
+        st.close()
