@@ -6,7 +6,7 @@ PORT ?= 8866
 STORE ?= demo.db
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup chromium bench clean
+.PHONY: demo test setup chromium postgresql bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ chromium:
 demo: setup
 	$(VENV)/bin/dcai-widgets serve --data digits --store $(STORE) --port $(PORT) --no-browser
 
-test: setup chromium
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian postgresql (the store tests start a private server with its initdb/pg_ctl)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
+test: setup chromium postgresql
 	$(PY) -m pytest -q
 
 bench: setup

@@ -37,7 +37,17 @@ def demo(tmp_path):
 
 
 # -- a private PostgreSQL server for the store tests ---------------------------------------------
-PG_BIN = Path(os.environ.get("DCAI_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _pg_bin() -> Path:
+    """Debian's PostgreSQL binaries: $DCAI_PG_BIN, else version 15, else the newest installed."""
+    if os.environ.get("DCAI_PG_BIN"):
+        return Path(os.environ["DCAI_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
+                   if p.parts[-3].isdigit() else 0)
+    prefer = Path("/usr/lib/postgresql/15/bin")
+    return prefer if (prefer / "initdb").exists() or not found else found[-1].parent
+
+
+PG_BIN = _pg_bin()
 
 
 class PgServer:

@@ -257,6 +257,8 @@ class LabelStore(BaseLabelStore):
         except sqlite3.OperationalError as e:
             if _code(e) in (_BUSY, _LOCKED):
                 raise StoreBusyError(busy_message(self.where, 0.0)) from e
+            if self.read_only and "no such table" in str(e):
+                return []          # an older store opened read-only cannot be migrated: its new tables are empty
             self._raise(e)
         except sqlite3.DatabaseError as e:
             self._raise(e)

@@ -66,3 +66,26 @@ def test_a_store_without_a_version_row_is_treated_as_version_1(tmp_path):
     s = LabelStore(path)
     assert s.schema_version == "2" and s.meta()["migrated"].startswith("1->2")
     assert len(s) == len(before)
+
+
+def test_a_read_only_version_1_store_still_opens_for_reading(tmp_path):
+    import subprocess
+
+    import pytest
+
+    from dcai_widgets.store import StoreReadOnlyError
+
+    path = tmp_path / "v1.db"
+    before = build_v1(path)
+    for f in tmp_path.glob("v1.db-*"):
+        f.unlink()
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        s = LabelStore(path)
+        assert s.read_only and s.schema_version == "1"          # not migrated: it cannot be written
+        assert len(s) == len(before) and s.annotators().empty and s.claims().empty
+        with pytest.raises(StoreReadOnlyError, match="labels cannot be saved"):
+            s.append([9], ["a"])
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
