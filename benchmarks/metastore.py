@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dcai_widgets.metastore import MetaStore
-from dcai_widgets.metastore.demo import SmallCNN, train
+from dcai_widgets.metastore.models import SmallCNN, train
 
 CE = nn.CrossEntropyLoss()
 FIG: dict = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -216,11 +217,30 @@ def _functorch_wrapped(t: torch.Tensor) -> bool:
         return False
 
 
+def _takes_reduction(fn: Callable) -> bool:
+    """Does the callable accept a ``reduction=`` keyword (as torch.nn.functional losses do)?"""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "reduction" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def per_sample_loss(loss_fn: Callable) -> Callable:
-    """A version of ``loss_fn`` that returns one loss per sample (reduction='none' where it has one)."""
+    """A version of ``loss_fn`` that returns one loss per sample.
+
+    A torch.nn loss module gets ``reduction='none'`` (on a copy); a function that takes a ``reduction``
+    argument (``F.cross_entropy``, ``F.nll_loss``, ...) is called with ``reduction="none"``; anything else
+    must already return one loss per sample, else a clear error is raised at the first batch.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (e.g. nn.CrossEntropyLoss() or F.cross_entropy), "
+                        f"got {type(loss_fn).__name__}")
     if isinstance(loss_fn, nn.Module) and hasattr(loss_fn, "reduction"):
         loss_fn = copy.copy(loss_fn)
         loss_fn.reduction = "none"
+    elif not isinstance(loss_fn, nn.Module) and _takes_reduction(loss_fn):
+        loss_fn = functools.partial(loss_fn, reduction="none")
 
     def fn(out, y):
         loss = loss_fn(out, y)
@@ -229,7 +249,7 @@ def per_sample_loss(loss_fn: Callable) -> Callable:
                 return loss.reshape(1)
             raise ValueError("loss_fn returned a single number for a batch; MetaStore needs one loss per "
                              "sample: pass e.g. nn.CrossEntropyLoss() (its reduction is switched to 'none') "
-                             "or a function with reduction='none'")
+                             "or F.cross_entropy (called with reduction='none'), or a function returning one loss per sample")
         if loss.shape[0] != out.shape[0]:
             raise ValueError(f"loss_fn returned shape {tuple(loss.shape)} for a batch of {out.shape[0]}; "
                              "expected one loss per sample (batch dimension first)")

@@ -8,6 +8,8 @@ where the cost model stored the full gradient instead.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -28,7 +30,15 @@ _CHUNK = 1 << 24  # elements of the largest temporary
 
 def as_tensor(a: np.ndarray | torch.Tensor, like: torch.dtype | None = None) -> torch.Tensor:
     """A float tensor for computation: float64 stays float64, float16/32 compute in float32."""
-    t = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+    if isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            t = torch.from_numpy(a)
+        else:   # a read-only memory-mapped shard: computed from, never written to
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.from_numpy(a)
+    else:
+        t = a
     if like is not None:
         return t.to(like)
     return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)

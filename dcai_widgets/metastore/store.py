@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import analytics
 from . import operators as ops
 from .collector import Collector, per_sample_loss, replay, replay_factors, sub_factors, sub_full
 from .layers import SubLayer, n_positions, resolve_layers
@@ -103,7 +104,9 @@ class MetaStore:
     # -- store metadata ----------------------------------------------------------------------
     def _open_meta(self) -> None:
         sig = model_signature(self.model)
-        meta = read_json(self.path / "meta.json")
+        meta = read_json(self.path / "meta.json", recover=(
+            f"delete {self.path / 'meta.json'} and open the store again with the same model (it is rebuilt "
+            "from the model; pass the same dtype=) — the checkpoints and factors are kept"))
         if meta is None:
             meta = {"format": 1, "model": type(self.model).__name__, "signature": _sig_hash(sig),
                     "params": sig, "dtype": self.dtype, "sample_shape": None, "layers": []}
@@ -120,7 +123,10 @@ class MetaStore:
         meta["layers"] = sorted(set(meta.get("layers", [])) | set(self.layers))
         self.meta = meta
         atomic_write(self.path / "meta.json", json.dumps(meta).encode())
-        self.checkpoints_: dict[str, dict] = read_json(self.path / "checkpoints.json", {})
+        self.checkpoints_: dict[str, dict] = read_json(self.path / "checkpoints.json", {}, recover=(
+            f"delete {self.path / 'checkpoints.json'} and call collect() again for each checkpoint with its "
+            "name, weights and lr: factors already under ckpt/<name>/ are reused, only missing items are "
+            "replayed"))
 
     def _save_checkpoints(self) -> None:
         atomic_write(self.path / "checkpoints.json", json.dumps(self.checkpoints_).encode())
@@ -224,7 +230,7 @@ class MetaStore:
         return out
 
     @contextlib.contextmanager
-    def _at(self, checkpoint: str) -> Iterator[None]:
+    def at(self, checkpoint: str) -> Iterator[None]:
         """Temporarily load a checkpoint's weights into the model (eval mode); restore afterwards."""
         if checkpoint not in self._weights_cache:
             self._weights_cache[checkpoint] = torch.load(self.path / "ckpt" / checkpoint / "weights.pt",
@@ -280,7 +286,9 @@ class MetaStore:
         loss = per_sample_loss(loss_fn)
         self._remember_loss(loss_fn)
         subs = self.sublayers
-        have = self.stored_ids(checkpoint)
+        have = self.stored_ids(checkpoint)      # items stored for every sub-layer are skipped; an item that
+        # a crash left stored for some sub-layers only is replayed and written to the others only (never twice)
+        have_by = {s.name: self._shard(checkpoint, s.name).ids for s in subs}
         bs = int(batch_size or self.batch_size)
         training = self.model.training
         self.model.eval()
@@ -295,7 +303,7 @@ class MetaStore:
                 y = _to_tensor(y, None, self._device())
                 self._sample_shape_check(x)
                 replay(self.model, col, x, y, loss)
-                self._store_batch(checkpoint, subs, bids, y, col)
+                self._store_batch(checkpoint, subs, bids, y, col, skip=have_by)
                 col.clear()
                 if self.on_progress is not None:
                     self.on_progress(checkpoint, bar.n, bar.total)
@@ -310,9 +318,10 @@ class MetaStore:
         return self
 
     def _store_batch(self, ckpt: str, subs: list[SubLayer], bids: np.ndarray, y: Any, col: Collector,
-                     scale: float = 1.0) -> None:
+                     scale: float = 1.0, skip: dict[str, np.ndarray] | None = None) -> None:
         """Hand one batch's captured (input, dC/dy) of every sub-layer to its shards: as factors, or as full
-        per-sample gradients computed straight from the layer input (no unfold) where the cost model says so."""
+        per-sample gradients computed straight from the layer input (no unfold) where the cost model says so.
+        ``skip[sub]``: ids that sub-layer already stores (their rows are not written again)."""
         yn = None if y is None else (y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y))
         bids = np.asarray(bids, np.int64).reshape(-1)
         B = len(bids)
@@ -327,12 +336,19 @@ class MetaStore:
                 mode = sh.mode
                 if mode is None:
                     mode = sh.set_mode(sum(n_positions(spec, c[0], c[1], B) for c in calls), s.a, s.b)
+                keep = None if skip is None else ~np.isin(bids, skip.get(s.name, ()))
+                if keep is not None and not keep.any():
+                    continue
+                part = keep is not None and not keep.all()
+                kt = torch.as_tensor(keep) if part else None
+                ids_s = bids[keep] if part else bids
+                y_s = yn[keep] if part and yn is not None and np.ndim(yn) > 0 and len(yn) == B else yn
                 if mode == "full":
                     full, T = sub_full(spec, s, calls, B, scale)
-                    sh.append_full(bids, yn, full, T)
+                    sh.append_full(ids_s, y_s, full[kt] if part else full, T)
                 else:
                     X, G = sub_factors(spec, s, calls, B, scale, ones=False)
-                    sh.append(bids, yn, X, G, bias=s.bias)
+                    sh.append(ids_s, y_s, X[kt] if part else X, G[kt] if part else G, bias=s.bias)
 
     def _float_dtype(self) -> torch.dtype:
         p = next(self.model.parameters(), None)
@@ -388,7 +404,7 @@ class MetaStore:
     def _test_factors(self, ckpt: str, test_x, test_y, loss_fn=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         loss = per_sample_loss(loss_fn or self._loss_fn())
         parts: dict[str, list] = {}
-        with self._at(ckpt), Collector(self.specs, keep_graph=True) as col:
+        with self.at(ckpt), Collector(self.specs, keep_graph=True) as col:
             for x, y in self._test_batches(test_x, test_y):
                 try:
                     fac = replay_factors(self.model, col, x, y, loss)
@@ -523,25 +539,47 @@ class MetaStore:
             return out
         return self._accumulate(ids, checkpoint, layers, per)[1].numpy()
 
-    # -- analytics (see analytics.py) -----------------------------------------------------------
+    def class_p2b(self, val_x: Any, val_y: Any, ids: Sequence[int] | None = None, checkpoint=None, layers=None
+                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(ids, (n, C) TracIn-CP P2B of each training item against each validation class's mean gradient,
+        the classes present in ``val_y``)."""
+        ckpts, subs = self._ckpts(checkpoint), self._subs(layers)
+        ids = self._train_ids(ckpts, subs, ids)
+        yv = np.asarray(val_y.cpu() if torch.is_tensor(val_y) else val_y).reshape(-1).astype(np.int64)
+        cls = sorted(set(yv.tolist()))
+        per = None
+        for ck in ckpts:
+            tf = self._test_factors(ck, val_x, val_y)
+            acc = torch.zeros(len(ids), len(cls), dtype=torch.float64)
+            for s in subs:
+                X, G = tf[s.name]
+                bars = torch.stack([ops.mean_grad(X[torch.as_tensor(yv == c)], G[torch.as_tensor(yv == c)])
+                                    for c in cls])
+                for pos, blk in self._shard(ck, s.name).blocks(ids):
+                    acc[torch.as_tensor(pos)] += ops.p2b_block(blk, bars).double()
+            acc *= self.checkpoints_[ck]["lr"]
+            per = acc if per is None else per + acc
+        return ids, per.numpy(), cls
+
+    # -- analytics (analytics.py works on this public interface) -------------------------------
     def proponents(self, x: Any, y: Any, k: int = 10, checkpoint=None, layers=None) -> pd.DataFrame:
         """Training items whose gradient most agrees with this test item's: DataFrame id, score, label."""
-        from .analytics import ranked
-        return ranked(self, x, y, k, checkpoint, layers, positive=True)
+        return analytics.ranked(self, x, y, k, checkpoint, layers, positive=True)
 
     def opponents(self, x: Any, y: Any, k: int = 10, checkpoint=None, layers=None) -> pd.DataFrame:
         """Training items whose gradient most opposes this test item's (most negative scores)."""
-        from .analytics import ranked
-        return ranked(self, x, y, k, checkpoint, layers, positive=False)
+        return analytics.ranked(self, x, y, k, checkpoint, layers, positive=False)
 
-    def suspects(self, val_x: Any, val_y: Any, k: int = 50, checkpoint=None, layers=None,
-                 classes: Sequence[str] | None = None, by: str = "class") -> pd.DataFrame:
-        """Likely mislabeled/harmful training items: most negative P2B against trusted validation data.
+    def suspects(self, val_x: Any = None, val_y: Any = None, k: int = 50, checkpoint=None, layers=None,
+                 classes: Sequence[str] | None = None, by: str | Sequence[str] = "auto",
+                 train_x: Any = None) -> pd.DataFrame:
+        """Likely mislabeled training items, most suspect first: DataFrame id, score, label, suggested.
 
-        DataFrame id, score, label, suggested (see ``analytics.suspects``; ``by="batch"`` for one batch).
+        ``by`` picks the signal(s) — "class", "batch", "self", "margin", "knn", a tuple of them (rank
+        average), or "auto" (the benchmark-chosen default, using what the inputs given allow); see
+        ``analytics.suspects`` for what each needs and which to use when.
         """
-        from .analytics import suspects
-        return suspects(self, val_x, val_y, k, checkpoint, layers, classes, by)
+        return analytics.suspects(self, val_x, val_y, k, checkpoint, layers, classes, by, train_x)
 
     def storage_report(self) -> pd.DataFrame:
         """Per checkpoint and sub-layer: mode chosen, items, bytes on disk and the full-gradient bytes."""

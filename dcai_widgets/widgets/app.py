@@ -76,7 +76,8 @@ class App(W.VBox):
         titles.append("Explore")
         inspect_cls = _optional_panel("inspect", "InspectPanel")
         if inspect_cls is not None:
-            self._builders[len(children)] = lambda: inspect_cls(session)
+            self._builders[len(children)] = lambda: inspect_cls(   # review labels carry the page's annotator
+                session, annotator=self.annotator or getattr(self.label_panel, "annotator", None))
             children.append(W.HTML("<i>loading…</i>"))
             titles.append("Inspect")
         self._review_tab = None

@@ -1,41 +1,59 @@
 """InspectPanel: which training items drive a prediction, and which labels look wrong (MetaStore view).
 
-A thin view over ``dcai_widgets.metastore``: the session's small model is trained and its gradient
-factors collected the first time the panel is built (in the background, with a progress bar); then a
-list of validation items (misclassified first) opens the top proponents/opponents of the chosen item,
-and a suspects list lets the expert relabel (``source="review"``), confirm, or exclude each item.
+A thin view over ``dcai_widgets.metastore``: the session's small model is trained on the labels the user
+chooses ("train on": your labels by default; optionally imported and propagated ones) and its gradient
+factors collected in the background (``widgets.threads.Background``: coalesced, results handed to the
+main thread); it retrains when those labels change. A list of validation items (misclassified first)
+opens the top proponents/opponents of the chosen item, and a suspects list lets the expert relabel
+(``source="review"``, with the page's annotator), confirm, or exclude each item, by mouse or keyboard.
 """
 from __future__ import annotations
 
+import atexit
 import html
-import threading
+import weakref
 from typing import Any
 
 import ipywidgets as W
 import numpy as np
 import torch
 
-from ..metastore.demo import InspectModel, build_inspect_model
+from ..metastore.inspect_model import TRAIN_SETS, InspectModel, build_inspect_model, training_set
 from .item_card import ItemCard
 from .item_grid import ItemGrid
+from .keyboard import KeyboardShortcuts, KeyHelp
 from .style import style_widget
+from .threads import Background, on_main_thread
 
 ALL = "__all__"
+NO_CLASS = "— choose a class —"
+MOVE_KEYS = {"j": 1, "ArrowDown": 1, "k": -1, "ArrowUp": -1}
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def class_keys(n: int) -> list[str]:
+    """Keys that relabel to class i: "1".."9" then "0" (the first ten classes)."""
+    return [str((i + 1) % 10) for i in range(min(n, 10))]
 
 
 class InspectPanel(W.VBox):
     """Influence view over one Session: validation items, proponents/opponents, and a suspects review list.
 
-    ``InspectPanel(session)`` starts training + factor collection in a background thread (``background=False``
-    runs it in the constructor, for scripts and tests). ``show_item(id)``, ``relabel(id, label)``,
-    ``confirm(id)``, ``exclude(id)`` and ``retrain()`` drive it from Python.
+    ``InspectPanel(session)`` trains + collects factors in the background (``background=False`` runs it in
+    the constructor, for scripts and tests). ``train_on`` picks the labels trained on (``TRAIN_SETS``);
+    ``auto_retrain`` retrains when those labels change. ``show_item(id)``, ``relabel(id, label)``,
+    ``confirm(id)``, ``exclude(id)``, ``retrain()`` and ``handle_key(key)`` drive it from Python; ``close()``
+    removes the temporary factor store (also done at interpreter exit). ``path``: a folder for the factor
+    stores (one ``run-N`` folder per training run, removed when a newer run replaces it); None: temporary.
     """
 
     def __init__(self, session: Any, path: str | None = None, k: int = 8, n_suspects: int = 20,
                  background: bool = True, auto_start: bool = True, annotator: str | None = None,
-                 epochs: int = 10) -> None:
+                 epochs: int = 10, train_on: str = "people", auto_retrain: bool = True) -> None:
         if int(k) < 1 or int(n_suspects) < 1:
             raise ValueError(f"k and n_suspects must be positive ints, got k={k!r}, n_suspects={n_suspects!r}")
+        if train_on not in TRAIN_SETS:
+            raise ValueError(f"train_on={train_on!r}: use one of {list(TRAIN_SETS)}")
         self.session = session
         self.path = path
         self.k = int(k)
@@ -43,22 +61,30 @@ class InspectPanel(W.VBox):
         self.background = background
         self.annotator = annotator
         self.epochs = int(epochs)
+        self.auto_retrain = bool(auto_retrain)
         self.classes = [str(c) for c in session.classes]
         self.im: InspectModel | None = None
         self.current: int | None = None
+        self.cursor: int | None = None          # index of the highlighted suspect row (keyboard)
         self.suspects_frame = None
-        self._thread: threading.Thread | None = None
         self._filling = False
         self._runs = 0
+        self._train_on = train_on        # read by the background work (never the widget from a thread)
+        self._started = False
+        self._own_write = False          # a label written by this panel (shown as pending, not auto-retrained)
+        self.pending = 0                 # labels changed since the model shown was trained
 
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="factors",
                                         layout=W.Layout(width="360px"))
         self.status = W.HTML("<i>not started</i>")
+        self.train_pick = W.Dropdown(options=[(d, key) for key, (_s, d) in TRAIN_SETS.items()], value=train_on,
+                                     description="train on", layout=W.Layout(width="420px"))
+        self.training_info = W.HTML()
         self.layer_pick = W.Dropdown(options=[("all layers", ALL)], value=ALL, description="layer",
                                      layout=W.Layout(width="240px"))
         self.ckpt_pick = W.Dropdown(options=[("all (TracIn-CP)", ALL)], value=ALL, description="checkpoint",
                                     layout=W.Layout(width="260px"))
-        self.retrain_button = W.Button(description="retrain with current labels", icon="refresh",
+        self.retrain_button = W.Button(description="⟳ retrain with current labels",
                                        layout=W.Layout(width="auto"))
         self.items_list = W.Select(options=[], rows=14, layout=W.Layout(width="300px"))
         self.query_card = ItemCard(session, size=112)
@@ -72,71 +98,143 @@ class InspectPanel(W.VBox):
         self.layer_pick.observe(self._on_scope, names="value")
         self.ckpt_pick.observe(self._on_scope, names="value")
         self.items_list.observe(self._on_pick, names="value")
+        self.train_pick.observe(self._on_train_pick, names="value")
         self.retrain_button.on_click(lambda _b: self.retrain())
 
-        toolbar = W.HBox([self.layer_pick, self.ckpt_pick, self.retrain_button, self.progress],
+        self.key_help = KeyHelp(self._keys(), title="Inspect: keyboard shortcuts")
+        self.keyboard = KeyboardShortcuts(keys=list(MOVE_KEYS) + ["c", "e", "r"] + class_keys(len(self.classes)))
+        self.keyboard.on_key(self.handle_key)
+        self.key_help.attach(self.keyboard)
+
+        toolbar = W.HBox([self.train_pick, self.retrain_button, self.layer_pick, self.ckpt_pick, self.progress],
                          layout=W.Layout(flex_flow="row wrap", align_items="center"))
         left = W.VBox([W.HTML("<b>validation items</b> (misclassified first)"), self.items_list])
         right = W.VBox([W.HBox([self.query_card, self.query_info]), self.pro_grid, self.opp_grid],
                        layout=W.Layout(flex="1"))
-        suspects = W.VBox([W.HTML("<b>suspects</b>: training items that most hurt the trusted validation "
-                                  "items (likely mislabeled); relabel, confirm or exclude"),
-                           self.suspects_status, self.suspects_box])
-        super().__init__([style_widget(), toolbar, self.status, W.HBox([left, right]), suspects])
+        suspects = W.VBox([W.HTML("<b>suspects</b>: training items whose labels look wrong (low margin across "
+                                  "checkpoints, neighbours with other labels, large self-influence); relabel, "
+                                  "confirm or exclude"), self.suspects_status, self.suspects_box])
+        super().__init__([style_widget(), toolbar, self.training_info, self.status,
+                          W.HBox([self.keyboard, self.key_help.button]), self.key_help,
+                          W.HBox([left, right]), suspects])
         self.add_class("dcai-inspect")
+        self.add_class("dcai-keyboard-scope")
+        self._set_progress = on_main_thread(self._progress_value)
+        self._job = Background(self._prepare, on_done=self._prepared, on_error=self._failed,
+                               name="dcai-inspect-train", background=background)
+        self._on_labels_cb = self._on_labels
+        session.on("labels", self._on_labels_cb)
+        _LIVE.add(self)
+        self._show_training_set()
         if auto_start:
             self.start()
 
-    # -- preparation -----------------------------------------------------------------------------
+    # -- preparation (background) -------------------------------------------------------------------
     def start(self) -> None:
-        """Train the model and collect factors (in a thread unless ``background=False``)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        if self.background:
-            self._thread = threading.Thread(target=self._prepare, daemon=True, name="inspect-prepare")
-            self._thread.start()
-        else:
-            self._prepare()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until background preparation is done (for scripts and tests)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _prepare(self) -> None:
+        """Train the model and collect factors (in the background unless ``background=False``); a request
+        while a run is in progress makes one more run afterwards (the latest labels are always trained on)."""
+        self._started = True
         self.retrain_button.disabled = True
+        self.status.value = f"<i>training the model on {html.escape(self._training_text())}…</i>"
+        self._job.request()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until background preparation is done (for scripts and tests)."""
+        return self._job.wait(timeout)
+
+    def _progress_value(self, v: float) -> None:
+        self.progress.value = float(v)
+
+    def _prepare(self, job: Any) -> InspectModel:
+        """Background thread: no widget is touched here (progress goes through ``on_main_thread``)."""
+        self._runs += 1
+        path = None if self.path is None else f"{self.path}/run-{self._runs}"
+        self._set_progress(0.0)
+        im = build_inspect_model(self.session, path=path, epochs=self.epochs,
+                                 excluded=self.session.excluded() if hasattr(self.session, "excluded") else (),
+                                 train_on=self._train_on, check=job.check,
+                                 progress=lambda e, n: self._set_progress(0.3 * e / n))
+        im.owns_path = True      # temporary or this panel's run-N folder: removed when replaced or closed
+        names = list(im.states)
+
+        def on_progress(ck: str, done: int, total: int | None) -> None:
+            frac = (names.index(ck) + (done / total if total else 1.0)) / len(names) if ck in names else 1.0
+            self._set_progress(0.3 + 0.7 * frac)
+
         try:
-            self.progress.value = 0.0
-            self.status.value = "<i>training the model on the current labels…</i>"
-            self._runs += 1
-            path = None if self.path is None else f"{self.path}/run-{self._runs}"
-            im = build_inspect_model(self.session, path=path, epochs=self.epochs,
-                                     excluded=self.session.excluded() if hasattr(self.session, "excluded") else (),
-                                     progress=lambda e, n: setattr(self.progress, "value", 0.3 * e / n))
-            n_ck = len(im.states)
-            self.status.value = f"<i>collecting gradient factors of {len(im.train_ids)} training items…</i>"
-            names = list(im.states)
+            im.collect(progress=on_progress, check=job.check)
+        except BaseException:
+            im.close()
+            raise
+        return im
 
-            def on_progress(ck: str, done: int, total: int | None) -> None:
-                frac = (names.index(ck) + (done / total if total else 1.0)) / n_ck if ck in names else 1.0
-                self.progress.value = 0.3 + 0.7 * frac
+    def _prepared(self, im: InspectModel) -> None:
+        old, self.im = self.im, im
+        if old is not None:
+            old.close()       # the previous model's factors are never shown again
+        self.progress.value = 1.0
+        self.retrain_button.disabled = False
+        self.current = None
+        self.pending = 0
+        self._show_training_set()
+        self._safe(self._fill)
 
-            im.collect(progress=on_progress)
-            self.progress.value = 1.0
-            self.im = im
-            self._fill()
-        except Exception as e:  # shown in the panel; nothing stored is touched
-            self.status.value = (f'<span class="dcai-error">could not prepare the Inspect panel: '
-                                 f"{html.escape(str(e))}</span>")
-        finally:
-            self.retrain_button.disabled = False
+    def _failed(self, e: BaseException) -> None:
+        self.retrain_button.disabled = False
+        self.status.value = (f'<span class="dcai-error">could not prepare the Inspect panel: '
+                             f"{html.escape(str(e))}</span>")
 
     def retrain(self) -> None:
-        """Retrain on the current labels and exclusions and collect factors again."""
-        self.im = None
-        self.current = None
+        """Retrain on the chosen labels and current exclusions and collect factors again."""
         self.start()
 
+    def close(self) -> None:
+        """Stop listening, cancel background work, and remove the factor store of the model shown."""
+        self._job.cancel()
+        self.session.off("labels", self._on_labels_cb)
+        self._job.wait(30)
+        if self.im is not None:
+            self.im.close()
+            self.im = None
+        _LIVE.discard(self)
+
+    # -- training set ---------------------------------------------------------------------------------
+    def _training_text(self) -> str:
+        try:
+            return training_set(self.session, self._train_on).describe()
+        except Exception:  # noqa: BLE001 - a description must never break the panel
+            return TRAIN_SETS[self._train_on][1]
+
+    def _show_training_set(self) -> None:
+        now = self._training_text()
+        shown = self.im.training.describe() if self.im is not None and self.im.training is not None else None
+        trained = (f"; the model shown was trained on {html.escape(shown)}" if shown and shown != now else "")
+        if self.pending:
+            trained += f"; {self.pending} of your review labels since then: retrain (r) to apply them"
+        self.training_info.value = (f'<div class="dcai-inspect-training">train on: <b>{html.escape(now)}</b>'
+                                    f"{trained}</div>")
+
+    def _on_train_pick(self, change: dict) -> None:
+        self._train_on = change["new"]
+        self._show_training_set()
+        self.retrain()
+
+    def _on_labels(self, ids=None, labels=None, source=None, annotator=None, **_kw) -> None:
+        """Session event (any thread): retrain when labels the model trains on changed (coalesced by
+        ``Background``). This panel's own review labels are counted as pending instead (the suspects list
+        does not change under the reviewer's hands); "r" or the button retrains with them."""
+        used = TRAIN_SETS[self._train_on][0]
+        if source not in used and source != "undo":
+            return
+        if self._own_write:
+            self.pending += len(ids or ())
+            on_main_thread(self._show_training_set)()
+            return
+        on_main_thread(self._show_training_set)()
+        if self.auto_retrain and self._started:
+            self._job.request()
+
+    # -- views ------------------------------------------------------------------------------------------
     def _fill(self) -> None:
         im = self.im
         ms = im.ms
@@ -159,14 +257,13 @@ class InspectPanel(W.VBox):
             mark = "✗ " if wrong[j] else ""
             opts.append((f"{mark}#{i}  {self.classes[truth[j]]} → {self.classes[pred[j]]} ({conf[j]:.2f})", i))
         self.items_list.options = opts
-        self.status.value = (f"{len(im.train_ids)} training items, {len(im.val_ids)} validation items "
+        self.status.value = (f"{len(im.train_ids)} training items, {len(im.val_ids)} validation items held out "
                              f"({int(wrong.sum())} misclassified), {len(ms.checkpoints)} checkpoints, layers "
                              f"{', '.join(ms.layers)}; {ms.storage_report()['bytes'].sum() / 2**20:.1f} MiB of factors")
         if opts:
             self.items_list.value = opts[0][1]      # triggers show_item
         self.refresh_suspects()
 
-    # -- queries ---------------------------------------------------------------------------------
     def _scope(self) -> dict:
         lay = self.layer_pick.value
         ck = self.ckpt_pick.value
@@ -205,32 +302,40 @@ class InspectPanel(W.VBox):
         vx = im.X[torch.as_tensor(im.val_ids)]
         vy = torch.as_tensor(im.y[im.val_ids])
         k = min(self.n_suspects, len(im.train_ids))
-        df = im.ms.suspects(vx, vy, k=k, **self._scope())
+        df = im.ms.suspects(vx, vy, k=k, train_x=im.X, **self._scope())
         self.suspects_frame = df
         excluded = set(self.session.excluded().tolist()) if hasattr(self.session, "excluded") else set()
-        self.suspects_box.children = [self._suspect_row(int(r.id), r.score, r.label, int(r.suggested), excluded)
+        self.suspects_box.children = [self._suspect_row(int(r.id), r.label, int(r.suggested), excluded)
                                       for r in df.itertuples()]
-        self.suspects_status.value = f"{len(df)} most negative of {len(im.train_ids)} training items"
+        self.cursor = 0 if len(df) else None
+        self._highlight()
+        self.suspects_status.value = (f"{len(df)} most suspect of {len(im.train_ids)} training items; keys: j/k "
+                                      "move, c confirm, e exclude, 1-9/0 relabel, ? for all keys")
 
-    def _suspect_row(self, i: int, score: float, label: float, suggested: int, excluded: set) -> W.HBox:
+    def _suspect_row(self, i: int, label: float, suggested: int, excluded: set) -> W.HBox:
         card = ItemCard(self.session, i, size=56)
         lab = self.classes[int(label)] if np.isfinite(label) else "?"
-        info = W.HTML(f'<div class="dcai-suspect" data-item="{i}">label <b>{html.escape(lab)}</b> · suggested '
-                      f"<b>{html.escape(self.classes[suggested])}</b><br>score {score:.3g}</div>",
-                      layout=W.Layout(width="200px"))
-        pick = W.Dropdown(options=self.classes, value=self.classes[suggested], layout=W.Layout(width="120px"))
-        relabel = W.Button(description="relabel", button_style="primary", layout=W.Layout(width="auto"))
+        info = W.HTML(f'<div class="dcai-suspect" data-item="{i}">label <b>{html.escape(lab)}</b> · model suggests '
+                      f"<b>{html.escape(self.classes[suggested])}</b></div>", layout=W.Layout(width="220px"))
+        pick = W.Dropdown(options=[(NO_CLASS, None)] + [(c, c) for c in self.classes], value=None,
+                          layout=W.Layout(width="160px"))
+        relabel = W.Button(description="relabel", button_style="primary", disabled=True,
+                           tooltip="choose a class first", layout=W.Layout(width="auto"))
         confirm = W.Button(description="confirm", layout=W.Layout(width="auto"))
         exclude = W.Button(description="exclude" if i not in excluded else "include",
                            button_style="warning", layout=W.Layout(width="auto"))
         note = W.HTML("<i>excluded</i>" if i in excluded else "")
-        relabel.on_click(lambda _b: self._act(note, self.relabel, i, pick.value))
+        pick.observe(lambda ch: setattr(relabel, "disabled", ch["new"] is None), names="value")
+        relabel.on_click(lambda _b: pick.value is not None and self._act(note, self.relabel, i, pick.value))
         confirm.on_click(lambda _b: self._act(note, self.confirm, i))
         exclude.on_click(lambda _b: self._toggle_exclude(note, exclude, i))
-        row = W.HBox([card, info, pick, relabel, confirm, exclude, note],
-                     layout=W.Layout(align_items="center"))
+        row = W.HBox([card, info, pick, relabel, confirm, exclude, note], layout=W.Layout(align_items="center"))
         row.add_class("dcai-suspect-row")
         return row
+
+    def _highlight(self) -> None:
+        for n, row in enumerate(self.suspects_box.children):
+            (row.add_class if n == self.cursor else row.remove_class)("dcai-selected")
 
     def _act(self, note: W.HTML, fn, *args) -> None:
         try:
@@ -243,20 +348,63 @@ class InspectPanel(W.VBox):
         self._act(note, self.exclude, i, not back)
         button.description = "exclude" if back else "include"
 
-    # -- actions -----------------------------------------------------------------------------------
+    # -- keyboard ------------------------------------------------------------------------------------------
+    def _keys(self) -> list[tuple[str, str]]:
+        keys = [("j", "next suspect"), ("k", "previous suspect"), ("c", "confirm its label"),
+                ("e", "exclude / include it"), ("r", "retrain now")]
+        return keys + [(key, f"relabel as {c}") for key, c in zip(class_keys(len(self.classes)), self.classes)]
+
+    def handle_key(self, key: str) -> None:
+        """One key from the browser (or ``keyboard.press``): move through suspects and act on the current one."""
+        rows = self.suspects_box.children
+        if key == "r":
+            self.retrain()
+            return
+        if not rows or self.cursor is None:
+            return
+        if key in MOVE_KEYS:
+            self.cursor = int(np.clip(self.cursor + MOVE_KEYS[key], 0, len(rows) - 1))
+            self._highlight()
+            return
+        row = rows[self.cursor]
+        i = int(self.suspects_frame["id"].iloc[self.cursor])
+        note, exclude = row.children[6], row.children[5]
+        if key == "c":
+            self._act(note, self.confirm, i)
+        elif key == "e":
+            self._toggle_exclude(note, exclude, i)
+        elif key in class_keys(len(self.classes)):
+            self._act(note, self.relabel, i, self.classes[class_keys(len(self.classes)).index(key)])
+        else:
+            return
+        if key != "e" and self.cursor < len(rows) - 1:
+            self.cursor += 1              # acted on: on to the next suspect
+            self._highlight()
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def _review(self, item_id: int, name: str) -> None:
+        self._own_write = True
+        try:
+            self.session.label([int(item_id)], [name], annotator=self.annotator, source="review")
+        finally:
+            self._own_write = False
+
     def relabel(self, item_id: int, label: str | int) -> str:
-        """Write a corrected label for a training item (``source="review"``)."""
-        self.session.label([int(item_id)], [label], annotator=self.annotator, source="review")
+        """Write a corrected label for a training item (``source="review"``, the page's annotator); an int
+        is a class position."""
         name = self.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)
+        if name not in self.classes:
+            raise ValueError(f"{name!r} is not one of the classes {self.classes}")
+        self._review(item_id, name)
         return f"relabeled as {name}"
 
     def confirm(self, item_id: int) -> str:
-        """Record that the item's current training label was reviewed and is right (``source="review"``)."""
+        """Record that the item's training label was reviewed and is right (``source="review"``)."""
         im = self._require()
         lab = int(im.y[int(item_id)])
         if lab < 0:
             raise ValueError(f"item {item_id} has no training label to confirm")
-        self.session.label([int(item_id)], [lab], annotator=self.annotator, source="review")
+        self._review(item_id, self.classes[lab])
         return f"confirmed {self.classes[lab]}"
 
     def exclude(self, item_id: int, excluded: bool = True) -> str:
@@ -265,7 +413,7 @@ class InspectPanel(W.VBox):
                              reason="inspect: suspect")
         return "excluded (retrain to apply)" if excluded else "included again"
 
-    # -- events ------------------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------------------------
     def _on_pick(self, change: dict) -> None:
         if change["new"] is not None and self.im is not None:
             self._safe(self.show_item, change["new"])
@@ -284,4 +432,15 @@ class InspectPanel(W.VBox):
             self.status.value = f'<span class="dcai-error">{html.escape(str(e))}</span>'
 
 
-__all__ = ["InspectPanel"]
+@atexit.register
+def _remove_temporary_stores() -> None:
+    """At interpreter exit: remove the factor stores of panels still alive (temporary folders)."""
+    for panel in list(_LIVE):
+        im = panel.im
+        if im is not None and im.owns_path:   # the panel made this folder (temporary or run-N)
+            import shutil
+
+            shutil.rmtree(im.ms.path, ignore_errors=True)
+
+
+__all__ = ["InspectPanel", "class_keys"]
