@@ -85,26 +85,35 @@ class TfidfSVD(Encoder):
 class SentenceTransformerEncoder(Encoder):
     """Texts -> a sentence-transformers model loaded from a local path or the local HF cache, never fetched.
 
-    ``key`` names the model by its content (``folder_digest`` of its files), not by its folder name: a
-    fine-tuned copy saved under the same name gets its own embeddings instead of reusing the original's.
-    A model whose files cannot be found locally has key None (its embeddings are not cached).
+    ``model``: a name or folder path, or a loaded ``SentenceTransformer`` (e.g. one fine-tuned in the
+    notebook). ``key`` names the model by its content, not by its folder name: ``folder_digest`` of its
+    files, or a hash of a loaded model's ``state_dict``; a fine-tuned copy saved under the same name gets
+    its own embeddings instead of reusing the original's. A model whose files cannot be found locally has
+    key None (its embeddings are not cached).
     """
 
     _UNSET = object()
 
-    def __init__(self, model: str, batch_size: int = 64):
-        self.model, self.batch_size = str(model), int(batch_size)
+    def __init__(self, model: Any, batch_size: int = 64):
+        self.loaded = None if isinstance(model, (str, os.PathLike)) else model
+        self.model = str(model) if self.loaded is None else type(model).__name__
+        self.batch_size = int(batch_size)
         self._key: Any = self._UNSET
 
     @property
     def key(self) -> str | None:  # type: ignore[override]
         if self._key is self._UNSET:
-            folder = self.folder()
-            self._key = None if folder is None else f"st-{Path(self.model).name}-{folder_digest(folder)[:20]}"
+            if self.loaded is not None:
+                self._key = "st-obj-" + module_digest(self.loaded)[:20]
+            else:
+                folder = self.folder()
+                self._key = None if folder is None else f"st-{Path(self.model).name}-{folder_digest(folder)[:20]}"
         return self._key
 
     def folder(self) -> Path | None:
         """The local folder the model loads from: a path, the packaged MiniLM, or a snapshot in the HF cache."""
+        if self.loaded is not None:
+            return None
         local = packaged_model_path(self.model) or (self.model if Path(self.model).is_dir() else None)
         if local is not None:
             return Path(local)
@@ -122,6 +131,8 @@ class SentenceTransformerEncoder(Encoder):
     def encode(self, items: ItemSet) -> np.ndarray:
         if not isinstance(items, TextItems):
             raise TypeError(f"a sentence-transformers model encodes texts, not {items.kind} items")
+        if self.loaded is not None:
+            return self._encode_with(self.loaded, items)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
         source = packaged_model_path(self.model) or self.model
         try:
@@ -134,8 +145,24 @@ class SentenceTransformerEncoder(Encoder):
         except Exception as e:
             raise ValueError(f"could not load sentence-transformers model {self.model!r} offline ({e}); "
                              "give a local folder path of the model, or encoder='tfidf'") from e
+        return self._encode_with(st, items)
+
+    def _encode_with(self, st: Any, items: TextItems) -> np.ndarray:
         return np.asarray(st.encode(items.texts, batch_size=self.batch_size, show_progress_bar=len(items) > 1000,
                                     convert_to_numpy=True), dtype=np.float32)
+
+
+def module_digest(module: Any) -> str:
+    """A content hash of a torch module: its class, parameter names and every tensor's bytes."""
+    arrays = []
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu()
+        try:
+            arr = t.numpy()
+        except TypeError:                 # bfloat16 and other types numpy lacks: hash them as float32
+            arr = t.float().numpy()
+        arrays += [name, arr]
+    return content_hash(type(module).__qualname__, *arrays)
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -167,6 +194,8 @@ def file_digest(path: Path) -> str:
                 h.update(chunk)
         digest = h.hexdigest()
         saved = saved if isinstance(saved, dict) else {}
+        # forget this file's older versions and files that are gone, so the memo does not grow without end
+        saved = {k: v for k, v in saved.items() if _memo_path(k) not in (real, None) and os.path.exists(_memo_path(k))}
         saved[text_key] = digest
         try:
             from ..store.cache import atomic_write_bytes
@@ -176,6 +205,15 @@ def file_digest(path: Path) -> str:
             pass
     _DIGESTS[memo_key] = digest
     return digest
+
+
+def _memo_path(text_key: str) -> str | None:
+    import json
+
+    try:
+        return str(json.loads(text_key)[0])
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
 
 
 def _digest_memo_file() -> Path:
@@ -255,8 +293,7 @@ class CallableEncoder(Encoder):
         except ImportError:
             self.is_torch = False
         if self.is_torch and key is None:
-            state = [t.detach().cpu().numpy() for t in fn.state_dict().values()]
-            self.key = "torch-" + content_hash(type(fn).__qualname__, *state)[:16]
+            self.key = "torch-" + module_digest(fn)[:16]
 
     def _batch(self, items: ItemSet, lo: int, hi: int):
         if isinstance(items, ImageItems):
@@ -316,6 +353,8 @@ def resolve(encoder: Any, items: ItemSet) -> Encoder:
             return SentenceTransformerEncoder(name)
         raise ValueError(f"unknown encoder {name!r} for {items.kind} items; use 'pixels', 'tfidf', "
                          "'standardize', a sentence-transformers model (texts) or a callable")
+    if isinstance(items, TextItems) and callable(getattr(encoder, "encode", None)) and hasattr(encoder, "state_dict"):
+        return SentenceTransformerEncoder(encoder)     # a loaded (maybe fine-tuned) sentence-transformers model
     if callable(encoder):
         return CallableEncoder(encoder, key=getattr(encoder, "cache_key", None))
     raise TypeError(f"encoder must be None, a name, a path or a callable, not {type(encoder).__name__}")

