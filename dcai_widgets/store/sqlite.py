@@ -130,6 +130,9 @@ class LabelStore(BaseLabelStore):
     def _become_read_only(self, why: BaseException) -> None:
         """Reopen for reading only (reads work; every write says why it cannot be saved)."""
         self.close()
+        if not self.path.exists():
+            raise StoreReadOnlyError(errno.EROFS, f"label store {self.where} cannot be created: its folder cannot be "
+                                                  f"written ({why}); choose a writable folder")
         self.read_only, self._ro_reason = True, self._why_read_only(why)
         try:
             self._conn().execute("SELECT COUNT(*) FROM sqlite_master").fetchone()

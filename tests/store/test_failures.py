@@ -120,6 +120,9 @@ def test_read_only_store_reads_and_says_labels_cannot_be_saved(tmp_path, what):
         assert ("folder cannot be written" in str(e.value)) == (what == "folder")
         ro.close()
         assert (d / "l.db").read_bytes() == before
+        if what == "folder":
+            with pytest.raises(StoreReadOnlyError, match="cannot be created.*choose a writable folder"):
+                LabelStore(d / "new.db")
     finally:
         _chattr("-i", target)
 
