@@ -426,3 +426,19 @@ def test_engines_write_names_for_number_like_class_names(tmp_path):
     Lancet(s, batch=2, steps=40, dmn_steps=20, progress=False).fit()
     prop = s.propagated()
     assert len(prop) == 36 and (prop["label"].to_numpy() == names[prop["id"].to_numpy()]).mean() > 0.9
+
+
+def test_counts_undo_and_export_on_postgresql(pg_server, tmp_path):
+    """The session-level semantics do not depend on the store backend."""
+    s = dw.Session.demo(store=pg_server.new_database(), annotator="expert")
+    seen = []
+    s.on("labels", lambda **kw: seen.append(kw))
+    s.label([0], "0")
+    s.label([1, 2], "4")
+    s.label([3], "3", annotator="bob")
+    s.set_propagated([4, 5], ["5", "6"], [0.5, 0.6])
+    assert sorted(s.undo()["id"]) == [1, 2] and seen[-1]["annotator"] == "expert"
+    c = s.counts()
+    assert (c.labeled, c.propagated, c.by_annotator) == (2, 2, {"expert": 1, "bob": 1})
+    back = pd.read_json(s.export(tmp_path / "l.jsonl"), lines=True, dtype={"label": str})
+    assert back["id"].tolist() == [0, 3, 4, 5] and back["annotator"].tolist()[:2] == ["expert", "bob"]
