@@ -25,7 +25,7 @@ from .inputs import Inputs, arrays_inputs, session_inputs
 from .models import build
 
 BACKBONES = ("svdd", "ae", "conv")
-QUERY_RULES = ("score", "meta", "random")
+QUERY_RULES = ("score", "meta", "margin", "random")
 
 
 class Elite:
@@ -213,7 +213,9 @@ class Elite:
         ``"score"``: the highest-scoring items whose pseudo label is still "normal" (ALICE has not
         committed to them; confirming or refuting a top suspect changes the validation set most where
         the model is least sure). ``"meta"``: the largest |meta-gradient|, i.e. the largest expected
-        change of the validation loss if the item's label changed. ``"random"``: the baseline."""
+        change of the validation loss if the item's label changed. ``"margin"``: the items whose score is
+        nearest the threshold that best separates the expert's labels (uncertainty sampling; falls back
+        to "score" without both classes). ``"random"``: the baseline."""
         self._check_fitted()
         if rule not in QUERY_RULES:
             raise ValueError(f"unknown query rule {rule!r}; use one of {QUERY_RULES}")
@@ -225,6 +227,9 @@ class Elite:
             return rng.permutation(pool)[: int(n)].astype(np.int64)
         if rule == "meta":
             order = np.argsort(-np.abs(self.meta_gradients_[pool]), kind="stable")
+            return pool[order][: int(n)].astype(np.int64)
+        if rule == "margin" and np.isfinite(self.threshold_):
+            order = np.argsort(np.abs(self.scores_[pool] - self.threshold_), kind="stable")
             return pool[order][: int(n)].astype(np.int64)
         normal = pool[self.pseudo_labels_[pool] == 0]
         flipped = pool[self.pseudo_labels_[pool] == 1]

@@ -290,7 +290,7 @@ class _Histogram:
     """Bokeh histogram of the pool's scores with the expert-labeled items as coloured ticks below it."""
 
     def __init__(self) -> None:
-        from bokeh.models import ColumnDataSource
+        from bokeh.models import ColumnDataSource, HoverTool
         from bokeh.plotting import figure
         from jupyter_bokeh import BokehModel
 
@@ -299,12 +299,13 @@ class _Histogram:
         load_bokehjs()
         self.bins = ColumnDataSource(dict(left=[], right=[], top=[]))
         self.marks = ColumnDataSource(dict(x=[], y=[], colour=[], label=[]))
-        fig = figure(width=420, height=220, tools="pan,box_zoom,reset,hover", toolbar_location="right",
-                     title="anomaly scores of the pool; ticks = your labels",
-                     tooltips=[("score", "@x{0.000}"), ("label", "@label")])
+        fig = figure(width=420, height=220, tools="pan,box_zoom,reset", toolbar_location="right",
+                     title="anomaly scores of the pool; ticks = your labels")
         fig.quad(left="left", right="right", top="top", bottom=0, source=self.bins, fill_color="#9ecae1",
                  line_color="#6baed6")
-        fig.scatter("x", "y", source=self.marks, color="colour", marker="triangle", size=9, legend_field="label")
+        ticks = fig.scatter("x", "y", source=self.marks, color="colour", marker="triangle", size=9,
+                            legend_field="label")
+        fig.add_tools(HoverTool(renderers=[ticks], tooltips=[("score", "@x{0.000}"), ("label", "@label")]))
         fig.xaxis.axis_label = "score (higher = more anomalous)"
         fig.yaxis.axis_label = "items"
         self.widget = BokehModel(fig)

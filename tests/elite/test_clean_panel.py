@@ -70,3 +70,26 @@ def test_background_fit_keeps_the_kernel_free(session):
     p = CleanPanel(session, background=True, epochs=3)
     assert p.wait(120)
     assert p.elite is not None and p.run_button.disabled is False
+
+
+def test_label_panel_never_asks_excluded_items(session):
+    from dcai_widgets.widgets.label_panel import LabelPanel
+
+    session.exclude(list(range(0, 180, 2)), annotator="ada", reason="anomaly")   # unlabeled items
+    order = list(range(180))
+
+    class Fixed:   # a queue that would ask every item in order
+        def fit(self):
+            return self
+
+        def candidates(self, n=None):
+            return order
+
+    lp = LabelPanel(session, queue=Fixed(), annotator="ada", background=False)
+    seen = []
+    while lp.current is not None and len(seen) < 200:
+        seen.append(lp.current)
+        lp.skip()
+        if lp.current in seen:
+            break
+    assert seen and all(i % 2 == 1 for i in seen)

@@ -60,7 +60,7 @@ def test_elite_beats_its_unsupervised_model_and_reports_results():
     assert (unsup.pseudo_labels_[unsup.train_ids_] == 0).all()   # the baseline never flips
 
 
-@pytest.mark.parametrize("rule", ["score", "meta", "random"])
+@pytest.mark.parametrize("rule", ["score", "meta", "margin", "random"])
 def test_query_rules_pick_distinct_unlabeled_items(rule):
     X, _, labels = polluted(seed=2)
     e = Elite.from_arrays(X, labels, epochs=3).fit()
@@ -69,6 +69,12 @@ def test_query_rules_pick_distinct_unlabeled_items(rule):
     if rule == "meta":
         mg = np.abs(e.meta_gradients_[e.train_ids_])
         assert np.abs(e.meta_gradients_[q]).min() >= np.sort(mg)[-12] - 1e-12
+    if rule == "margin":
+        gap = np.abs(e.scores_[e.train_ids_] - e.threshold_)
+        assert np.abs(e.scores_[q] - e.threshold_).max() <= np.sort(gap)[11] + 1e-12
+    if rule == "score":   # pseudo-normal items first, highest score first
+        sc = e.scores_[q]
+        assert (np.diff(sc[e.pseudo_labels_[q] == 0]) <= 0).all()
     with pytest.raises(ValueError, match="unknown query rule"):
         e.query(3, rule="entropy")
 
