@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 from .base import BaseLabelStore
+from .errors import NotAStoreError, StoreDamagedError
+from .sqlite import LabelStore, connect_read_only
 
 TABLES = {
     "meta": ("key", "value"),
@@ -39,10 +41,15 @@ ROWS_PER_PART = 10_000
 def backup(src: str | os.PathLike | BaseLabelStore, dest: str | os.PathLike) -> dict:
     """Copy the label store ``src`` (path, URL or store) to ``dest`` (a new SQLite file path, or a
     ``postgresql://`` URL of an empty database). Returns {"dest", "events", "method"}."""
-    from . import LabelStore, is_postgres_url, open_store
+    from . import is_postgres_url, open_store     # late: the package imports this module
 
-    store = open_store(src)
+    sqlite_src = not isinstance(src, BaseLabelStore) and not is_postgres_url(str(src))
+    if sqlite_src:
+        src = Path(src)
+        _check_sqlite_source(src)
+    store = None if sqlite_src else open_store(src)
     if is_postgres_url(str(dest)):
+        store = store if store is not None else open_store(src)
         out = open_store(str(dest))
         _refuse_if_used(out, str(dest))
         return {"dest": out.where, "events": _copy_tables(store, out), "method": "table copy"}
@@ -54,11 +61,12 @@ def backup(src: str | os.PathLike | BaseLabelStore, dest: str | os.PathLike) -> 
         raise FileNotFoundError(f"backup folder {dest.parent} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".partial")
     os.close(fd)
+    damaged = None
     try:
-        if isinstance(store, LabelStore):
+        if sqlite_src or isinstance(store, LabelStore):
             method = "sqlite online backup"
-            _sqlite_backup(store, Path(tmp))
-            n = int(sqlite3.connect(tmp).execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            damaged = _sqlite_backup(Path(getattr(store, "path", src)), Path(tmp))
+            n = _count_events(Path(tmp)) if damaged is None else None
         else:
             method = "table copy"
             os.unlink(tmp)
@@ -68,25 +76,63 @@ def backup(src: str | os.PathLike | BaseLabelStore, dest: str | os.PathLike) -> 
             for suffix in ("-wal", "-shm", "-priority"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp + suffix)
+        if sqlite_src or isinstance(store, LabelStore):
+            os.chmod(tmp, Path(getattr(store, "path", src)).stat().st_mode & 0o666)
+        else:
+            os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if damaged is not None:
+        raise StoreDamagedError(
+            f"copied {src} to {dest}, but the store is damaged (SQLite said: {damaged}); keep the original, and "
+            f"recover the labels from the copy: `sqlite3 {dest} .dump | sqlite3 recovered.db` (or `.recover` "
+            "instead of `.dump` where your sqlite3 has it), then open recovered.db: every label event SQLite can "
+            "still read is in it")
     return {"dest": str(dest), "events": n, "method": method}
 
 
-def _sqlite_backup(store, tmp: Path) -> None:
-    """SQLite's online backup API into ``tmp``, then the copy is made a plain rollback-journal file."""
-    src = sqlite3.connect(store.path, timeout=store.timeout)
+def _check_sqlite_source(src: Path) -> None:
+    if not src.is_file():
+        raise FileNotFoundError(f"label store {src} does not exist")
+    with open(src, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise NotAStoreError(f"{src} is not an SQLite label store; nothing was copied")
+
+
+def _count_events(path: Path) -> int:
+    c = sqlite3.connect(path)
+    try:
+        return int(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    finally:
+        c.close()
+
+
+def _sqlite_backup(src_path: Path, tmp: Path) -> str | None:
+    """SQLite's online backup API into ``tmp`` (one step: in WAL mode it reads one snapshot while writers
+    go on, and is not restarted by their writes), then the copy becomes a plain rollback-journal file.
+    Returns None, or what SQLite's check says is wrong with the copy (a damaged source is copied as it is)."""
+    try:
+        src = sqlite3.connect(src_path, timeout=30.0)
+        src.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:       # a read-only file or folder: copy it all the same
+        src = connect_read_only(src_path)
+    except sqlite3.DatabaseError:          # damaged: its pages are copied as they are, then checked
+        pass
     dst = sqlite3.connect(tmp)
     try:
-        src.backup(dst, pages=1024, sleep=0.005)       # in steps, so writers are not held up for long
-        ok = dst.execute("PRAGMA quick_check").fetchone()[0]
+        src.backup(dst)
+        try:
+            ok = dst.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            ok = str(e)
         if ok != "ok":
-            raise OSError(f"the backup of {store.where} did not check out ({ok}); the source may be damaged: "
-                          f"try `sqlite3 {store.where} .recover` and keep the original")
+            lines = ok.splitlines()
+            return "; ".join(lines[:3]) + (f"; ... {len(lines) - 3} more problems" if len(lines) > 3 else "")
         dst.execute("PRAGMA journal_mode = DELETE")
+        return None
     finally:
         dst.close()
         src.close()

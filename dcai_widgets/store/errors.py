@@ -44,7 +44,8 @@ class StoreUnavailableError(ConnectionError):
 
 def damaged_message(where: str, said: object) -> str:
     return (f"label store {where}: the file is damaged (SQLite said: {said}); your labels may be recoverable "
-            f"with `dcai-widgets backup {where} copy.db` or `sqlite3 {where} .recover`; do not delete it")
+            f"with `dcai-widgets backup {where} copy.db` (it says how) or `sqlite3 {where} .recover` / `.dump`; "
+            "do not delete it")
 
 
 def read_only_message(where: str, why: object = "") -> str:

@@ -38,6 +38,18 @@ def statements(ddl: str) -> list[str]:
     return [s.strip() for s in ddl.split(";") if s.strip()]
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that only reads ``path``: mode=ro reads a WAL store when its -shm can be opened;
+    immutable=1 when even that is impossible (a folder nobody may write: no process can be writing it)."""
+    uri = Path(path).resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+
 class LabelStore(BaseLabelStore):
     """Append-only label events in one SQLite file; see the module docstring for the guarantees.
 
@@ -160,15 +172,7 @@ class LabelStore(BaseLabelStore):
         if conn is not None:
             return conn
         if self.read_only:
-            # mode=ro reads a WAL store when its -shm can be opened; immutable=1 when even that is
-            # impossible (a folder nobody may write: then no other process can be writing it either)
-            uri = self.path.resolve().as_uri()
-            try:
-                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError:
-                conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
-                                       check_same_thread=False)
+            conn = connect_read_only(self.path)
         else:
             conn = sqlite3.connect(self.path, timeout=0.02, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 20")       # short: _try_write polls finely until timeout

@@ -87,3 +87,46 @@ def test_any_store_copies_into_an_empty_postgresql_database(pg_server, tmp_path)
     assert int(ev["seq"].max()) > last and int(ev["batch"].max()) > last_batch
     with pytest.raises(FileExistsError, match="already holds labels"):
         backup(src, dest)
+
+
+def test_backup_of_a_read_only_store(tmp_path):
+    import subprocess
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    s = LabelStore(d / "l.db")
+    s.append(range(50), ["a"] * 50, annotator="ada")
+    s.close()
+    for f in d.glob("l.db-*"):
+        f.unlink()
+    if subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        out = backup(d / "l.db", tmp_path / "copy.db")         # what the read-only message tells people to do
+    finally:
+        subprocess.run(["chattr", "-i", str(d)], check=False)
+    assert out["events"] == 50
+    assert len(LabelStore(tmp_path / "copy.db").current()) == 50
+
+
+def test_backup_of_a_damaged_store_copies_it_and_says_how_to_recover(tmp_path):
+    from dcai_widgets.store import StoreDamagedError
+
+    path = tmp_path / "l.db"
+    s = LabelStore(path)
+    for k in range(30):
+        s.append(range(k * 100, k * 100 + 100), ["abc"] * 100, annotator="ada")
+    s.close()
+    with open(path, "r+b") as f:
+        f.seek(4096 * 5)
+        f.write(b"\x5a" * 4096 * 2)
+    with pytest.raises(StoreDamagedError, match="recover the labels from the copy") as e:
+        backup(path, tmp_path / "copy.db")
+    assert "keep the original" in str(e.value)
+    assert (tmp_path / "copy.db").exists() and path.exists()
+    # the recovery the message describes, with Python's own dump (the sqlite3 command's .dump does the same)
+    dump = "\n".join(sqlite3.connect(tmp_path / "copy.db").iterdump())
+    recovered = sqlite3.connect(tmp_path / "recovered.db")
+    recovered.executescript(dump)
+    n = recovered.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    assert n >= 2000                      # the label events come back (here the damage hit index pages)
