@@ -142,7 +142,7 @@ def missing_members(obj: Any, proto: type) -> list[str]:
     out = []
     for name in protocol_members(proto):
         try:
-            have = inspect.getattr_static(obj, name)
+            inspect.getattr_static(obj, name)
         except AttributeError:
             # instance attributes set in __init__ are found on the object itself
             if name not in getattr(obj, "__dict__", {}):

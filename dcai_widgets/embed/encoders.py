@@ -124,7 +124,7 @@ class SentenceTransformerEncoder(Encoder):
         for repo in (self.model, f"sentence-transformers/{self.model}"):
             try:
                 return Path(snapshot_download(repo, local_files_only=True))
-            except Exception:  # not in the local cache (or not a valid repo id): try the next spelling
+            except (OSError, ValueError):  # not in the local cache, or not a repo id: try the next spelling
                 continue
         return None
 
