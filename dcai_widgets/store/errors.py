@@ -48,11 +48,12 @@ def damaged_message(where: str, said: object) -> str:
             "do not delete it")
 
 
-def read_only_message(where: str, why: object = "") -> str:
+def read_only_message(where: str, why: object = "", database: bool = False) -> str:
+    why = str(why).strip().splitlines()[0] if str(why).strip() else ""
     tail = f" ({why})" if why else ""
+    fix = ("Ask for write access to its tables" if database else "Make the file and its folder writable")
     return (f"label store {where} is read-only{tail}: labels cannot be saved; reading them still works. "
-            "Make the file and its folder writable, or copy it to a writable place "
-            f"(`dcai-widgets backup {where} NEW.db`) and open the copy")
+            f"{fix}, or copy it to a writable place (`dcai-widgets backup {where} NEW.db`) and open the copy")
 
 
 def full_message(where: str, said: object) -> str:

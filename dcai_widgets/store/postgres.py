@@ -76,7 +76,10 @@ class PgLabelStore(BaseLabelStore):
         self.read_only, self.priority = False, bool(priority)
         self._local = threading.local()
         self._connected = False
-        self._write(self._init)
+        try:
+            self._write(self._init)
+        except StoreReadOnlyError as e:       # a role that may only read, or a standby server
+            self.read_only, self._ro_reason = True, e
 
     def _init(self, c: _Tx) -> None:
         """Create missing tables (one process at a time: both advisory locks held) and check the version."""
@@ -157,6 +160,8 @@ class PgLabelStore(BaseLabelStore):
     def _write(self, fn: Callable[[_Tx], Any], *, bulk: bool = False) -> Any:
         """Run fn in one transaction under the writers' advisory lock (``bulk``: the bulk writers' lock),
         waiting at most ``timeout`` s for it; retried on a lost connection."""
+        if self.read_only:
+            raise self._ro_reason
         key = BULK_KEY if bulk else WRITE_KEY
 
         def run(conn: psycopg.Connection) -> Any:
@@ -183,7 +188,7 @@ class PgLabelStore(BaseLabelStore):
             except pge.DiskFull as e:
                 raise StoreFullError(errno.ENOSPC, full_message(self.where, e)) from e
             except (pge.ReadOnlySqlTransaction, pge.InsufficientPrivilege) as e:
-                raise StoreReadOnlyError(errno.EROFS, read_only_message(self.where, e)) from e
+                raise StoreReadOnlyError(errno.EROFS, read_only_message(self.where, e, database=True)) from e
             except psycopg.OperationalError as e:
                 conn = getattr(self._local, "conn", None)
                 lost = conn is None or conn.closed or conn.broken or isinstance(

@@ -224,3 +224,31 @@ def test_postgresql_restart_is_survived_with_retries(pg_server):
         starter.join()
     assert sorted(s.current()["id"]) == [1, 2, 3]
     assert len(open_store(s.target).events()) == 3
+
+
+def test_a_wrong_postgresql_url_fails_at_once_with_the_reason(pg_server):
+    from dcai_widgets.store import StoreUnavailableError
+
+    url = pg_server.url("no_such_database")
+    t = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="cannot open label store .*no_such_database"):
+        open_store(url)
+    assert time.monotonic() - t < 20               # no retrying for a store that was never reached
+
+
+def test_a_postgresql_role_that_may_only_read(pg_server):
+    import psycopg
+
+    url = pg_server.new_database()
+    s = open_store(url)
+    s.append([1], ["a"], annotator="ada")
+    db = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'reader') THEN "
+                  "CREATE ROLE reader LOGIN; END IF; END $$")
+        c.execute(f'GRANT CONNECT ON DATABASE "{db}" TO reader')
+        c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader")
+    ro = open_store(url.replace("dcai@", "reader@"))
+    assert ro.read_only and ro.current()["label"].tolist() == ["a"]
+    with pytest.raises(StoreReadOnlyError, match="read-only.*labels cannot be saved"):
+        ro.append([2], ["b"], annotator="ada")
