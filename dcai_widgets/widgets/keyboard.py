@@ -175,8 +175,8 @@ class KeyHelp(W.VBox):
         """Replace the listed keys (the "?" and Esc rows are added)."""
         import html
 
-        self.keys = [(str(k), str(w)) for k, w in keys] + [("?", "show / hide this list"), ("Escape", "close it")]
-        self.table.value = f"<b>{html.escape(self.title)}</b>" + keys_table(self.keys)
+        self.rows = [(str(k), str(w)) for k, w in keys] + [("?", "show / hide this list"), ("Escape", "close it")]
+        self.table.value = f"<b>{html.escape(self.title)}</b>" + keys_table(self.rows)
 
     def show(self) -> None:
         self.layout.display = None
@@ -201,3 +201,14 @@ class KeyHelp(W.VBox):
 
         keyboard.on_key(on_key)
         return self
+
+
+def find_key_help(root: W.Widget) -> KeyHelp | None:
+    """The first KeyHelp among `root` and its descendants (a panel that already lists its keys), or None."""
+    todo = [root]
+    while todo:
+        w = todo.pop()
+        if isinstance(w, KeyHelp):
+            return w
+        todo.extend(getattr(w, "children", ()) or ())
+    return None
