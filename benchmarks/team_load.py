@@ -8,7 +8,8 @@ acknowledged label missing from the store), duplicated labels (an item labeled b
 overlap is 0), duplicate claims (an item shown to two annotators), and a fault run: the annotators'
 processes (SQLite) or the PostgreSQL server (all its processes) are SIGKILLed mid-load and restarted;
 ``lost_after_kill`` counts labels acknowledged before or after the kill that are not in the store.
-``mb_per_page``: resident memory of a process that built the full App in team mode (default LANCET
+``p95_paced_ms``: the same latency with every annotator pausing ``--paced-think`` s between labels,
+as people do. ``mb_per_page``: resident memory of a process that built the full App in team mode (default LANCET
 queue) on the same data, after its first fit. Baseline in the same run: one annotator alone with the
 solo Label panel (no claims) on SQLite.
 
@@ -80,6 +81,10 @@ def worker(a: argparse.Namespace) -> None:
         if panel._mine.get(i) == key:
             log.write(f"A {i} {key} {ms:.2f}\n")
             done += 1
+            if a.pace > 0:   # an expert's look at the next item before the next key
+                time.sleep(a.pace)
+        else:                # not saved yet (the panel says "saving…" and retries): wait a little
+            time.sleep(0.05)
     log.write(f"END {done} {errors}\n")
     log.close()
     os._exit(0)   # skip atexit: a finished page's claims are all consumed anyway
@@ -93,9 +98,7 @@ def memory(a: argparse.Namespace) -> None:
     X, y = dataset(a.items)
     s = dw.Session.from_embeddings(X, CLASSES, y_true=y, store=a.store, cache_dir=a.cache)
     app = App(s, annotator="mem", team=True)
-    t = app.label_panel._refit_thread
-    if t is not None:
-        t.join(300)
+    app.label_panel._refitter.wait(300)   # the first fit (LANCET) has run
     rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
     print(json.dumps({"rss_mb": rss / 1024}))
 
@@ -104,6 +107,8 @@ def memory(a: argparse.Namespace) -> None:
 def spawn(store: str, name: str, out: Path, a: argparse.Namespace, extra: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--worker", "--store", store, "--name", name, "--out", str(out),
            "--items", str(a.items), "--cache", a.cache, *extra]
+    if "--pace" not in extra and a.pace:
+        cmd += ["--pace", str(a.pace)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(out / f"{name}.err", "a"))
 
 
@@ -181,6 +186,20 @@ def load_run(store: str, a, tag: str) -> dict:
     return r
 
 
+def paced_run(store: str, a, tag: str) -> dict:
+    """8 annotators at a person's pace (``--paced-think`` s between labels): the latency an expert
+    sees while the others label too, rather than the stress of everyone pressing flat out."""
+    out = Path(tempfile.mkdtemp(prefix=f"team-{tag}-paced-"))
+    names = [f"w{k}" for k in range(a.annotators)]
+    procs = start(store, names, out, a, ["--pace", str(a.paced_think), "--max",
+                                         str(max(1, a.paced_labels // a.annotators))])
+    wait_all(procs, a.timeout)
+    r = check(store, out)
+    print(f"[{tag} paced] {r}", flush=True)
+    return dict(p95_paced_ms=r["p95_ms"], p50_paced_ms=r["p50_ms"], lost_paced=r["lost"],
+                duplicate_claims_paced=r["duplicate_claims"], paced_think_s=a.paced_think)
+
+
 def fault_run(store: str, a, tag: str, kill, restart) -> dict:
     """Label, SIGKILL mid-load (``kill``), ``restart``, label ``--fault-after`` more each; count losses."""
     out = Path(tempfile.mkdtemp(prefix=f"team-{tag}-fault-"))
@@ -223,9 +242,25 @@ def pg_kill(server):
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        time.sleep(1.0)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in [pid, *kids]):
+            time.sleep(0.1)
+        # the dead postmaster may stay a zombie where nothing reaps orphans (a container's PID 1), and
+        # its PID in postmaster.pid would then block the restart: remove the stale lock file, as an
+        # operator does after checking that the server is gone
+        (server.data / "postmaster.pid").unlink(missing_ok=True)
+        for f in server.root.glob(f".s.PGSQL.{server.port}*"):   # the socket and its lock file
+            f.unlink(missing_ok=True)
     kill.server = True
     return kill
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _ppid(pid: int) -> int:
@@ -244,9 +279,14 @@ def pg_fault_run(server, a) -> dict:
     while acked_count(out) < a.kill_at and any(p.poll() is None for p in procs):
         time.sleep(0.05)
     before = acked_count(out)
-    pg_kill(server)(procs)
-    server.start()
-    wait_all(procs, a.timeout)
+    try:
+        pg_kill(server)(procs)
+        server.start()
+        wait_all(procs, a.timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     r = check(url, out)
     print(f"[postgresql fault] acked before kill {before}; {r}", flush=True)
     return dict(lost_after_kill=r["lost"], acked_before_kill=before, acked_total=r["acked"],
@@ -277,6 +317,10 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--max", type=int, default=0)
     ap.add_argument("--cache", default=None)
+    ap.add_argument("--pace", type=float, default=0.0, help="seconds between an annotator's labels (0: flat out)")
+    ap.add_argument("--paced-labels", type=int, default=400,
+                    help="paced run: labels in all (each annotator waits --paced-think s between labels)")
+    ap.add_argument("--paced-think", type=float, default=1.0)
     a = ap.parse_args()
     if a.worker:
         return worker(a)
@@ -301,12 +345,14 @@ def main() -> None:
 
     if "sqlite" in a.stores:
         r = load_run(str(tmp / "load.db"), a, "sqlite")
+        pr = paced_run(str(tmp / "paced.db"), a, "sqlite")
         f = fault_run(str(tmp / "fault.db"), a, "sqlite", kill_workers, lambda: None)
         mb = measure_memory(str(tmp / "mem.db"), a)
         results["sqlite"] = dict(labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"],
                                  lost=r["lost"], duplicated=r["duplicated"],
                                  duplicate_claims=r["duplicate_claims"], labels=r["labels"], wall_s=r["wall_s"],
-                                 mb_per_page=mb, fault=f"SIGKILL of all {a.annotators} annotator processes, restarted", **f)
+                                 mb_per_page=mb, fault=f"SIGKILL of all {a.annotators} annotator processes, restarted",
+                                 **pr, **f)
     if "postgresql" in a.stores:
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import PG_BIN, PgServer
@@ -318,12 +364,14 @@ def main() -> None:
             server = PgServer(root)
             try:
                 r = load_run(server.new_database(), a, "postgresql")
+                pr = paced_run(server.new_database(), a, "postgresql")
                 f = pg_fault_run(server, a)
                 mb = measure_memory(server.new_database(), a)
                 results["postgresql"] = dict(
                     labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"], lost=r["lost"],
                     duplicated=r["duplicated"], duplicate_claims=r["duplicate_claims"], labels=r["labels"],
-                    wall_s=r["wall_s"], mb_per_page=mb, fault="SIGKILL of the PostgreSQL server, restarted", **f)
+                    wall_s=r["wall_s"], mb_per_page=mb, fault="SIGKILL of the PostgreSQL server, restarted",
+                    **pr, **f)
             finally:
                 server.stop("immediate")
     print(json.dumps(results))

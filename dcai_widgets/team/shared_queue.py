@@ -109,7 +109,7 @@ class SharedQueue:
     """
 
     def __init__(self, session: Any, queue: LabelQueue | None = None, annotator: str | None = None,
-                 overlap: float | int = 0.0, lease_s: float = 300.0, *, ahead: int = 3,
+                 overlap: float | int = 0.0, lease_s: float = 300.0, *, ahead: int = 4,
                  window: int = 256, heartbeat_s: float | None = None, overlap_annotators: int = 2) -> None:
         annotator = annotator if annotator is not None else getattr(session, "annotator", None)
         if not isinstance(annotator, str) or not annotator.strip():
@@ -145,6 +145,7 @@ class SharedQueue:
         self.order_: list[int] | None = None
         self.labeled_: np.ndarray | None = None    # who had a label at the last fit (for the fallback order)
         self._claimed: list[int] | None = None     # this queue's latest claims; None: read the store's first
+        self._taken: set[int] = set()              # every item this queue claimed (released on close)
         self._skipped: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -189,6 +190,7 @@ class SharedQueue:
             if len(got) >= want:
                 break
         self._claimed = got[:want]
+        self._taken.update(self._claimed)
         return got[:want]
 
     def _candidate_chunks(self):
@@ -197,7 +199,11 @@ class SharedQueue:
         order = self.order_ or []
         rank = {i: k for k, i in enumerate(order)}
         # claims held first: after a restart those in the store, then the ones this queue took last
-        held = self.held() if self._claimed is None else self._claimed
+        if self._claimed is None:
+            held = self.held()
+            self._taken.update(held)
+        else:
+            held = self._claimed
         held = sorted(held, key=lambda i: rank.get(i, -1))   # in the engine's order
         skipped = self._skipped
         first = [i for i in held + self._overlap_backlog() + order if i not in skipped]
@@ -263,6 +269,7 @@ class SharedQueue:
             self._skipped.discard(int(item_id))
         got = self.store.claim(self.annotator, [int(item_id)], n=1, lease_s=self.lease_s,
                                per_item=self.per_item)
+        self._taken.update(int(i) for i in got)
         return int(item_id) in [int(i) for i in got]
 
     def renew(self) -> None:
@@ -274,12 +281,14 @@ class SharedQueue:
         self.store.release_claims(self.annotator, None if ids is None else [int(i) for i in ids])
 
     def close(self) -> None:
-        """Stop the heartbeat and release every claim of this annotator (a page closed)."""
+        """Stop the heartbeat and release this queue's claims (a page closed). Only the items this
+        queue claimed (or found held at its start): the same person may have another page open."""
         if self._closed:
             return
         self._closed = True
         self._stop.set()
-        self.release()
+        if self._taken:
+            self.release(sorted(self._taken))
 
     # -- heartbeat -----------------------------------------------------------------------------
     def _start_heartbeat(self) -> None:

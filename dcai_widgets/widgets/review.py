@@ -77,6 +77,9 @@ class ReviewPanel(W.VBox):
         ])
         self.add_class("dcai-review-panel")
         self.add_class("dcai-keyboard-scope")
+        from .team import Throttle
+
+        self._on_label_event = Throttle(self._bg.request, 5.0 if background else 0.0)
         session.on("labels", on_main_thread(self._on_labels))
         self.refresh()
 
@@ -109,7 +112,7 @@ class ReviewPanel(W.VBox):
 
     def _on_labels(self, source: str | None = None, **_: Any) -> None:
         if not self._own_write and source in ("human", "undo"):
-            self.refresh()
+            self._on_label_event()
 
     # -- view ------------------------------------------------------------------------------------
     @property

@@ -28,22 +28,30 @@ class TeamLabelPanel(LabelPanel):
             raise TypeError(f"TeamLabelPanel needs a SharedQueue, got {type(queue).__name__}")
         kwargs["overlap"] = True   # the queue decides who labels what; the panel skips only its own
         # claims of the next items are taken in the background while the annotator looks at one
-        self._prefetch = Background(lambda _job: self.queue.candidates(), self._prefetched,
-                                    self._prefetch_failed, name="dcai-claim",
+        self._prefetch = Background(self._claim_more, None, self._prefetch_failed, name="dcai-claim",
                                     background=kwargs.get("background", True))
         super().__init__(session, queue=queue, **kwargs)
+
+    def _claim_more(self, _job: Any = None) -> None:
+        """Claim the next items (one store transaction) and queue them (thread-safe: no widget)."""
+        got = self.queue.candidates()
+        with self._lock:
+            have = set(self._pending)
+            self._pending.extend(i for i in got if i not in have)
 
     def _next_open(self, pop: bool) -> int | None:
         nxt = self._upcoming(1)
         if not nxt and pop:
-            try:  # one store transaction: claim the next items now (before the first fit: fixed order)
-                got = self.queue.candidates()
-            except Exception as e:  # a store briefly unavailable: say so, keep the page alive
-                self.status.value = f"could not claim the next items: {html.escape(str(e))}"
-                return None
-            with self._lock:
-                self._pending.extend(got)
-            nxt = self._upcoming(1)
+            if self._prefetch.running:   # a claim is under way: take its items rather than claim twice
+                self._prefetch.wait(5.0)
+                nxt = self._upcoming(1)
+            if not nxt:
+                try:  # claim the next items now (before the first fit: in the fixed fallback order)
+                    self._claim_more()
+                except Exception as e:  # a store briefly unavailable: say so, keep the page alive
+                    self.status.value = f"could not claim the next items: {html.escape(str(e))}"
+                    return None
+                nxt = self._upcoming(1)
         if not nxt:
             return None
         if pop:
@@ -53,11 +61,6 @@ class TeamLabelPanel(LabelPanel):
             if not self._upcoming(1):
                 self._prefetch.request()
         return nxt[0]
-
-    def _prefetched(self, got: list[int]) -> None:
-        with self._lock:
-            have = set(self._pending)
-            self._pending.extend(i for i in got if i not in have)
 
     def _prefetch_failed(self, e: BaseException) -> None:
         self.status.value = f"could not claim the next items: {html.escape(str(e))}"
@@ -115,6 +118,43 @@ def team_label_panel(session: Any, queue: Any, annotator: str | None, extras: W.
     return TeamLabelPanel(session, shared, extras=extras, annotator=name, initial_fit="background", **kwargs)
 
 
+class Throttle:
+    """Call ``fn`` at most once per ``interval_s``: a call within the interval is deferred to its end
+    (one timer), so a burst of label events costs one recomputation, not one per label."""
+
+    def __init__(self, fn: Any, interval_s: float = 5.0) -> None:
+        import threading
+
+        self.fn = fn
+        self.interval_s = float(interval_s)
+        self._last = float("-inf")
+        self._timer: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        import threading
+        import time
+
+        with self._lock:
+            wait = self._last + self.interval_s - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._fire)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._last = time.monotonic()
+        self.fn()
+
+    def _fire(self) -> None:
+        import time
+
+        with self._lock:
+            self._timer = None
+            self._last = time.monotonic()
+        self.fn()
+
+
 def _fmt(x: Any, spec: str = ".2f") -> str:
     try:
         xf = float(x)
@@ -139,7 +179,8 @@ class TeamPanel(W.VBox):
     kernel, when the tab is shown (``refresh()``), and on the refresh button (other kernels' labels
     arrive through the store, not as events here)."""
 
-    def __init__(self, session: Any, background: bool = True, low_quality: float = 0.5) -> None:
+    def __init__(self, session: Any, background: bool = True, low_quality: float = 0.5,
+                 min_interval_s: float = 5.0) -> None:
         self.session = session
         self.low_quality = float(low_quality)
         self.report = None
@@ -155,6 +196,7 @@ class TeamPanel(W.VBox):
         super().__init__([style_widget(), W.HBox([W.HTML("<b>Team</b>"), self.refresh_button]), self.summary,
                           self.table, W.HBox([self.kappa_table] + charts), self.status])
         self.add_class("dcai-team-panel")
+        self._on_label_event = Throttle(self._bg.request, min_interval_s if background else 0.0)
         session.on("labels", on_main_thread(self._on_labels))
         self.refresh()
 
@@ -177,8 +219,8 @@ class TeamPanel(W.VBox):
         self.status.value = f'<span class="dcai-error">could not compute agreement: {html.escape(str(e))}</span>'
 
     def _on_labels(self, source: str | None = None, **_: Any) -> None:
-        if source != "propagated":
-            self.refresh()
+        if source != "propagated":   # at most one recomputation per min_interval_s (a labeling burst)
+            self._on_label_event()
 
     # -- render ----------------------------------------------------------------------------------
     def _render(self, rep: Any) -> None:

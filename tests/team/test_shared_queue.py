@@ -160,3 +160,14 @@ def test_bad_arguments_are_named(tmp_path):
 
     with pytest.raises(TypeError, match="claims"):
         SharedQueue(NoClaims())
+
+
+def test_close_releases_only_this_pages_claims(tmp_path):
+    s = session(tmp_path / "l.db")
+    page1, page2 = shared(s, "ada"), shared(s, "ada")       # the same person in two tabs
+    one = page1.candidates()
+    two = page2.candidates(6)               # resumes the person's held claims first, then 3 more
+    assert set(one) < set(two)
+    page1.close()
+    left = set(s.store.claims()["id"])
+    assert left == set(two) - set(one)

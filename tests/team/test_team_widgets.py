@@ -100,3 +100,17 @@ def test_lead_resolves_conflicts_by_keyboard(disputed):
     r.refresh()        # recomputed from the store: the resolved item stays settled
     assert len(r.conflicts) == 9 and first not in [c["id"] for c in r.conflicts]
     assert "n" not in review_keys([f"c{k}" for k in range(20)]) and len(set(review_keys([f"c{k}" for k in range(20)]))) == 20
+
+
+def test_throttle_merges_a_burst_into_one_deferred_call():
+    import time
+
+    from dcai_widgets.widgets.team import Throttle
+
+    calls = []
+    t = Throttle(lambda: calls.append(time.monotonic()), interval_s=0.3)
+    for _ in range(20):
+        t()
+    assert len(calls) == 1
+    time.sleep(0.5)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.25
