@@ -67,6 +67,11 @@ class BaseLabelStore(TeamMixin):
     def _next_batch(self, c: Tx) -> int:
         raise NotImplementedError
 
+    def _already_written(self, c: Tx, batch: int) -> bool:
+        """Whether an earlier attempt of this very write committed ``batch`` before its acknowledgement
+        was lost (a retried write must not append its events twice). SQLite never loses one that way."""
+        return False
+
     def _yield_to_people(self) -> None:
         """Before each part of a bulk write: wait while a person's label is being written."""
 
@@ -203,9 +208,11 @@ class BaseLabelStore(TeamMixin):
         ts = time.time()
 
         def insert(c: Tx) -> int:
+            batch = self._next_batch(c)
+            if self._already_written(c, batch):
+                return batch
             if claimed:
                 self._check_claims_held(c, annotator, items, ts)
-            batch = self._next_batch(c)
             c.executemany(
                 "INSERT INTO events (item, label, annotator, source, confidence, model_version, batch, ts)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -264,9 +271,12 @@ class BaseLabelStore(TeamMixin):
             if annotator is not None:
                 cond += f" AND e.annotator {self.NULL_SAFE_EQ} ?"
                 params.append(annotator)
+            batch, ts = self._next_batch(c), time.time()
+            if self._already_written(c, batch):
+                return c.execute("SELECT e.seq, e.item, e.label, e.annotator, e.source, e.ts FROM events e JOIN "
+                                 "events r ON r.retracts = e.seq WHERE r.batch = ? ORDER BY e.seq", (batch,)).fetchall()
             rows = self._retract_rows(c, cond, params)
             if rows:
-                batch, ts = self._next_batch(c), time.time()
                 c.executemany("INSERT INTO events (item, label, annotator, source, batch, retracts, ts)"
                               " VALUES (?, NULL, ?, ?, ?, ?, ?)",
                               [(r[1], annotator, r[4], batch, r[0], ts) for r in rows])

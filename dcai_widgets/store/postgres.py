@@ -9,8 +9,8 @@ cross-process priority signal is a shared advisory lock held while a person's la
 writer checks it (``pg_try_advisory_lock``) before each part. Batch ids come from a sequence.
 
 A lost connection (server restarted, network blip) is retried with backoff for up to ``retry_s``
-seconds before ``StoreUnavailableError``. A write whose COMMIT was sent but never acknowledged can be
-applied twice on retry (an extra identical event, which changes no current label); nothing is lost.
+seconds before ``StoreUnavailableError``. A write whose COMMIT was sent but never acknowledged is not
+applied twice: its batch id is drawn once, and the retry first looks whether that batch is stored.
 """
 from __future__ import annotations
 
@@ -110,7 +110,16 @@ class PgLabelStore(BaseLabelStore):
         return conn
 
     def _next_batch(self, c: _Tx) -> int:
-        return int(c.execute("SELECT nextval('batches')").fetchone()[0])
+        """The batch id of the write in progress: drawn once, and kept across its retries."""
+        batch = getattr(self._local, "batch", None)
+        if batch is None:
+            batch = self._local.batch = int(c.execute("SELECT nextval('batches')").fetchone()[0])
+        return batch
+
+    def _already_written(self, c: _Tx, batch: int) -> bool:
+        if not getattr(self._local, "retried", False):
+            return False
+        return bool(c.execute("SELECT EXISTS (SELECT 1 FROM events WHERE batch = ?)", (batch,)).fetchone()[0])
 
     def _yield_to_people(self) -> None:
         """Wait (at most 2 s) while any process holds the people's shared priority lock."""
@@ -163,8 +172,12 @@ class PgLabelStore(BaseLabelStore):
         if self.read_only:
             raise self._ro_reason
         key = BULK_KEY if bulk else WRITE_KEY
+        self._local.batch, self._local.retried = None, False
+        attempts = [0]
 
         def run(conn: psycopg.Connection) -> Any:
+            attempts[0] += 1
+            self._local.retried = attempts[0] > 1       # an earlier attempt may have committed
             with contextlib.nullcontext() if bulk or not self.priority else self._person(conn):
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")

@@ -5,6 +5,7 @@ import html
 import importlib
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,17 +31,31 @@ def _optional_panel(module: str, name: str) -> type | None:
     return getattr(mod, name, None)
 
 
+def _has_panel(module: str) -> bool:
+    """Whether `dcai_widgets.widgets.<module>` exists, without importing it (its imports, e.g.
+    scikit-learn for Explore, would otherwise delay the first item)."""
+    import importlib.util
+
+    return importlib.util.find_spec(f"dcai_widgets.widgets.{module}") is not None
+
+
 class App(W.VBox):
     """Label | Explore | Inspect tabs sharing one Session; panels stay in sync through Session events.
 
     Explore shows the SEALS `ExplorePanel` when it exists, else the MapView with its selection grid;
     Inspect appears only when the MetaStore `InspectPanel` exists. Explore and Inspect are built on
-    first view, so the Label tab is ready at once. Keyboard shortcuts are active on the Label tab only.
+    first view (their modules are not even imported before), so the Label tab is ready at once; after the
+    page is built a `Background` job prepares Explore (its imports and the map) so the first click finds
+    it ready. Each tab's keyboard shortcuts are active only while that tab is shown; "?" lists them.
+    Every panel that labels gets the page's annotator. `guidelines`: markdown text (or a Path to a file;
+    default: the file named by env DCAI_GUIDELINES) shown collapsible above the tabs, rendered safely.
     """
 
     def __init__(self, session: Any, annotator: str | None = None, queue: Any = None,
                  extras: W.Widget | None = None, role: str | None = None, team: bool | None = None,
-                 overlap: float | int | None = None) -> None:
+                 overlap: float | int | None = None, guidelines: str | os.PathLike | None = None,
+                 prepare: bool = True) -> None:
+        from .guidelines import guidelines_widget, load_guidelines
         from .map_view import load_bokehjs
 
         load_bokehjs()  # while the building cell executes, so lazily built map tabs can render
@@ -70,16 +85,20 @@ class App(W.VBox):
         self._built: dict[int, W.Widget] = {}
         children: list[W.Widget] = [self.label_panel]
         titles = ["Label"]
-        explore_cls = _optional_panel("explore", "ExplorePanel")
-        self._builders[len(children)] = (lambda: explore_cls(session)) if explore_cls else self._build_map
-        children.append(W.HTML("<i>building the map…</i>"))
+        self._explore_tab = len(children)
+        self._builders[len(children)] = self._build_explore if _has_panel("explore") else self._build_map
+        children.append(W.HTML('<i class="dcai-building">building the map…</i>'))
         titles.append("Explore")
-        inspect_cls = _optional_panel("inspect", "InspectPanel")
-        if inspect_cls is not None:
-            self._builders[len(children)] = lambda: inspect_cls(   # review labels carry the page's annotator
+        if _has_panel("inspect"):
+            self._builders[len(children)] = lambda: _optional_panel("inspect", "InspectPanel")(
                 session, annotator=self.annotator or getattr(self.label_panel, "annotator", None))
             children.append(W.HTML("<i>loading…</i>"))
             titles.append("Inspect")
+        if _has_panel("clean"):   # ELITE; needs the session's "normal" and "anomaly" classes (says so if not)
+            self._builders[len(children)] = lambda: _optional_panel("clean", "CleanPanel")(
+                session, annotator=self.label_panel.annotator)
+            children.append(W.HTML("<i>loading…</i>"))
+            titles.append("Clean")
         self._review_tab = None
         if self.team:  # Team tab for everyone; Review only for a lead
             from .team import TeamPanel
@@ -97,8 +116,56 @@ class App(W.VBox):
         self.tabs = W.Tab(children=children, titles=titles)
         self.tabs.observe(self._on_tab, names="selected_index")
         self.label_panel.on_show(self._on_item_shown)
-        super().__init__([style_widget(), self.tabs])
+        text = load_guidelines(guidelines)
+        self.guidelines = guidelines_widget(text) if text and text.strip() else None
+        top = [style_widget()] + ([self.guidelines] if self.guidelines is not None else [])
+        self.label_help = self._label_key_help()
+        if self.label_help is not None:
+            top += [self.label_help.button, self.label_help]
+        super().__init__(top + [self.tabs])
         self.add_class("dcai-app")
+        from .threads import Background
+
+        self._build_lock = threading.Lock()
+        self._explore_wanted = False   # the Explore tab was clicked before its preparation finished
+        self._prepare = Background(self._prepare_explore, on_done=self._explore_prepared,
+                                   on_error=self._explore_prepared, name="dcai-prepare-explore")
+        if prepare:
+            self._prepare.request()
+
+    def _label_key_help(self) -> Any:
+        """The "?" overlay for the Label tab, unless the Label panel brings its own (keyboard.KeyHelp)."""
+        from .keyboard import KeyHelp, find_key_help
+        from .label_panel import RESERVED
+
+        panel = self.label_panel
+        kb = getattr(panel, "keyboard", None)
+        if kb is None or find_key_help(panel) is not None:
+            return None
+        names = {"accept": "accept the suggestion", "reject": "reject the suggestion", "skip": "skip this item",
+                 "undo": "undo your latest label (a bulk label too)", "prev": "previous item", "next": "next item"}
+        rows = [(k, f"label as {c}") for k, c in zip(getattr(panel, "shortcuts", []), panel.classes) if k]
+        rows += [(k, names.get(v, v)) for k, v in RESERVED.items()]
+        return KeyHelp(rows, title="Label: keyboard shortcuts").attach(kb)
+
+    def _prepare_explore(self, job: Any) -> None:
+        """Background: what the Explore tab needs before its widgets (imports, the map, the index)."""
+        if _has_panel("explore"):
+            importlib.import_module("dcai_widgets.widgets.explore")
+        job.check()
+        self.session.map
+        job.check()
+        self.session.index
+
+    def _explore_prepared(self, _result: Any = None) -> None:
+        """Main thread: build Explore now if it was clicked while being prepared (an error shows there)."""
+        if self._explore_wanted and self.tabs.selected_index == self._explore_tab:
+            self._build_tab(self._explore_tab)
+
+    def _build_explore(self) -> W.Widget:
+        from .explore import ExplorePanel
+
+        return ExplorePanel(self.session, annotator=self.label_panel.annotator)
 
     def _build_map(self) -> W.Widget:
         from .map_view import MapView
@@ -113,26 +180,50 @@ class App(W.VBox):
             self.map_view.highlight([] if item_id is None else [item_id])
 
     def show_tab(self, index: int) -> W.Widget:
-        """Select tab `index` (building its panel on first view) and return the panel."""
+        """Select tab `index` (building its panel on first view, waiting for its preparation) and return
+        the panel."""
         self.tabs.selected_index = index
+        if index == self._explore_tab and index not in self._built:
+            self._prepare.wait()
+            self._build_tab(index)
         return self.tabs.children[index]
 
-    def _on_tab(self, change: dict) -> None:
-        idx = change["new"]
-        self.label_panel.keyboard.enabled = idx == 0
-        if idx in self._builders and idx not in self._built:
+    def _build_tab(self, idx: int) -> None:
+        with self._build_lock:   # once, even if the preparation ends while show_tab builds it
+            if idx in self._built or idx not in self._builders:
+                return
             try:
                 panel = self._builders[idx]()
             except Exception as e:  # show the reason in the tab instead of a blank page
                 panel = W.HTML(f"<pre>could not build this panel: {html.escape(repr(e))}</pre>")
             self._built[idx] = panel
-            kids = list(self.tabs.children)
-            kids[idx] = panel
-            self.tabs.children = kids
+        kids = list(self.tabs.children)
+        kids[idx] = panel
+        self.tabs.children = kids
+        self._sync_keyboards(self.tabs.selected_index)
+
+    def _sync_keyboards(self, idx: int | None) -> None:
+        """Only the shown tab's keyboard listener is on (the browser then gives it the keys)."""
+        self.label_panel.keyboard.enabled = idx == 0
+        for k, panel in self._built.items():
+            kb = getattr(panel, "keyboard", None)
+            if kb is not None and hasattr(kb, "enabled"):
+                kb.enabled = idx == k
+
+    def _on_tab(self, change: dict) -> None:
+        idx = change["new"]
+        self._sync_keyboards(idx)
+        if idx == self._explore_tab and idx not in self._built:
+            self._explore_wanted = True
+            if self._prepare.running:   # built when ready, without blocking the kernel meanwhile
+                self.tabs.children[idx].value = ('<i class="dcai-building">building the map… (the Label tab '
+                                                 "stays usable meanwhile)</i>")
+                return
+            self._build_tab(idx)
+        elif idx in self._builders and idx not in self._built:
+            self._build_tab(idx)
         elif self.team and idx in self._built and callable(getattr(self._built[idx], "refresh", None)):
             self._built[idx].refresh()  # Team/Review: other kernels' labels arrive through the store
-        if self._review_tab is not None and self._review_tab in self._built:
-            self._built[self._review_tab].keyboard.enabled = idx == self._review_tab
 
 
 def _annotator_from_query(query: str) -> str | None:

@@ -252,3 +252,45 @@ def test_a_postgresql_role_that_may_only_read(pg_server):
     assert ro.read_only and ro.current()["label"].tolist() == ["a"]
     with pytest.raises(StoreReadOnlyError, match="read-only.*labels cannot be saved"):
         ro.append([2], ["b"], annotator="ada")
+
+
+class _CommitThenDrop:
+    """A connection whose next transaction commits and then loses the connection before the client
+    hears back (what a server restart at the wrong moment does)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        import psycopg
+
+        with self.conn.transaction():
+            yield
+        self.conn.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.parametrize("op", ["append", "undo"])
+def test_postgresql_write_retried_after_a_lost_acknowledgement_is_applied_once(pg_server, op):
+    s = open_store(pg_server.new_database())
+    s.append([1, 2], ["a", "b"], annotator="ada")
+    real = s._conn
+
+    def once():
+        s._conn = real                    # only the first connection of the write drops
+        return _CommitThenDrop(real())
+
+    s._conn = once
+    if op == "append":
+        batch = s.append([3], ["c"], annotator="ada")
+        ev = s.events(include_retracted=True)
+        assert ev["id"].tolist() == [1, 2, 3] and ev["batch"].iloc[-1] == batch
+    else:
+        undone = s.undo("ada")
+        assert sorted(undone["id"]) == [1, 2]                   # the caller learns what was undone
+        ev = s.events(include_retracted=True)
+        assert len(ev) == 4 and s.current().empty               # two retractions, not four
