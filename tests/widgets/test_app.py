@@ -48,7 +48,10 @@ def test_lancet_notes_go_to_the_label_panel_not_to_stderr(demo):
 
     app = App(demo, annotator="ada")
     panel = app.label_panel
-    if panel._refit_thread is not None:
+    refitter = getattr(panel, "_refitter", None)        # the first fit runs in the background
+    if refitter is not None:
+        refitter.wait()
+    elif getattr(panel, "_refit_thread", None) is not None:
         panel._refit_thread.join()
     panel.press("2")
     panel.press("3")
@@ -58,3 +61,74 @@ def test_lancet_notes_go_to_the_label_panel_not_to_stderr(demo):
     assert "refit failed" not in panel.status.value
     assert "classes have no labels yet" in panel.status.value, panel.status.value
     assert panel.queue.warnings_ and not panel.queue.warn
+
+
+def _widgets(root):
+    """Every widget under `root` (children, tab pages)."""
+    seen, todo = [], [root]
+    while todo:
+        w = todo.pop()
+        seen.append(w)
+        todo.extend(getattr(w, "children", ()) or ())
+    return seen
+
+
+def test_explore_labels_carry_the_page_annotator_and_counters_agree(demo):
+    import ipywidgets as W
+
+    from dcai_widgets.widgets.explore import ExplorePanel
+
+    app = App(demo, annotator="kim")
+    explore = app.show_tab(1)
+    assert isinstance(explore, ExplorePanel) and explore.annotator == "kim" and explore.grid.annotator == "kim"
+    assert explore.keyboard.enabled and not app.label_panel.keyboard.enabled   # only the shown tab's keys
+    explore.map_view.select([5, 6, 7])
+    explore.grid.class_pick.value = "9"
+    explore.grid.label_button.click()
+    assert set(demo.labeled()["annotator"]) == {"kim"}                     # not NULL
+    app.show_tab(0)
+    assert app.label_panel.keyboard.enabled and not explore.keyboard.enabled
+    app.label_panel.press("1")
+    n = app.label_panel.progress.value
+    assert n == 4
+    # one definition of "labeled" on every counter of the page
+    assert f'data-labeled="{n}"' in explore.counters.value
+    assert f'data-labeled="{n}"' in explore.map_view.legend.value
+    assert "labeled by people" in explore.counters.value
+    from ipywidgets.embed import embed_data
+
+    assert embed_data(views=[app])["manager_state"]["state"]      # every widget's state serialises (the page)
+    # no Font Awesome icons (they come from a CDN and fail offline)
+    buttons = [w for w in _widgets(app) if isinstance(w, W.Button)]
+    assert buttons and all(not b.icon for b in buttons), [b.description for b in buttons if b.icon]
+
+
+def test_guidelines_are_shown_escaped_and_collapsible(demo, tmp_path, monkeypatch):
+    from dcai_widgets.widgets.guidelines import render_markdown
+
+    md = ("# Digits\nLabel **what you see**, not what you *expect*.\n\n- a `7` with a bar is 7\n"
+          "- <script>alert(1)</script> [x](javascript:alert(1)) [docs](https://example.org/a?b=1&c=2)")
+    out = render_markdown(md)
+    assert "<script>" not in out and "&lt;script&gt;" in out and 'href="javascript' not in out
+    assert "<b>what you see</b>" in out and "<i>expect</i>" in out and "<code>7</code>" in out
+    assert '<a href="https://example.org/a?b=1&amp;c=2"' in out and "<ul>" in out and "<h3>Digits</h3>" in out
+    app = App(demo, guidelines=md, prepare=False)
+    assert app.children[1] is app.guidelines and "<details" in app.guidelines.value
+    path = tmp_path / "g.md"
+    path.write_text("## From the file\nbe careful")
+    monkeypatch.setenv("DCAI_GUIDELINES", str(path))
+    assert "From the file" in App(demo, prepare=False).guidelines.value
+    monkeypatch.setenv("DCAI_GUIDELINES", str(tmp_path / "missing.md"))
+    with pytest.raises(ValueError, match="guidelines file"):
+        App(demo, prepare=False)
+
+
+def test_question_mark_lists_the_keys_of_the_label_tab(demo):
+    app = App(demo, prepare=False)
+    helper = app.label_help or __import__("dcai_widgets.widgets.keyboard", fromlist=["x"]).find_key_help(
+        app.label_panel)
+    assert helper is not None and not helper.visible
+    app.label_panel.keyboard.press("?")
+    assert helper.visible and "label as 7" in helper.table.value and "undo" in helper.table.value
+    app.label_panel.keyboard.press("Escape")
+    assert not helper.visible
