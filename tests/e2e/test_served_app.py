@@ -1,6 +1,7 @@
 """End to end: `dcai-widgets serve` in headless Chromium; labels made with the keyboard and with a lasso
-selection + bulk label are in the SQLite file, shown again after a reload, and survive a SIGKILL; hovering
-the map shows the item."""
+selection + bulk label (which starts with no class chosen) are in the SQLite file with the page's annotator,
+Backspace in Explore takes the bulk batch back, labels are shown again after a reload and survive a SIGKILL;
+hovering the map shows the item."""
 from __future__ import annotations
 
 import time
@@ -108,13 +109,22 @@ def test_keyboard_lasso_reload_and_sigkill(tmp_path):
                 raise AssertionError(f"no {button!r} button; map says {sel.inner_text()!r} (counts seen "
                                      f"{counts}); grid buttons {texts[:8]}") from e
             grid = page.locator(".dcai-item-grid").filter(has=page.get_by_role("button", name=button))
+            label_button = grid.get_by_role("button", name=f"label {n_sel} selected")
+            assert label_button.is_disabled(), "'label as' must start with no class chosen"
             grid.locator("select").select_option("7")
-            grid.get_by_role("button", name=f"label {n_sel} selected").click()
+            label_button.click()
             page.locator(".dcai-bulk-status").wait_for(timeout=30_000)
             now = current(store)
             bulk = [i for i, (lab, _a) in now.items() if lab == "7" and i not in made]
             assert len(bulk) + sum(1 for i in made if i in now and now[i][0] == "7") >= n_sel
             assert int(page.locator(".dcai-bulk-status").get_attribute("data-count")) == n_sel
+            assert bulk and {now[i][1] for i in bulk} == {"kim"}, "bulk labels must carry the annotator"
+            # Backspace in Explore takes the whole bulk batch back; the keyboard labels from before stay
+            page.mouse.click(5, 5)
+            page.keyboard.press("Backspace")
+            page.locator(".dcai-undo-status").wait_for(timeout=30_000)
+            now = current(store)
+            assert not set(bulk) & set(now) and {i: v[0] for i, v in now.items()} == made
             total = len(now)
 
             # reload: a new kernel reads the labels back from the store
