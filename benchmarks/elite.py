@@ -14,6 +14,8 @@ A second part compares query rules (score, meta, margin, random): ELITE-SVDD fit
 labeled, and anomalies found among the queried items.
 
 Ends with one JSON line. Run: nice -n 10 .venv/bin/python benchmarks/elite.py
+Needs `deepod` (DeepSAD): `pip install --no-deps deepod==0.4.1` — its metadata pins torch<1.13.1, so a
+plain install would try to replace the project's torch; it runs on torch 2.x as is.
 """
 from __future__ import annotations
 
@@ -118,6 +120,11 @@ def main() -> None:
     ap.add_argument("--query-pool", type=int, default=1000, help="largest pool in the query-rule part")
     ap.add_argument("--datasets", nargs="*", default=DATASETS)
     args = ap.parse_args()
+    try:
+        import deepod  # noqa: F401
+    except ImportError:
+        raise SystemExit("benchmarks/elite.py needs deepod for DeepSAD: pip install --no-deps deepod==0.4.1 "
+                         "(--no-deps: its metadata pins torch<1.13.1)") from None
     torch.set_num_threads(1)
     warm = np.random.default_rng(0).normal(size=(64, 4))   # first-call costs (autograd, imports) out of the timings
     for kw in (dict(backbone="svdd"), dict(backbone="ae"), dict(alice=False)):

@@ -59,7 +59,8 @@ class CleanPanel(W.VBox):
         self.backbone = W.Dropdown(options=self._backbones(), value="svdd", description="model",
                                    layout=W.Layout(width="200px"))
         self.rule = W.Dropdown(options=[("top score", "score"), ("largest meta-gradient", "meta"),
-                                        ("random", "random")], value="score", description="ask next",
+                                        ("nearest the threshold", "margin"), ("random", "random")],
+                               value="score", description="ask next",
                                layout=W.Layout(width="280px"))
         self.run_button = W.Button(description="run ELITE", button_style="primary")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="200px"))
