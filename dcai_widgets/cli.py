@@ -249,7 +249,10 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"dcai-widgets: serving {env['DCAI_DATA']} on {base if team else f'http://{args.ip}:{args.port}/'} "
           f"(labels in {env['DCAI_STORE']}; {'team mode: ' + str(len(links)) + ' links above' if team else 'single user'})",
           file=sys.stderr, flush=True)
-    os.environ.update(env)
+    os.environ.update(env)  # the kernels inherit it
+    os.environ.pop("DCAI_ANNOTATOR" if team else "DCAI_TEAM", None)  # nothing left over from the shell
+    if "DCAI_GUIDELINES" not in env:
+        os.environ.pop("DCAI_GUIDELINES", None)
     from .serve.launcher import ServeOptions, run
 
     run(ServeOptions(ip=args.ip, allow_hosts=tuple(args.allow_host), team=team, store=env["DCAI_STORE"],

@@ -219,6 +219,8 @@ class Gate:
             raise Refused(403, "Requests from other web sites are refused.")
         token, where = _request_token(handler, p)
         websocket = req.headers.get("Upgrade", "").lower() == "websocket"
+        if not websocket:  # a link's token never leaves in a Referer to another site
+            handler.set_header("Referrer-Policy", "same-origin")
         if req.method in UNSAFE and origin is None and where != "header" and p.team:
             raise Refused(403, "A browser request that changes something must come from this app's page.")
         page = self.is_page(handler)

@@ -92,7 +92,10 @@ class GuardedVoila(Voila):
             resolve = self._resolve
         policy = Policy(bind_ip=o.ip, allow_hosts=o.allow_hosts, team=o.team, resolve=resolve, cookie=o.cookie)
         self.gate = Gate(policy, km, page_wait_s=o.page_wait_s)
-        settings.update(dcai_gate=self.gate, allow_remote_access=True, disable_check_xsrf=True)
+        from jupyter_server.log import log_request  # scrubs ?token= from the access log
+
+        settings.update(dcai_gate=self.gate, allow_remote_access=True, disable_check_xsrf=True,
+                        log_function=log_request)
         return settings
 
     def init_handlers(self) -> list:
