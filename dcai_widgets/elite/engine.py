@@ -242,7 +242,8 @@ def _pollution(scores: np.ndarray, pool: np.ndarray, val_ids: np.ndarray, val_la
                ) -> tuple[float, float]:
     """(threshold, share of the pool above it): the threshold on the score that best separates the
     expert's normal from anomalous items (balanced accuracy; midpoint between neighbouring labeled
-    scores), and the resulting estimate of the pool's pollution. NaN without both classes."""
+    scores; the highest such threshold on ties), and the resulting estimate of the pool's pollution.
+    NaN without both classes. With a handful of labels it is rough; the panel says so."""
     if len(val_ids) == 0 or val_labels.min() == val_labels.max() or len(pool) == 0:
         return float("nan"), float("nan")
     s = scores[val_ids]
@@ -253,6 +254,6 @@ def _pollution(scores: np.ndarray, pool: np.ndarray, val_ids: np.ndarray, val_la
     best, t_best = -1.0, cuts[0]
     for t in cuts:
         bacc = 0.5 * ((lab[s > t] == 1).sum() / n_a + (lab[s <= t] == 0).sum() / n_n)
-        if bacc > best:
+        if bacc >= best:   # ties: the highest threshold, the more conservative estimate
             best, t_best = bacc, t
     return float(t_best), float((scores[pool] > t_best).mean())

@@ -66,8 +66,9 @@ class CleanPanel(W.VBox):
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="200px"))
         self.status = W.HTML()
         self.pollution = W.HTML()
-        self.exclude_button = W.Button(description="exclude confirmed anomalies", button_style="danger")
-        self.undo_button = W.Button(description="↶ bring back last excluded")
+        wide = W.Layout(width="auto")
+        self.exclude_button = W.Button(description="exclude confirmed anomalies", button_style="danger", layout=wide)
+        self.undo_button = W.Button(description="↶ bring back last excluded", layout=wide)
         self.excluded_note = W.HTML()
         self.card = ItemCard(session, size=160)
         self.focus_note = W.HTML()
@@ -173,7 +174,8 @@ class CleanPanel(W.VBox):
             self.pollution.value = (
                 f'<span class="dcai-pollution" data-value="{e.pollution_:.4f}">estimated pollution: '
                 f"<b>{e.pollution_:.1%}</b> of the {len(e.train_ids_):,} unlabeled items score above the "
-                f"threshold that best separates your {len(e.labeled_ids_)} labels</span>")
+                f"threshold that best separates your {len(e.labeled_ids_)} labels (rough with few labels); "
+                f"ELITE pseudo-labels {np.mean(e.pseudo_labels_[e.train_ids_] == 1):.1%} anomalous</span>")
         else:
             self.pollution.value = "<i>pollution estimate: after ELITE runs on your labels</i>"
 

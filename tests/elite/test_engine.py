@@ -146,3 +146,15 @@ def test_suspects_frame_types():
     X, _, labels = polluted()
     sus = Elite.from_arrays(X, labels, epochs=1).fit().suspects(5)
     assert isinstance(sus, pd.DataFrame) and sus["id"].dtype == np.int64
+
+
+def test_pollution_estimate_threshold_and_ties():
+    from dcai_widgets.elite.engine import _pollution
+
+    scores = np.array([1.0, 3.0, 2.0, 4.0, 0.5, 1.8, 3.7, 5.0, 6.0, 0.1])
+    pool = np.arange(4, 10)
+    t, share = _pollution(scores, pool, np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1]))
+    assert t == 3.5 and share == pytest.approx(3 / 6)   # tie between 1.5 and 3.5: the higher threshold
+    t, share = _pollution(scores, pool, np.array([0, 3]), np.array([0, 1]))
+    assert t == 2.5 and share == pytest.approx(3 / 6)
+    assert np.isnan(_pollution(scores, pool, np.array([0]), np.array([0]))[1])
