@@ -209,6 +209,14 @@ def team_links(store_spec: str, members, revoke_names: Sequence[str], key_file: 
         store.close()
 
 
+def _live(store_spec: str):
+    store = open_label_store(store_spec)
+    try:
+        return live_members(store)
+    finally:
+        store.close()
+
+
 def _public_base(ip: str, port: int, allow_hosts: Sequence[str]) -> str:
     if allow_hosts:
         host = allow_hosts[0]
@@ -224,11 +232,14 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.dry_run:
         check_port(args.ip, args.port)
     check_data_and_store(env["DCAI_DATA"], env["DCAI_STORE"])
+    others: list[str] = []
     if args.dry_run:  # registers nobody
         links, team = [], "DCAI_TEAM" in env
     else:
         links = team_links(env["DCAI_STORE"], _members(args), args.revoke, args.key_file)
         team = bool(links)
+        if team:
+            others = sorted({m.name for m in _live(env["DCAI_STORE"])} - {x.name for x in links})
     if team:
         env["DCAI_TEAM"] = "1"
         env.pop("DCAI_ANNOTATOR", None)
@@ -246,6 +257,9 @@ def _serve(args: argparse.Namespace) -> int:
     base = _public_base(args.ip, args.port, args.allow_host)
     for link in links:
         print(f"{link.name} {link.url(base)}", flush=True)
+    if others:
+        print(f"dcai-widgets: also registered, with links that still work: {', '.join(others)} "
+              "(dcai-widgets revoke NAME --store ... to end one)", file=sys.stderr, flush=True)
     print(f"dcai-widgets: serving {env['DCAI_DATA']} on {base if team else f'http://{args.ip}:{args.port}/'} "
           f"(labels in {env['DCAI_STORE']}; {'team mode: ' + str(len(links)) + ' links above' if team else 'single user'})",
           file=sys.stderr, flush=True)

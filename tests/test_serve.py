@@ -137,3 +137,14 @@ def test_error_line_is_escaped_and_plain():
     assert "Traceback" not in panel.value
     assert "server's log" in error_message(ZeroDivisionError("secret detail"))
     assert "secret detail" not in error_message(ZeroDivisionError("secret detail"))
+
+
+def test_key_path_beside_a_file_and_private_for_a_url(tmp_path):
+    from dcai_widgets.serve.identity import default_key_path
+
+    assert default_key_path(str(tmp_path / "labels.db")) == tmp_path / "labels.db.key"
+    a = default_key_path("postgresql://ada:secret1@db.example:5432/labels")
+    b = default_key_path("postgresql://ada:other@db.example:5432/labels")
+    c = default_key_path("postgresql://ada@db.example:5432/other")
+    assert a == b != c  # the password is not part of the name; the database is
+    assert "secret1" not in str(a) and a.parent.name == "keys"

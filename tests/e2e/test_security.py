@@ -213,3 +213,32 @@ def test_kernels_are_bounded_and_closed_pages_kernels_go(team, browser):
             c.close()
     assert seen and max(seen) <= MAX_KERNELS, f"kernel count went to {max(seen)}"
     assert urlsplit(team.url).hostname == "127.0.0.1"
+
+
+def test_single_user_server_on_loopback_still_refuses_rebinding(tmp_path):
+    """The default (127.0.0.1, no token, as `make demo`): a page from this server works without a
+    token, but a DNS-rebinding page (foreign Host, foreign Origin on the kernel websocket) is refused."""
+    import websocket
+
+    from .harness import Server
+
+    server = Server(tmp_path / "solo.db", tmp_path / "solo.log", annotator="kim")
+    try:
+        port = server.port
+        assert get(server.url + "dcai/api/kernels").status_code == 200  # no token needed here
+        assert get(server.url + "voila/static/voila.js").status_code == 200
+        assert get(server.url, Host="evil.example").status_code == 403
+        assert get(server.url, Host=f"evil.example:{port}").status_code == 403
+        assert get(server.url + "dcai/api/kernels", Origin="http://evil.example").status_code == 403
+        fake = "00000000-0000-0000-0000-000000000000"
+        for kw in ({"origin": "http://evil.example"}, {"host": "evil.example"}):
+            with pytest.raises(websocket.WebSocketBadStatusException) as e:
+                websocket.create_connection(f"ws://127.0.0.1:{port}/api/kernels/{fake}/channels", timeout=20, **kw)
+            assert e.value.status_code == 403, kw
+        # honest headers reach the handler (404: no such kernel), so the 403s above are the gate's
+        with pytest.raises(websocket.WebSocketBadStatusException) as e:
+            websocket.create_connection(f"ws://127.0.0.1:{port}/api/kernels/{fake}/channels", timeout=20,
+                                        origin=f"http://127.0.0.1:{port}")
+        assert e.value.status_code != 403
+    finally:
+        server.kill()
