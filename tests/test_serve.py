@@ -5,8 +5,16 @@ import os
 import pytest
 
 from dcai_widgets.serve.guard import Policy, split_host
-from dcai_widgets.serve.identity import (Member, issue_links, live_links, load_key, load_team,
-                                         parse_annotators, revoke, token_hash)
+from dcai_widgets.serve.identity import (
+    Member,
+    issue_links,
+    live_links,
+    load_key,
+    load_team,
+    parse_annotators,
+    revoke,
+    token_hash,
+)
 from dcai_widgets.serve.page import error_message, error_panel
 from dcai_widgets.store import open_store
 
