@@ -153,9 +153,15 @@ class App(W.VBox):
         if _has_panel("explore"):
             importlib.import_module("dcai_widgets.widgets.explore")
         job.check()
-        self.session.map
+        from . import map_view
+        from jupyter_bokeh import BokehModel  # noqa: F401  (imported here, not on the first click)
+
+        xy = self.session.map
         job.check()
         self.session.index
+        job.check()
+        if self.session.items.kind == "image" and len(xy) <= 20_000:   # MapView's hover thumbnails
+            map_view.thumbnail_urls(self.session, range(len(xy)))
 
     def _explore_prepared(self, _result: Any = None) -> None:
         """Main thread: build Explore now if it was clicked while being prepared (an error shows there)."""
