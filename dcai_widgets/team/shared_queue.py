@@ -148,6 +148,7 @@ class SharedQueue:
         self._taken: set[int] = set()              # every item this queue claimed (released on close)
         self._skipped: set[int] = set()
         self._lock = threading.Lock()
+        self._claiming = threading.RLock()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._closed = False
@@ -183,14 +184,17 @@ class SharedQueue:
             return []
         self._start_heartbeat()
         got: list[int] = []
-        for chunk in self._candidate_chunks():
-            ids = self.store.claim(self.annotator, chunk, n=want - len(got), lease_s=self.lease_s,
-                                   per_item=self.per_item)
-            got += [int(i) for i in ids if int(i) not in got]
-            if len(got) >= want:
-                break
-        self._claimed = got[:want]
-        self._taken.update(self._claimed)
+        with self._claiming:   # one draw at a time per page (the refit, a prefetch, a keypress); not after close
+            if self._closed:
+                return []
+            for chunk in self._candidate_chunks():
+                ids = self.store.claim(self.annotator, chunk, n=want - len(got), lease_s=self.lease_s,
+                                       per_item=self.per_item)
+                got += [int(i) for i in ids if int(i) not in got]
+                if len(got) >= want:
+                    break
+            self._claimed = got[:want]
+            self._taken.update(self._claimed)
         return got[:want]
 
     def _candidate_chunks(self):
@@ -267,9 +271,12 @@ class SharedQueue:
         """Claim one given item again (after an undo made it open); False if someone else holds it."""
         with self._lock:
             self._skipped.discard(int(item_id))
-        got = self.store.claim(self.annotator, [int(item_id)], n=1, lease_s=self.lease_s,
-                               per_item=self.per_item)
-        self._taken.update(int(i) for i in got)
+        with self._claiming:
+            if self._closed:
+                return False
+            got = self.store.claim(self.annotator, [int(item_id)], n=1, lease_s=self.lease_s,
+                                   per_item=self.per_item)
+            self._taken.update(int(i) for i in got)
         return int(item_id) in [int(i) for i in got]
 
     def renew(self) -> None:
@@ -283,12 +290,13 @@ class SharedQueue:
     def close(self) -> None:
         """Stop the heartbeat and release this queue's claims (a page closed). Only the items this
         queue claimed (or found held at its start): the same person may have another page open."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._taken:
-            self.release(sorted(self._taken))
+        with self._claiming:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            if self._taken:
+                self.release(sorted(self._taken))
 
     # -- heartbeat -----------------------------------------------------------------------------
     def _start_heartbeat(self) -> None:

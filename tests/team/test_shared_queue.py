@@ -37,7 +37,7 @@ def test_two_annotators_get_disjoint_claims_and_labels_consume_them(tmp_path):
     s = session(tmp_path / "l.db")
     qa, qb = shared(s, "ada"), shared(s, "bo")
     a, b = qa.candidates(), qb.candidates()
-    assert len(a) == len(b) == 3 and not set(a) & set(b)
+    assert len(a) == len(b) == qa.ahead == 4 and not set(a) & set(b)
     assert qa.candidates() == a               # asking again returns the claims already held
     s.label(a[:1], ["a"], annotator="ada")
     assert a[0] not in set(s.store.claims()["id"])
