@@ -156,3 +156,37 @@ def test_key_path_beside_a_file_and_private_for_a_url(tmp_path):
     c = default_key_path("postgresql://ada@db.example:5432/other")
     assert a == b != c  # the password is not part of the name; the database is
     assert "secret1" not in str(a) and a.parent.name == "keys"
+
+
+def test_kernel_manager_bounds_pages_and_reclaims_closed_ones_first():
+    import asyncio
+
+    from dcai_widgets.serve.kernels import BoundedKernelManager, owner_of
+
+    km = BoundedKernelManager(max_kernels=2, reclaim_grace_s=0.0, unconnected_grace_s=1000)
+    shut = []
+
+    async def fake_shutdown(kid, why):  # no real kernels here: drop the entry as a shutdown would
+        shut.append((kid, why))
+        km._kernels.pop(kid)
+        km._kernel_connections.pop(kid, None)
+        km.ended[why] += 1
+
+    km._shutdown_quietly = fake_shutdown
+    for kid in ("open", "closed"):
+        km._kernels[kid] = object()
+        km._kernel_connections[kid] = 0
+        km._started[kid] = 0.0
+        km.notify_connect(kid)
+    km.notify_disconnect("closed")
+    assert km.reclaimable() == ["closed"]  # the open page's kernel is never taken
+    assert asyncio.run(km.admit(wait_s=0.5)) is True  # full: the closed page's kernel makes room
+    assert shut == [("closed", "reclaimed")] and km.pending == 1
+    assert asyncio.run(km.admit(wait_s=0.3)) is False  # one open page + one page starting = the limit
+    km.release()
+    assert km.pending == 0 and km.running() == 1
+    km.notify_disconnect("open")
+    km.cull_idle_timeout = 0
+    assert asyncio.run(km.sweep()) == 1 and km.ended["culled"] == 1
+    assert owner_of({"QUERY_STRING": "annotator=x&token=abc"}) == token_hash("abc")
+    assert owner_of({"QUERY_STRING": "annotator=x"}) is None and owner_of(None) is None

@@ -75,19 +75,30 @@ class BoundedKernelManager(AsyncMappingKernelManager):
     def release(self) -> None:
         self.pending = max(0, self.pending - 1)
 
-    def reclaimable(self) -> list[str]:
-        """Kernels of closed pages, and of pages that never connected in time."""
+    def reclaimable(self, grace_s: float | None = None) -> list[str]:
+        """Kernels of pages closed `grace_s` (default `reclaim_grace_s`) ago, and of pages that never
+        connected within `unconnected_grace_s`."""
+        grace = self.reclaim_grace_s if grace_s is None else grace_s
         now = time.monotonic()
         out = []
         for kid in self.list_kernel_ids():
-            if self._kernel_connections.get(kid, 0) > 0:
+            if self._kernel_connections.get(kid, 0) > 0 or kid in self._ending:
                 continue
             if kid in self._ever:
-                if now - self._gone.get(kid, now) >= self.reclaim_grace_s:
+                if now - self._gone.get(kid, now) >= grace:
                     out.append(kid)
             elif now - self._started.get(kid, now) >= self.unconnected_grace_s:
                 out.append(kid)
         return out
+
+    async def sweep(self) -> int:
+        """Shut down kernels whose page has been gone `cull_idle_timeout` seconds even if the kernel is
+        not idle (a background thread's widget updates count as activity for Jupyter's culler)."""
+        ids = self.reclaimable(max(self.cull_idle_timeout, self.reclaim_grace_s))
+        for kid in ids:
+            self.log.info("Shutting down kernel %s: its page has been gone %ss", kid, self.cull_idle_timeout)
+            await self._shutdown_quietly(kid, "culled")
+        return len(ids)
 
     async def reclaim(self) -> int:
         ids = self.reclaimable()

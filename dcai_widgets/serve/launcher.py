@@ -106,6 +106,8 @@ class GuardedVoila(Voila):
         if self.options.team:  # end a revoked member's open pages within a few seconds
             self._revoked_watch = PeriodicCallback(self._shutdown_revoked, 3000)
             self._revoked_watch.start()
+        self._sweeper = PeriodicCallback(self.kernel_manager.sweep, 1000 * self.options.cull_interval_s)
+        self._sweeper.start()
         super().listen()
 
     async def _shutdown_revoked(self) -> None:
