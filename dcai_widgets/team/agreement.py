@@ -29,7 +29,8 @@ ACTIVE_GAP_S = 300.0   # a pause longer than this between two labels ends an act
 class TeamReport:
     """What the Team tab and the Review view show; every figure is computed from the store's events."""
 
-    annotators: pd.DataFrame          # annotator, items, labels, active_h, labels_per_h, agree_model, quality
+    annotators: pd.DataFrame          # annotator, items, labels, active_h, labels_per_h, agree_model,
+    #                                   agree_propagated, quality
     kappa: pd.DataFrame               # annotator x annotator Cohen's kappa (NaN: too few shared items)
     shared: pd.DataFrame              # annotator x annotator number of items both labeled
     alpha: float                      # Krippendorff's alpha (nominal) over items with >= 2 annotators
@@ -180,7 +181,7 @@ def team_report(session: Any, *, low_quality: float = 0.5, gap_s: float = ACTIVE
         notes.append("no item has labels from two annotators that differ in class use yet: alpha undefined")
     items = pd.DataFrame(columns=["id", "labels", "consensus", "agreement", "quality", "n"])
     quality = pd.Series(dtype=float)
-    agree_model = pd.Series(dtype=float)
+    agree_model = agree_prop = pd.Series(dtype=float)
     if len(m):
         from cleanlab.multiannotator import get_majority_vote_label
 
@@ -193,6 +194,7 @@ def team_report(session: Any, *, low_quality: float = 0.5, gap_s: float = ACTIVE
         pred = proba.argmax(1)
         agree_model = pd.Series({a: float((m[a].dropna().astype(int).to_numpy()
                                            == pred[m[a].notna().to_numpy()]).mean()) for a in names})
+        agree_prop = _agree_propagated(session, m, classes)
         if len(names) >= 2:
             try:
                 per_item, per_ann = consensus(m, proba)
@@ -212,10 +214,29 @@ def team_report(session: Any, *, low_quality: float = 0.5, gap_s: float = ACTIVE
                               "quality": score, "n": m.notna().sum(axis=1).to_numpy()})
     ann = activity.set_index("annotator")
     ann["agree_model"] = agree_model.reindex(ann.index)
+    ann["agree_propagated"] = agree_prop.reindex(ann.index)
     ann["quality"] = quality.reindex(ann.index) if len(quality) else np.nan
     ann = ann.reset_index().sort_values("items", ascending=False, ignore_index=True)
     conflicts = _conflicts(items, events, low_quality)
     return TeamReport(ann, kappa, shared, alpha, items, conflicts, notes)
+
+
+def _agree_propagated(session: Any, m: pd.DataFrame, classes: list[str]) -> pd.Series:
+    """Per annotator: the share of their labels equal to the model's propagated label of the item
+    (e.g. LANCET's, written before they labeled it), over the items that have one; NaN where none."""
+    fn = getattr(session, "propagated", None)
+    if not callable(fn):
+        return pd.Series(dtype=float)
+    prop = fn(ids=m.index.to_numpy(dtype=np.int64))
+    if prop is None or len(prop) == 0:
+        return pd.Series({a: float("nan") for a in m.columns})
+    lookup = {c: i for i, c in enumerate(classes)}
+    model = pd.Series(prop["label"].map(lookup).to_numpy(dtype=float), index=prop["id"].to_numpy(dtype=np.int64))
+    out = {}
+    for a in m.columns:
+        both = pd.concat([m[a], model.rename("model")], axis=1, join="inner").dropna()
+        out[a] = float((both[a] == both["model"]).mean()) if len(both) else float("nan")
+    return pd.Series(out)
 
 
 def _majority_share(m: pd.DataFrame, majority: np.ndarray) -> np.ndarray:

@@ -236,12 +236,15 @@ class TeamPanel(W.VBox):
         rows = "".join(
             f'<tr data-annotator="{html.escape(str(r.annotator))}"><td>{html.escape(str(r.annotator))}</td>'
             f"<td>{int(r.items)}</td><td>{int(r.labels)}</td><td>{_fmt(r.labels_per_h, '.0f')}</td>"
-            f"<td>{_fmt(r.agree_model, '.0%')}</td><td>{_fmt(r.quality)}</td></tr>"
+            f"<td>{_fmt(r.agree_model, '.0%')}</td><td>{_fmt(r.agree_propagated, '.0%')}</td>"
+            f"<td>{_fmt(r.quality)}</td></tr>"
             for r in rep.annotators.itertuples())
         self.table.value = (
             '<table class="dcai-team-annotators"><tr><th>annotator</th><th>items</th><th>labels</th>'
             '<th title="labels per active hour (pauses over 5 min excluded)">labels/h</th>'
             '<th title="share of their labels equal to a held-out model\'s prediction">agree w/ model</th>'
+            '<th title="share of their labels equal to the propagated label (e.g. LANCET) where the item had one">'
+            'agree w/ propagated</th>'
             '<th title="CROWDLAB annotator quality (cleanlab.multiannotator)">quality</th></tr>'
             f"{rows}</table>")
         self.kappa_table.value = self._kappa_html(rep)

@@ -81,3 +81,11 @@ def test_one_annotator_gives_no_agreement_and_says_why(demo):
     assert np.isnan(rep.alpha) and rep.conflicts.empty
     assert any("two or more annotators" in n for n in rep.notes)
     assert rep.annotators.loc[0, "items"] == 3
+
+
+def test_agreement_with_propagated_labels_where_present(team):
+    ids = np.arange(0, 240)
+    prop = team.y_true[ids].copy()
+    team.set_propagated(ids, [team.classes[k] for k in prop], np.full(len(ids), 0.9))
+    ann = team_report(team).annotators.set_index("annotator")
+    assert ann.loc["ada", "agree_propagated"] > 0.9 > 0.7 > ann.loc["cy", "agree_propagated"]
