@@ -23,6 +23,7 @@ Ends with one JSON line of the figures.
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import json
 import os
@@ -42,11 +43,12 @@ from torch.func import functional_call, grad, vmap
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dcai_widgets.metastore import MetaStore
+from dcai_widgets.metastore import MetaStore, analytics
 from dcai_widgets.metastore.models import SmallCNN, train
 
 CE = nn.CrossEntropyLoss()
 FIG: dict = {}
+SKIP: set[str] = set()
 
 
 def log(msg: str) -> None:
@@ -189,8 +191,49 @@ def part_p2p(n, n_sub, tmp, quick):
         ck_files.append(str(f))
     log(f"  collected 3 checkpoints x {n} items in {t_collect:.1f}s")
     x1, y1 = Xt[:1], Yt[:1]
+    ms.close()
+    del ms
+    files = sorted(str(f) for f in (tmp / "p2p").rglob("shard-*.bin"))
+
+    def fresh_query(check_reads=True, drop=False):
+        """One P2P on a new MetaStore (empty shard cache; shards mapped and, by default, checksummed);
+        ``drop``: first evict the shard files from the OS page cache (posix_fadvise DONTNEED, checked with
+        fincore), so the query reads them from disk."""
+        gc.collect()            # earlier stores' memory maps pin pages; DONTNEED skips mapped pages
+        res = None
+        if drop:
+            evict(files)
+            res = resident_bytes(files)
+        f = MetaStore(model, ["2"], path=tmp / "p2p", batch_size=500, check_reads=check_reads)
+        t, sc = timed(lambda: f.p2p(None, x1, y1)[:, 0])
+        f.close()
+        del f
+        return t, sc, res
+
+    # "cold": a fresh MetaStore, OS page cache as the collection left it (warm); "disk-cold": evicted.
+    # Each: median of 3, the two check modes interleaved (the box is shared; load drifts).
+    runs: dict = {"cold": [], "cold_nocheck": [], "disk": [], "disk_nocheck": []}
+    resident = []
+    for _ in range(3):
+        t, ms_scores, _r = fresh_query()
+        runs["cold"].append(t)
+        runs["cold_nocheck"].append(fresh_query(check_reads=False)[0])
+        t, _s, r = fresh_query(drop=True)
+        runs["disk"].append(t)
+        resident.append(r)
+        t, _s, r = fresh_query(check_reads=False, drop=True)
+        runs["disk_nocheck"].append(t)
+        resident.append(r)
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    t_cold, t_disk = med["cold"], med["disk"]
+    total = sum(os.path.getsize(f) for f in files)
+    log(f"  cold P2P (fresh store, page cache warm): {[round(c * 1e3) for c in runs['cold']]} ms checksummed, "
+        f"{[round(c * 1e3) for c in runs['cold_nocheck']]} ms check_reads=False")
+    log(f"  disk-cold (shards evicted; resident after eviction {resident} of {total} bytes): "
+        f"{[round(c * 1e3) for c in runs['disk']]} ms checksummed, "
+        f"{[round(c * 1e3) for c in runs['disk_nocheck']]} ms check_reads=False")
     ms_cold = MetaStore(model, ["2"], path=tmp / "p2p", batch_size=500)
-    t_cold, ms_scores = timed(lambda: ms_cold.p2p(None, x1, y1)[:, 0])
+    ms_cold.p2p(None, x1, y1)
     t_warm, _ = timed(lambda: ms_cold.p2p(None, x1, y1), repeats=5)
     ids = ms_cold.stored_ids()
     assert np.array_equal(ids, np.arange(n))
@@ -223,7 +266,8 @@ def part_p2p(n, n_sub, tmp, quick):
         f"(-> {t_build * scale:.0f}s and {3 * n * 4 * 2**20 / 2**30:.0f} GiB for {n}); "
         f"query {t_query * 1e3:.1f} ms on {n_sub} -> {t_pre:.2f}s scaled to {n}")
     log(f"  recompute per query (torch.func vmap, scaled): {t_rec:.1f}s")
-    log(f"  MetaStore P2P: cold {t_cold * 1e3:.1f} ms (shards read + CRC-checked), warm {t_warm * 1e3:.1f} ms "
+    log(f"  MetaStore P2P: cold {t_cold * 1e3:.1f} ms (shards mapped + XXH3-checked), disk-cold {t_disk * 1e3:.1f} ms, "
+        f"warm {t_warm * 1e3:.1f} ms "
         f"(includes replaying the test item at 3 checkpoints); max rel error vs pre-compute {err:.2e}")
 
     # Captum TracInCPFast on the same final layer and checkpoints
@@ -246,6 +290,12 @@ def part_p2p(n, n_sub, tmp, quick):
                p2p_captum_s=round(t_cap, 3),
                p2p_speedup_vs_precompute=round(t_pre / t_warm, 1),
                p2p_speedup_vs_precompute_cold=round(t_pre / t_cold, 1),
+               p2p_metastore_disk_cold_s=round(t_disk, 4),
+               p2p_speedup_vs_precompute_disk_cold=round(t_pre / t_disk, 1),
+               p2p_metastore_cold_nocheck_s=round(med["cold_nocheck"], 4),
+               p2p_speedup_vs_precompute_cold_nocheck=round(t_pre / med["cold_nocheck"], 1),
+               p2p_speedup_vs_precompute_disk_cold_nocheck=round(t_pre / med["disk_nocheck"], 1),
+               shard_bytes_resident_after_eviction=max((r for r in resident if r is not None), default=None),
                p2p_speedup_vs_recompute=round(t_rec / t_warm, 1),
                p2p_speedup_vs_captum=round(t_cap / t_warm, 1),
                p2p_speedup_vs_captum_cold=round(t_cap / t_cold, 1),
@@ -253,6 +303,9 @@ def part_p2p(n, n_sub, tmp, quick):
     log(f"  ratios (warm): vs pre-compute {t_pre / t_warm:.0f}x, vs recompute {t_rec / t_warm:.0f}x, "
         f"vs Captum {t_cap / t_warm:.0f}x  (cold: {t_pre / t_cold:.0f}x, -, {t_cap / t_cold:.0f}x)")
 
+    if "p2b" in SKIP:
+        shutil.rmtree(tmp / "p2p", ignore_errors=True)
+        return
     # ---- 3. P2B
     log(f"\n[3] P2B: {len(Xt)}-item test batch vs {n} training items")
     t_p2b, p2b = timed(lambda: ms_cold.p2b(None, Xt, Yt), repeats=3)
@@ -293,6 +346,27 @@ def part_p2p(n, n_sub, tmp, quick):
     log(f"\n[4] collection overhead, 1024x1024 layer, one epoch of {n} items (batch 128)")
     put_overhead("linear", overhead(model, X, Y, ["2"], tmp / "ov-lin", batch=128))
     shutil.rmtree(tmp / "p2p", ignore_errors=True)
+
+
+def evict(files: list[str]) -> None:
+    """Drop these files' pages from the OS page cache (posix_fadvise DONTNEED; no root, no global drop)."""
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def resident_bytes(files: list[str]) -> int | None:
+    """Bytes of these files in the page cache (util-linux fincore), None when fincore is missing."""
+    import subprocess
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", *files],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sum(int(v) for v in out.split())
 
 
 def overhead(model, X, Y, layers, path, batch=128, repeats=5):
@@ -401,20 +475,24 @@ def part_mislabel(tmp, epochs, quick):
         f"checkpoints collected in {t_collect:.1f}s; stored {dir_bytes(tmp / 'mnist') / 2**20:.0f} MiB")
     is_flip = np.zeros(len(tr), bool)
     is_flip[flip] = True
-    t_s, sus = timed(lambda: ms.suspects(Xv, Yv, k=n_flip))          # by="class" (the default)
+    t_s, sus = timed(lambda: ms.suspects(Xv, Yv, k=n_flip, train_x=Xtr))   # the default signals (issue 15)
     prec = float(is_flip[sus["id"].to_numpy()].mean())
     caught = sus[is_flip[sus["id"].to_numpy()]]
     sugg = float((caught["suggested"].to_numpy() == y[tr][caught["id"].to_numpy()]).mean()) if len(caught) else 0.0
-    log(f"  MetaStore suspects(k={n_flip}, by='class'): precision {prec:.3f} in {t_s:.1f}s; suggested class "
+    log(f"  MetaStore suspects(k={n_flip}) (default {'+'.join(analytics.DEFAULT_SIGNALS)}): precision {prec:.3f} "
+        f"in {t_s:.1f}s; suggested class "
         f"right for {sugg:.3f} of the caught flips")
     # alternatives on the same store, for context
+    sc = ms.suspects(Xv, Yv, k=n_flip, by="class")
+    prec_class = float(is_flip[sc["id"].to_numpy()].mean())
     sb = ms.suspects(Xv, Yv, k=n_flip, by="batch")
     prec_batch = float(is_flip[sb["id"].to_numpy()].mean())
-    fc = ms.suspects(Xv, Yv, k=n_flip, layers=["fc1", "fc2"])
+    fc = ms.suspects(Xv, Yv, k=n_flip, layers=["fc1", "fc2"], by="class")
     prec_fc = float(is_flip[fc["id"].to_numpy()].mean())
     si = ms.self_influence()
     prec_self = float(is_flip[np.argsort(-si)[:n_flip]].mean())
-    log(f"  (same store: by='batch' (one batch-average P2B) {prec_batch:.3f}; by='class' on fc1+fc2 only "
+    log(f"  (same store: by='class' {prec_class:.3f}; by='batch' (one batch-average P2B) {prec_batch:.3f}; "
+        f"by='class' on fc1+fc2 only "
         f"{prec_fc:.3f}; top self-influence {prec_self:.3f})")
 
     # cleanlab on out-of-sample probabilities of the same architecture / training recipe
@@ -438,7 +516,7 @@ def part_mislabel(tmp, epochs, quick):
     log(f"  ratio MetaStore/cleanlab precision: {prec / max(cl_prec, 1e-9):.2f} (recall {ms_recall:.3f})")
     FIG.update(suspects_precision=round(prec, 4), suspects_recall=round(ms_recall, 4),
                suspects_suggested_accuracy=round(sugg, 4), suspects_precision_fc_only=round(prec_fc, 4),
-               suspects_precision_batch=round(prec_batch, 4),
+               suspects_precision_batch=round(prec_batch, 4), suspects_precision_class=round(prec_class, 4),
                self_influence_precision=round(prec_self, 4), cleanlab_precision=round(cl_prec, 4),
                cleanlab_recall=round(cl_recall, 4), cleanlab_flagged=len(issues),
                cleanlab_precision_at_k=round(cl_at_k, 4), n_flipped=n_flip, mnist_val_acc=round(acc, 4),
@@ -491,13 +569,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core box, 2 threads oversubscribe and run 4-6x slower)")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: storage,p2p,mnist")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: storage,p2p,mnist; p2b skips "
+                    "the P2B and linear-overhead parts that follow P2P")
     ap.add_argument("--overhead-only", action="store_true",
                     help="only the three collection-overhead configurations (same models/data; ~1 min)")
     args = ap.parse_args()
     if args.quick:
         args.n, args.subset, args.epochs = 1000, 100, 2
     skip = set(filter(None, args.skip.split(",")))
+    SKIP.update(skip)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     log(f"MetaStore benchmark: {platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}, "

@@ -64,6 +64,11 @@ class MetaStore:
     weights (TracIn-CP, Pruthi et al. 2020), proponents/opponents, self-influence and ``suspects``.
     Factors are stored instead of full gradients where smaller (the dissertation's cost model).
 
+    Shards are memory-mapped; ``check_reads=True`` (default) checksums each shard (XXH3-64) at its first
+    read in a process, so a corrupted file is never used; ``check_reads=False`` trusts the fsynced,
+    atomically renamed shards after the size check at open (faster cold queries) and leaves checksums to
+    ``verify()`` / ``verify=True``.
+
     >>> ms = MetaStore(model, layers=["fc1", "fc2"], path="grads/")
     >>> ms.collect((X, y), nn.CrossEntropyLoss(), checkpoint="epoch-3", lr=0.1)
     >>> ms.p2b(train_ids, test_x, test_y)     # one exact inner product per train id
@@ -72,12 +77,13 @@ class MetaStore:
     def __init__(self, model: nn.Module, layers: Sequence[str], path: str | Path | None = None,
                  dtype: str = "float32", cache_bytes: int = 2 << 30, shard_bytes: int = 16 << 20,
                  batch_size: int = 128, verify: bool = False, loss_fn: Callable | None = None,
-                 storage: str = "auto"):
+                 storage: str = "auto", check_reads: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if storage not in ("auto", "factors", "full"):
             raise ValueError(f"storage={storage!r}: use 'auto' (cost model), 'factors' or 'full'")
         self.storage = storage
+        self.check_reads = bool(check_reads)   # checksum each shard at its first read in this process
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
         self.model = model
@@ -139,7 +145,8 @@ class MetaStore:
         key = (ckpt, sub)
         if key not in self._shards:
             self._shards[key] = LayerShards(self.path / "ckpt" / ckpt / sub, self.cache, self.dtype,
-                                            self.shard_bytes, self.storage, writer=self._writer)
+                                            self.shard_bytes, self.storage, writer=self._writer,
+                                            check_reads=self.check_reads)
         return self._shards[key]
 
     def verify(self) -> dict[str, list[str]]:
@@ -234,7 +241,7 @@ class MetaStore:
         """Temporarily load a checkpoint's weights into the model (eval mode); restore afterwards."""
         if checkpoint not in self._weights_cache:
             self._weights_cache[checkpoint] = torch.load(self.path / "ckpt" / checkpoint / "weights.pt",
-                                                         map_location="cpu", weights_only=True)
+                                                         map_location="cpu", weights_only=True, mmap=True)
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         training = self.model.training
         self.model.load_state_dict(self._weights_cache[checkpoint])

@@ -119,7 +119,8 @@ class InspectPanel(W.VBox):
                           W.HBox([left, right]), suspects])
         self.add_class("dcai-inspect")
         self.add_class("dcai-keyboard-scope")
-        self._set_progress = on_main_thread(self._progress_value)
+        self._set_progress = on_main_thread(self._progress_value)      # wrappers made here, on the main thread
+        self._show_training_set_main = on_main_thread(self._show_training_set)
         self._job = Background(self._prepare, on_done=self._prepared, on_error=self._failed,
                                name="dcai-inspect-train", background=background)
         self._on_labels_cb = self._on_labels
@@ -228,9 +229,9 @@ class InspectPanel(W.VBox):
             return
         if self._own_write:
             self.pending += len(ids or ())
-            on_main_thread(self._show_training_set)()
+            self._show_training_set_main()
             return
-        on_main_thread(self._show_training_set)()
+        self._show_training_set_main()
         if self.auto_retrain and self._started:
             self._job.request()
 

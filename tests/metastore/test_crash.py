@@ -133,3 +133,18 @@ def test_truncated_json_names_the_file_and_how_to_recover(tmp_path, name):
     again = MetaStore(model, ["0", "2"], path=tmp_path / "s")
     again.collect((X, y), nn.CrossEntropyLoss(), "c0", lr=1.0, progress=False)
     np.testing.assert_allclose(again.self_influence(), ms.self_influence(), rtol=1e-6)
+
+
+def test_check_reads_off_trusts_sizes_and_verify_still_catches_corruption(tmp_path):
+    model, X, y = _data(32)
+    ms = MetaStore(model, ["2"], path=tmp_path / "s")
+    ms.collect((X, y), nn.CrossEntropyLoss(), "c0", lr=1.0, progress=False)
+    ms.close()
+    shard = next((tmp_path / "s" / "ckpt" / "c0" / "2").glob("shard-*.bin"))
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF                                        # same size, one byte changed
+    shard.write_bytes(bytes(data))
+    fast = MetaStore(model, ["2"], path=tmp_path / "s", check_reads=False)
+    assert len(fast.self_influence()) == 32                 # read without a checksum pass
+    assert fast.verify() == {"c0/2": [shard.name]}          # verify() checks checksums and drops the shard
+    assert len(fast.stored_ids()) == 0 and not shard.exists()
