@@ -85,8 +85,8 @@ class ExplorePanel(W.VBox):
                                layout=W.Layout(display=None if is_text else "none"))
         self.mode_toggle = W.ToggleButtons(options=[("neighbours", "neighbors"), ("rare concept", "rare")],
                                            value="neighbors")
-        self.target_pick = W.Dropdown(options=[("— choose the target —", None)] + [(c, c) for c in self.classes],
-                                      value=None, description="target", layout=W.Layout(width="260px"))
+        self.target_pick = W.Dropdown(options=[("— choose the target —", "")] + [(c, c) for c in self.classes],
+                                      value="", description="target", layout=W.Layout(width="260px"))
         self.hunt_button = W.Button(description=f"{ICONS['target']} most-likely positives",
                                     button_style="warning", layout=W.Layout(width="auto"))
         self.rare_row = W.HBox([self.target_pick, self.hunt_button], layout=W.Layout(display="none"))
@@ -214,13 +214,14 @@ class ExplorePanel(W.VBox):
             self.query_ids = []
             self.grid.preselect = True
             try:
-                self._show(list(ids), None, f"<b>Map selection</b> — {len(ids)} items")
+                self._show(list(ids), None, f"<b>Map selection</b> — {len(ids)} items", ring=False)
             finally:
                 self.grid.preselect = False
 
     def _show(self, ids: list[int], scores: list[float] | None, title: str,
-              score_name: tuple[str, str] | None = None) -> list[int]:
-        """Fill the grid (sorted by score, highest first, when there are scores) and ring the items."""
+              score_name: tuple[str, str] | None = None, ring: bool = True) -> list[int]:
+        """Fill the grid (sorted by score, highest first, when there are scores) and ring the items on
+        the map (`ring=False` for a map selection: the map already marks it; rings on top hid the points)."""
         if scores is not None and len(ids):
             order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
             ids = [int(ids[j]) for j in order]
@@ -229,7 +230,7 @@ class ExplorePanel(W.VBox):
         self.grid.title.value = title
         self.grid.set_ids(ids, scores, score_name)
         if self.map_view is not None:
-            self.map_view.highlight(ids[:500])
+            self.map_view.highlight(ids[:500] if ring else [])
         self._say("")
         return [int(i) for i in ids]
 
@@ -278,7 +279,7 @@ class ExplorePanel(W.VBox):
             self.grid.set_ids([])
             self.grid.title.value = ("<b>Most-likely positives</b>" if mode == "rare"
                                      else "<b>Neighbours</b> — click a point, or type an item id")
-        self.grid.set_default_class(self.target_pick.value if mode == "rare" else None)
+        self.grid.set_default_class(self.target_pick.value or None if mode == "rare" else None)
         if mode == "rare":
             self._say("pick the target class and press <b>most-likely positives</b>; label at least one "
                       "example of it first (find one by search)")
@@ -287,12 +288,12 @@ class ExplorePanel(W.VBox):
 
     def _on_target(self, change: dict) -> None:
         if self.mode == "rare":
-            self.grid.set_default_class(change["new"])
+            self.grid.set_default_class(change["new"] or None)
 
     def hunt(self, target: str | int | None = None) -> list[int]:
         """Fit SEALS for `target` (class name or index) and show the pool's most-likely positives."""
         target = self.target_pick.value if target is None else target
-        if target is None:
+        if target is None or (isinstance(target, str) and not target):
             self._say("choose the target class first", error=True)
             return []
         try:

@@ -51,8 +51,8 @@ class ItemGrid(W.VBox):
         self._syncing = False
 
         self.title = W.HTML(title)
-        self.class_pick = W.Dropdown(options=[(NO_CLASS, None)] + [(c, c) for c in self.classes],
-                                     value=None, description="label as", layout=W.Layout(width="240px"))
+        self.class_pick = W.Dropdown(options=[(NO_CLASS, "")] + [(c, c) for c in self.classes],
+                                     value="", description="label as", layout=W.Layout(width="240px"))
         self.label_button = W.Button(description="label selected", button_style="primary")
         self.legend = W.HTML()
         self.all_button = W.Button(description="select all", layout=W.Layout(width="auto"))
@@ -85,7 +85,8 @@ class ItemGrid(W.VBox):
         """Preset "label as" to `cls` (e.g. the rare-concept target), or None: nothing chosen."""
         if cls is not None and str(cls) not in self.classes:
             raise ValueError(f"unknown class {cls!r}; classes are {self.classes}")
-        self.class_pick.value = None if cls is None else str(cls)
+        # "" is the "choose a class" entry (a None value would show a blank box)
+        self.class_pick.value = "" if cls is None else str(cls)
 
     def set_ids(self, ids: Iterable[int], scores: Sequence[float] | None = None,
                 score_name: tuple[str, str] | None = None) -> None:
@@ -166,7 +167,7 @@ class ItemGrid(W.VBox):
     def _refresh_bar(self) -> None:
         k = len(self.selected)
         self.label_button.description = f"label {k} selected"
-        chosen = self.class_pick.value is not None
+        chosen = bool(self.class_pick.value)
         self.label_button.disabled = k == 0 or not chosen
         self.label_button.tooltip = ("" if chosen else "choose a class in 'label as' first")
 
@@ -205,12 +206,12 @@ class ItemGrid(W.VBox):
 
     def label_selected(self, label: str | int | None) -> list[int]:
         """Label every selected item as `label` in one committed write (as this grid's annotator);
-        returns the ids labeled. `None` (no class chosen) labels nothing and says so."""
+        returns the ids labeled. `None` or "" (no class chosen) labels nothing and says so."""
         ids = list(self.selected)
         if not ids:
             self.status.value = "nothing selected"
             return []
-        if label is None:
+        if label is None or (isinstance(label, str) and not label):
             self.status.value = '<span class="dcai-bulk-status-none">choose a class in “label as” first</span>'
             return []
         self.session.label(ids, [label] * len(ids), annotator=self.annotator)

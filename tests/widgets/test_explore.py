@@ -149,16 +149,16 @@ def test_label_as_starts_empty_and_rare_mode_presets_the_target(demo):
     panel = ExplorePanel(demo, k=6, map=False, background=False, annotator="ada")
     panel.search([3])
     panel.grid.select_all()
-    assert panel.grid.class_pick.value is None and panel.grid.label_button.disabled
+    assert not panel.grid.class_pick.value and "choose" in panel.grid.class_pick.label and panel.grid.label_button.disabled
     assert panel.grid.label_selected(panel.grid.class_pick.value) == [] and demo.labeled().empty
     assert "choose a class" in panel.grid.status.value
-    assert panel.target_pick.value is None and panel.hunt() == [] and "target class first" in panel.status.value
+    assert "choose" in panel.target_pick.label and panel.hunt() == [] and "target class first" in panel.status.value
     seed = int(np.flatnonzero(y == 8)[0])
     demo.label([seed], ["8"], annotator="ada")
     panel.hunt("8")
     assert panel.mode == "rare" and panel.grid.class_pick.value == "8"
     panel.set_mode("neighbors")
-    assert panel.grid.class_pick.value is None
+    assert not panel.grid.class_pick.value and "choose" in panel.grid.class_pick.label
 
 
 def test_neighbours_are_sorted_by_the_cosine_shown_under_them(demo):
