@@ -24,14 +24,22 @@ def tailored_loss(scores: torch.Tensor, y: torch.Tensor, C: float) -> torch.Tens
     return (1 - y) * scores + y * torch.clamp(C - scores, min=0)
 
 
-def validation_loss(scores: torch.Tensor, y: torch.Tensor, C: float) -> torch.Tensor:
-    """The tailored loss on the expert's labels, normal and anomalous items weighted equally (a class
-    of 3 labels counts as much as one of 30, so the expert's labeling order does not tilt it)."""
-    per = tailored_loss(scores, y, C)
+def validation_weights(y: torch.Tensor) -> torch.Tensor:
+    """Per-item weights of the validation loss: normal and anomalous items weigh equally in total (a
+    class of 3 labels counts as much as one of 30, so the expert's labeling order does not tilt it)."""
     anom = y > 0.5
-    if anom.all() or (~anom).all():
-        return per.mean()
-    return 0.5 * (per[anom].mean() + per[~anom].mean())
+    n_a, n_n = int(anom.sum()), int((~anom).sum())
+    if n_a == 0 or n_n == 0:
+        return torch.full_like(y, 1.0 / len(y))
+    return torch.where(anom, 0.5 / n_a, 0.5 / n_n).to(y.dtype)
+
+
+def validation_loss(scores: torch.Tensor, y: torch.Tensor, C: float,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The tailored loss on the expert's labels, classes weighted equally (``validation_weights``;
+    pass them precomputed to save the work in ALICE's inner loop)."""
+    w = validation_weights(y) if weights is None else weights
+    return (w * tailored_loss(scores, y, C)).sum()
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -50,7 +58,7 @@ def meta_gradients(model, params: dict[str, torch.Tensor], xb: torch.Tensor, yb:
     return g, lv
 
 
-def _meta(model, params, xb, yb, xv, yv, C, lr, s, keep: bool = True):
+def _meta(model, params, xb, yb, xv, yv, C, lr, s, keep: bool = True, wv=None):
     """meta_gradients on precomputed batch scores ``s``; also returns the look-ahead's parameter
     gradient (detached) and keeps the graph of ``s`` for the update's backward when ``keep``."""
     e = torch.zeros_like(yb, requires_grad=True)
@@ -58,7 +66,7 @@ def _meta(model, params, xb, yb, xv, yv, C, lr, s, keep: bool = True):
     grads = torch.autograd.grad(tailored_loss(s, yb + e, C).mean(), [params[k] for k in names],
                                 create_graph=True)
     ahead = {k: params[k] - lr * g for k, g in zip(names, grads)}
-    lv = validation_loss(model.score_with(ahead, xv), yv, C)
+    lv = validation_loss(model.score_with(ahead, xv), yv, C, wv)
     (g,) = torch.autograd.grad(lv, e, retain_graph=keep)
     return g.detach(), float(lv.detach()), [gr.detach() for gr in grads]
 
@@ -76,7 +84,8 @@ class StepResult:
 
 
 def alice_step(model, xb: torch.Tensor, yb: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, C: float,
-               lr: float, eta_m: float = 1.0, strong: bool = True) -> tuple[torch.Tensor, StepResult, list]:
+               lr: float, eta_m: float = 1.0, strong: bool = True, wv: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, StepResult, list]:
     """One ALICE iteration on a mini-batch; returns (new labels, what happened, the parameter gradients
     of the weighted batch loss, in ``model.named_parameters()`` order, for the optimiser to apply).
 
@@ -87,12 +96,13 @@ def alice_step(model, xb: torch.Tensor, yb: torch.Tensor, xv: torch.Tensor, yv: 
     so that the step size does not depend on the meta-gradients' overall scale (which shrinks with the
     look-ahead step size). The batch loss is linear in the labels, so the look-ahead gradient with the
     flipped labels is the one without them plus the gradient of the flipped items' label term: four
-    backward passes per step in all (a plain step has one)."""
+    backward passes per step in all (a plain step has one). ``wv``: precomputed validation weights."""
     params = _params(model)
     names = list(params)
     plist = [params[k] for k in names]
-    s = model.score_with(params, xb)
-    g, lv0, base = _meta(model, params, xb, yb, xv, yv, C, lr, s)
+    s = model(xb)   # the module's own parameters: the same graph as score_with(params, xb), less overhead
+    wv = validation_weights(yv) if wv is None else wv
+    g, lv0, base = _meta(model, params, xb, yb, xv, yv, C, lr, s, wv=wv)
     helps = ((yb < 0.5) & (g < 0)) | ((yb > 0.5) & (g > 0))
     if strong:
         helps &= g.abs() > g.abs().mean()
@@ -108,7 +118,7 @@ def alice_step(model, xb: torch.Tensor, yb: torch.Tensor, xv: torch.Tensor, yv: 
     trial = torch.autograd.grad((d * per).mean(), plist, retain_graph=True)
     with torch.no_grad():
         ahead = {k: params[k] - lr * (b + t) for k, b, t in zip(names, base, trial)}
-        lv1 = float(validation_loss(model.score_with(ahead, xv), yv, C))
+        lv1 = float(validation_loss(model.score_with(ahead, xv), yv, C, wv))
     if lv1 < lv0:
         flipped = torch.nonzero(helps).flatten()
         grads = torch.autograd.grad(upd + (w * d * per).mean(), plist)
