@@ -320,10 +320,15 @@ def main() -> None:
     for c in sorted(names, key=lambda c: -table[c].mean())[:12]:
         au = np.mean([r["combos"][c][1] for r in results])
         log(f"  {c:30s} {table[c].mean():.3f}        {np.min(table[c] - cl):+.3f}            {au:.3f}")
-    loso = []
+    loso, picks = [], []
     for i in range(len(results)):
         best = max(names, key=lambda c: np.delete(table[c], i).mean())
         loso.append(table[best][i])
+        picks.append(best)
+    log(f"leave-one-setting-out picks: {picks}")
+    no_x = [c for c in names if "margin" not in c and "knn" not in c]
+    log("without training inputs: " + ", ".join(f"{c} {table[c].mean():.3f}"
+                                               for c in sorted(no_x, key=lambda c: -table[c].mean())[:6]))
     prec = np.array([r["precision"] for r in results])
     log("\nsetting                    default  cleanlab(flagged)  cleanlab@k  captum-self  loss    seconds (ms/cl)")
     for r in results:
@@ -342,6 +347,7 @@ def main() -> None:
         "captum_precision_mean": round(float(np.mean([r.get("captum_precision", np.nan) for r in results])), 4),
         "loss_precision_mean": round(float(np.mean([r["loss_precision"] for r in results])), 4),
         "leave_one_setting_out_precision_mean": round(float(np.mean(loso)), 4),
+        "leave_one_setting_out_picks": sorted(set(picks)),
         "default_signals": list(analytics.DEFAULT_SIGNALS),
         "best_combination_by_mean": max(names, key=lambda c: table[c].mean()),
         "wall_s": round(time.perf_counter() - t0, 1), "quick": args.quick,

@@ -111,9 +111,9 @@ class InspectPanel(W.VBox):
         left = W.VBox([W.HTML("<b>validation items</b> (misclassified first)"), self.items_list])
         right = W.VBox([W.HBox([self.query_card, self.query_info]), self.pro_grid, self.opp_grid],
                        layout=W.Layout(flex="1"))
-        suspects = W.VBox([W.HTML("<b>suspects</b>: training items whose labels look wrong (low margin across "
-                                  "checkpoints, neighbours with other labels, large self-influence); relabel, "
-                                  "confirm or exclude"), self.suspects_status, self.suspects_box])
+        suspects = W.VBox([W.HTML("<b>suspects</b>: training items whose labels look wrong (the model's margin "
+                                  "for the label, low across checkpoints; nearest neighbours labeled otherwise); "
+                                  "relabel, confirm or exclude"), self.suspects_status, self.suspects_box])
         super().__init__([style_widget(), toolbar, self.training_info, self.status,
                           W.HBox([self.keyboard, self.key_help.button]), self.key_help,
                           W.HBox([left, right]), suspects])
