@@ -128,6 +128,7 @@ class App(W.VBox):
 
         self._build_lock = threading.Lock()
         self._explore_wanted = False   # the Explore tab was clicked before its preparation finished
+        self._explore_clicked = threading.Event()
         self._prepare = Background(self._prepare_explore, on_done=self._explore_prepared,
                                    on_error=self._explore_prepared, name="dcai-prepare-explore")
         if prepare:
@@ -148,8 +149,14 @@ class App(W.VBox):
         rows += [(k, names.get(v, v)) for k, v in RESERVED.items()]
         return KeyHelp(rows, title="Label: keyboard shortcuts").attach(kb)
 
+    # the preparation waits this long (or until Explore is clicked) so that its imports and thumbnails,
+    # which hold the GIL much of the time, do not delay the first item while the page renders
+    PREPARE_DELAY_S = 3.0
+
     def _prepare_explore(self, job: Any) -> None:
         """Background: what the Explore tab needs before its widgets (imports, the map, the index)."""
+        self._explore_clicked.wait(self.PREPARE_DELAY_S)
+        job.check()
         if _has_panel("explore"):
             importlib.import_module("dcai_widgets.widgets.explore")
         job.check()
@@ -190,6 +197,7 @@ class App(W.VBox):
         the panel."""
         self.tabs.selected_index = index
         if index == self._explore_tab and index not in self._built:
+            self._explore_clicked.set()
             self._prepare.wait()
             self._build_tab(index)
         return self.tabs.children[index]
@@ -221,6 +229,7 @@ class App(W.VBox):
         self._sync_keyboards(idx)
         if idx == self._explore_tab and idx not in self._built:
             self._explore_wanted = True
+            self._explore_clicked.set()
             if self._prepare.running:   # built when ready, without blocking the kernel meanwhile
                 self.tabs.children[idx].value = ('<i class="dcai-building">building the map… (the Label tab '
                                                  "stays usable meanwhile)</i>")

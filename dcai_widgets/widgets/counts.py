@@ -2,7 +2,8 @@
 
 An item counts as labeled when its current label comes from a person: a human, review or import label
 (`Session.label_vector()`, the store's live labels of those sources). Propagated labels are counted
-separately and never as "labeled".
+separately and never as "labeled". This is `Session.counts().labeled` (`LabelCounts`); panels count it
+from `label_vector()` on each event because `counts()` also reads every propagated label (~3 s at 1M).
 """
 from __future__ import annotations
 

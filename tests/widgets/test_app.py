@@ -95,6 +95,8 @@ def test_explore_labels_carry_the_page_annotator_and_counters_agree(demo):
     assert f'data-labeled="{n}"' in explore.counters.value
     assert f'data-labeled="{n}"' in explore.map_view.legend.value
     assert "labeled by people" in explore.counters.value
+    if hasattr(demo, "counts"):
+        assert demo.counts().labeled == n                                   # the Session's definition
     from ipywidgets.embed import embed_data
 
     assert embed_data(views=[app])["manager_state"]["state"]      # every widget's state serialises (the page)
@@ -132,3 +134,24 @@ def test_question_mark_lists_the_keys_of_the_label_tab(demo):
     assert helper.visible and "label as 7" in helper.table.value and "undo" in helper.table.value
     app.label_panel.keyboard.press("Escape")
     assert not helper.visible
+
+
+def test_a_click_on_explore_while_it_is_prepared_does_not_block_the_kernel(demo):
+    """The browser's click (selected_index) returns at once with a note; the panel appears when ready."""
+    import threading
+
+    import ipywidgets as W
+
+    from dcai_widgets.widgets.explore import ExplorePanel
+
+    app = App(demo, annotator="kim", prepare=False)
+    gate = threading.Event()
+    work = app._prepare.work
+    app._prepare.work = lambda job: (gate.wait(60), work(job))[1]
+    app._prepare.request()
+    app.tabs.selected_index = 1                      # what a click in the page does
+    page = app.tabs.children[1]
+    assert isinstance(page, W.HTML) and "building the map" in page.value and app._prepare.running
+    gate.set()
+    assert app._prepare.wait(120)
+    assert isinstance(app.tabs.children[1], ExplorePanel) and app.tabs.children[1].annotator == "kim"
