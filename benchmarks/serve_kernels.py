@@ -23,7 +23,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.harness import PANEL_ID, Served, Server, launch  # noqa: E402
+from tests.e2e.harness import PANEL_ID, Served, Server, launch
 
 
 def kernel_processes(pid: int) -> list[psutil.Process]:
