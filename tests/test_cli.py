@@ -185,3 +185,18 @@ def test_module_entry_runs_without_a_shell_script(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dcai_widgets.cli", "serve", "--store", str(tmp_path / "x.db"),
                         "--dry-run"], check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "dcai_widgets.serve" in r.stdout
+
+
+def test_team_links_on_a_postgresql_store(pg_server, tmp_path, capsys):
+    from dcai_widgets.cli import team_links
+    from dcai_widgets.serve.identity import Member
+
+    url = pg_server.new_database()
+    assert main(["serve", "--store", url, "--annotators", "ada", "--dry-run"]) == 0  # data + store checked
+    assert "DCAI_TEAM=1" in capsys.readouterr().out
+    key = tmp_path / "pg.key"
+    first = team_links(url, [Member("ada"), Member("lee", "lead")], [], str(key))
+    assert [x.name for x in first] == ["ada", "lee"] and (key.stat().st_mode & 0o777) == 0o600
+    assert [x.token for x in team_links(url, None, [], str(key))] == [x.token for x in first]  # restart
+    assert main(["revoke", "ada", "--store", url]) == 0
+    assert [x.name for x in team_links(url, None, [], str(key))] == ["lee"]
