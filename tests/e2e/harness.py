@@ -110,9 +110,9 @@ def links_in(log: Path) -> dict[str, str]:
     """{name: url} of the `NAME URL` lines `dcai-widgets serve` printed in team mode."""
     out = {}
     for line in Path(log).read_text().splitlines():
-        parts = line.split(" ")
-        if len(parts) == 2 and parts[1].startswith("http") and "?token=" in parts[1]:
-            out[parts[0]] = parts[1]
+        name, _, url = line.rpartition(" ")  # a name may hold spaces; the URL never does
+        if name and url.startswith("http") and "?token=" in url:
+            out[name] = url
     return out
 
 
