@@ -90,7 +90,9 @@ class GuardedVoila(Voila):
 
             self._store = open_label_store(o.store)
             resolve = self._resolve
-        policy = Policy(bind_ip=o.ip, allow_hosts=o.allow_hosts, team=o.team, resolve=resolve, cookie=o.cookie)
+        # cookies are per host, not per port: two servers on one machine must not overwrite each other's
+        policy = Policy(bind_ip=o.ip, allow_hosts=o.allow_hosts, team=o.team, resolve=resolve,
+                        cookie=f"{o.cookie}-{self.port}")
         self.gate = Gate(policy, km, page_wait_s=o.page_wait_s)
         from jupyter_server.log import log_request  # scrubs ?token= from the access log
 

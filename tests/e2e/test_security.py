@@ -104,9 +104,16 @@ def test_no_spoofed_host_origin_or_missing_token_gets_in(team):
     # a page-changing POST without an Origin (a form on another site would send one) is refused
     import requests
 
-    r = requests.post(base + "voila/api/shutdown/00000000-0000-0000-0000-000000000000",
-                      cookies={"dcai-token": ada}, timeout=30)
+    fake = base + "voila/api/shutdown/00000000-0000-0000-0000-000000000000"
+    r = requests.post(fake, cookies={f"dcai-token-{port}": ada}, timeout=30)
+    assert r.status_code == 403 and "page" in r.text
+    r = requests.post(fake, cookies={f"dcai-token-{port}": ada}, headers={"Origin": "http://evil.example"},
+                      timeout=30)
     assert r.status_code == 403
+    # the control: this server's own page (its Origin) gets past the gate to Voila (no such kernel: not 403)
+    r = requests.post(fake, cookies={f"dcai-token-{port}": ada}, headers={"Origin": f"http://127.0.0.1:{port}"},
+                      timeout=30)
+    assert r.status_code != 403 and "Traceback" not in r.text
 
 
 def test_token_decides_who_labels_websockets_and_revocation(team, browser):
