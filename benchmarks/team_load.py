@@ -8,6 +8,8 @@ acknowledged label missing from the store), duplicated labels (an item labeled b
 overlap is 0), duplicate claims (an item shown to two annotators), and a fault run: the annotators'
 processes (SQLite) or the PostgreSQL server (all its processes) are SIGKILLed mid-load and restarted;
 ``lost_after_kill`` counts labels acknowledged before or after the kill that are not in the store.
+``cpu_ms_per_label``: CPU time of the annotators' processes (every thread: label, claims, refits,
+heartbeat) per label, a figure that a busy shared machine does not inflate the way it does latency.
 ``p95_paced_ms``: the same latency with every annotator pausing ``--paced-think`` s between labels,
 as people do. ``mb_per_page``: resident memory of a process that built the full App in team mode (default LANCET
 queue) on the same data, after its first fit. Baseline in the same run: one annotator alone with the
@@ -63,6 +65,7 @@ def worker(a: argparse.Namespace) -> None:
     while not Path(a.out, "go").exists():
         time.sleep(0.01)
     done, errors = 0, 0
+    cpu0 = time.process_time()   # this page's CPU (all its threads: label, claims, refits, heartbeat)
     while a.max <= 0 or done < a.max:
         i = panel.current
         if i is None:
@@ -85,7 +88,7 @@ def worker(a: argparse.Namespace) -> None:
                 time.sleep(a.pace)
         else:                # not saved yet (the panel says "saving…" and retries): wait a little
             time.sleep(0.05)
-    log.write(f"END {done} {errors}\n")
+    log.write(f"END {done} {errors} {time.process_time() - cpu0:.3f}\n")
     log.close()
     os._exit(0)   # skip atexit: a finished page's claims are all consumed anyway
 
@@ -135,6 +138,7 @@ def acked_count(out: Path) -> int:
 def read_logs(out: Path) -> tuple[dict[int, set], list[tuple[int, str, str]], list[float]]:
     shown: dict[int, set] = {}
     acked, lat = [], []
+    cpu = [0.0, 0]
     for f in out.glob("*.log"):
         name = f.stem
         for line in f.read_text().splitlines():
@@ -144,6 +148,10 @@ def read_logs(out: Path) -> tuple[dict[int, set], list[tuple[int, str, str]], li
             elif p and p[0] == "A" and len(p) == 4:
                 acked.append((int(p[1]), name, p[2]))
                 lat.append(float(p[3]))
+            elif p and p[0] == "END" and len(p) == 4:
+                cpu[0] += float(p[3])
+                cpu[1] += int(p[1])
+    read_logs.cpu_ms_per_label = 1000 * cpu[0] / cpu[1] if cpu[1] else None
     return shown, acked, lat
 
 
@@ -161,7 +169,8 @@ def check(store_url: str, out: Path) -> dict:
                 lost=sum(1 for r in acked if r not in live), duplicated=int((per_item > 1).sum()),
                 duplicate_claims=sum(1 for v in shown.values() if len(v) > 1),
                 p50_ms=float(np.percentile(lat, 50)) if lat else None,
-                p95_ms=float(np.percentile(lat, 95)) if lat else None)
+                p95_ms=float(np.percentile(lat, 95)) if lat else None,
+                cpu_ms_per_label=read_logs.cpu_ms_per_label)
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float) -> None:
@@ -305,8 +314,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--annotators", type=int, default=8)
-    ap.add_argument("--kill-at", type=int, default=300, help="fault runs: acknowledged labels before the kill")
-    ap.add_argument("--fault-after", type=int, default=40, help="fault runs: labels per annotator after restart")
+    ap.add_argument("--kill-at", type=int, default=160, help="fault runs: acknowledged labels before the kill")
+    ap.add_argument("--fault-after", type=int, default=15, help="fault runs: labels per annotator after restart")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--stores", default="sqlite,postgresql")
     ap.add_argument("--worker", action="store_true")
@@ -318,7 +327,7 @@ def main() -> None:
     ap.add_argument("--max", type=int, default=0)
     ap.add_argument("--cache", default=None)
     ap.add_argument("--pace", type=float, default=0.0, help="seconds between an annotator's labels (0: flat out)")
-    ap.add_argument("--paced-labels", type=int, default=400,
+    ap.add_argument("--paced-labels", type=int, default=160,
                     help="paced run: labels in all (each annotator waits --paced-think s between labels)")
     ap.add_argument("--paced-think", type=float, default=1.0)
     a = ap.parse_args()
@@ -340,7 +349,8 @@ def main() -> None:
     procs = start(str(tmp / "solo.db"), ["solo"], out, a, ["--solo", "--max", "200"])
     wait_all(procs, a.timeout)
     b = check(str(tmp / "solo.db"), out)
-    results["baseline_solo"] = dict(p95_ms=b["p95_ms"], p50_ms=b["p50_ms"], labels=b["labels"])
+    results["baseline_solo"] = dict(p95_ms=b["p95_ms"], p50_ms=b["p50_ms"], labels=b["labels"],
+                                    cpu_ms_per_label=b["cpu_ms_per_label"])
     print(f"[solo] {b}", flush=True)
 
     if "sqlite" in a.stores:
@@ -349,6 +359,7 @@ def main() -> None:
         f = fault_run(str(tmp / "fault.db"), a, "sqlite", kill_workers, lambda: None)
         mb = measure_memory(str(tmp / "mem.db"), a)
         results["sqlite"] = dict(labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"],
+                                 cpu_ms_per_label=r["cpu_ms_per_label"],
                                  lost=r["lost"], duplicated=r["duplicated"],
                                  duplicate_claims=r["duplicate_claims"], labels=r["labels"], wall_s=r["wall_s"],
                                  mb_per_page=mb, fault=f"SIGKILL of all {a.annotators} annotator processes, restarted",
@@ -369,6 +380,7 @@ def main() -> None:
                 mb = measure_memory(server.new_database(), a)
                 results["postgresql"] = dict(
                     labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"], lost=r["lost"],
+                    cpu_ms_per_label=r["cpu_ms_per_label"],
                     duplicated=r["duplicated"], duplicate_claims=r["duplicate_claims"], labels=r["labels"],
                     wall_s=r["wall_s"], mb_per_page=mb, fault="SIGKILL of the PostgreSQL server, restarted",
                     **pr, **f)

@@ -34,7 +34,8 @@ class TeamReport:
     kappa: pd.DataFrame               # annotator x annotator Cohen's kappa (NaN: too few shared items)
     shared: pd.DataFrame              # annotator x annotator number of items both labeled
     alpha: float                      # Krippendorff's alpha (nominal) over items with >= 2 annotators
-    items: pd.DataFrame               # per multiply-labeled item: id, labels, consensus, agreement, quality
+    items: pd.DataFrame               # per labeled item: id, labels, consensus, agreement (share of its
+    #                                   annotators giving the majority label), quality (CROWDLAB), n
     conflicts: pd.DataFrame           # items to review, worst first (subset of `items`, unresolved)
     notes: list[str] = field(default_factory=list)   # why a figure is missing
 
@@ -201,11 +202,12 @@ def team_report(session: Any, *, low_quality: float = 0.5, gap_s: float = ACTIVE
                 quality = per_ann["annotator_quality"]
                 cons, score = per_item["consensus_label"].astype(int).to_numpy(), per_item[
                     "consensus_quality_score"].to_numpy(dtype=float)
-                agreement = per_item["annotator_agreement"].to_numpy(dtype=float)
             except Exception as e:  # cleanlab refuses some degenerate inputs; say why, keep the rest
                 notes.append(f"consensus unavailable: {e}")
                 cons, score = majority, np.full(len(m), np.nan)
-                agreement = _majority_share(m, majority)
+            # how far the people agree among themselves (CROWDLAB's annotator_agreement is agreement with
+            # its consensus, which the model can move away from two annotators who agree)
+            agreement = _majority_share(m, majority)
         else:
             cons, score, agreement = majority, np.full(len(m), np.nan), np.ones(len(m))
         labels = [{a: classes[int(v)] for a, v in row.dropna().items()} for _, row in m.iterrows()]
@@ -247,7 +249,8 @@ def _majority_share(m: pd.DataFrame, majority: np.ndarray) -> np.ndarray:
 
 def _conflicts(items: pd.DataFrame, events: pd.DataFrame, low_quality: float) -> pd.DataFrame:
     """Items whose annotators disagree (or whose consensus quality is low), not yet settled by a review
-    label given after their latest human label; lowest agreement first."""
+    label given after their latest human label; disagreements first (lowest agreement), then the items
+    the annotators agree on but CROWDLAB doubts (lowest quality)."""
     if items.empty:
         return items.copy()
     multi = items["n"] >= 2

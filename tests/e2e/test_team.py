@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from .harness import PANEL_ID, TeamServer, launch, press_and_wait, shown
 pytestmark = pytest.mark.timeout(400)
 OVERLAP = 0.5
 REVIEW_ID = ".dcai-review-panel .dcai-item-id"
+SHOTS = os.environ.get("DCAI_E2E_SHOTS")   # a folder to save screenshots of Review and Team into
 
 
 def people_labels(store_path):
@@ -95,6 +97,8 @@ def test_three_annotators_claims_review_and_kappa(tmp_path, monkeypatch):
             item = int(lead.locator(REVIEW_ID).first.get_attribute("data-item"))
             seq = int(lead.locator(REVIEW_ID).first.get_attribute("data-seq"))
             assert item in both or {"ada", "bo", "cy"} & shown_to.get(item, set())
+            if SHOTS:
+                lead.screenshot(path=str(Path(SHOTS) / "team_review.png"))
             lead.locator(".dcai-review-panel").first.click()  # the review panel takes the keyboard
             lead.keyboard.press(str(y[item]))
             lead.wait_for_function(f"([sel, seq]) => +document.querySelector(sel).dataset.seq > seq",
@@ -108,6 +112,9 @@ def test_three_annotators_claims_review_and_kappa(tmp_path, monkeypatch):
             kappa = cell.get_attribute("data-kappa")
             assert kappa not in (None, "–") and -1.0 <= float(kappa) <= 1.0
             assert pages["ada"].locator(".dcai-team-alpha").count() == 1
+            if SHOTS:
+                pages["ada"].wait_for_timeout(1500)   # let the bokeh charts draw
+                pages["ada"].screenshot(path=str(Path(SHOTS) / "team_tab.png"))
             browser.close()
     finally:
         server.kill()

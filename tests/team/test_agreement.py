@@ -89,3 +89,14 @@ def test_agreement_with_propagated_labels_where_present(team):
     team.set_propagated(ids, [team.classes[k] for k in prop], np.full(len(ids), 0.9))
     ann = team_report(team).annotators.set_index("annotator")
     assert ann.loc["ada", "agree_propagated"] > 0.9 > 0.7 > ann.loc["cy", "agree_propagated"]
+
+
+def test_agreement_is_among_the_annotators_and_disagreements_come_first(team):
+    rep = team_report(team)
+    items = rep.items.set_index("id")
+    for i, row in items.iterrows():
+        votes = list(row["labels"].values())
+        assert row["agreement"] == pytest.approx(max(votes.count(v) for v in votes) / len(votes))
+    c = rep.conflicts
+    split = (c["agreement"] < 1).to_numpy()
+    assert split.any() and (split[:split.sum()]).all()   # every disagreement before any agreed-but-doubted item
