@@ -114,3 +114,18 @@ def test_throttle_merges_a_burst_into_one_deferred_call():
     assert len(calls) == 1
     time.sleep(0.5)
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.25
+
+
+def test_review_escapes_class_and_annotator_names(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    s = dw.Session.from_embeddings(X, ["<b>a</b>", "b&c"], store=tmp_path / "l.db")
+    s.label([0, 1, 2], ["<b>a</b>"] * 3, annotator="<i>ann</i>")
+    s.label([0, 1, 2], ["b&c", "<b>a</b>", "b&c"], annotator="bo")
+    r = ReviewPanel(s, annotator="lee", background=False)
+    assert len(r.conflicts) == 2
+    page = r.labels_html.value + r.list_html.value
+    assert "<b>a</b>" not in page and "<i>ann</i>" not in page
+    assert html.escape("<b>a</b>") in page and html.escape("<i>ann</i>") in page and "b&amp;c" in page
+    r.press(r.shortcuts[1])
+    (item, label), = r.resolved.items()
+    assert label == "b&c" and s.labeled(ids=[item])["label"].tolist() == ["b&c"]
