@@ -128,7 +128,8 @@ class App(W.VBox):
 
         self._build_lock = threading.Lock()
         self._explore_wanted = False   # the Explore tab was clicked before its preparation finished
-        self._explore_clicked = threading.Event()
+        self._explore_clicked = threading.Event()   # set by the Explore click or the first label
+        session.on("labels", lambda **_: self._explore_clicked.set())   # thread-safe, touches no widget
         self._prepare = Background(self._prepare_explore, on_done=self._explore_prepared,
                                    on_error=self._explore_prepared, name="dcai-prepare-explore")
         if prepare:
@@ -149,9 +150,9 @@ class App(W.VBox):
         rows += [(k, names.get(v, v)) for k, v in RESERVED.items()]
         return KeyHelp(rows, title="Label: keyboard shortcuts").attach(kb)
 
-    # the preparation waits this long (or until Explore is clicked) so that its imports and thumbnails,
-    # which hold the GIL much of the time, do not delay the first item while the page renders
-    PREPARE_DELAY_S = 3.0
+    # the preparation waits for the first label, the Explore click, or this long, so that its imports and
+    # thumbnails, which hold the GIL much of the time, do not compete with the page's first render
+    PREPARE_DELAY_S = 10.0
 
     def _prepare_explore(self, job: Any) -> None:
         """Background: what the Explore tab needs before its widgets (imports, the map, the index)."""
