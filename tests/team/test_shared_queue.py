@@ -171,3 +171,13 @@ def test_close_releases_only_this_pages_claims(tmp_path):
     page1.close()
     left = set(s.store.claims()["id"])
     assert left == set(two) - set(one)
+
+
+def test_seals_and_lancet_rank_a_shared_queue(tmp_path):
+    s = session(tmp_path / "l.db")
+    s.label([0, 1, 2, 3, 4, 5], ["a", "b", "c", "a", "b", "c"], annotator="seed")
+    qa = SharedQueue(s, dw.Seals(s, k=10), annotator="ada", heartbeat_s=0).fit()
+    qb = SharedQueue(s, dw.Lancet(s, steps=30, dmn_steps=20, progress=False, warn=False, calibration=None), annotator="bo", heartbeat_s=0).fit()
+    a, b = qa.candidates(20), qb.candidates(20)
+    assert len(a) == len(b) == 20 and not set(a) & set(b)
+    assert a[:5] == [i for i in qa.order_ if i not in b][:5]     # in SEALS' order, minus bo's claims
