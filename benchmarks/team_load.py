@@ -115,7 +115,19 @@ def spawn(store: str, name: str, out: Path, a: argparse.Namespace, extra: list[s
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(out / f"{name}.err", "a"))
 
 
+def prepare(store: str, a) -> None:
+    """Create and bind the store once before the annotators open it, as `dcai-widgets serve` does (eight
+    processes creating one new SQLite file at the same instant: 'database is locked' from PRAGMA
+    journal_mode=WAL in some of them)."""
+    import dcai_widgets as dw
+
+    X, y = dataset(a.items)
+    s = dw.Session.from_embeddings(X, CLASSES, y_true=y, store=store, cache_dir=a.cache)
+    s.store.close()
+
+
 def start(store: str, names: list[str], out: Path, a, extra: list[str] = ()) -> list[subprocess.Popen]:
+    prepare(store, a)
     go = out / "go"
     go.unlink(missing_ok=True)
     for n in names:
