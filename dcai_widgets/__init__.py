@@ -26,6 +26,10 @@ _LAZY = {
     "NeighborIndex": "dcai_widgets.neighbors",
     "Elite": "dcai_widgets.elite",
     "CleanPanel": "dcai_widgets.widgets.clean",
+    "SharedQueue": "dcai_widgets.team",
+    "team_report": "dcai_widgets.team",
+    "TeamPanel": "dcai_widgets.widgets.team",
+    "ReviewPanel": "dcai_widgets.widgets.review",
 }
 
 __all__ = ["Session", "LabelStore", "data", "simulate", *_LAZY]
