@@ -52,7 +52,18 @@ def _walk(lib: str, per_lib: int, rng: np.random.Generator) -> list[str]:
 
 
 def load(per_lib: int = 700, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(MiniLM embeddings (n, 384) float32, labels (n,), library names); cached by the texts' content."""
+    """(MiniLM embeddings (n, 384) float32, labels (n,), library names).
+
+    Cached (texts, labels and embeddings together) under a key of the libraries' versions, ``per_lib`` and
+    ``seed``: walking the packages imports hundreds of modules, and what imports can vary between runs
+    (import side effects), so later runs reuse the first run's texts instead of a slightly different set."""
+    from importlib.metadata import version
+    key = hashlib.sha1(repr((LIBS, [version(n if n != "sklearn" else "scikit-learn") for n in LIBS], per_lib,
+                             seed)).encode()).hexdigest()[:16]
+    f = CACHE / f"docstrings-minilm-v2-{key}.npz"
+    if f.exists():
+        z = np.load(f, allow_pickle=False)
+        return z["E"], z["y"], LIBS
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     import warnings
@@ -63,10 +74,6 @@ def load(per_lib: int = 700, seed: int = 0) -> tuple[np.ndarray, np.ndarray, lis
             texts += docs
             labels += [c] * len(docs)
     y = np.asarray(labels, np.int64)
-    key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:16]
-    f = CACHE / f"docstrings-minilm-{key}.npy"
-    if f.exists():
-        return np.load(f), y, LIBS
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sentence_transformers import SentenceTransformer
@@ -78,7 +85,9 @@ def load(per_lib: int = 700, seed: int = 0) -> tuple[np.ndarray, np.ndarray, lis
     model = SentenceTransformer(path, device="cpu")
     E = model.encode(texts, batch_size=64, show_progress_bar=False, convert_to_numpy=True).astype(np.float32)
     CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(f, E)
+    tmp = f.with_name(f.name + ".tmp.npz")
+    np.savez(tmp, E=E, y=y, texts=np.asarray(texts))
+    os.replace(tmp, f)
     return E, y, LIBS
 
 

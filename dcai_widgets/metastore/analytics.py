@@ -27,13 +27,14 @@ tune). ``DEFAULT_SIGNALS`` = margin + kNN was chosen on the eight settings of ``
 class-conditional flips; 5% and 20%): it had the best mean precision@k of all 31 combinations (0.829 vs
 cleanlab ``find_label_issues`` 0.691) and was at or above cleanlab in every setting; chosen leaving each
 setting out in turn it is picked every time (see benchmarks/RESULTS.md, "Mislabel detection"). Without
-training inputs the best single signal there was ``"self"`` (mean 0.68; "class" 0.65, "batch" 0.59).
+training inputs the best there was class + self (mean 0.723; "self" alone 0.675, "class" 0.653, "batch"
+0.594): ``FALLBACK_SIGNALS``, or "self" alone when there is no validation data either.
 
 Which to use when: the default (``by="auto"``, with ``train_x``) whenever the training inputs are at hand;
 ``"knn"`` alone when the model is under-trained (its representation still clusters classes: the best single
 signal on the CNN with 20% paired flips); ``"class"`` when the question is "which items hurt this class of
-trusted data" (its suggestion is the class hurt most); ``"self"`` when neither inputs nor validation data
-exist.
+trusted data" (its suggestion is the class hurt most); class + self (what "auto" picks) when the inputs
+are not at hand; ``"self"`` when neither inputs nor validation data exist.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ SIGNALS = ("class", "batch", "self", "margin", "knn")
 #: the default ``by`` of ``suspects`` (chosen on evidence across the benchmark's settings)
 DEFAULT_SIGNALS: tuple[str, ...] = ("margin", "knn")
 #: used by "auto" when no default signal can be computed (no training inputs given)
-FALLBACK_SIGNALS: tuple[str, ...] = ("self",)
+FALLBACK_SIGNALS: tuple[str, ...] = ("class", "self")
 _NEEDS_VAL = {"class", "batch"}
 _NEEDS_X = {"margin", "knn"}
 
@@ -100,7 +101,7 @@ def resolve(by: str | Sequence[str], has_val: bool = True, has_x: bool = True) -
     elif names == ("auto",):
         names = tuple(n for n in DEFAULT_SIGNALS if (has_val or n not in _NEEDS_VAL) and (has_x or n not in _NEEDS_X))
         if not names:
-            names = FALLBACK_SIGNALS
+            names = FALLBACK_SIGNALS if has_val else ("self",)
     bad = [n for n in names if n not in SIGNALS]
     if not names or bad:
         raise ValueError(f"by={by!r}: use one of {list(SIGNALS)}, 'auto', 'combined' (= {list(DEFAULT_SIGNALS)}), "
@@ -258,7 +259,8 @@ def suspects(src: InfluenceSource, val_x: Any = None, val_y: Any = None, k: int 
 
     ``by`` names a signal or a tuple of signals whose ranks are averaged (module docstring); ``"combined"``
     is ``DEFAULT_SIGNALS``; the default ``"auto"`` is ``DEFAULT_SIGNALS`` less the signals whose inputs were
-    not given (without ``train_x`` no "margin"/"knn"), or ``FALLBACK_SIGNALS`` when none is left. ``score`` is the suspicion (higher = more suspect; for one signal
+    not given (without ``train_x`` no "margin"/"knn"), or ``FALLBACK_SIGNALS`` when none is left ("self"
+    alone without validation data). ``score`` is the suspicion (higher = more suspect; for one signal
     its own value: ``by="class"`` gives minus the most negative class-wise P2B), rows most suspect first.
     ``suggested`` is the class the item most likely belongs to: the validation class its gradient hurts
     most when class-wise P2B is computed, else the model's top other class (logits averaged over
