@@ -129,3 +129,11 @@ def test_review_escapes_class_and_annotator_names(tmp_path):
     r.press(r.shortcuts[1])
     (item, label), = r.resolved.items()
     assert label == "b&c" and s.labeled(ids=[item])["label"].tolist() == ["b&c"]
+
+
+def test_refit_cadence_is_team_wide(demo):
+    a = team_app(demo, "ada")
+    assert a.label_panel.refit_every == 5            # alone: as the solo panel
+    b = team_app(demo, "bo")
+    b.label_panel.refit(wait=True)
+    assert b.label_panel.refit_every == 10           # two pages hold claims: each refits half as often
