@@ -129,6 +129,7 @@ class App(W.VBox):
         self._build_lock = threading.Lock()
         self._explore_wanted = False   # the Explore tab was clicked before its preparation finished
         self._explore_clicked = threading.Event()   # set by the Explore click or the first label
+        self._map_ready = threading.Event()
         session.on("labels", lambda **_: self._explore_clicked.set())   # thread-safe, touches no widget
         self._prepare = Background(self._prepare_explore, on_done=self._explore_prepared,
                                    on_error=self._explore_prepared, name="dcai-prepare-explore")
@@ -158,13 +159,15 @@ class App(W.VBox):
         """Background: what the Explore tab needs before its widgets (imports, the map, the index)."""
         self._explore_clicked.wait(self.PREPARE_DELAY_S)
         job.check()
+        xy = self.session.map          # first: the only long step (a cold cache computes it)
+        self._map_ready.set()
+        job.check()
         if _has_panel("explore"):
             importlib.import_module("dcai_widgets.widgets.explore")
         job.check()
         from . import map_view
         from jupyter_bokeh import BokehModel  # noqa: F401  (imported here, not on the first click)
 
-        xy = self.session.map
         job.check()
         self.session.index
         job.check()
@@ -231,7 +234,11 @@ class App(W.VBox):
         if idx == self._explore_tab and idx not in self._built:
             self._explore_wanted = True
             self._explore_clicked.set()
-            if self._prepare.running:   # built when ready, without blocking the kernel meanwhile
+            # with the map ready (e.g. a warm cache: the preparation loads it first, in milliseconds) the
+            # panel is built now, on this thread at full priority; the rest of the preparation is a
+            # head start, not a wait (the worker runs at lowered priority)
+            if self._prepare.running and not self._map_ready.wait(1.0):
+                # the map is being computed: built when ready, without blocking the kernel meanwhile
                 self.tabs.children[idx].value = ('<i class="dcai-building">building the map… (the Label tab '
                                                  "stays usable meanwhile)</i>")
                 return
