@@ -30,6 +30,7 @@ _LAZY = {
     "team_report": "dcai_widgets.team",
     "TeamPanel": "dcai_widgets.widgets.team",
     "ReviewPanel": "dcai_widgets.widgets.review",
+    "Trainer": "dcai_widgets.train",
 }
 
 __all__ = ["Session", "LabelStore", "data", "simulate", *_LAZY]

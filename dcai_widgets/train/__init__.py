@@ -1,0 +1,12 @@
+"""Train the downstream model on the workbench's labels (``Trainer``), choose its data cheaply with a
+proxy (``SelectionViaProxy``, Coleman et al., ICLR 2020) and search sampling schedules (``AutoSampling``,
+Sun et al., ICML 2021). PyTorch only; no widget imports."""
+from __future__ import annotations
+
+from .data import LabeledData, labeled_data, make_model, model_inputs
+from .loop import Sampler, fit_loop, predict_logits
+from .samplers import ClassSampler, FixedSampler, LossSampler, UniformSampler
+from .trainer import Trainer
+
+__all__ = ["Trainer", "Sampler", "UniformSampler", "ClassSampler", "LossSampler", "FixedSampler",
+           "LabeledData", "labeled_data", "model_inputs", "make_model", "fit_loop", "predict_logits"]

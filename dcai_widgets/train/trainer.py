@@ -1,0 +1,242 @@
+"""Trainer: the downstream model trained on the workbench's current labels, inside the same session.
+
+``Trainer(s).fit()`` trains an MLP head over the session's embeddings (or a small CNN on the raw pixels of
+an image session, or any ``torch.nn.Module``) on the labels the user chose (see ``data.labeled_data``),
+with a seeded holdout split, early stopping and a per-epoch ``history_``; the fitted trainer is kept in
+``s.models`` (``Session.set_model``) so other panels can use it. Follows scikit-learn's conventions:
+``__init__`` stores, ``fit`` validates and returns self, learned state ends in ``_``. No widget imports.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import LabeledData, labeled_data, make_model, model_inputs
+from .loop import EpochContext, Sampler, fit_loop, predict_logits
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Train a model on the session's current labels.
+
+    ``model``: None or "mlp" (MLP over embeddings), "cnn" (small CNN over pixels; image sessions), or a
+    ``torch.nn.Module`` taking ``inputs`` ("embeddings" by default for a module). ``sources``: label sources
+    to train on; ``propagated=True`` adds model-propagated labels (where no chosen label exists), each
+    weighted by its confidence. Excluded items are always left out. ``holdout``: fraction of the labels held
+    out (seeded) for validation and early stopping (``patience`` epochs without a lower validation loss).
+    ``sampler``: a ``loop.Sampler`` choosing how batches are drawn (None: uniform shuffling).
+    ``callbacks``: ``fn(trainer, row)`` after each epoch (row: the history row). ``record``: ``fn(epoch)`` ->
+    a context manager with ``step(ids, y)`` wrapped around each epoch, e.g.
+    ``lambda ep: metastore.record(f"epoch-{ep}", lr=...)`` to collect MetaStore factors in the same run.
+    ``name``: the key in ``session.models`` (None: not stored).
+    """
+
+    def __init__(self, session: Any, model: None | str | nn.Module = None, epochs: int = 30,
+                 sampler: Sampler | None = None, sources: Sequence[str] = ("human", "review"),
+                 propagated: bool = False, holdout: float = 0.2, patience: int | None = 5, seed: int = 0,
+                 lr: float = 1e-3, batch_size: int = 64, hidden: int = 128, inputs: str | None = None,
+                 steps_per_epoch: int | None = None, callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
+                 record: Callable[[int], EpochContext] | None = None, progress: bool = True,
+                 name: str | None = "trainer") -> None:
+        self.session = session
+        self.model = model
+        self.epochs = epochs
+        self.sampler = sampler
+        self.sources = sources
+        self.propagated = propagated
+        self.holdout = holdout
+        self.patience = patience
+        self.seed = seed
+        self.lr = lr
+        self.batch_size = batch_size
+        self.hidden = hidden
+        self.inputs = inputs
+        self.steps_per_epoch = steps_per_epoch
+        self.callbacks = callbacks
+        self.record = record
+        self.progress = progress
+        self.name = name
+        self._stop = False
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, np.integer)) or self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
+        if not 0.0 <= float(self.holdout) < 1.0:
+            raise ValueError(f"holdout={self.holdout!r} must be a fraction in [0, 1)")
+        if self.patience is not None and int(self.patience) < 1:
+            raise ValueError(f"patience={self.patience!r} must be a positive integer or None")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a positive number")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+        if self.sampler is not None and not isinstance(self.sampler, Sampler):
+            raise TypeError("sampler must have a probabilities(model, X, y, weight) method (loop.Sampler)")
+        if not (self.model is None or isinstance(self.model, (str, nn.Module))):
+            raise TypeError(f"model must be None, 'mlp', 'cnn' or a torch.nn.Module, got {type(self.model).__name__}")
+
+    def _input_kind(self) -> str:
+        if self.inputs is not None:
+            return self.inputs
+        return "pixels" if self.model == "cnn" else "embeddings"
+
+    def _build_model(self, X: torch.Tensor) -> nn.Module:
+        if isinstance(self.model, nn.Module):
+            return self.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seed))
+            return make_model(self.model or "mlp", X, len(self.session.classes), hidden=self.hidden)
+
+    def split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (into the labeled items) of the training and holdout parts, seeded."""
+        n_val = int(round(float(self.holdout) * n)) if n >= 5 else 0
+        perm = np.random.default_rng(int(self.seed)).permutation(n)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    # -- fit ---------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask a running ``fit`` to stop after the current step (thread-safe; the best weights so far stay)."""
+        self._stop = True
+
+    def _check(self, external: Callable[[], None] | None) -> None:
+        if external is not None:
+            external()
+        if self._stop:
+            raise _Stopped()
+
+    def fit(self, check: Callable[[], None] | None = None) -> Trainer:
+        """Train on the current labels; returns self. ``check()`` runs after every step and may raise to
+        abort (a cancelled background job); ``stop()`` ends training early but keeps the model trained so
+        far (``stopped_`` is then True)."""
+        self._check_params()
+        self._stop = False
+        t0 = time.perf_counter()
+        data = labeled_data(self.session, self.sources, self.propagated)
+        if len(data) == 0:
+            raise ValueError(f"nothing to train on: no item has a {'/'.join(self.sources)} label"
+                             + (" or a propagated one" if self.propagated else "")
+                             + f" ({data.counts['excluded']} excluded)")
+        X_all = model_inputs(self.session, self._input_kind())
+        model = self._build_model(X_all)
+        tr, va = self.split(len(data))
+        y = torch.as_tensor(data.y)
+        w = torch.as_tensor(data.weight)
+        Xl = X_all[torch.as_tensor(data.ids)]
+        self.data_, self.X_, self.model_ = data, X_all, model
+        self.train_ids_, self.val_ids_ = data.ids[tr], data.ids[va]
+        self.classes_ = list(self.session.classes)
+        rows: list[dict] = []
+
+        def on_epoch(ep: int, row: dict, m: nn.Module) -> None:
+            rows.append(row)
+            self.history_ = pd.DataFrame(rows)
+            for cb in self.callbacks:
+                cb(self, row)
+
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(self.epochs), desc="train", leave=False)
+        self.stopped_ = False
+        try:
+            hist = fit_loop(model, Xl[tr], y[tr], w[tr], (Xl[va], y[va]) if len(va) else None,
+                            ids=self.train_ids_, epochs=int(self.epochs), lr=float(self.lr),
+                            batch_size=int(self.batch_size), sampler=self.sampler, patience=self.patience,
+                            seed=int(self.seed), steps_per_epoch=self.steps_per_epoch, on_epoch=on_epoch,
+                            check=lambda: self._check(check), record=self.record, progress=bar)
+        except _Stopped:
+            self.stopped_ = True
+            model.eval()
+            hist = pd.DataFrame(rows, columns=["epoch", "loss", "val_loss", "val_acc", "steps"])
+        finally:
+            if bar is not None:
+                bar.close()
+        self.history_ = hist
+        self.fit_seconds_ = time.perf_counter() - t0
+        if self.name:
+            self.session.set_model(self.name, self)
+        return self
+
+    # -- use ---------------------------------------------------------------------------------------
+    def _fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this Trainer is not fitted yet: call fit() (or load()) first")
+
+    def _ids(self, ids: Sequence[int] | None) -> np.ndarray:
+        from .._validate import check_ids
+
+        return np.arange(len(self.session)) if ids is None else check_ids(ids, len(self.session))
+
+    def predict_proba(self, ids: Sequence[int] | None = None) -> np.ndarray:
+        """(len(ids), n_classes) class probabilities (all items when ids is None)."""
+        self._fitted()
+        ids = self._ids(ids)
+        return torch.softmax(predict_logits(self.model_, self.X_[torch.as_tensor(ids)]), 1).numpy()
+
+    def predict(self, ids: Sequence[int] | None = None) -> np.ndarray:
+        """Predicted class index per item."""
+        return self.predict_proba(ids).argmax(1)
+
+    def evaluate(self, ids: Sequence[int] | None = None, y: Any = None) -> dict[str, float]:
+        """Accuracy and mean cross-entropy on items (default: the holdout items) against ``y`` (class
+        indices or names; default: their current labels from the trainer's sources)."""
+        self._fitted()
+        ids = self.val_ids_ if ids is None else self._ids(ids)
+        if len(ids) == 0:
+            raise ValueError("no items to evaluate (the holdout is empty: pass ids=)")
+        if y is None:
+            lv = self.session.label_vector(tuple(self.sources))[ids]
+            if (lv < 0).any():
+                raise ValueError(f"{int((lv < 0).sum())} of the {len(ids)} items have no "
+                                 f"{'/'.join(self.sources)} label; pass y= to evaluate against other labels")
+            yy = lv
+        else:
+            from .._validate import to_class_indices
+
+            yy = np.asarray(to_class_indices(y, self.classes_, len(ids)), np.int64)
+        logits = predict_logits(self.model_, self.X_[torch.as_tensor(ids)])
+        t = torch.as_tensor(yy)
+        return {"accuracy": float((logits.argmax(1) == t).float().mean()),
+                "loss": float(F.cross_entropy(logits, t)), "n": int(len(ids))}
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the weights (``torch.save`` of the state_dict, plus the class names)."""
+        self._fitted()
+        torch.save({"state_dict": self.model_.state_dict(), "classes": list(self.classes_)}, path)
+
+    def load(self, path: str | os.PathLike) -> Trainer:
+        """Load weights saved by ``save`` into this trainer's model (``weights_only=True``: no code runs)."""
+        self._check_params()
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or "state_dict" not in blob:
+            raise ValueError(f"{os.fspath(path)!r} is not a file written by Trainer.save")
+        if list(blob.get("classes", [])) != list(self.session.classes):
+            raise ValueError(f"the saved model's classes {blob.get('classes')} differ from the session's "
+                             f"{list(self.session.classes)}")
+        if not hasattr(self, "X_"):
+            self.X_ = model_inputs(self.session, self._input_kind())
+            self.model_ = self._build_model(self.X_)
+            self.classes_ = list(self.session.classes)
+            self.val_ids_ = np.zeros(0, np.int64)
+        self.model_.load_state_dict(blob["state_dict"])
+        self.model_.eval()
+        return self
+
+    def __repr__(self) -> str:
+        state = f"{len(self.history_)} epochs" if hasattr(self, "history_") else "not fitted"
+        return f"Trainer(model={self.model if isinstance(self.model, str) else type(self.model).__name__ if self.model is not None else 'mlp'}, {state})"
+
+
+class _Stopped(Exception):
+    """Raised inside the loop when ``Trainer.stop()`` was called."""
