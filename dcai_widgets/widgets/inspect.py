@@ -29,6 +29,7 @@ ALL = "__all__"
 NO_CLASS = "— choose a class —"
 MOVE_KEYS = {"j": 1, "ArrowDown": 1, "k": -1, "ArrowUp": -1}
 _LIVE: weakref.WeakSet = weakref.WeakSet()
+_MADE: set[str] = set()      # factor-store folders made by panels and not yet removed (removed at exit)
 
 
 def class_keys(n: int) -> list[str]:
@@ -156,6 +157,7 @@ class InspectPanel(W.VBox):
                                  train_on=self._train_on, check=job.check,
                                  progress=lambda e, n: self._set_progress(0.3 * e / n))
         im.owns_path = True      # temporary or this panel's run-N folder: removed when replaced or closed
+        _MADE.add(str(im.ms.path))   # a run cancelled after this point is still removed at exit
         names = list(im.states)
 
         def on_progress(ck: str, done: int, total: int | None) -> None:
@@ -436,12 +438,15 @@ class InspectPanel(W.VBox):
 @atexit.register
 def _remove_temporary_stores() -> None:
     """At interpreter exit: remove the factor stores of panels still alive (temporary folders)."""
+    import shutil
+
     for panel in list(_LIVE):
         im = panel.im
         if im is not None and im.owns_path:   # the panel made this folder (temporary or run-N)
-            import shutil
-
-            shutil.rmtree(im.ms.path, ignore_errors=True)
+            _MADE.add(str(im.ms.path))
+    for path in list(_MADE):
+        shutil.rmtree(path, ignore_errors=True)
+    _MADE.clear()
 
 
 __all__ = ["InspectPanel", "class_keys"]

@@ -176,3 +176,27 @@ def test_too_few_labels_is_reported_in_the_panel(tmp_path):
     assert p.im is None and "at least 10" in p.status.value and "your labels" in p.status.value
     with pytest.raises(RuntimeError, match="preparing"):
         p.show_item(0)
+
+
+def test_temporary_store_is_removed_at_interpreter_exit(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import numpy as np, torch
+        torch.set_num_threads(1)
+        import dcai_widgets as dw
+        from dcai_widgets.widgets.inspect import InspectPanel
+        rng = np.random.default_rng(0)
+        X = (rng.normal(size=(40, 4)) + 3 * np.eye(4)[np.arange(40) % 2]).astype(np.float32)
+        s = dw.Session.from_embeddings(X, ["x", "y"], store={str(tmp_path / "l.db")!r})
+        s.label(list(range(20)), ["x", "y"] * 10)
+        p = InspectPanel(s, background=False, epochs=2, n_suspects=3)
+        assert p.im is not None, p.status.value
+        print(p.im.ms.path, flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path = Path(out.stdout.strip().splitlines()[-1])
+    assert path.name.startswith("dcai-inspect-") and not path.exists()
