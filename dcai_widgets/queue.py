@@ -5,6 +5,8 @@ least sure about (highest predictive entropy; Settles 2009, "Active Learning Lit
 With fewer than two labeled classes it cold-starts on representative items (nearest to k-means centres).
 Any object with `fit() -> self` and `candidates(n=None) -> list[int]` can replace it; an optional
 `suggest(item_id) -> (label, confidence) | None` lets the panel offer a label to accept (`a`) or reject (`x`).
+The confidence it returns is calibrated on cross-fitted predictions of the human labels
+(:mod:`dcai_widgets.calibration`): a regression fit on 25 labels said 100% for wrong digits (issue 14).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+
+from .calibration import TopLabelCalibrator, check_params, cross_fit, nn_distance, padded_log_proba
 
 
 def representatives(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -45,17 +49,25 @@ class UncertaintyQueue:
     """Rank unlabeled items by the entropy of a LogisticRegression fit on the current human labels.
 
     Parameters: `session` (a dcai_widgets Session), `cold_start` (how many representative items to offer
-    before two classes are labeled), `max_iter`/`C` (the regression), `random_state`.
+    before two classes are labeled), `max_iter`/`C` (the regression), `random_state`, `calibration`
+    ("temperature", "platt", "isotonic" or None for the regression's own probability) and
+    `calibration_folds` (folds of the human labels for the out-of-fold predictions the calibrator learns from).
     Learned state after `fit()`: `order_` (ids, most uncertain first), `proba_` (N, n_classes) or None,
-    `n_labeled_`.
+    `n_labeled_`, `classes_seen_`, `confidence_` (N,) calibrated top-label confidence or None,
+    `log_proba_` (N, K over all classes), `oof_`, `calibrator_`.
     """
 
     def __init__(self, session: Any, cold_start: int = 30, C: float = 1.0, max_iter: int = 200,
-                 random_state: int | None = 0) -> None:
+                 random_state: int | None = 0, calibration: str | None = "coverage",
+                 calibration_folds: int = 5) -> None:
         if not isinstance(cold_start, (int, np.integer)) or cold_start < 1:
             raise ValueError(f"cold_start must be a positive int, got {cold_start!r}")
         if not (isinstance(C, (int, float)) and C > 0):
             raise ValueError(f"C must be a positive number, got {C!r}")
+        self.calibration, self.calibration_folds = check_params(calibration, calibration_folds)
+        self.confidence_: np.ndarray | None = None
+        self.oof_: tuple | None = None
+        self.classes_seen_ = np.zeros(0, np.int64)
         self.session = session
         self.cold_start = int(cold_start)
         self.C = float(C)
@@ -76,8 +88,9 @@ class UncertaintyQueue:
         unlabeled = np.flatnonzero(~labeled)
         self.n_labeled_ = int(labeled.sum())
         present = np.unique(y[labeled])
+        self.classes_seen_ = present
         if len(present) < 2:
-            self.proba_, self.classes_ = None, None
+            self.proba_, self.classes_, self.confidence_, self.oof_ = None, None, None, None
             if len(unlabeled) == 0:
                 self.order_ = unlabeled
                 return self
@@ -85,17 +98,42 @@ class UncertaintyQueue:
             rest = np.setdiff1d(unlabeled, first)
             self.order_ = np.concatenate([first, rng.permutation(rest)]).astype(np.int64)
             return self
+        clf = self._regression(X, y, np.flatnonzero(labeled))
+        proba = clf.predict_proba(X).astype(np.float32)
+        ent = -(proba * np.log(np.clip(proba, 1e-12, 1.0))).sum(axis=1)
+        self.proba_, self.classes_ = proba, clf.classes_
+        self.order_ = unlabeled[np.argsort(-ent[unlabeled], kind="stable")].astype(np.int64)
+        K = len(s.classes)
+        self.log_proba_ = padded_log_proba(clf.predict_log_proba(X), clf.classes_, K)
+        self.raw_confidence_ = np.exp(self.log_proba_.max(1))
+        self.distance_ = nn_distance(X, np.flatnonzero(labeled))
+        if self.calibration is None:
+            self.oof_, self.calibrator_, self.confidence_ = None, None, self.raw_confidence_
+            return self
+        ids = np.flatnonzero(labeled)
+        if len(ids) >= 2 * self.calibration_folds:
+            def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+                if len(np.unique(y[train])) < 2:
+                    return padded_log_proba(np.zeros((len(test), 1)), np.unique(y[train]), K)
+                m = self._regression(X, y, train)
+                return padded_log_proba(m.predict_log_proba(X[test]), m.classes_, K)
+
+            self.oof_ = cross_fit(ids, y[ids], fit_predict, folds=self.calibration_folds,
+                                  seed=int(self.random_state or 0), X=X)
+        else:
+            self.oof_ = None
+        oof = self.oof_ if self.oof_ is not None else (np.zeros((0, K)), np.zeros(0, bool), np.zeros(0))
+        self.calibrator_ = TopLabelCalibrator(self.calibration).fit(*oof)
+        self.confidence_ = self.calibrator_.predict(self.log_proba_, distance=self.distance_)
+        return self
+
+    def _regression(self, X: np.ndarray, y: np.ndarray, train: np.ndarray):
         from sklearn.linear_model import LogisticRegression
 
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence warnings on tiny label sets are expected
-            clf.fit(X[labeled], y[labeled])
-        proba = clf.predict_proba(X).astype(np.float32)
-        ent = -(proba * np.log(np.clip(proba, 1e-12, 1.0))).sum(axis=1)
-        self.proba_, self.classes_ = proba, clf.classes_
-        self.order_ = unlabeled[np.argsort(-ent[unlabeled], kind="stable")].astype(np.int64)
-        return self
+            return clf.fit(X[train], y[train])
 
     def candidates(self, n: int | None = None) -> list[int]:
         """The next `n` item ids to label (all ranked unlabeled ids when n is None)."""
@@ -107,9 +145,9 @@ class UncertaintyQueue:
         return [int(i) for i in order]
 
     def suggest(self, item_id: int) -> tuple[str, float] | None:
-        """The regression's label for `item_id` and its probability, or None before it can predict."""
-        if self.proba_ is None:
+        """The regression's label for `item_id` and its calibrated confidence, or None before it can predict
+        (the panel shows "uncertain" instead of the figure before `calibration.SHOW_PERCENT_FROM` labels)."""
+        if self.proba_ is None or self.confidence_ is None:
             return None
-        p = self.proba_[int(item_id)]
-        k = int(np.argmax(p))
-        return self.session.classes[int(self.classes_[k])], float(p[k])
+        k = int(np.argmax(self.proba_[int(item_id)]))
+        return self.session.classes[int(self.classes_[k])], float(self.confidence_[int(item_id)])

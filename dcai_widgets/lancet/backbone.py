@@ -59,6 +59,14 @@ class _Embeds(nn.Module):
         z, logits = self(torch.as_tensor(X, dtype=torch.float32))
         return z.numpy(), F.softmax(logits, 1).numpy()
 
+    @torch.no_grad()
+    def log_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, K) float64 log-probabilities over the K real classes (for calibration: a float32 softmax
+        rounds confident rows to exactly 1 and loses their order)."""
+        self.eval()
+        _, logits = self(torch.as_tensor(X, dtype=torch.float32))
+        return F.log_softmax(logits.double(), 1).numpy()
+
 
 class MLPBackbone(_Embeds):
     """Encoder (MLP -> z) and linear head (z -> K logits), trained semi-supervised with CFM."""

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ._threads import torch_threads
 from .backbone import MLPBackbone, SSLGANBackbone
+from ..calibration import TopLabelCalibrator, check_params, cross_fit, nn_distance, padded_log_proba
 from .dmn import DMN
 from .features import encoder_input, shift_knn_graph
 from .propagate import propagate
@@ -100,6 +101,12 @@ class _Progress:
                 fn(self.done, self.total)
 
 
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        if _SHUTDOWN.is_set():
+            raise _Interrupted
+
+
 class Lancet:
     """LANCET labeling queue: candidates to ask, propagated labels, and a stop rule.
 
@@ -123,18 +130,26 @@ class Lancet:
     pixels and rotations of +-10 degrees, :func:`.features.shift_knn_graph`; 0 = the embedding's own kNN graph); ``n_threads`` (torch threads during fit; 1 measured
     fastest for these small networks on a shared 2-core box); ``seed``; ``warn`` (False: notes such as
     unlabeled classes go only to ``warnings_``, not to Python's warnings, for a panel that shows them
-    itself: in a Voila app a warning from a background refit is printed on the page as stderr).
+    itself: in a Voila app a warning from a background refit is printed on the page as stderr);
+    ``calibration`` ("temperature", "platt", "isotonic" or None: how the confidences of propagated labels
+    and suggestions are calibrated, :mod:`dcai_widgets.calibration`; None keeps the head's own overconfident top
+    probability) and ``calibration_folds`` (copies of the backbone trained without one fold of the human
+    labels each, whose out-of-fold predictions the calibrator learns from; each costs one more backbone
+    training per fit).
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
     ``embedding_`` (N, z), ``weights_`` (unlabeled ids -> DMN weight), ``candidates_``, ``report_``,
-    ``model_version_``, ``n_labeled_``, ``warnings_``.
+    ``model_version_``, ``n_labeled_``, ``warnings_``; ``log_proba_`` (N, K) over all classes (-inf for
+    unseen ones), ``confidence_`` (N,) calibrated top-label confidence, ``raw_confidence_`` (N,),
+    ``calibrator_``, ``oof_`` (out-of-fold log-probabilities and correctness of the human labels, or None).
     """
 
     def __init__(self, session: Any, batch: int = 10, alpha_t: float = 0.1, backbone: str = "mlp",
                  selection: str = "dmn", steps: int = 600, dmn_steps: int = 300, pool_factor: int = 5,
                  pool_frac: float = 0.05, pool_pick: str = "density",
                  lam_cfm: float = 0.1, threshold: float = 0.9, write: bool = True, progress: bool = True,
-                 shift_radius: int = 1, n_threads: int | None = 1, seed: int = 0, warn: bool = True):
+                 shift_radius: int = 1, n_threads: int | None = 1, seed: int = 0, warn: bool = True,
+                 calibration: str | None = "coverage", calibration_folds: int = 3):
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"batch must be a positive int (items per round), got {batch!r}")
         if not (isinstance(alpha_t, (int, float)) and 0 <= alpha_t < 1):
@@ -161,6 +176,9 @@ class Lancet:
         if not isinstance(shift_radius, (int, np.integer)) or shift_radius < 0:
             raise ValueError(f"shift_radius must be a non-negative int (pixels; 0 = off), got {shift_radius!r}")
         self.shift_radius = int(shift_radius)
+        self.calibration, self.calibration_folds = check_params(calibration, calibration_folds)
+        self.confidence_: np.ndarray | None = None
+        self.oof_: tuple | None = None
         self.report_: StopReport | None = None
         self.candidates_: np.ndarray | None = None
         self.proba_: np.ndarray | None = None
@@ -256,7 +274,7 @@ class Lancet:
 
         if self.n_labeled_ == 0 or len(unl) == 0:
             # cold start: candidates cover the clusters of the data
-            self.proba_ = None
+            self.proba_ = self.confidence_ = self.oof_ = None
             self.embedding_ = F_in
             self.weights_ = pd.Series(np.zeros(len(unl)), index=unl, dtype=float)
             self.rank_ = pd.Series(np.arange(len(unl)), index=unl, dtype=float)
@@ -279,7 +297,10 @@ class Lancet:
         if self.backbone == "mlp":
             kw.update(steps=self.steps, threshold=self.threshold)
         net = Model(F_in.shape[1], len(seen), **kw)
-        total = net.steps + (self.dmn_steps if self.selection == "dmn" else 0)
+        self._snapshot = (F_in, y, Model, kw, net.steps)
+        crossfit = self.calibration is not None and self._can_cross_fit(y)
+        total = net.steps * (1 + (self.calibration_folds if crossfit else 0)) + \
+            (self.dmn_steps if self.selection == "dmn" else 0)
         with tqdm(total=total, desc="LANCET fit", leave=False, disable=not self.progress) as tq:
             bar = _Progress(tq, total, self._progress_listeners)
             if len(seen) == 1:
@@ -291,6 +312,10 @@ class Lancet:
                 z, proba = net.embed(F_in)
             self.net_ = net
             self.embedding_, self.proba_ = z, proba
+            logp = np.zeros((n, 1)) if len(seen) == 1 else net.log_proba(F_in)
+            self.log_proba_ = padded_log_proba(logp, seen, len(s.classes))
+            self.oof_ = self.out_of_fold(progress=bar) if crossfit else None
+            self._calibrate()
             # 2. DMN: which unlabeled regions have no labeled item nearby
             if self.selection == "dmn" and len(unl):
                 dmn = DMN(steps=self.dmn_steps, seed=self.seed).fit(z[labeled], z[unl], progress=bar)
@@ -313,14 +338,57 @@ class Lancet:
         self.candidates_ = self._select(z, unl, rank)
         # 4. propagated labels
         self.model_version_ = f"lancet-{self.n_labeled_}-{next(_VERSION)}"
-        self._propagated = propagate(proba, seen, labeled)
+        self._propagated = propagate(proba, seen, labeled, confidence=self.confidence_)
         if self.write and len(self._propagated):
             p = self._propagated
-            s.set_propagated(p["id"].to_numpy(), p["label"].to_numpy(), p["confidence"].clip(0, 1).to_numpy(),
+            names = np.asarray(s.classes, dtype=object)[p["label"].to_numpy()]   # names: never a guess
+            s.set_propagated(p["id"].to_numpy(), names, p["confidence"].clip(0, 1).to_numpy(),
                              model_version=self.model_version_)
         self._record()
         s.set_model("lancet", self)
         return self
+
+    # -- calibration (dcai_widgets.calibration) ----------------------------------------------------
+    def _can_cross_fit(self, y: np.ndarray) -> bool:
+        lab = y[y >= 0]
+        return len(lab) >= 2 * self.calibration_folds and len(np.unique(lab)) >= 2
+
+    def out_of_fold(self, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """Cross-fitted predictions on the human labels of the last fit: (log-probabilities (m, K) over
+        all classes, whether each top label was right (m,), distance to the nearest label its model saw
+        (m,)), one backbone copy trained per fold without it."""
+        if progress is None:  # called on its own (a benchmark): one torch thread, as in fit()
+            with torch_threads(self.n_threads):
+                return self.out_of_fold(progress=_NoProgress())
+        F_in, y, Model, kw, steps = self._snapshot
+        labeled = np.flatnonzero(y >= 0)
+        K = len(self.session.classes)
+
+        def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+            seen_k = np.unique(y[train])
+            if len(seen_k) == 1:
+                progress.update(steps)
+                return padded_log_proba(np.zeros((len(test), 1)), seen_k, K)
+            y_fold = np.full(len(y), -1, np.int64)
+            y_fold[train] = np.searchsorted(seen_k, y[train])
+            net = Model(F_in.shape[1], len(seen_k), **kw).fit(F_in, y_fold, progress=progress)
+            return padded_log_proba(net.log_proba(F_in[test]), seen_k, K)
+
+        return cross_fit(labeled, y[labeled], fit_predict, folds=self.calibration_folds, seed=self.seed, X=F_in)
+
+    def _calibrate(self) -> None:
+        """Fit the calibrator on ``oof_`` and set ``confidence_`` (chance, 1/K, without out-of-fold pairs)."""
+        self.raw_confidence_ = np.exp(self.log_proba_.max(1))
+        F_in, y = self._snapshot[:2]
+        # label-free input space: an unlabeled item's distance to the nearest human label
+        self.distance_ = nn_distance(F_in, np.flatnonzero(y >= 0))
+        if self.calibration is None:
+            self.calibrator_, self.confidence_ = None, self.raw_confidence_
+            return
+        K = self.log_proba_.shape[1]
+        oof = self.oof_ if self.oof_ is not None else (np.zeros((0, K)), np.zeros(0, bool), np.zeros(0))
+        self.calibrator_ = TopLabelCalibrator(self.calibration).fit(*oof)
+        self.confidence_ = self.calibrator_.predict(self.log_proba_, distance=self.distance_)
 
     def _select(self, z: np.ndarray, unl: np.ndarray, rank: np.ndarray) -> np.ndarray:
         if len(unl) == 0:
@@ -354,10 +422,12 @@ class Lancet:
 
     def _record(self) -> None:
         r = self.report_
+        p = getattr(self, "_propagated", None) if self.proba_ is not None else None
         self.history_.append({"human_labels": self.n_labeled_, "model_version": self.model_version_,
                               "dmn_loss": r.dmn_loss, "min_weight": r.min_weight, "stop": r.stop,
-                              "mean_confidence": float(self.proba_.max(1).mean()) if self.proba_ is not None
-                              else float("nan")})
+                              "mean_confidence": float(p["confidence"].mean()) if p is not None and len(p)
+                              else float("nan"),
+                              "calibrated": self.calibration is not None and self.oof_ is not None})
 
     # -- queue protocol and public API ---------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -404,12 +474,12 @@ class Lancet:
         return out
 
     def suggest(self, item_id: int) -> tuple[str, float] | None:
-        """The head's label for ``item_id`` and its confidence (for the panel's accept/reject keys)."""
-        if self.proba_ is None:
+        """The head's label for ``item_id`` and its calibrated confidence (for the panel's accept/reject
+        keys); the panel shows "uncertain" instead of the figure before ``calibration.SHOW_PERCENT_FROM``."""
+        if self.proba_ is None or self.confidence_ is None:
             return None
-        p = self.proba_[int(item_id)]
-        k = int(np.argmax(p))
-        return self.session.classes[int(self.classes_seen_[k])], float(p[k])
+        k = int(np.argmax(self.proba_[int(item_id)]))
+        return self.session.classes[int(self.classes_seen_[k])], float(self.confidence_[int(item_id)])
 
     def should_stop(self) -> StopReport:
         """Stop report: ``stop``, ``dmn_loss`` vs ``chance`` (ln 2), ``min_weight`` vs ``alpha_t``, ``reason``.

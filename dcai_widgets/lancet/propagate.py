@@ -5,11 +5,14 @@ import numpy as np
 import pandas as pd
 
 
-def propagate(proba: np.ndarray, classes_seen: np.ndarray, labeled: np.ndarray) -> pd.DataFrame:
+def propagate(proba: np.ndarray, classes_seen: np.ndarray, labeled: np.ndarray,
+              confidence: np.ndarray | None = None) -> pd.DataFrame:
     """DataFrame id, label (class index), confidence for every unlabeled item.
 
     ``proba`` (n, K') are head probabilities over ``classes_seen`` (the K' class indices that have
     labels); ``labeled`` (n,) bool marks items a human already labeled (they are not propagated).
+    ``confidence`` (n,): the calibrated probability that each item's label is right
+    (:mod:`dcai_widgets.calibration`); without it the head's own top probability (overconfident: issue 14).
     """
     proba = np.asarray(proba)
     if proba.ndim != 2 or proba.shape[1] != len(classes_seen):
@@ -19,7 +22,8 @@ def propagate(proba: np.ndarray, classes_seen: np.ndarray, labeled: np.ndarray) 
     return pd.DataFrame({
         "id": ids.astype(np.int64),
         "label": np.asarray(classes_seen, np.int64)[p.argmax(1)] if len(ids) else np.zeros(0, np.int64),
-        "confidence": p.max(1).astype(np.float64) if len(ids) else np.zeros(0),
+        "confidence": (p.max(1) if confidence is None else np.asarray(confidence)[ids]).astype(np.float64)
+        if len(ids) else np.zeros(0),
     })
 
 

@@ -62,3 +62,74 @@ def estimate(propagated: pd.DataFrame, checks: pd.DataFrame, bins=BINS, z: float
     acc_b = t["accuracy"].fillna(0.5).to_numpy()
     return {"accuracy": float((t["share"] * acc_b).sum()), "low": float((t["share"] * t["low"]).sum()),
             "high": float((t["share"] * t["high"]).sum()), "checked": int(t["checked"].sum()), "bins": t}
+
+
+# -- spot checks kept in the store (so they survive a reload) --------------------------------------
+MARKER = "spot-check:"   # model_version of a spot check's review label: "spot-check:<propagated label>"
+
+
+def record(session, item: int, label: str, propagated_label: str, confidence: float, annotator: str) -> int:
+    """Store one spot check as a review label by ``annotator``: ``label`` is the class the expert says
+    is right; the propagated label and its confidence ride along (``model_version`` =
+    ``MARKER + propagated label``, ``confidence``) so :func:`checks_from_store` finds the check again.
+    Committed before it returns; emits the Session's "labels" event like ``Session.label``."""
+    if not isinstance(annotator, str) or not annotator.strip():
+        raise ValueError(f"a spot check needs the annotator who made it, got {annotator!r}")
+    classes = [str(c) for c in session.classes]
+    for name, v in (("label", label), ("propagated_label", propagated_label)):
+        if str(v) not in classes:
+            raise ValueError(f"{name} {v!r} is not one of the classes {classes}")
+    batch = session.store.append([int(item)], [str(label)], annotator=annotator, source="review",
+                                 confidence=[float(np.clip(confidence, 0.0, 1.0))],
+                                 model_version=MARKER + str(propagated_label))
+    session.emit("labels", ids=[int(item)], labels=[str(label)], source="review", annotator=annotator)
+    return batch
+
+
+def checks_from_store(session) -> pd.DataFrame:
+    """The live spot checks in the store (retracted ones left out): DataFrame id, label (the propagated
+    label checked), confidence (as shown then), correct, annotator, ts; the latest check per item."""
+    cols = ["id", "label", "confidence", "correct", "annotator", "ts"]
+    ev = session.store.events(("review",))
+    mv = ev["model_version"].astype("string")
+    ev = ev[mv.str.startswith(MARKER).fillna(False).to_numpy(bool)]
+    if ev.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, ["int64", "object", "float64", "bool",
+                                                                          "object", "float64"])})
+    ev = ev.sort_values("seq").groupby("id", as_index=False).tail(1)
+    checked = ev["model_version"].str[len(MARKER):]
+    return pd.DataFrame({"id": ev["id"].astype("int64").to_numpy(), "label": checked.to_numpy(),
+                         "confidence": ev["confidence"].astype(float).to_numpy(),
+                         "correct": (checked.to_numpy() == ev["label"].astype(str).to_numpy()),
+                         "annotator": ev["annotator"].to_numpy(), "ts": ev["ts"].astype(float).to_numpy()}
+                        ).reset_index(drop=True)
+
+
+def curve_from_store(session) -> pd.DataFrame:
+    """The learning curve from the store alone (after a reload): one row per LANCET model version —
+    human_labels (from the version name ``lancet-<labels>-<k>``), mean_confidence of its propagated
+    labels, propagated (how many), ts; plus, per version, the spot checks made while it was the
+    latest (accuracy, low, high by :func:`estimate`)."""
+    ev = session.store.events(("propagated",))
+    ev = ev[ev["model_version"].astype("string").str.startswith("lancet-").fillna(False).to_numpy(bool)]
+    cols = ["model_version", "human_labels", "mean_confidence", "propagated", "ts",
+            "spot_accuracy", "spot_low", "spot_high"]
+    if ev.empty:
+        return pd.DataFrame(columns=cols)
+    g = ev.groupby("model_version").agg(mean_confidence=("confidence", "mean"), propagated=("id", "size"),
+                                        ts=("ts", "min"), end=("ts", "max")).reset_index()
+    g["human_labels"] = g["model_version"].str.split("-").str[1].astype(int)
+    g = g.sort_values("ts").reset_index(drop=True)
+    checks = checks_from_store(session)
+    acc, low, high = [], [], []
+    for k, r in g.iterrows():
+        until = g["ts"].iloc[k + 1] if k + 1 < len(g) else np.inf
+        c = checks[(checks["ts"] >= r["ts"]) & (checks["ts"] < until)]
+        if len(c):
+            prop = ev[ev["model_version"] == r["model_version"]]
+            est = estimate(prop, c)
+            acc.append(est["accuracy"]), low.append(est["low"]), high.append(est["high"])
+        else:
+            acc.append(np.nan), low.append(np.nan), high.append(np.nan)
+    g["spot_accuracy"], g["spot_low"], g["spot_high"] = acc, low, high
+    return g[cols]

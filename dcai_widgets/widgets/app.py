@@ -69,7 +69,7 @@ class App(W.VBox):
             # the view shows the retrain progress, the Label panel the engine's notes
             queue = Lancet(session, progress=False, warn=False)
             if extras is None:
-                extras = LancetView(session, queue)
+                extras = LancetView(session, queue, annotator=annotator)  # spot checks carry the annotator
         from .team import team_label_panel, team_mode
 
         self.team = team_mode(team)  # `team=True`, or env DCAI_TEAM=1 from `dcai-widgets serve`

@@ -2,14 +2,20 @@
 
 Keys: the class shortcuts shown on the buttons (the class names themselves when every class is a single
 distinct character, as with digits; otherwise 1-9 then letters), `a`/`x` accept/reject the queue's
-suggestion, space or `s` skip, Backspace undo, ArrowLeft/ArrowRight previous/next.
-The queue (`fit() -> self`, `candidates(n=None) -> list[int]`, optional `suggest(id)`) is refit in a
-background thread every `refit_every` labels, so keystrokes never wait for it.
+suggestion, space or `s` skip, Backspace undo (this annotator's latest batch, whichever panel wrote it),
+ArrowLeft/ArrowRight previous/next, `?` the list of keys.
+The queue (`fit() -> self`, `candidates(n=None) -> list[int]`, optional `suggest(id)`) is refit in the
+background (`widgets.threads.Background`) every `refit_every` labels, so keystrokes never wait for it;
+a refit asked for while one runs is merged into one more run, so the latest labels are always fitted
+next. The status line reports what that fit used (its own label count and classes). A suggestion's
+confidence is the queue's calibrated one, shown as a percentage only from
+`calibration.SHOW_PERCENT_FROM` human labels ("uncertain" before). A label the store could not save
+stays on screen with a red error line; a busy or unreachable store is retried in the background
+("saving…") and nothing else is labeled meanwhile.
 """
 from __future__ import annotations
 
 import html
-import os
 import threading
 import time
 from collections import deque
@@ -19,13 +25,19 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
+from ..calibration import show_confidence
+from .counts import LABELED_MEANS, labeled_html
 from .item_card import ItemCard, png_cache
-from .keyboard import KeyboardShortcuts
+from .keyboard import KeyboardShortcuts, KeyHelp
+from .label_saving import SaveRetry, error_html, undone_text
 from .style import style_widget
-from .threads import on_main_thread
+from .threads import Background, Job, on_main_thread
 
 RESERVED = {"a": "accept", "x": "reject", "s": "skip", " ": "skip", "Backspace": "undo",
             "ArrowLeft": "prev", "ArrowRight": "next"}
+_KEY_HELP = [("a", "accept the suggested class"), ("x", "reject the suggestion"), ("s", "skip"),
+             (" ", "skip"), ("Backspace", "undo your latest label batch (any panel)"),
+             ("ArrowLeft", "previous item"), ("ArrowRight", "next item")]
 _LETTERS = [c for c in "bcdefghijklmnopqrtuvwyz"]
 
 
@@ -100,8 +112,8 @@ class LabelPanel(W.VBox):
         self._skipped: set[int] = set()
         self._rejected: set[int] = set()
         self._since_refit = 0
-        self._refit_thread: threading.Thread | None = None
         self._refits = 0
+        self._fit_labels: int | None = None   # human labels the queue's last fit used
         self._vec = np.asarray(session.label_vector(), dtype=np.int64).copy()
         # items kept out of training (e.g. anomalies excluded in the Clean tab) are never asked
         self._excluded = set(int(i) for i in session.excluded()) if hasattr(session, "excluded") else set()
@@ -114,13 +126,13 @@ class LabelPanel(W.VBox):
 
         self._build(extras, card_size)
         # views are updated on the kernel's main thread, whichever thread labels or refits
-        self._show_status = on_main_thread(self._show_status_now)
-        self._refit_done = on_main_thread(self._refit_done_now)
+        self._refitter = Background(self._refit_work, on_done=self._refit_done_now, on_error=self._refit_failed,
+                                    name="dcai-queue-refit", background=self.background)
+        self._saver = SaveRetry(self, background=self.background)
         self.session.on("labels", on_main_thread(self._on_labels))
         self._fallback: deque[int] | None = None
         if initial_fit == "sync":
-            self.queue.fit()
-            self._pending = deque(self.queue.candidates())
+            self._refit_done_now(self._refit_work(Job()))
         else:  # show items at once (fallback order) while the queue fits in the background
             self.refit()
         self._refresh_counts()
@@ -157,11 +169,15 @@ class LabelPanel(W.VBox):
         self.progress_text = W.HTML()
         self.counts = W.HTML()
         self.status = W.HTML()
+        self.error = W.HTML()      # red line: a label the store could not save ("saving…" while retried)
+        self.error.add_class("dcai-label-error")
         self.keyboard = KeyboardShortcuts(keys=[k for k in self.shortcuts if k] + list(RESERVED))
         self.keyboard.on_key(self.handle_key)
-        left = W.VBox([self.card, self.suggestion, self.class_box, controls,
+        self.help = KeyHelp([(k, f"label as {c}") for k, c in zip(self.shortcuts, self.classes) if k] + _KEY_HELP,
+                            title="Label: keyboard shortcuts").attach(self.keyboard)
+        left = W.VBox([self.card, self.suggestion, self.error, self.class_box, controls,
                        W.HBox([self.progress, self.progress_text]), self.counts, self.status,
-                       self.keyboard])
+                       W.HBox([self.keyboard, self.help.button]), self.help])
         main = [left] + ([extras] if extras is not None else [])
         self.extras = extras
         super().__init__([style_widget(), W.HTML(f"<b>Label</b> · annotator <code>"
@@ -276,8 +292,11 @@ class LabelPanel(W.VBox):
             self.buttons[self.classes.index(old[0])].button_style = ""
         if sug is not None:
             self.buttons[self.classes.index(sug[0])].button_style = "warning"
-            self.suggestion.value = (f"suggested: <b>{html.escape(sug[0])}</b> ({sug[1]:.0%}) — "
-                                     f"<kbd>a</kbd> accept, <kbd>x</kbd> reject")
+            shown = show_confidence(sug[1], self._fit_labels or 0)
+            why = ("calibrated probability that the suggestion is right" if shown != "uncertain" else
+                   "fewer than 50 human labels: the model's confidence cannot be trusted yet")
+            self.suggestion.value = (f'suggested: <b>{html.escape(sug[0])}</b> (<span class="dcai-sug-conf" '
+                                     f'title="{why}">{shown}</span>) — <kbd>a</kbd> accept, <kbd>x</kbd> reject')
         else:
             self.suggestion.value = ""
         self.accept_button.disabled = sug is None
@@ -312,11 +331,16 @@ class LabelPanel(W.VBox):
         cls = self.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)
         if cls not in self.classes:
             raise ValueError(f"label {label!r} is not among the classes {self.classes}")
-        self._own_write = True
-        try:
-            self.session.label([i], [cls], annotator=self.annotator)
-        finally:
-            self._own_write = False
+        if self._saver.busy:  # a label is still being retried: nothing else is labeled meanwhile
+            self.error.value = error_html("still saving the previous label… wait for it to be saved", saving=True)
+            return
+        if not self._saver.save(i, cls):
+            return       # not saved: the item stays on screen with the red line (or "saving…")
+        self._saved(i, cls, t0)
+
+    def _saved(self, i: int, cls: str, t0: float) -> None:
+        """The label of item ``i`` is on disk: update the counters and show the next item."""
+        self.error.value = ""
         self._vec[i] = self.classes.index(cls)
         self._mine[i] = cls
         self._forward()
@@ -325,6 +349,14 @@ class LabelPanel(W.VBox):
         self._since_refit += 1
         if self._since_refit >= self.refit_every:
             self.refit()
+
+    def _write(self, i: int, cls: str) -> None:
+        """Write one label (raises the store's error); used by ``SaveRetry``."""
+        self._own_write = True
+        try:
+            self.session.label([i], [cls], annotator=self.annotator)
+        finally:
+            self._own_write = False
 
     def accept(self) -> None:
         """Label the shown item with the queue's suggestion (key `a`)."""
@@ -358,17 +390,24 @@ class LabelPanel(W.VBox):
         self.skip() if self._pos >= len(self._history) - 1 else self._forward()
 
     def undo(self) -> Any:
-        """Retract this annotator's latest label batch and show that item again; returns the undone row."""
+        """Retract this annotator's latest label batch, whichever panel wrote it (a bulk label from Explore,
+        a spot check), and show its item again; returns the undone batch (DataFrame) or None."""
         self._own_write = True
         try:
-            row = self.session.undo(annotator=self.annotator)
+            batch = self.session.undo(annotator=self.annotator)
+        except Exception as e:  # the store refused: say so, nothing changed
+            self.error.value = error_html(f"undo failed: {e}")
+            return None
         finally:
             self._own_write = False
-        if row is None or len(row) == 0:
+        if batch is None or len(batch) == 0:
             self.status.value = "nothing to undo"
             return None
-        if hasattr(row, "iloc"):  # Session.undo returns the undone batch as a DataFrame
-            row = row.iloc[-1]
+        if not hasattr(batch, "iloc"):  # a single row (older Session.undo)
+            import pandas as pd
+
+            batch = pd.DataFrame([batch])
+        row = batch.iloc[0]
         i = int(row["id"])
         self._vec = np.asarray(self.session.label_vector(), dtype=np.int64).copy()
         self._mine = self._load_mine()
@@ -381,8 +420,8 @@ class LabelPanel(W.VBox):
         self._skipped.discard(i)
         self._show()
         self._refresh_counts()
-        self.status.value = f"undid label <b>{html.escape(str(row['label']))}</b> of item #{i}"
-        return row
+        self.status.value = undone_text(batch)
+        return batch
 
     def handle_key(self, key: str) -> None:
         """Dispatch one key (from the browser listener or `keyboard.press`)."""
@@ -397,56 +436,57 @@ class LabelPanel(W.VBox):
 
     # -- background refit ----------------------------------------------------------------------
     def refit(self, wait: bool = False) -> None:
-        """Refit the queue on the current labels (in a background thread unless `background=False`)."""
+        """Refit the queue on the current labels in the background (at once with ``background=False``);
+        asked while a refit runs, it runs once more afterwards on the labels stored by then."""
         self._since_refit = 0
-        if self._refit_thread is not None and self._refit_thread.is_alive():
-            return
-        self.status.value = "refitting queue…"
-        if not self.background:
-            self._do_refit()
-            return
-        self._refit_thread = threading.Thread(target=self._do_refit, name="dcai-queue-refit", daemon=True)
-        self._refit_thread.start()
+        if not self._refitter.running:
+            self.status.value = "refitting queue…"
+        self._refitter.request()
         if wait:
-            self._refit_thread.join()
+            self._refitter.wait()
 
-    def _do_refit(self) -> None:
-        if self.background and threading.current_thread() is not threading.main_thread():
-            try:  # Linux: lower this thread's CPU priority so keystrokes win the cores
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-            except (AttributeError, OSError):
-                pass
+    def _refit_work(self, job: Job) -> dict:
+        """The refit (worker thread): fit, new candidates, and what this fit used, read from the fit itself
+        (the queue's ``n_labeled_`` and ``classes_seen_``; else the store just before fitting)."""
+        before = int((np.asarray(self.session.label_vector()) >= 0).sum())
         t0 = time.perf_counter()
-        try:
-            self.queue.fit()
-            cands = self.queue.candidates()
-        except Exception as e:  # keep labeling with the old order; say why
-            self._show_status(f"queue refit failed: {html.escape(repr(e))}")
-            return
+        self.queue.fit()
+        job.check()
+        cands = self.queue.candidates()
         with self._lock:
             self._pending = deque(cands)
+        n = getattr(self.queue, "n_labeled_", None)
+        seen = getattr(self.queue, "classes_seen_", None)
+        return {"labels": int(n) if isinstance(n, (int, np.integer)) else before,
+                "classes": None if seen is None else len(seen), "seconds": time.perf_counter() - t0,
+                "notes": [str(w) for w in getattr(self.queue, "warnings_", None) or []]}
+
+    def _refit_done_now(self, fit: dict) -> None:
         self._refits += 1
-        notes = "".join(f" · <i>{html.escape(str(w))}</i>" for w in getattr(self.queue, "warnings_", None) or [])
-        self._refit_done(f"queue refit #{self._refits} on {int((self._vec >= 0).sum())} labels "
-                         f"in {time.perf_counter() - t0:.2f} s{notes}")
-
-    def _show_status_now(self, text: str) -> None:
-        self.status.value = text
-
-    def _refit_done_now(self, text: str) -> None:
-        self.status.value = text
+        self._fit_labels = fit["labels"]
+        cls = "" if fit["classes"] is None else f" of {fit['classes']} of {len(self.classes)} classes"
+        notes = "".join(f" · <i>{html.escape(w)}</i>" for w in fit["notes"])
+        self.status.value = (f'<span class="dcai-refit" data-labels="{fit["labels"]}">queue refit #{self._refits} '
+                             f"on {fit['labels']} labels{cls} in {fit['seconds']:.2f} s</span>{notes}")
         self._refresh_annotators()
+        if self.current is not None and self._suggestion is not None:
+            self._show_item()   # the suggestion's confidence may now be shown as a percentage
+
+    def _refit_failed(self, e: BaseException) -> None:  # keep labeling with the old order; say why
+        self.status.value = f'<span style="color:#b00020">queue refit failed: {html.escape(str(e) or repr(e))}</span>'
 
     # -- counters and events -------------------------------------------------------------------
     def _refresh_counts(self) -> None:
         v = self._vec
         n = int((v >= 0).sum())
         self.progress.value = n
-        self.progress_text.value = (f'<span class="dcai-progress" data-labeled="{n}">{n} / {len(v)}</span>'
-                                    f" · you: {len(self._mine)}")
+        self.progress.tooltip = LABELED_MEANS
+        self.progress_text.value = (f'<span class="dcai-progress" data-labeled="{n}">{labeled_html(n, len(v))}</span>'
+                                    f' · <span title="items whose current label is yours">you: {len(self._mine)}</span>')
         bc = np.bincount(v[v >= 0], minlength=len(self.classes))
-        self.counts.value = ('<div class="dcai-counts">' + " · ".join(
-            f"{html.escape(c)}: {int(k)}" for c, k in zip(self.classes, bc)) + "</div>")
+        self.counts.value = ('<div class="dcai-counts" title="per class: items labeled by people (human, review '
+                             'or import label), by anyone">' + " · ".join(
+                                 f"{html.escape(c)}: {int(k)}" for c, k in zip(self.classes, bc)) + "</div>")
 
     def _refresh_annotators(self) -> None:
         store = getattr(self.session, "store", None)

@@ -2,9 +2,15 @@
 learning curve (bokeh), and spot checks of propagated labels with an accuracy estimate.
 
 Spot checks (not in the LANCET paper) draw a few propagated labels from every confidence bin; the
-expert confirms (stored as ``source="review"``) or rejects and gives the right class (also a review
-label). The accuracy of all propagated labels is estimated per bin with a Wilson interval, combined by
-each bin's share of the propagated items (:mod:`dcai_widgets.lancet.spot`).
+expert confirms (stored as a ``source="review"`` label by the view's annotator) or rejects and gives the
+right class (also a review label). The accuracy of all propagated labels is estimated per bin with a
+Wilson interval, combined by each bin's share of the propagated items (:mod:`dcai_widgets.lancet.spot`).
+
+Confidences are LANCET's calibrated ones (:mod:`dcai_widgets.calibration`), shown as numbers only from
+``SHOW_PERCENT_FROM`` human labels ("uncertain" before). Everything shown is restored from the store when
+the page is reloaded (a new kernel): the propagated-label summary from ``session.propagated()``, the
+spot checks from their review labels (:func:`spot.checks_from_store`), the curve from the propagated
+labels' model versions (:func:`spot.curve_from_store`); that read runs in the background.
 """
 from __future__ import annotations
 
@@ -15,22 +21,37 @@ import ipywidgets as W
 import numpy as np
 import pandas as pd
 
+from ..calibration import SHOW_PERCENT_FROM, show_confidence
 from ..lancet import spot
 from .item_card import ItemCard
-from .threads import on_main_thread
+from .threads import Background, Job, on_main_thread
+
+LEGEND = ("<b>confidence</b>: LANCET's calibrated probability that a propagated label is right "
+          f"(learned from held-out human labels; <i>uncertain</i> before {SHOW_PERCENT_FROM} human labels). "
+          "<b>~6 0.83</b> on an item = propagated label 6 at confidence 0.83. Spot checks: your verdicts on "
+          "propagated labels, kept as review labels.")
 
 
 class LancetView(W.VBox):
     """Side panel for the Label tab; refreshes whenever ``lancet`` refits (Session "model" event)."""
 
     def __init__(self, session: Any, lancet: Any, per_bin: int = 2, seed: int | None = 0,
-                 card_size: int = 96) -> None:
+                 card_size: int = 96, annotator: str | None = None, background: bool = True) -> None:
         for name in ("propagated", "should_stop"):
             if not callable(getattr(lancet, name, None)):
                 raise TypeError(f"lancet must be a dcai_widgets Lancet (needs {name}()); got {type(lancet).__name__}")
         if not isinstance(per_bin, int) or per_bin < 1:
             raise ValueError(f"per_bin must be a positive int (spot checks per confidence bin), got {per_bin!r}")
+        if annotator is not None and (not isinstance(annotator, str) or not annotator.strip()):
+            raise ValueError(f"annotator must be a non-empty string or None, got {annotator!r}")
+        default = getattr(session, "annotator", None)
+        # spot checks are labels: they carry who made them (the same default as the Label panel's)
+        self.annotator = (annotator.strip() if annotator
+                          else default if isinstance(default, str) and default.strip() else "expert")
         self.session, self.lancet, self.per_bin = session, lancet, per_bin
+        self._stored_curve = pd.DataFrame()
+        self._own_write = False
+        self._writes = 0          # spot checks written here; a store read begun before the latest is stale
         self._rng = np.random.default_rng(seed)
         self.checks = pd.DataFrame({"id": pd.Series(dtype="int64"), "label": pd.Series(dtype="object"),
                                     "confidence": pd.Series(dtype="float64"), "correct": pd.Series(dtype="bool")})
@@ -45,7 +66,7 @@ class LancetView(W.VBox):
         self.card = ItemCard(session, size=card_size)
         self.card.layout.display = "none"
         self.check_text = W.HTML()
-        self.draw_button = W.Button(description="Spot-check propagated labels", icon="check-square",
+        self.draw_button = W.Button(description="☑ Spot-check propagated labels",
                                     layout=W.Layout(width="auto"))
         self.confirm_button = W.Button(description="Correct", button_style="success", disabled=True)
         self.reject_button = W.Button(description="Wrong", button_style="danger", disabled=True)
@@ -57,8 +78,9 @@ class LancetView(W.VBox):
         self.reject_button.on_click(lambda _: self.reject())
         self.save_button.on_click(lambda _: self.save_correction())
         self.curve = self._build_curve()
+        self.legend = W.HTML(f'<div class="dcai-legend" style="font-size:11px;color:#555">{LEGEND}</div>')
         super().__init__([
-            W.HTML("<b>LANCET</b>"), self.fit_bar, self.summary, self.bins_html,
+            W.HTML("<b>LANCET</b>"), self.fit_bar, self.summary, self.bins_html, self.legend,
             W.HTML("<b>stop gauge</b>"), self.loss_bar, self.weight_bar, self.gauge_text,
             self.curve,
             W.HTML("<b>spot checks</b>"), self.draw_button, self.card, self.check_text,
@@ -67,9 +89,13 @@ class LancetView(W.VBox):
         ], layout=W.Layout(width="340px"))
         self.add_class("dcai-lancet-view")
         session.on("model", on_main_thread(self._on_model))
+        session.on("labels", on_main_thread(self._on_labels))
         if callable(getattr(lancet, "on_progress", None)):
             lancet.on_progress(on_main_thread(self._on_progress))
+        self._restorer = Background(self._read_store, on_done=self._restored, on_error=self._restore_failed,
+                                    name="dcai-lancet-restore", background=background)
         self.refresh()
+        self._restorer.request()   # spot checks, curve and summary as the store holds them
 
     # -- plots ------------------------------------------------------------------------------------
     def _build_curve(self) -> W.Widget:
@@ -97,20 +123,67 @@ class LancetView(W.VBox):
     def _on_model(self, name: str | None = None, model: Any = None, **_: Any) -> None:
         if model is self.lancet:
             self.refresh()
+            self._restorer.request()   # the curve as stored, with this round's propagated labels
+
+    def _on_labels(self, source: str | None = None, **_: Any) -> None:
+        # a spot check made elsewhere or taken back (Backspace in the Label panel); our own are recorded here
+        if source in ("undo", "review") and not self._own_write:
+            self._restorer.request()
+
+    # -- state from the store (background) ---------------------------------------------------------
+    def _read_store(self, job: Job) -> dict:
+        writes = self._writes
+        checks = spot.checks_from_store(self.session)
+        job.check()
+        return {"checks": checks, "curve": spot.curve_from_store(self.session), "writes": writes}
+
+    def _restored(self, res: dict) -> None:
+        if res["writes"] != self._writes:
+            return                     # read before a check written here since: the rerun brings it
+        self.checks = res["checks"][["id", "label", "confidence", "correct"]].reset_index(drop=True)
+        self._stored_curve = res["curve"]
+        if self._fitted_labels() is None:
+            self.refresh()             # nothing fitted in this kernel yet: show what the store holds
+        else:
+            self._refresh_estimate()
+            self._refresh_curve()
+        done = set(self.checks["id"].tolist())
+        if self._queue and any(int(c["id"]) in done for c in self._queue):
+            self._queue = [c for c in self._queue if int(c["id"]) not in done]
+            self._show_next()
+
+    def _restore_failed(self, e: BaseException) -> None:
+        self.estimate_html.value = (f'<span style="color:#b00020">could not read spot checks from the store: '
+                                    f"{html.escape(str(e) or repr(e))}</span>")
+
+    def wait(self, timeout: float | None = 30) -> bool:
+        """Block until the background store read is done (scripts, tests)."""
+        return self._restorer.wait(timeout)
+
+    # -- refresh ----------------------------------------------------------------------------------
+    def _fitted_labels(self) -> int | None:
+        """Human labels the model shown was fit on (this kernel's fit, else the latest stored version)."""
+        if getattr(self.lancet, "proba_", None) is not None:
+            return int(self.lancet.n_labeled_)
+        c = self._stored_curve
+        return int(c["human_labels"].iloc[-1]) if len(c) else None
 
     def _propagated(self) -> pd.DataFrame:
-        try:
+        if getattr(self.lancet, "proba_", None) is not None:
             return self.lancet.propagated()
-        except RuntimeError:  # not fitted yet
-            return pd.DataFrame({"id": [], "label": [], "confidence": []})
+        # not fitted in this kernel (a reload): the propagated labels the store holds
+        p = self.session.propagated()
+        return p[["id", "label", "confidence"]] if len(p) else pd.DataFrame({"id": [], "label": [], "confidence": []})
 
     def refresh(self) -> None:
-        """Redraw counts, bins, gauge and curve from the lancet's current state."""
+        """Redraw counts, bins, gauge and curve from the lancet's current state (or the store's)."""
         p = self._propagated()
         n = len(self.session)
-        human = int((np.asarray(self.session.label_vector()) >= 0).sum())
-        self.summary.value = (f'<div class="dcai-lancet-summary" data-propagated="{len(p)}">'
-                              f"{len(p)} of {n} items have propagated labels · {human} human labels</div>")
+        fit = self._fitted_labels()
+        on = "" if fit is None else f" · model fit on {fit:,} human labels"
+        self.summary.value = (f'<div class="dcai-lancet-summary" data-propagated="{len(p)}" '
+                              f'title="items with a label propagated by LANCET and no label from a person">'
+                              f"{len(p):,} of {n:,} items have propagated labels{on}</div>")
         if len(p):
             b = spot.confidence_bin(p["confidence"].to_numpy())
             counts = np.bincount(b, minlength=len(spot.BINS) - 1)
@@ -118,7 +191,10 @@ class LancetView(W.VBox):
                 f"<tr><td>{spot.BINS[i]:.1f}–{min(spot.BINS[i + 1], 1):.1f}</td><td>{int(c)}</td>"
                 f'<td><div style="background:#1f77b4;height:8px;width:{int(120 * c / max(1, counts.max()))}px">'
                 f"</div></td></tr>" for i, c in enumerate(counts))
-            self.bins_html.value = f'<table class="dcai-lancet-bins"><tr><th>confidence</th><th>items</th><th></th></tr>{rows}</table>'
+            note = "" if (fit or 0) >= SHOW_PERCENT_FROM else \
+                f"<tr><td colspan=3><i>uncertain: fewer than {SHOW_PERCENT_FROM} human labels</i></td></tr>"
+            self.bins_html.value = (f'<table class="dcai-lancet-bins"><tr><th>calibrated confidence</th>'
+                                    f"<th>items</th><th></th></tr>{rows}{note}</table>")
         else:
             self.bins_html.value = "<i>no propagated labels yet: label a first batch</i>"
         try:
@@ -139,31 +215,37 @@ class LancetView(W.VBox):
         self._refresh_curve()
 
     def _refresh_curve(self) -> None:
-        hist = getattr(self.lancet, "history_", [])
-        xs = [h["human_labels"] for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
-        conf = [h["mean_confidence"] for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
-        acc = [h.get("spot_accuracy", np.nan) for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
-        low = [h.get("spot_low", np.nan) for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
-        high = [h.get("spot_high", np.nan) for h in hist if np.isfinite(h.get("mean_confidence", np.nan))]
-        self.curve_source.data = dict(x=xs, conf=conf, acc=acc, low=low, high=high)
+        """Stored model versions (earlier kernels included), then this kernel's rounds not yet read back."""
+        rows = [] if self._stored_curve.empty else self._stored_curve.to_dict("records")
+        known = {r["model_version"] for r in rows}
+        for h in getattr(self.lancet, "history_", []):
+            if np.isfinite(h.get("mean_confidence", np.nan)) and h.get("model_version") not in known:
+                rows.append(h)
+        est = getattr(self, "last_estimate", None)
+        if rows and est is not None:  # the latest estimate belongs to the latest round
+            rows[-1] = {**rows[-1], "spot_accuracy": est["accuracy"], "spot_low": est["low"], "spot_high": est["high"]}
+
+        def col(k: str) -> list[float]:
+            return [float(r.get(k, np.nan)) if r.get(k) is not None else np.nan for r in rows]
+
+        self.curve_source.data = dict(x=[int(r["human_labels"]) for r in rows], conf=col("mean_confidence"),
+                                      acc=col("spot_accuracy"), low=col("spot_low"), high=col("spot_high"))
 
     def _refresh_estimate(self, p: pd.DataFrame | None = None) -> None:
         p = self._propagated() if p is None else p
         if not len(self.checks) or not len(p):
             self.estimate_html.value = "<i>no spot checks yet</i>"
+            self.last_estimate = None
             return
         est = spot.estimate(p, self.checks)
         self.last_estimate = est
-        hist = getattr(self.lancet, "history_", [])
-        if hist:  # attach to the current round for the learning curve
-            hist[-1].update(spot_accuracy=est["accuracy"], spot_low=est["low"], spot_high=est["high"])
         rows = "".join(f"<tr><td>{r.bin}</td><td>{r.correct}/{r.checked}</td><td>{r.low:.2f}–{r.high:.2f}</td></tr>"
                        for r in est["bins"].itertuples())
         self.estimate_html.value = (
-            f'<div class="dcai-estimate" data-accuracy="{est["accuracy"]:.4f}">estimated accuracy of propagated '
-            f"labels: <b>{est['accuracy']:.1%}</b> (95% interval {est['low']:.1%}–{est['high']:.1%}, "
-            f"{est['checked']} checks)</div><table><tr><th>confidence</th><th>correct</th><th>Wilson 95%</th></tr>"
-            f"{rows}</table>")
+            f'<div class="dcai-estimate" data-accuracy="{est["accuracy"]:.4f}" data-checks="{est["checked"]}">'
+            f"estimated accuracy of propagated labels: <b>{est['accuracy']:.1%}</b> (95% interval "
+            f"{est['low']:.1%}–{est['high']:.1%}, {est['checked']} checks)</div><table><tr><th>confidence</th>"
+            f"<th>correct</th><th>Wilson 95%</th></tr>{rows}</table>")
 
     # -- spot checks ---------------------------------------------------------------------------------
     def draw(self) -> list[int]:
@@ -193,9 +275,25 @@ class LancetView(W.VBox):
             return
         self.card.layout.display = ""
         self.card.show(int(c["id"]))
+        shown = show_confidence(float(c["confidence"]), self._fitted_labels() or 0)
         self.check_text.value = (f'<div data-item="{int(c["id"])}">LANCET says <b>{html.escape(str(c["label"]))}</b>'
-                                 f" (confidence {c['confidence']:.2f}) — right? {len(self._queue)} left</div>")
+                                 f" (calibrated confidence {shown}) — right? {len(self._queue)} left</div>")
         self.confirm_button.disabled = self.reject_button.disabled = False
+
+    def _store_check(self, right: str) -> bool:
+        """Write the check as a review label by this view's annotator; False (and a red line) if the store failed."""
+        c = self.current
+        self._own_write = True
+        try:
+            spot.record(self.session, int(c["id"]), right, str(c["label"]), float(c["confidence"]), self.annotator)
+        except Exception as e:   # nothing moves on: the check stays on screen
+            self.check_text.value += (f'<div class="dcai-error" style="color:#b00020">not saved: '
+                                      f"{html.escape(str(e) or repr(e))}</div>")
+            return False
+        finally:
+            self._own_write = False
+        self._writes += 1
+        return True
 
     def _record(self, correct: bool) -> None:
         c = self._queue.pop(0)
@@ -205,13 +303,13 @@ class LancetView(W.VBox):
         self._refresh_estimate()
         self._refresh_curve()
         self._show_next()
+        self._restorer.request()       # read back from the store (runs again after a read in progress)
 
     def confirm(self) -> None:
-        """The shown propagated label is right: store it as a review label."""
+        """The shown propagated label is right: store it as a review label (with this view's annotator)."""
         c = self.current
-        if c is None:
+        if c is None or not self._store_check(str(c["label"])):
             return
-        self.session.label([int(c["id"])], [c["label"]], source="review")
         self._record(True)
 
     def reject(self) -> None:
@@ -228,5 +326,7 @@ class LancetView(W.VBox):
         if c is None:
             return
         label = self.right_class.value if label is None else label
-        self.session.label([int(c["id"])], [label], source="review")
-        self._record(False)
+        right = self.session.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)
+        if not self._store_check(right):
+            return
+        self._record(right == str(c["label"]))

@@ -130,8 +130,10 @@ def test_refit_runs_in_the_background_without_blocking_labels(demo):
         p.press(k)
     assert len(store_labels(demo)) == 5 and q.fits == 1 and "refitting" in p.status.value
     gate.set()
-    p._refit_thread.join(timeout=30)
-    assert q.fits == 2 and "refit #1" in p.status.value
+    assert p._refitter.wait(timeout=30)
+    # the refit asked for after label 4 arrived during the first one: merged into one more run
+    # (#1 is the first fit at start); the last one fitted all 5 labels
+    assert q.fits == 3 and "refit #3" in p.status.value and 'data-labels="5"' in p.status.value
 
 
 def test_bad_input_is_named(demo):
@@ -175,7 +177,7 @@ def test_background_first_fit_and_a_dry_queue_never_block_or_repeat(demo):
         p.press(k)
     assert len(store_labels(demo)) == 4 and len(set(store_labels(demo))) == 4 and q.fits == 0
     gate.set()
-    p._refit_thread.join(timeout=30)
+    assert p._refitter.wait(timeout=30)
     assert q.fits >= 1
     p.press("5")
     assert p.current in (500, 501, 502)                # the queue's order takes over once fitted
@@ -204,3 +206,100 @@ def test_overlap_lets_a_second_annotator_label_the_same_items(demo):
     assert sorted(ev.loc[ev["id"] == 1, "annotator"]) == ["ada", "cy"]   # both labels kept
     agree = demo.store.agreement().set_index("id")
     assert agree.loc[1, "n_annotators"] == 2 and agree.loc[1, "agreement"] == 0.5
+
+
+# -- issue 14: calibrated suggestions, honest status, store failures, undo of any batch, "?" ---------
+
+class SuggestingQueue(FixedQueue):
+    """A queue that suggests class '6' at 99% and reports what its fit used."""
+
+    def __init__(self, order, n_labeled=0, seen=0, notes=()):
+        super().__init__(order)
+        self.n_labeled_, self.classes_seen_, self.warnings_ = n_labeled, list(range(seen)), list(notes)
+
+    def suggest(self, item_id):
+        return "6", 0.99
+
+
+def test_suggestion_says_uncertain_before_fifty_labels_then_a_percentage(demo):
+    p = LabelPanel(demo, queue=SuggestingQueue([1, 2, 3], n_labeled=20, seen=10), annotator="ada", background=False)
+    assert "uncertain" in p.suggestion.value and "%" not in p.suggestion.value
+    p.queue.n_labeled_ = 50
+    p.refit()
+    assert "99%" in p.suggestion.value and "uncertain" not in p.suggestion.value
+
+
+def test_status_reports_what_the_fit_used_not_the_panels_count(demo):
+    demo.label(np.arange(100, 120), [str(i % 10) for i in range(20)], annotator="ada")   # 20 labels, 10 classes
+    q = SuggestingQueue([1, 2], n_labeled=5, seen=3, notes=["7 of 10 classes have no labels yet"])
+    p = LabelPanel(demo, queue=q, annotator="ada", background=False)
+    assert 'data-labels="5"' in p.status.value and "on 5 labels of 3 of 10 classes" in p.status.value
+    assert "7 of 10 classes" in p.status.value       # the note belongs to that same fit
+    assert "20 of 1,797 labeled by people" in p.progress_text.value
+
+
+def test_a_store_error_keeps_the_item_and_says_so_in_red(demo, monkeypatch):
+    from dcai_widgets.store.errors import StoreFullError
+
+    p = LabelPanel(demo, queue=FixedQueue([10, 11]), annotator="ada", background=False)
+    real = demo.store.append
+
+    def full(*a, **k):
+        raise StoreFullError("label store x.db: the disk is full; the label was NOT saved")
+
+    monkeypatch.setattr(demo.store, "append", full)
+    p.press("3")
+    assert p.current == 10 and store_labels(demo) == {}            # not saved, still on screen
+    assert "dcai-error" in p.error.value and "disk is full" in p.error.value and "NOT saved" in p.error.value
+    assert p.progress.value == 0
+    monkeypatch.setattr(demo.store, "append", real)
+    p.press("3")
+    assert store_labels(demo) == {10: "3"} and p.current == 11 and p.error.value == ""
+
+
+def test_a_busy_store_is_retried_with_saving_shown(demo, monkeypatch):
+    from dcai_widgets.store.errors import StoreBusyError
+
+    p = LabelPanel(demo, queue=FixedQueue([10, 11, 12]), annotator="ada", background=False)
+    p._saver.delay = 0.0
+    real, calls, shown = demo.store.append, [], []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) <= 2:
+            shown.append(p.error.value)
+            raise StoreBusyError("label store x.db stayed locked by another writer")
+        return real(*a, **k)
+
+    monkeypatch.setattr(demo.store, "append", flaky)
+    p.press("4")
+    assert len(calls) == 3 and "saving…" in shown[-1]          # "saving…" while the write was retried
+    assert store_labels(demo) == {10: "4"} and p.current == 11 and "after retrying" in p.status.value
+    calls.clear()
+    monkeypatch.setattr(demo.store, "append", lambda *a, **k: (_ for _ in ()).throw(StoreBusyError("locked")))
+    p.press("5")                                               # retries spent: red, not saved, item kept
+    assert p.current == 11 and 11 not in store_labels(demo) and "NOT saved" in p.error.value
+
+
+def test_backspace_undoes_a_bulk_label_made_elsewhere(demo):
+    p = LabelPanel(demo, queue=FixedQueue([1, 2, 3]), annotator="expert", background=False)
+    p.press("5")
+    bulk = list(range(200, 224))
+    demo.label(bulk, "8", annotator="expert")                 # e.g. Explore: select all, label 24 as 8
+    assert p.progress.value == 25
+    undone = p.press("Backspace")
+    assert store_labels(demo) == {1: "5"}                       # the whole bulk batch, not the older label
+    assert "batch of 24" in p.status.value and "#200" in p.status.value and p.current == 200
+    assert p.progress.value == 1
+    p.press("Backspace")
+    assert store_labels(demo) == {}
+    del undone
+
+
+def test_question_mark_shows_the_keys(demo):
+    p = LabelPanel(demo, queue=FixedQueue([1, 2]), annotator="ada", background=False)
+    assert not p.help.visible
+    p.press("?")
+    assert p.help.visible and "Backspace" in p.help.table.value and "label as 7" in p.help.table.value
+    p.press("Escape")
+    assert not p.help.visible and p.current == 1

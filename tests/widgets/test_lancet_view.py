@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 import dcai_widgets as dw
-from dcai_widgets.lancet import Lancet
-from dcai_widgets.lancet import spot
+from dcai_widgets.lancet import Lancet, spot
 
 pytest.importorskip("jupyter_bokeh")
-from dcai_widgets.widgets.lancet_view import LancetView  # noqa: E402
+from dcai_widgets.widgets.lancet_view import LancetView
 
 
 def _blobs(tmp_path, n_per=30, k=3):
@@ -79,3 +78,56 @@ def test_view_rejects_non_lancet(tmp_path):
         LancetView(s, object())
     with pytest.raises(ValueError, match="per_bin"):
         LancetView(s, Lancet(s, progress=False), per_bin=0)
+
+
+def _fitted_with_checks(tmp_path):
+    s = _blobs(tmp_path, n_per=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lan = Lancet(s, batch=6, steps=80, dmn_steps=40, progress=False)
+        lan.fit()
+        c = lan.candidates()
+        s.label(c, s.y_true[c], annotator="ada")
+        lan.fit()
+        view = LancetView(s, lan, per_bin=2, annotator="ada", background=False)
+    return s, lan, view
+
+
+def test_spot_checks_carry_the_annotator_and_survive_a_reload(tmp_path):
+    s, lan, view = _fitted_with_checks(tmp_path)
+    view.draw()
+    first = view.current
+    view.confirm()
+    ev = s.store.events(("review",))
+    assert list(ev["annotator"]) == ["ada"] and ev["model_version"].iloc[0].startswith(spot.MARKER)
+    n_prop = len(s.propagated())
+    # a reload: a new kernel opens the same store; nothing is fitted yet
+    s2 = dw.Session.from_embeddings(s.embeddings, s.classes, y_true=s.y_true, store=s.store.path)
+    lan2 = Lancet(s2, progress=False)
+    view2 = LancetView(s2, lan2, annotator="ada", background=False)
+    assert f'data-propagated="{n_prop}"' in view2.summary.value and "no propagated labels" not in view2.bins_html.value
+    assert list(view2.checks["id"]) == [first["id"]] and view2.checks["correct"].tolist() == [True]
+    assert 'data-checks="1"' in view2.estimate_html.value
+    assert len(view2.curve_source.data["x"]) >= 1 and view2.curve_source.data["x"][-1] == 6
+
+
+def test_undoing_a_spot_check_removes_it_from_the_estimate(tmp_path):
+    s, lan, view = _fitted_with_checks(tmp_path)
+    view.draw()
+    view.confirm()
+    assert len(view.checks) == 1
+    s.undo("ada")                                 # Backspace in the Label panel: the annotator's latest batch
+    assert len(view.checks) == 0 and "no spot checks yet" in view.estimate_html.value
+
+
+def test_a_spot_check_the_store_refuses_stays_on_screen(tmp_path, monkeypatch):
+    s, lan, view = _fitted_with_checks(tmp_path)
+    view.draw()
+    first = view.current
+
+    def refuse(*a, **k):
+        raise PermissionError("label store is read-only")
+
+    monkeypatch.setattr(s.store, "append", refuse)
+    view.confirm()
+    assert view.current == first and "read-only" in view.check_text.value and len(view.checks) == 0

@@ -1,0 +1,123 @@
+"""Calibrated confidences (dcai_widgets.calibration): ECE, the calibrators, cross-fitting, and that the
+engines show and store the calibrated figure (issue 14: "6 (100%)" on items that were 0, 3, 5)."""
+import warnings
+
+import numpy as np
+import pytest
+
+import dcai_widgets as dw
+from dcai_widgets.calibration import (
+    METHODS,
+    SHOW_PERCENT_FROM,
+    TopLabelCalibrator,
+    cross_fit,
+    ece,
+    padded_log_proba,
+    show_confidence,
+)
+from dcai_widgets.queue import UncertaintyQueue
+
+
+def test_ece_by_hand():
+    # two bins: conf 0.95 (2 items, 1 right) and 0.55 (2 items, 2 right)
+    assert ece([0.95, 0.95, 0.55, 0.55], [1, 0, 1, 1]) == pytest.approx(0.5 * 0.45 + 0.5 * 0.45)
+    assert ece([1.0, 0.0], [1, 0]) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="one value per item"):
+        ece([0.5], [1, 0])
+
+
+def _overconfident(n, rng, K=5, sharpen=4.0):
+    """Logits whose softmax is the true probability, then sharpened: an overconfident model."""
+    logits = rng.normal(0, 1.2, (n, K))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    truth = np.array([rng.choice(K, p=row) for row in p])
+    z = sharpen * logits
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return logp, truth
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
+def test_calibration_on_a_fixed_seed_brings_ece_under_the_bound(method):
+    rng = np.random.default_rng(0)
+    fit_logp, fit_y = _overconfident(600, rng)
+    test_logp, test_y = _overconfident(4000, rng)
+    ok_test = test_logp.argmax(1) == test_y
+    raw = ece(np.exp(test_logp.max(1)), ok_test)
+    cal = TopLabelCalibrator(method).fit(fit_logp, fit_logp.argmax(1) == fit_y).predict(test_logp)
+    assert raw > 0.15                     # the sharpened model is badly overconfident
+    assert ece(cal, ok_test) < 0.05       # the calibrator, fit on other items, fixes it
+    assert cal.shape == (4000,)
+    assert ((cal > 0) & (cal < 1)).all()
+
+
+def test_coverage_needs_distances_and_one_outcome_never_gives_certainty():
+    logp = np.log(np.array([[0.9, 0.1], [0.8, 0.2], [0.99, 0.01]]))
+    with pytest.raises(ValueError, match="distance"):
+        TopLabelCalibrator("coverage").fit(logp, [True, True, True])
+    c = TopLabelCalibrator("platt").fit(logp, [True, True, True]).predict(logp)
+    assert (c < 1).all()                 # 3 of 3 right is not proof of 100%
+    assert TopLabelCalibrator("temperature").fit(np.zeros((0, 4)), []).predict(np.zeros((2, 4))).tolist() == [0.25, 0.25]
+    with pytest.raises(ValueError, match="method"):
+        TopLabelCalibrator("magic").fit(logp, [True, False, True])
+
+
+def test_cross_fit_never_predicts_an_item_its_model_was_trained_on():
+    y = np.repeat(np.arange(3), 10)
+    ids = np.arange(100, 130)
+    seen_pairs = []
+
+    def fit_predict(train, test):
+        assert not set(train) & set(test)
+        seen_pairs.append((set(train.tolist()), set(test.tolist())))
+        return padded_log_proba(np.zeros((len(test), 1)), np.array([0]), 3)
+
+    logp, ok, dist = cross_fit(ids, y, fit_predict, folds=3, X=np.random.default_rng(0).normal(size=(130, 2)))
+    assert len(seen_pairs) == 3 and set().union(*(t for _, t in seen_pairs)) == set(ids.tolist())
+    assert logp.shape == (30, 3) and ok.sum() == 10 and (dist > 0).all()
+
+
+def test_uncertain_before_fifty_labels():
+    assert show_confidence(0.97, SHOW_PERCENT_FROM - 1) == "uncertain"
+    assert show_confidence(0.97, SHOW_PERCENT_FROM) == "97%"
+    assert show_confidence(None, 500) == "uncertain"
+
+
+def test_queue_suggestions_are_calibrated_on_digits(demo):
+    """100 random human labels on digits: the regression's own probability is off by > 0.1 (ECE on the
+    unlabeled items); the calibrated confidence the queue suggests with is within 0.06."""
+    y = demo.y_true
+    ids = np.random.default_rng(0).choice(len(y), 100, replace=False)
+    demo.label(ids, y[ids], annotator="oracle")
+    q = UncertaintyQueue(demo).fit()
+    unl = np.flatnonzero(demo.label_vector() < 0)
+    ok = q.proba_[unl].argmax(1) == y[unl]
+    raw = ece(q.proba_[unl].max(1), ok)
+    cal = ece(q.confidence_[unl], ok)
+    assert raw > 0.1 and cal < 0.06, (raw, cal)
+    label, conf = q.suggest(int(unl[0]))
+    assert conf == pytest.approx(q.confidence_[unl[0]])
+    with pytest.raises(ValueError, match="calibration"):
+        UncertaintyQueue(demo, calibration="best")
+
+
+def test_lancet_stores_the_calibrated_confidence(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 3, (3, 6))
+    X = np.vstack([c + rng.normal(0, 1.5, (60, 6)) for c in centers]).astype(np.float32)
+    y = np.repeat(np.arange(3), 60)
+    s = dw.Session.from_embeddings(X, ["a", "b", "c"], y_true=y, store=tmp_path / "c.db")
+    ids = rng.choice(len(y), 30, replace=False)
+    s.label(ids, y[ids], annotator="ada")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lan = dw.Lancet(s, batch=5, steps=80, dmn_steps=40, progress=False).fit()
+    assert lan.oof_ is not None and len(lan.oof_[0]) == 30           # cross-fitted on the 30 labels
+    stored = s.propagated().set_index("id")["confidence"]
+    unl = stored.index.to_numpy()
+    assert np.allclose(stored.to_numpy(), lan.confidence_[unl])       # what is stored is the calibrated one
+    assert not np.allclose(stored.to_numpy(), lan.raw_confidence_[unl])
+    assert lan.suggest(int(unl[0]))[1] == pytest.approx(lan.confidence_[unl[0]])
+    assert lan.history_[-1]["calibrated"] is True
+    with pytest.raises(ValueError, match="calibration"):
+        dw.Lancet(s, calibration="best")
+    assert "coverage" in METHODS
