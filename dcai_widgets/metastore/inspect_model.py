@@ -166,7 +166,7 @@ def inputs_for(session: Any) -> tuple[torch.Tensor, nn.Module, list[str]]:
 
 def build_inspect_model(session: Any, path: str | Path | None = None, epochs: int = 10, checkpoints: int = 3,
                         lr: float = 0.3, val_fraction: float = 0.2, seed: int = 0,
-                        excluded: Sequence[int] = (), train_on: str = "people",
+                        excluded: Sequence[int] = (), train_on: str = "people", min_steps: int = 300,
                         progress: Callable[[int, int], None] | None = None,
                         check: Callable[[], None] | None = None) -> InspectModel:
     """Train the session's small model on the labels ``train_on`` selects (``TRAIN_SETS``) and checkpoint it.
@@ -175,7 +175,8 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
     held out as trusted validation data. The factors are collected later (``InspectModel.collect``).
     Excluded items are left out of training; ``progress(epoch, epochs)`` runs after each epoch and
     ``check()`` between epochs (it may raise to stop). ``path=None``: a temporary folder, removed by
-    ``InspectModel.close()``.
+    ``InspectModel.close()``. With few labels, ``epochs`` is raised so that training takes at least
+    ``min_steps`` SGD steps (48 items x 10 epochs were 20 steps: a model that predicted one class for all).
     """
     ts = training_set(session, train_on)
     lab_ids = ts.ids
@@ -192,6 +193,7 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
         raise ValueError("every labeled item is excluded or held out; include some items again")
     X, model, layers = inputs_for(session)
     torch.manual_seed(seed)
+    epochs = max(int(epochs), -(-int(min_steps) // -(-len(train_ids) // 32)))   # batch size 32
     every = max(1, epochs // checkpoints)
     states: dict[str, dict] = {}
 
