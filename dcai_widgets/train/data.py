@@ -39,7 +39,7 @@ def labeled_data(session: Any, sources: Sequence[str] = ("human", "review"), pro
     """The current labels to train on (see module docstring); excluded items are never in it."""
     sources = tuple(sources)
     bad = [s for s in sources if s not in _SOURCES]
-    if bad or not sources:
+    if bad or not (sources or propagated):
         raise ValueError(f"sources={sources!r}: choose one or more of {_SOURCES} "
                          "(propagated labels are chosen with propagated=True)")
     n = len(session)
@@ -55,7 +55,7 @@ def labeled_data(session: Any, sources: Sequence[str] = ("human", "review"), pro
             conf = prop["confidence"].fillna(0.0).to_numpy(np.float32)
             ok = (lab >= 0) & (conf > 0)
             y[pid[ok]], w[pid[ok]] = lab[ok], conf[ok]
-    mine = session.label_vector(sources)
+    mine = session.label_vector(sources) if sources else np.full(n, -1, np.int64)
     y[mine >= 0], w[mine >= 0] = mine[mine >= 0], 1.0
     excluded = np.asarray(session.excluded(), np.int64)
     y[excluded] = -1

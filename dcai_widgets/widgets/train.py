@@ -1,0 +1,163 @@
+"""TrainPanel: train the downstream model on the workbench's labels and watch it learn.
+
+The user chooses what to train on (label sources, propagated labels weighted by confidence; excluded
+items are always left out), the model (an MLP on the embeddings, or a small CNN on the pixels of an image
+session) and the epochs; ``Train`` runs ``dcai_widgets.train.Trainer`` in the background (the kernel stays
+responsive) while a bokeh learning curve (loss and validation loss, validation accuracy per epoch) and a
+progress bar are updated on the main thread; ``Stop`` ends training after the current step and keeps the
+best model so far. The fitted trainer lands in ``session.models["trainer"]``. A thin view: no training
+logic here.
+"""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as W
+
+from ..train import Trainer
+from .style import style_widget
+from .threads import Background, on_main_thread
+
+_SOURCES = [("your labels (human)", "human"), ("reviewed labels", "review"), ("imported labels", "import")]
+
+
+class TrainPanel(W.VBox):
+    """The Train tab over ``session``. ``background=False`` trains in the caller's thread (tests);
+    ``trainer_kw``: extra ``Trainer`` parameters (e.g. ``patience``, ``lr``)."""
+
+    def __init__(self, session: Any, epochs: int = 30, background: bool = True, name: str = "trainer",
+                 **trainer_kw: Any) -> None:
+        self.session = session
+        self.name = name
+        self.trainer_kw = trainer_kw
+        self.trainer: Trainer | None = None      # the run in progress or last started
+        self.fitted: Trainer | None = None       # the last finished one (also in session.models[name])
+        self.intro = W.HTML("<b>Train</b> the final model on your labels; excluded items are left out.")
+        self.sources = [W.Checkbox(value=v in ("human", "review"), description=d, indent=False,
+                                   layout=W.Layout(width="auto")) for d, v in _SOURCES]
+        self.propagated = W.Checkbox(value=False, description="propagated labels (weighted by confidence)",
+                                     indent=False, layout=W.Layout(width="auto"))
+        models = [("MLP on embeddings", "mlp")]
+        if getattr(session.items, "kind", None) == "image":
+            models.append(("small CNN on pixels", "cnn"))
+        self.model = W.Dropdown(options=models, value="mlp", description="model", layout=W.Layout(width="260px"))
+        self.epochs = W.BoundedIntText(value=int(epochs), min=1, max=1000, description="epochs",
+                                       layout=W.Layout(width="160px"))
+        self.train_button = W.Button(description="Train", button_style="primary")
+        self.stop_button = W.Button(description="Stop", disabled=True)
+        self.progress = W.IntProgress(value=0, min=0, max=int(epochs), layout=W.Layout(width="220px"))
+        self.status = W.HTML()
+        self.curve = _Curve()
+        self.train_button.on_click(lambda _b: self.train())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self._epoch = on_main_thread(self._epoch_now)
+        self._job = Background(self._work, on_done=self._done, on_error=self._failed, name="dcai-train",
+                               background=background)
+        super().__init__([style_widget(), self.intro, W.HBox(self.sources + [self.propagated]),
+                          W.HBox([self.model, self.epochs, self.train_button, self.stop_button, self.progress]),
+                          self.status, self.curve.widget])
+        self.add_class("dcai-train-panel")
+
+    # -- actions -------------------------------------------------------------------------------
+    def chosen_sources(self) -> tuple[str, ...]:
+        return tuple(v for (_d, v), box in zip(_SOURCES, self.sources) if box.value)
+
+    def train(self) -> None:
+        """Start training on the chosen labels (in the background); the curve restarts."""
+        if self._job.running:
+            self._status("training is already running; Stop it first", "running")
+            return
+        sources = self.chosen_sources()
+        if not sources and not self.propagated.value:
+            self._status("choose at least one kind of label to train on", "error")
+            return
+        kw = dict(self.trainer_kw)
+        kw.setdefault("progress", False)
+        try:
+            self.trainer = Trainer(self.session, model=self.model.value, epochs=int(self.epochs.value),
+                                   sources=sources, propagated=bool(self.propagated.value),
+                                   callbacks=[lambda _t, row: self._epoch(dict(row))], name=self.name, **kw)
+        except Exception as e:  # noqa: BLE001 - shown in the panel
+            self._failed(e)
+            return
+        self.curve.clear()
+        self.progress.value, self.progress.max = 0, int(self.epochs.value)
+        self.train_button.disabled, self.stop_button.disabled = True, False
+        self._status("training…", "running")
+        self._job.request()
+
+    def stop(self) -> None:
+        """Stop after the current step; the best model so far is kept and stored."""
+        if self.trainer is not None:
+            self.trainer.stop()
+            self._status("stopping…", "running")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until training is done (scripts and tests)."""
+        return self._job.wait(timeout)
+
+    # -- background ----------------------------------------------------------------------------
+    def _work(self, job: Any) -> Trainer:
+        return self.trainer.fit(check=job.check)
+
+    def _epoch_now(self, row: dict) -> None:
+        self.progress.value = int(row["epoch"])
+        self.curve.add(row)
+
+    def _done(self, t: Trainer) -> None:
+        self.fitted = t
+        self.train_button.disabled, self.stop_button.disabled = False, True
+        self.progress.value = self.progress.max if not t.stopped_ else self.progress.value
+        h = t.history_
+        d = t.data_.counts
+        what = f"{d['labels']} labels" + (f" + {d['propagated']} propagated" if d["propagated"] else "")
+        acc = h["val_acc"].max() if len(h) and h["val_acc"].notna().any() else None
+        best = (f"; best holdout accuracy {acc:.1%} on {len(t.val_ids_)} items" if acc is not None
+                else "; no holdout (too few labels)")
+        how = "stopped" if t.stopped_ else "trained"
+        self._status(f"{how} after {len(h)} epoch(s) in {t.fit_seconds_:.1f} s on {what} "
+                     f"({d['excluded']} excluded){best}; stored as session.models[{self.name!r}]", "done")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.train_button.disabled, self.stop_button.disabled = False, True
+        self._status(f"could not train: {exc}", "error")
+
+    def _status(self, text: str, state: str) -> None:
+        self.status.value = f'<span class="dcai-train-status" data-state="{state}">{html.escape(text)}</span>'
+
+
+class _Curve:
+    """Bokeh learning curve: training and validation loss (left) and validation accuracy (right axis)."""
+
+    def __init__(self) -> None:
+        from bokeh.models import ColumnDataSource, LinearAxis, Range1d
+        from bokeh.plotting import figure
+        from jupyter_bokeh import BokehModel
+
+        from .map_view import load_bokehjs
+
+        load_bokehjs()
+        self.source = ColumnDataSource(dict(epoch=[], loss=[], val_loss=[], val_acc=[]))
+        fig = figure(width=560, height=260, tools="pan,box_zoom,reset", toolbar_location="right",
+                     title="learning curve", x_axis_label="epoch", y_axis_label="loss")
+        fig.extra_y_ranges = {"acc": Range1d(0, 1)}
+        fig.add_layout(LinearAxis(y_range_name="acc", axis_label="holdout accuracy"), "right")
+        fig.line("epoch", "loss", source=self.source, color="#1f77b4", legend_label="training loss")
+        fig.line("epoch", "val_loss", source=self.source, color="#ff7f0e", legend_label="holdout loss")
+        fig.line("epoch", "val_acc", source=self.source, color="#2ca02c", y_range_name="acc",
+                 legend_label="holdout accuracy")
+        fig.legend.location = "top_center"
+        self.widget = BokehModel(fig)
+        self.widget.add_class("dcai-train-curve")
+
+    def clear(self) -> None:
+        self.source.data = dict(epoch=[], loss=[], val_loss=[], val_acc=[])
+
+    def add(self, row: dict) -> None:
+        self.source.stream({k: [None if row[k] != row[k] else float(row[k])] for k in ("epoch", "loss", "val_loss",
+                                                                                      "val_acc")})
+
+    @property
+    def epochs(self) -> list[float]:
+        return list(self.source.data["epoch"])
