@@ -99,6 +99,10 @@ class App(W.VBox):
                 session, annotator=self.label_panel.annotator)
             children.append(W.HTML("<i>loading…</i>"))
             titles.append("Clean")
+        if _has_panel("train"):   # the final model on the chosen labels (dcai_widgets.train.Trainer)
+            self._builders[len(children)] = lambda: _optional_panel("train", "TrainPanel")(session)
+            children.append(W.HTML("<i>loading…</i>"))
+            titles.append("Train")
         self._review_tab = None
         if self.team:  # Team tab for everyone; Review only for a lead
             from .team import TeamPanel
