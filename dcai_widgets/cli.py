@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="most open pages at once (each runs a kernel of ~0.5 GB; default 8)")
     s.add_argument("--kernel-timeout", type=int, default=60,
                    help="seconds after which the kernel of a closed page is shut down (default 60)")
+    s.add_argument("--overlap", default=None, metavar="F|N",
+                   help="team mode: a fraction of items (0 < F < 1) shown to two annotators each, or N (an "
+                        "integer >= 2) annotators for every item; default: each item to one person")
     s.add_argument("--guidelines", default=None, metavar="PATH",
                    help="markdown file with the labeling guidelines shown at the top of the app")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser")
@@ -102,6 +105,20 @@ def _members(args: argparse.Namespace):
     if args.team is not None:
         return load_team(args.team)
     return None
+
+
+def _overlap(text: str) -> str:
+    """--overlap as the kernels read it (DCAI_TEAM_OVERLAP): a fraction in (0, 1) or a count >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--overlap {text!r} is not a number; give a fraction such as 0.1 or a count such "
+                         "as 2") from None
+    if value.is_integer() and value >= 1:
+        return str(int(value))
+    if not 0 <= value < 1:
+        raise ValueError(f"--overlap {text!r} must be a fraction in [0, 1) or a whole number of annotators >= 1")
+    return repr(value)
 
 
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
@@ -154,6 +171,8 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         env["DCAI_GUIDELINES"] = str(g.resolve())
     if members is not None:
         env["DCAI_TEAM"] = "1"
+    if args.overlap is not None:
+        env["DCAI_TEAM_OVERLAP"] = _overlap(args.overlap)
     argv = [sys.executable, "-m", "dcai_widgets.serve", str(app_notebook()), f"--port={args.port}",
             f"--Voila.ip={args.ip}", "--Voila.port_retries=0", "--show_tracebacks=False", "--theme=light"]
     if args.no_browser or members is not None:  # a team server's front page needs a link: no browser
@@ -245,6 +264,8 @@ def _serve(args: argparse.Namespace) -> int:
         env.pop("DCAI_ANNOTATOR", None)
         if "--no-browser" not in cmd:
             cmd.append("--no-browser")
+    elif "DCAI_TEAM_OVERLAP" in env:
+        raise ValueError("--overlap is for team mode; give --annotators or --team too")
     elif not _loopback(args.ip) and not args.insecure:
         raise ValueError(f"--ip {args.ip} lets other machines reach the app; give --annotators (secret "
                          "links) or, to let anyone who reaches the port label, --insecure")
@@ -265,6 +286,8 @@ def _serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     os.environ.update(env)  # the kernels inherit it
     os.environ.pop("DCAI_ANNOTATOR" if team else "DCAI_TEAM", None)  # nothing left over from the shell
+    if "DCAI_TEAM_OVERLAP" not in env:
+        os.environ.pop("DCAI_TEAM_OVERLAP", None)
     if "DCAI_GUIDELINES" not in env:
         os.environ.pop("DCAI_GUIDELINES", None)
     from .serve.launcher import ServeOptions, run

@@ -72,6 +72,9 @@ def test_dry_run_of_a_team_sets_team_mode_and_registers_nobody(tmp_path, capsys)
     (["--guidelines", "/no/such/guide.md"], "--guidelines"),
     (["--allow-host", "<evil>"], "--allow-host"),
     (["--ip", "0.0.0.0"], "--insecure"),
+    (["--annotators", "ada", "--overlap", "lots"], "--overlap"),
+    (["--annotators", "ada", "--overlap", "1.5"], "--overlap"),
+    (["--overlap", "0.2"], "team mode"),
 ])
 def test_bad_options_exit_2_with_a_message(args, message, capsys, tmp_path):
     assert main(["serve", "--store", str(tmp_path / "s.db"), *args, "--dry-run"]) == 2
@@ -200,3 +203,14 @@ def test_team_links_on_a_postgresql_store(pg_server, tmp_path, capsys):
     assert [x.token for x in team_links(url, None, [], str(key))] == [x.token for x in first]  # restart
     assert main(["revoke", "ada", "--store", url]) == 0
     assert [x.name for x in team_links(url, None, [], str(key))] == ["lee"]
+
+
+@pytest.mark.parametrize("given, env", [("0.25", "0.25"), ("2", "2"), ("3.0", "3")])
+def test_overlap_reaches_the_kernels_as_the_team_panel_reads_it(tmp_path, capsys, given, env):
+    from dcai_widgets.widgets.team import overlap_from_env
+
+    assert main(["serve", "--store", str(tmp_path / "s.db"), "--annotators", "ada,bo", "--overlap", given,
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"DCAI_TEAM_OVERLAP={env}" in out
+    assert overlap_from_env({"DCAI_TEAM_OVERLAP": env}) == float(given)

@@ -176,13 +176,28 @@ class LabelStore(BaseLabelStore):
         else:
             conn = sqlite3.connect(self.path, timeout=0.02, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 20")       # short: _try_write polls finely until timeout
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._journal_wal(conn)
             if str(mode).lower() != "wal":
                 conn.close()
                 raise ValueError(f"could not put {self.path} in WAL mode (got {mode}); use a local disk")
             conn.execute("PRAGMA synchronous = FULL")
         self._local.conn = conn
         return conn
+
+    def _journal_wal(self, conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode. Switching needs a moment of exclusive access: when several processes
+        open a new store at once (eight kernels of a team), the others are told "locked", so retry within
+        the store's total lock wait."""
+        deadline, delay = time.monotonic() + self.timeout, 0.005
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as e:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Callable[[str], list[tuple]]]:

@@ -294,3 +294,28 @@ def test_postgresql_write_retried_after_a_lost_acknowledgement_is_applied_once(p
         assert sorted(undone["id"]) == [1, 2]                   # the caller learns what was undone
         ev = s.events(include_retracted=True)
         assert len(ev) == 4 and s.current().empty               # two retractions, not four
+
+
+def _open_and_label(path: str, who: int) -> None:
+    from dcai_widgets.store import LabelStore
+
+    st = LabelStore(path)
+    st.append([who], ["a"], annotator=f"p{who}")
+    st.close()
+
+
+def test_many_processes_opening_a_new_store_at_once_all_get_in(tmp_path):
+    """Eight kernels of a team open a brand-new file together; switching it to WAL is retried, not refused."""
+    import multiprocessing as mp
+
+    from dcai_widgets.store import LabelStore
+
+    path = str(tmp_path / "new.db")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_open_and_label, args=(path, i)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 8
+    assert sorted(LabelStore(path).current(("human",))["id"]) == list(range(8))
