@@ -155,16 +155,15 @@ class App(W.VBox):
         rows += [(k, names.get(v, v)) for k, v in RESERVED.items()]
         return KeyHelp(rows, title="Label: keyboard shortcuts").attach(kb)
 
-    # the preparation waits for the first label, the Explore click, or this long, so that its imports and
-    # thumbnails, which hold the GIL much of the time, do not compete with the page's first render
+    # after the map, the preparation waits for the first label, the Explore click, or this long, so that
+    # its imports and thumbnails, which hold the GIL much of the time, do not compete with the first render
     PREPARE_DELAY_S = 10.0
 
     def _prepare_explore(self, job: Any) -> None:
         """Background: what the Explore tab needs before its widgets (imports, the map, the index)."""
+        xy = self.session.map   # at once: milliseconds from a warm cache; a cold one computes it here,
+        self._map_ready.set()   # in compiled code that mostly leaves the GIL to the page's first render
         self._explore_clicked.wait(self.PREPARE_DELAY_S)
-        job.check()
-        xy = self.session.map          # first: the only long step (a cold cache computes it)
-        self._map_ready.set()
         job.check()
         if _has_panel("explore"):
             importlib.import_module("dcai_widgets.widgets.explore")
@@ -238,10 +237,10 @@ class App(W.VBox):
         if idx == self._explore_tab and idx not in self._built:
             self._explore_wanted = True
             self._explore_clicked.set()
-            # with the map ready (e.g. a warm cache: the preparation loads it first, in milliseconds) the
-            # panel is built now, on this thread at full priority; the rest of the preparation is a
-            # head start, not a wait (the worker runs at lowered priority)
-            if self._prepare.running and not self._map_ready.wait(1.0):
+            # with the map ready (a warm cache: the preparation loads it first, in milliseconds) the panel
+            # is built now, on this thread at full priority; the rest of the preparation is a head start,
+            # not something to wait for (the worker runs at lowered priority)
+            if self._prepare.running and not self._map_ready.wait(0.5):
                 # the map is being computed: built when ready, without blocking the kernel meanwhile
                 self.tabs.children[idx].value = ('<i class="dcai-building">building the map… (the Label tab '
                                                  "stays usable meanwhile)</i>")
