@@ -44,6 +44,8 @@ class TrainPanel(W.VBox):
         self.model = W.Dropdown(options=models, value="mlp", description="model", layout=W.Layout(width="260px"))
         self.epochs = W.BoundedIntText(value=int(epochs), min=1, max=1000, description="epochs",
                                        layout=W.Layout(width="160px"))
+        self.early = W.Checkbox(value=True, description="stop early (holdout loss)", indent=False,
+                                layout=W.Layout(width="auto"))
         self.train_button = W.Button(description="Train", button_style="primary")
         self.stop_button = W.Button(description="Stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=int(epochs), layout=W.Layout(width="220px"))
@@ -55,7 +57,7 @@ class TrainPanel(W.VBox):
         self._job = Background(self._work, on_done=self._done, on_error=self._failed, name="dcai-train",
                                background=background)
         super().__init__([style_widget(), self.intro, W.HBox(self.sources + [self.propagated]),
-                          W.HBox([self.model, self.epochs, self.train_button, self.stop_button, self.progress]),
+                          W.HBox([self.model, self.epochs, self.early, self.train_button, self.stop_button, self.progress]),
                           self.status, self.curve.widget])
         self.add_class("dcai-train-panel")
 
@@ -74,6 +76,8 @@ class TrainPanel(W.VBox):
             return
         kw = dict(self.trainer_kw)
         kw.setdefault("progress", False)
+        if not self.early.value:
+            kw["patience"] = None
         try:
             self.trainer = Trainer(self.session, model=self.model.value, epochs=int(self.epochs.value),
                                    sources=sources, propagated=bool(self.propagated.value),
