@@ -139,3 +139,19 @@ def test_fit_loop_rejects_a_bad_sampler():
 
     with pytest.raises(ValueError, match="sampler must return 30"):
         fit_loop(torch.nn.Linear(8, 3), torch.from_numpy(X), torch.as_tensor(y), torch.ones(30), sampler=Bad())
+
+
+def test_metastore_record_collects_factors_per_epoch_in_the_same_run(sess, tmp_path):
+    from dcai_widgets.metastore import MetaStore
+    from dcai_widgets.metastore.models import MLP
+
+    model = MLP(8, 3, hidden=16)
+    ms = MetaStore(model, layers=["fc1", "fc2"], path=tmp_path / "ms")
+    try:
+        t = Trainer(sess, model=model, epochs=2, lr=1e-3, holdout=0.2, patience=None, progress=False,
+                    record=lambda ep: ms.record(f"epoch-{ep}", lr=1e-3)).fit()
+        assert ms.checkpoints == ["epoch-1", "epoch-2"]
+        assert set(ms.stored_ids().tolist()) == set(t.train_ids_.tolist())
+        assert np.isfinite(ms.self_influence(t.train_ids_[:5])).all()
+    finally:
+        ms.close()
