@@ -37,7 +37,8 @@ class Trainer:
     ``callbacks``: ``fn(trainer, row)`` after each epoch (row: the history row). ``record``: ``fn(epoch)`` ->
     a context manager with ``step(ids, y)`` wrapped around each epoch, e.g.
     ``lambda ep: metastore.record(f"epoch-{ep}", lr=...)`` to collect MetaStore factors in the same run.
-    ``name``: the key in ``session.models`` (None: not stored).
+    ``name``: the key in ``session.models`` (None: not stored). ``ids``: train only on these items (those
+    of them that have a chosen label), e.g. a subset chosen by ``SelectionViaProxy``.
     """
 
     def __init__(self, session: Any, model: None | str | nn.Module = None, epochs: int = 30,
@@ -46,7 +47,7 @@ class Trainer:
                  lr: float = 1e-3, batch_size: int = 64, hidden: int = 128, inputs: str | None = None,
                  steps_per_epoch: int | None = None, callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
                  record: Callable[[int], EpochContext] | None = None, progress: bool = True,
-                 name: str | None = "trainer") -> None:
+                 name: str | None = "trainer", ids: Sequence[int] | None = None) -> None:
         self.session = session
         self.model = model
         self.epochs = epochs
@@ -65,6 +66,7 @@ class Trainer:
         self.record = record
         self.progress = progress
         self.name = name
+        self.ids = ids
         self._stop = False
 
     # -- setup -------------------------------------------------------------------------------------
@@ -121,6 +123,9 @@ class Trainer:
         self._stop = False
         t0 = time.perf_counter()
         data = labeled_data(self.session, self.sources, self.propagated)
+        if self.ids is not None:
+            keep = np.isin(data.ids, self._ids(self.ids))
+            data = LabeledData(data.ids[keep], data.y[keep], data.weight[keep], data.counts)
         if len(data) == 0:
             raise ValueError(f"nothing to train on: no item has a {'/'.join(self.sources)} label"
                              + (" or a propagated one" if self.propagated else "")

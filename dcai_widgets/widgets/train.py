@@ -15,7 +15,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..train import Trainer
+from ..train import Trainer, accuracy_vs_labels
 from .style import style_widget
 from .threads import Background, on_main_thread
 
@@ -51,6 +51,15 @@ class TrainPanel(W.VBox):
         self.progress = W.IntProgress(value=0, min=0, max=int(epochs), layout=W.Layout(width="220px"))
         self.status = W.HTML()
         self.curve = _Curve()
+        self.labels_button = W.Button(description="accuracy vs labels", layout=W.Layout(width="auto"),
+                                      tooltip="replay the label history: train on the first k labels, "
+                                              "measure on a fixed holdout of them")
+        self.labels_status = W.HTML()
+        self.labels_curve = _LabelsCurve()
+        self.labels_button.on_click(lambda _b: self.accuracy_vs_labels())
+        self._point = on_main_thread(self.labels_curve.add)
+        self._labels_job = Background(self._labels_work, on_done=self._labels_done, on_error=self._labels_failed,
+                                      name="dcai-train-curve", background=background)
         self.train_button.on_click(lambda _b: self.train())
         self.stop_button.on_click(lambda _b: self.stop())
         self._epoch = on_main_thread(self._epoch_now)
@@ -58,7 +67,8 @@ class TrainPanel(W.VBox):
                                background=background)
         super().__init__([style_widget(), self.intro, W.HBox(self.sources + [self.propagated]),
                           W.HBox([self.model, self.epochs, self.early, self.train_button, self.stop_button, self.progress]),
-                          self.status, self.curve.widget])
+                          self.status, self.curve.widget,
+                          W.HBox([self.labels_button, self.labels_status]), self.labels_curve.widget])
         self.add_class("dcai-train-panel")
 
     # -- actions -------------------------------------------------------------------------------
@@ -130,6 +140,38 @@ class TrainPanel(W.VBox):
     def _status(self, text: str, state: str) -> None:
         self.status.value = f'<span class="dcai-train-status" data-state="{state}">{html.escape(text)}</span>'
 
+    # -- accuracy vs labels --------------------------------------------------------------------
+    def accuracy_vs_labels(self) -> None:
+        """Replay the label history in the background (``dcai_widgets.train.accuracy_vs_labels``)."""
+        sources = self.chosen_sources()
+        if not sources:
+            self._labels_note("choose at least one kind of label (human, reviewed or imported)", "error")
+            return
+        self._labels_sources = sources
+        self.labels_curve.clear()
+        self.labels_button.disabled = True
+        self._labels_note("training on growing prefixes of the label history…", "running")
+        self._labels_job.request()
+
+    def _labels_work(self, job: Any) -> Any:
+        kw = {k: v for k, v in self.trainer_kw.items() if k in ("lr", "batch_size", "hidden")}
+        return accuracy_vs_labels(self.session, sources=self._labels_sources, on_point=self._point,
+                                  check=job.check, model=self.model.value, **kw)
+
+    def _labels_done(self, curve: Any) -> None:
+        self.labels_button.disabled = False
+        last = curve.iloc[-1]
+        self._labels_note(f"{len(curve)} points; with all {int(last['labels'])} training labels the model gets "
+                          f"{last['accuracy']:.1%} of {int(last['holdout'])} held-out labels right", "done")
+
+    def _labels_failed(self, exc: BaseException) -> None:
+        self.labels_button.disabled = False
+        self._labels_note(f"could not draw the curve: {exc}", "error")
+
+    def _labels_note(self, text: str, state: str) -> None:
+        self.labels_status.value = (f'<span class="dcai-train-labels-status" data-state="{state}">'
+                                    f"{html.escape(text)}</span>")
+
 
 class _Curve:
     """Bokeh learning curve: training and validation loss (left) and validation accuracy (right axis)."""
@@ -165,3 +207,26 @@ class _Curve:
     @property
     def epochs(self) -> list[float]:
         return list(self.source.data["epoch"])
+
+
+class _LabelsCurve:
+    """Bokeh curve of holdout accuracy vs. the number of training labels."""
+
+    def __init__(self) -> None:
+        from bokeh.models import ColumnDataSource, Range1d
+        from bokeh.plotting import figure
+        from jupyter_bokeh import BokehModel
+
+        self.source = ColumnDataSource(dict(labels=[], accuracy=[]))
+        fig = figure(width=560, height=200, tools="pan,box_zoom,reset", toolbar_location="right",
+                     title="accuracy vs. number of labels", x_axis_label="labels trained on",
+                     y_axis_label="holdout accuracy", y_range=Range1d(0, 1))
+        fig.line("labels", "accuracy", source=self.source, color="#9467bd")
+        fig.scatter("labels", "accuracy", source=self.source, color="#9467bd", size=6)
+        self.widget = BokehModel(fig)
+
+    def clear(self) -> None:
+        self.source.data = dict(labels=[], accuracy=[])
+
+    def add(self, row: dict) -> None:
+        self.source.stream({"labels": [int(row["labels"])], "accuracy": [float(row["accuracy"])]})

@@ -56,3 +56,15 @@ def test_errors_are_shown_escaped(sess, tmp_path):
     p.train()
     assert "choose at least one kind of label" in p.status.value
     assert "<b>" not in p.status.value
+
+
+def test_accuracy_vs_labels_curve(sess):
+    p = TrainPanel(sess, background=False, lr=0.05)
+    p.accuracy_vs_labels()
+    xs = list(p.labels_curve.source.data["labels"])
+    assert len(xs) >= 2 and xs == sorted(xs) and xs[-1] == 48          # 60 labels, 12 held out
+    assert 'data-state="done"' in p.labels_status.value and "of 12 held-out labels" in p.labels_status.value
+    for box in p.sources:
+        box.value = False
+    p.accuracy_vs_labels()
+    assert 'data-state="error"' in p.labels_status.value

@@ -155,3 +155,20 @@ def test_metastore_record_collects_factors_per_epoch_in_the_same_run(sess, tmp_p
         assert np.isfinite(ms.self_influence(t.train_ids_[:5])).all()
     finally:
         ms.close()
+
+
+def test_ids_restrict_training_to_a_subset(sess):
+    t = Trainer(sess, epochs=2, ids=list(range(0, 150, 3)) + [200], progress=False, name=None).fit()
+    used = np.r_[t.train_ids_, t.val_ids_]
+    assert len(used) == 50 and set(used.tolist()) <= set(range(0, 150, 3))    # 200 has no label
+
+
+def test_accuracy_vs_labels_replays_the_label_history(sess):
+    from dcai_widgets.train import accuracy_vs_labels
+
+    sess.label(np.arange(150, 240), np.asarray(sess.classes)[sess.y_true[150:240]], annotator="ann")
+    seen = []
+    curve = accuracy_vs_labels(sess, points=3, epochs=10, on_point=seen.append, lr=0.01)
+    assert list(curve["labels"]) == sorted(curve["labels"]) and curve["labels"].iloc[-1] == 240 - 48
+    assert (curve["holdout"] == 48).all() and len(seen) == len(curve)
+    assert curve["accuracy"].iloc[-1] > 0.9
