@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 
 from .loop import fit_loop, predict_logits, torch_threads
 
-__all__ = ["METHODS", "SelectionViaProxy", "selection_scores", "kcenter_greedy", "spearman"]
+__all__ = ["METHODS", "SelectionViaProxy", "select_labeled", "selection_scores", "kcenter_greedy", "spearman"]
 
 METHODS = ("entropy", "forgetting", "kcenter")
 
@@ -133,3 +134,22 @@ class SelectionViaProxy:
         self.selected_ = np.argsort(-self.scores_, kind="stable")[:keep]
         self.seconds_ = time.perf_counter() - t0
         return self
+
+
+def select_labeled(session: Any, fraction: float = 0.5, method: str = "entropy", epochs: int = 3,
+                   sources: tuple[str, ...] = ("human", "review"), hidden: int = 64,
+                   seed: int = 0) -> SelectionViaProxy:
+    """Selection via Proxy over a session's current labels (excluded items left out): the proxy is a small
+    MLP (``hidden`` units; 0 = linear) on the embeddings. Returns the fitted selector with ``ids_`` (the
+    chosen item ids, best first) for ``Trainer(session, ids=sel.ids_)``."""
+    from .data import labeled_data, make_model, model_inputs
+
+    data = labeled_data(session, sources)
+    if len(data) == 0:
+        raise ValueError(f"nothing to select from: no item has a {'/'.join(sources)} label")
+    X = model_inputs(session, "embeddings")[torch.as_tensor(data.ids)]
+    k = len(session.classes)
+    sel = SelectionViaProxy(lambda: make_model("mlp", X, k, hidden=hidden), method=method, fraction=fraction,
+                            epochs=epochs, seed=seed).fit(X, torch.as_tensor(data.y))
+    sel.ids_ = data.ids[sel.selected_]
+    return sel

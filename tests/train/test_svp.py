@@ -50,3 +50,17 @@ def test_bad_arguments_are_named():
         selection_scores(lambda: nn.Linear(6, 3), X, y, "margin")
     with pytest.raises(ValueError, match="fraction"):
         SelectionViaProxy(lambda: nn.Linear(6, 3), fraction=0).fit(X, y)
+
+
+def test_select_labeled_over_a_session_then_train_on_the_subset(tmp_path):
+    import dcai_widgets as dw
+    from dcai_widgets.train import Trainer, select_labeled
+
+    X, y = data(200)
+    s = dw.Session.from_embeddings(X.numpy(), ["a", "b", "c"], y_true=y.numpy(), store=tmp_path / "s.db")
+    s.label(np.arange(120), np.asarray(s.classes)[y.numpy()[:120]], annotator="ann")
+    s.exclude([0, 1], annotator="ann")
+    sel = select_labeled(s, fraction=0.5, epochs=2)
+    assert len(sel.ids_) == 59 and set(sel.ids_.tolist()) <= set(range(2, 120))
+    t = Trainer(s, ids=sel.ids_, epochs=2, progress=False, name=None).fit()
+    assert set(np.r_[t.train_ids_, t.val_ids_].tolist()) == set(sel.ids_.tolist())
