@@ -108,7 +108,7 @@ def run_engine(name: str, make, engine_name: str, checkpoints: list[int], batch:
 
 def summary(rows: list[dict], method: str, at: int) -> float:
     vals = [r[method]["ece"] for r in rows if r["labels"] == at]
-    return max(vals) if vals else float("nan")
+    return max(vals) if vals else None
 
 
 def main() -> None:
@@ -142,16 +142,29 @@ def main() -> None:
         if args.out:
             Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     at = [c for c in cps if c >= SHOW_PERCENT_FROM]
-    worst = {m: {c: summary(rows, m, c) for c in at} for m in ALL}
-    # the method with the lowest worst-case ECE over datasets, sources and checkpoints from 50 labels
-    best = min(METHODS, key=lambda m: max(worst[m].values()))
-    print("worst ECE over datasets and sources: " + "; ".join(
-        f"{m}: " + ", ".join(f"{c}: {worst[m][c]:.3f}" for c in at) for m in ALL))
+    # per engine, the method with the lowest worst-case ECE over datasets, sources and checkpoints from 50
+    # labels (each engine ships one default for every kind of data)
+    best, worst = {}, {}
+    for eng in ("lancet", "queue"):
+        part = [r for r in rows if r["source"].startswith(eng)]
+        if not part:
+            continue
+        worst[eng] = {m: {c: summary(part, m, c) for c in at} for m in ALL}
+        best[eng] = min(METHODS, key=lambda m: max(v for v in worst[eng][m].values() if v is not None))
+        print(f"{eng}: worst ECE over datasets and sources: " + "; ".join(
+            f"{m}: " + ", ".join(f"{c}: {worst[eng][m][c]:.3f}" for c in at if worst[eng][m][c] is not None)
+            for m in ALL) + f" -> {best[eng]}")
+
+    def overall(method_of, c):
+        vals = [worst[e][method_of(e)].get(c) for e in worst]
+        vals = [v for v in vals if v is not None]
+        return max(vals) if vals else None
+
     acc100 = [r["accuracy"] for r in rows if r["labels"] == 100 and r["source"] == "lancet_propagated"]
-    out = {"method": best, "ece_at_50": worst[best].get(50), "ece_at_100": worst[best].get(100),
-           "ece_at_50_before": worst["raw"].get(50), "ece_at_100_before": worst["raw"].get(100),
-           "accuracy_at_100": min(acc100) if acc100 else None,
-           "per_method_worst": {m: worst[m] for m in ALL}, "datasets": args.datasets, "checkpoints": cps,
+    out = {"methods": best, "ece_at_50": overall(best.get, 50), "ece_at_100": overall(best.get, 100),
+           "ece_at_50_before": overall(lambda e: "raw", 50), "ece_at_100_before": overall(lambda e: "raw", 100),
+           "accuracy_at_100": min(acc100) if acc100 else None, "per_engine_method_worst": worst,
+           "datasets": args.datasets, "checkpoints": cps,
            "lancet_checkpoints": sorted({r["labels"] for r in rows if r["source"].startswith("lancet")}),
            "rows": len(rows)}
     print(json.dumps(out))

@@ -50,7 +50,8 @@ class UncertaintyQueue:
 
     Parameters: `session` (a dcai_widgets Session), `cold_start` (how many representative items to offer
     before two classes are labeled), `max_iter`/`C` (the regression), `random_state`, `calibration`
-    ("temperature", "platt", "isotonic" or None for the regression's own probability) and
+    ("temperature", the default: lowest worst-case ECE from 50 labels in benchmarks/calibration.py; "platt",
+    "isotonic", "coverage", or None for the regression's own probability) and
     `calibration_folds` (folds of the human labels for the out-of-fold predictions the calibrator learns from).
     Learned state after `fit()`: `order_` (ids, most uncertain first), `proba_` (N, n_classes) or None,
     `n_labeled_`, `classes_seen_`, `confidence_` (N,) calibrated top-label confidence or None,
@@ -58,7 +59,7 @@ class UncertaintyQueue:
     """
 
     def __init__(self, session: Any, cold_start: int = 30, C: float = 1.0, max_iter: int = 200,
-                 random_state: int | None = 0, calibration: str | None = "coverage",
+                 random_state: int | None = 0, calibration: str | None = "temperature",
                  calibration_folds: int = 5) -> None:
         if not isinstance(cold_start, (int, np.integer)) or cold_start < 1:
             raise ValueError(f"cold_start must be a positive int, got {cold_start!r}")
