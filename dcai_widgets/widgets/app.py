@@ -236,15 +236,17 @@ class App(W.VBox):
         self._sync_keyboards(idx)
         if idx == self._explore_tab and idx not in self._built:
             self._explore_wanted = True
-            self._explore_clicked.set()
-            # with the map ready (a warm cache: the preparation loads it first, in milliseconds) the panel
-            # is built now, on this thread at full priority; the rest of the preparation is a head start,
-            # not something to wait for (the worker runs at lowered priority)
             if self._prepare.running and not self._map_ready.wait(0.5):
                 # the map is being computed: built when ready, without blocking the kernel meanwhile
+                self._explore_clicked.set()
                 self.tabs.children[idx].value = ('<i class="dcai-building">building the map… (the Label tab '
                                                  "stays usable meanwhile)</i>")
                 return
+            # the map is at hand (a warm cache: the preparation loads it first, in milliseconds): build now
+            # on this thread at full priority, and stop the lowered-priority worker, whose imports would
+            # otherwise hold the import locks this build waits on
+            self._prepare.cancel()
+            self._explore_clicked.set()
             self._build_tab(idx)
         elif idx in self._builders and idx not in self._built:
             self._build_tab(idx)
