@@ -33,8 +33,8 @@ def open_store(path_or_url: str | os.PathLike | BaseLabelStore, **kw) -> BaseLab
 
 
 def backup(src: str | os.PathLike | BaseLabelStore, dest: str | os.PathLike, **kw) -> dict:
-    """Copy a label store while it may be in use; see ``store.backup`` for the details."""
-    from .backup import backup as _backup
+    """Copy a label store while it may be in use; see ``store.backups`` for the details."""
+    from .backups import backup as _backup
 
     return _backup(src, dest, **kw)
 

@@ -130,3 +130,16 @@ def test_backup_of_a_damaged_store_copies_it_and_says_how_to_recover(tmp_path):
     recovered.executescript(dump)
     n = recovered.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     assert n >= 2000                      # the label events come back (here the damage hit index pages)
+
+
+def test_backup_stays_the_function_after_a_first_call(tmp_path):
+    """The package's `backup` is a function; importing its implementation must not replace it with a module."""
+    import dcai_widgets.store as store_pkg
+    from dcai_widgets.store import LabelStore
+
+    src = tmp_path / "a.db"
+    LabelStore(src).append([0], ["x"], annotator="ada")
+    store_pkg.backup(src, tmp_path / "b.db")
+    assert callable(store_pkg.backup)
+    store_pkg.backup(src, tmp_path / "c.db")
+    assert list(LabelStore(tmp_path / "c.db").current(("human",))["id"]) == [0]
