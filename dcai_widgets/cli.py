@@ -286,8 +286,6 @@ def _serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     os.environ.update(env)  # the kernels inherit it
     os.environ.pop("DCAI_ANNOTATOR" if team else "DCAI_TEAM", None)  # nothing left over from the shell
-    if "DCAI_TEAM_OVERLAP" not in env:
-        os.environ.pop("DCAI_TEAM_OVERLAP", None)
     if "DCAI_GUIDELINES" not in env:
         os.environ.pop("DCAI_GUIDELINES", None)
     from .serve.launcher import ServeOptions, run
