@@ -27,6 +27,9 @@ from .threads import Background, on_main_thread
 
 ALL = "__all__"
 NO_CLASS = "— choose a class —"
+# the number on proponent/opponent cards, explained in the grids' legend
+INFLUENCE = ("influence", "TracIn influence of that training item on the shown item's prediction "
+             "(positive: pushes toward its label, negative: away from it)")
 MOVE_KEYS = {"j": 1, "ArrowDown": 1, "k": -1, "ArrowUp": -1}
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 _MADE: set[str] = set()      # factor-store folders made by panels and not yet removed (removed at exit)
@@ -91,9 +94,11 @@ class InspectPanel(W.VBox):
         self.query_card = ItemCard(session, size=112)
         self.query_info = W.HTML()
         self.pro_grid = ItemGrid(session, preselect=False, page_size=self.k, card_size=64,
-                                 annotator=annotator, title="<b>proponents</b> (push toward this label)")
+                                 annotator=annotator, title="<b>proponents</b> (push toward this label)",
+                                 score_name=INFLUENCE)
         self.opp_grid = ItemGrid(session, preselect=False, page_size=self.k, card_size=64,
-                                 annotator=annotator, title="<b>opponents</b> (push away from it)")
+                                 annotator=annotator, title="<b>opponents</b> (push away from it)",
+                                 score_name=INFLUENCE)
         self.suspects_box = W.VBox([])
         self.suspects_status = W.HTML()
         self.layer_pick.observe(self._on_scope, names="value")
@@ -320,7 +325,8 @@ class InspectPanel(W.VBox):
         lab = self.classes[int(label)] if np.isfinite(label) else "?"
         info = W.HTML(f'<div class="dcai-suspect" data-item="{i}">label <b>{html.escape(lab)}</b> · model suggests '
                       f"<b>{html.escape(self.classes[suggested])}</b></div>", layout=W.Layout(width="220px"))
-        pick = W.Dropdown(options=[(NO_CLASS, None)] + [(c, c) for c in self.classes], value=None,
+        # "" is the "choose a class" entry (a None value renders a blank box), as in ItemGrid
+        pick = W.Dropdown(options=[(NO_CLASS, "")] + [(c, c) for c in self.classes], value="",
                           layout=W.Layout(width="160px"))
         relabel = W.Button(description="relabel", button_style="primary", disabled=True,
                            tooltip="choose a class first", layout=W.Layout(width="auto"))
@@ -328,8 +334,8 @@ class InspectPanel(W.VBox):
         exclude = W.Button(description="exclude" if i not in excluded else "include",
                            button_style="warning", layout=W.Layout(width="auto"))
         note = W.HTML("<i>excluded</i>" if i in excluded else "")
-        pick.observe(lambda ch: setattr(relabel, "disabled", ch["new"] is None), names="value")
-        relabel.on_click(lambda _b: pick.value is not None and self._act(note, self.relabel, i, pick.value))
+        pick.observe(lambda ch: setattr(relabel, "disabled", not ch["new"]), names="value")
+        relabel.on_click(lambda _b: bool(pick.value) and self._act(note, self.relabel, i, pick.value))
         confirm.on_click(lambda _b: self._act(note, self.confirm, i))
         exclude.on_click(lambda _b: self._toggle_exclude(note, exclude, i))
         row = W.HBox([card, info, pick, relabel, confirm, exclude, note], layout=W.Layout(align_items="center"))

@@ -78,7 +78,7 @@ class ItemGrid(W.VBox):
         self.observe(self._on_selected, names="selected")
         session.on("labels", on_main_thread(self._on_labels))
         self.set_default_class(default_class)
-        self.set_ids(ids, scores)
+        self.set_ids(ids, scores, score_name=score_name)   # keeps the constructor's score_name
 
     # -- content -------------------------------------------------------------------------------
     def set_default_class(self, cls: str | None) -> None:

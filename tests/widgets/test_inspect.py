@@ -49,9 +49,21 @@ def test_panel_queries_and_review_actions(demo, tmp_path):
     # no class is preset: the relabel dropdown is empty and its button disabled until a class is chosen
     row0 = p.suspects_box.children[0]
     pick, relabel_button = row0.children[2], row0.children[3]
-    assert pick.value is None and pick.options[0] == (NO_CLASS, None) and relabel_button.disabled
+    # ("" and not None: a None value renders a blank box in the browser)
+    assert pick.value == "" and pick.options[0] == (NO_CLASS, "") and relabel_button.disabled
+    assert pick.label == NO_CLASS
+    n_labeled = len(demo.labeled())
+    relabel_button.click()                                # nothing chosen: writes nothing
+    assert len(demo.labeled()) == n_labeled
     pick.value = demo.classes[3]
     assert not relabel_button.disabled
+    pick.value = ""
+    assert relabel_button.disabled
+    pick.value = demo.classes[3]
+    # the influence scores on the proponent/opponent cards are explained in the legend
+    for grid in (p.pro_grid, p.opp_grid):
+        assert grid.score_name and grid.score_name[0] == "influence"
+        assert "influence" in grid.legend.value and "TracIn" in grid.legend.value
     # review actions through the Session, with the page's annotator
     sus = p.suspects_frame
     a, b, c = (int(i) for i in sus["id"][:3])
