@@ -73,6 +73,10 @@ STYLE_CSS = """
 .dcai-help td { padding: 1px 8px; }
 .dcai-help kbd { border: 1px solid #bbb; border-radius: 3px; padding: 0 4px; background: #f7f7f7; }
 .dcai-guidelines { font-size: 13px; max-height: 240px; overflow-y: auto; }
+/* ipywidgets only fades a disabled button to 60%% opacity: a disabled primary (blue) button such as
+   "label 0 selected" still reads as clickable. Grey it out (3 classes: beats .jupyter-button.mod-primary). */
+.jupyter-widgets.jupyter-button:disabled { background-color: #e4e4e4; color: #8a8a8a; opacity: 1;
+  box-shadow: none; cursor: not-allowed; }
 """ % {"sel": SELECTION}
 
 
