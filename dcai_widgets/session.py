@@ -249,8 +249,13 @@ class Session(SessionSources):
         return emb
 
     # -- labels --------------------------------------------------------------------------------
-    def label(self, ids, labels, annotator: str | None = None, source: str = "human") -> int:
+    def label(self, ids, labels, annotator: str | None = None, source: str = "human", *,
+              claimed: bool = False) -> int:
         """Record labels for items (class names or indices); committed to disk before this returns.
+
+        ``claimed=True`` (a team page labeling items it claimed): if another annotator now holds the
+        claim on one of them (this one's lease ran out), nothing is written and the store's
+        ``ClaimLostError`` names the holder.
 
         Where class names look like numbers but are not their positions (``['1', '2', '3']``) a number is
         refused (it could be either): pass names, ``self.classes[i]`` for position ``i``."""
@@ -264,7 +269,7 @@ class Session(SessionSources):
         annotator = annotator if annotator is not None else self.annotator
         if annotator is not None and not isinstance(annotator, str):
             raise TypeError(f"annotator must be a string, got {type(annotator).__name__}")
-        batch = self.store.append(ids, names, annotator=annotator, source=source)
+        batch = self.store.append(ids, names, annotator=annotator, source=source, claimed=bool(claimed))
         self.emit("labels", ids=ids.tolist(), labels=names, source=source, annotator=annotator)
         return batch
 

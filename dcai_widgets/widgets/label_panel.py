@@ -74,6 +74,8 @@ class LabelPanel(W.VBox):
     annotator's own; by default each item is asked once across annotators.
     """
 
+    claimed_writes = False   # True (team pages): labels are written with the store's claim check
+
     def __init__(self, session: Any, queue: Any = None, extras: W.Widget | None = None,
                  annotator: str | None = None, refit_every: int = 5, prefetch: int = 3,
                  card_size: int = 224, background: bool = True, initial_fit: str = "sync",
@@ -354,7 +356,7 @@ class LabelPanel(W.VBox):
         """Write one label (raises the store's error); used by ``SaveRetry``."""
         self._own_write = True
         try:
-            self.session.label([i], [cls], annotator=self.annotator)
+            self.session.label([i], [cls], annotator=self.annotator, claimed=self.claimed_writes)
         finally:
             self._own_write = False
 

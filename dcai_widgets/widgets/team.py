@@ -10,7 +10,9 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..store import ClaimLostError
 from .label_panel import LabelPanel
+from .label_saving import error_html
 from .style import style_widget
 from .threads import Background, on_main_thread
 
@@ -21,17 +23,41 @@ class TeamLabelPanel(LabelPanel):
     Unlike the solo panel it never falls back to a local random order (that would show unclaimed items
     and could give one item to two people): when its claimed items run out it claims the next ones at
     once. A skip releases the item's claim; an undo claims the item again. Items other annotators
-    labeled are not dropped here: the shared queue hands out only what the overlap allows."""
+    labeled are not dropped here: the shared queue hands out only what the overlap allows.
+
+    Labels are written with the store's claim check (``claimed=True``): a page idle past its lease may
+    have had its item handed to someone else; its late label is then refused (nothing written), the
+    panel says who holds the item now and moves on to the next one."""
+
+    claimed_writes = True
 
     def __init__(self, session: Any, queue: Any, **kwargs: Any) -> None:
         if not callable(getattr(queue, "skip", None)) or not callable(getattr(queue, "reclaim", None)):
             raise TypeError(f"TeamLabelPanel needs a SharedQueue, got {type(queue).__name__}")
         kwargs["overlap"] = True   # the queue decides who labels what; the panel skips only its own
         self._base_refit_every = int(kwargs.get("refit_every", 5))
+        self._claim_lost: ClaimLostError | None = None
         # claims of the next items are taken in the background while the annotator looks at one
         self._prefetch = Background(self._claim_more, None, self._prefetch_failed, name="dcai-claim",
                                     background=kwargs.get("background", True))
         super().__init__(session, queue=queue, **kwargs)
+
+    def _write(self, i: int, cls: str) -> None:
+        try:
+            super()._write(i, cls)
+        except ClaimLostError as e:   # noted for label_current (SaveRetry reports it as not saved)
+            self._claim_lost = e
+            raise
+
+    def label_current(self, label: str | int) -> None:
+        """Label the shown item; if its claim went to another annotator meanwhile, nothing is written:
+        say so and show the next item (this page's lapsed claim on it is released)."""
+        i, self._claim_lost = self.current, None
+        super().label_current(label)
+        lost, self._claim_lost = self._claim_lost, None
+        if lost is not None and i is not None and self.current == i:
+            self.skip()
+            self.error.value = error_html(f"your label for item #{i} was NOT saved: {lost}. Showing the next item.")
 
     def refit(self, wait: bool = False) -> None:
         """Refit as often team-wide as one person alone would: every ``refit_every`` labels times the

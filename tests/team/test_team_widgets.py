@@ -137,3 +137,35 @@ def test_refit_cadence_is_team_wide(demo):
     b = team_app(demo, "bo")
     b.label_panel.refit(wait=True)
     assert b.label_panel.refit_every == 10           # two pages hold claims: each refits half as often
+
+
+def test_late_label_after_lease_expiry_is_refused_and_the_page_moves_on(demo):
+    """ada's page sits idle past its lease, bo claims her item, then ada presses a key: the store's claim
+    check refuses the label (nothing written), the panel names bo and shows ada another item."""
+    import time
+
+    from dcai_widgets.store import ClaimLostError
+    from dcai_widgets.team import SharedQueue
+    from dcai_widgets.widgets.team import TeamLabelPanel
+
+    qa = SharedQueue(demo, UncertaintyQueue(demo, cold_start=5), annotator="ada", lease_s=0.5, heartbeat_s=0)
+    ada = TeamLabelPanel(demo, qa, annotator="ada", background=False)
+    i = ada.current
+    assert i is not None and i in set(demo.store.claims().query("annotator == 'ada'")["id"])
+    time.sleep(0.7)                                         # no heartbeat: ada's lease runs out
+    qb = SharedQueue(demo, UncertaintyQueue(demo, cold_start=5), annotator="bo", lease_s=60, heartbeat_s=0)
+    assert demo.store.claim("bo", [i], n=1, lease_s=60, per_item=qb.per_item) == [i]
+    n_before = len(demo.store.events(("human",)))
+    ada.press(str(demo.y_true[i]))
+    assert len(demo.store.events(("human",))) == n_before   # nothing written
+    assert i not in set(demo.labeled()["id"])
+    err = html.unescape(ada.error.value)
+    assert "NOT saved" in err and "'bo'" in err and f"#{i}" in err
+    assert ada.current is not None and ada.current != i     # the page moved on
+    assert i in set(demo.store.claims().query("annotator == 'bo'")["id"])   # bo keeps the item
+    # the same check straight through the Session (the keyword the panel uses)
+    with pytest.raises(ClaimLostError, match="'bo'"):
+        demo.label([i], [demo.classes[0]], annotator="ada", claimed=True)
+    demo.label([i], [demo.classes[int(demo.y_true[i])]], annotator="bo", claimed=True)
+    assert demo.labeled().set_index("id").loc[i, "annotator"] == "bo"
+    qa.close(), qb.close()
