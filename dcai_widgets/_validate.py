@@ -177,3 +177,16 @@ def check_embeddings(X, n: int | None = None, name: str = "embeddings") -> np.nd
 def _nonfinite_rows(X: np.ndarray) -> np.ndarray:
     """Rows of a 2-D array holding a NaN or an infinity."""
     return np.flatnonzero((~np.isfinite(X)).any(axis=1))
+
+
+def excluded_mask(session, n: int | None = None) -> np.ndarray:
+    """Boolean mask (length ``n``, default ``len(session)``) of the items the session keeps out of training
+    (``Session.exclude``, e.g. anomalies confirmed in the Clean tab): engines neither offer them as
+    candidates nor train on their labels. A session-like object without ``excluded()`` excludes nothing."""
+    n = len(session) if n is None else int(n)
+    mask = np.zeros(n, dtype=bool)
+    get = getattr(session, "excluded", None)
+    if callable(get):
+        ids = np.asarray(get(), dtype=np.int64).ravel()
+        mask[ids[(ids >= 0) & (ids < n)]] = True
+    return mask

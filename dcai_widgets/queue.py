@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import excluded_mask
 from .calibration import TopLabelCalibrator, check_params, cross_fit, nn_distance, padded_log_proba
 
 
@@ -85,8 +86,9 @@ class UncertaintyQueue:
         y = np.asarray(s.label_vector())
         X = np.asarray(s.embeddings, dtype=np.float32)
         rng = np.random.default_rng(self.random_state)
-        labeled = y >= 0
-        unlabeled = np.flatnonzero(~labeled)
+        out = excluded_mask(s, len(y))   # excluded items: never asked, their labels not trained on
+        labeled = (y >= 0) & ~out
+        unlabeled = np.flatnonzero((y < 0) & ~out)
         self.n_labeled_ = int(labeled.sum())
         present = np.unique(y[labeled])
         self.classes_seen_ = present

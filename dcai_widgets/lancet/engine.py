@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ._threads import torch_threads
 from .backbone import MLPBackbone, SSLGANBackbone
+from .._validate import excluded_mask
 from ..calibration import TopLabelCalibrator, check_params, cross_fit, nn_distance, padded_log_proba
 from .dmn import DMN
 from .features import encoder_input, shift_knn_graph
@@ -256,8 +257,12 @@ class Lancet:
         y = np.asarray(s.label_vector(), dtype=np.int64)
         F_in = self.encoder_input()
         n = len(y)
+        # excluded items (Session.exclude): their labels are not trained on, they are never asked and
+        # get no propagated label
+        out = excluded_mask(s, n)
+        y = np.where(out, -1, y)
         labeled = y >= 0
-        unl = np.flatnonzero(~labeled)
+        unl = np.flatnonzero(~labeled & ~out)
         self.n_labeled_ = int(labeled.sum())
         self.warnings_: list[str] = []
         rng = np.random.default_rng(self.seed + self.n_labeled_)
@@ -340,7 +345,7 @@ class Lancet:
         self.candidates_ = self._select(z, unl, rank)
         # 4. propagated labels
         self.model_version_ = f"lancet-{self.n_labeled_}-{next(_VERSION)}"
-        self._propagated = propagate(proba, seen, labeled, confidence=self.confidence_)
+        self._propagated = propagate(proba, seen, labeled | out, confidence=self.confidence_)
         if self.write and len(self._propagated):
             p = self._propagated
             names = np.asarray(s.classes, dtype=object)[p["label"].to_numpy()]   # names: never a guess
@@ -442,6 +447,7 @@ class Lancet:
         if n is not None and (not isinstance(n, (int, np.integer)) or n < 0):
             raise ValueError(f"n must be a non-negative int or None, got {n!r}")
         y = np.asarray(self.session.label_vector())
+        y = np.where(excluded_mask(self.session, len(y)), 0, y)   # excluded since fit: not asked either
         cands = [int(i) for i in self.candidates_ if y[int(i)] < 0]  # drop ones labeled since fit
         if n is not None and n > len(cands):
             # more than one batch asked: extend with the next-lowest weights

@@ -166,20 +166,23 @@ def inputs_for(session: Any) -> tuple[torch.Tensor, nn.Module, list[str]]:
 
 def build_inspect_model(session: Any, path: str | Path | None = None, epochs: int = 10, checkpoints: int = 3,
                         lr: float = 0.3, val_fraction: float = 0.2, seed: int = 0,
-                        excluded: Sequence[int] = (), train_on: str = "people", min_steps: int = 300,
+                        excluded: Sequence[int] | None = None, train_on: str = "people", min_steps: int = 300,
                         progress: Callable[[int, int], None] | None = None,
                         check: Callable[[], None] | None = None) -> InspectModel:
     """Train the session's small model on the labels ``train_on`` selects (``TRAIN_SETS``) and checkpoint it.
 
     A random ``val_fraction`` of those labels (only people's or imported ones, never propagated guesses) is
     held out as trusted validation data. The factors are collected later (``InspectModel.collect``).
-    Excluded items are left out of training; ``progress(epoch, epochs)`` runs after each epoch and
+    Excluded items (``excluded``; None: the session's ``Session.exclude`` list) are left out of training
+    and of the validation set; ``progress(epoch, epochs)`` runs after each epoch and
     ``check()`` between epochs (it may raise to stop). ``path=None``: a temporary folder, removed by
     ``InspectModel.close()``. With few labels, ``epochs`` is raised so that training takes at least
     ``min_steps`` SGD steps (48 items x 10 epochs were 20 steps: a model that predicted one class for all).
     """
     ts = training_set(session, train_on)
-    lab_ids = ts.ids
+    if excluded is None:
+        excluded = session.excluded() if hasattr(session, "excluded") else ()
+    lab_ids = ts.ids[~np.isin(ts.ids, np.asarray(excluded, dtype=np.int64))]   # order kept (seeded split)
     if len(lab_ids) < 10:
         raise ValueError(f"only {len(lab_ids)} labels to train on ({TRAIN_SETS[train_on][1]}); label at least 10 "
                          "items, or include imported labels, before inspecting a model")
@@ -188,7 +191,7 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
     perm = rng.permutation(trusted)
     n_val = max(1, int(round(val_fraction * len(perm))))
     val_ids = np.sort(perm[:n_val])
-    train_ids = np.sort(np.setdiff1d(np.setdiff1d(lab_ids, val_ids), np.asarray(excluded, dtype=np.int64)))
+    train_ids = np.sort(np.setdiff1d(lab_ids, val_ids))
     if len(train_ids) == 0:
         raise ValueError("every labeled item is excluded or held out; include some items again")
     X, model, layers = inputs_for(session)

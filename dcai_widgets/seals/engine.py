@@ -19,6 +19,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import ThreadpoolController
 
+from .._validate import excluded_mask
 from ..neighbors import ivf_cells
 from .pool import CandidatePool, search_neighbors
 from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
@@ -332,8 +333,14 @@ class Seals:
         return y.astype(np.int64)
 
     def fit(self, y: np.ndarray | None = None) -> Seals:
-        """Grow the pool with the newly labeled items, retrain the estimator and rank the pool."""
+        """Grow the pool with the newly labeled items, retrain the estimator and rank the pool.
+
+        Items the session excludes (``Session.exclude``) are neither trained on (nor seed the pool, nor
+        serve as background negatives) nor offered as candidates."""
         y = self._label_vector(y)
+        out = excluded_mask(self.session, len(y)) if self.session is not None else np.zeros(len(y), bool)
+        if out.any():     # an excluded label counts as retracted: the pool drops its neighbours
+            y = np.where(out, MISSING, y)
         labeled = np.flatnonzero(y != MISSING)
         if len(labeled) == 0:
             raise ValueError("no labeled items yet: label at least one seed item (e.g. one found by search) "
@@ -376,6 +383,7 @@ class Seals:
         est = clone(self.estimator) if self.estimator is not None else default_estimator()
         Xfit, yfit_all, wfit = X[labeled], yfit, None
         bg = self._background(y)
+        bg = bg[~out[bg]]
         if len(bg):
             Xfit = np.concatenate([Xfit, X[bg]])
             yfit_all = np.concatenate([yfit, np.zeros(len(bg), dtype=np.int64)])
@@ -397,32 +405,39 @@ class Seals:
             row_ids, Xr, yr = self._pool_rows(X, y)
             cand = row_ids[:self._cache["m"]]     # the unlabeled rows come first, in the buffer's order
         m = max(int(self.batch), 1)
+        n_rows = len(cand)    # rows scored this round (the report's n_scored)
+        keep = ~out[cand]     # excluded items are scored with the rest (rows are shared) but never offered
         with _blas_limit(_scoring_threads(est, len(Xr))):
             if isinstance(self.strategy_, ScoreStrategy):
                 scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
+                exo = None if self.full_scan else self._cache["exo"][:len(cand)][keep]
+                cand, scores = cand[keep], scores[keep]
                 self.scores_, self.candidates_pool_ = scores, cand
-                self._outside = None if self.full_scan else np.flatnonzero(self._cache["exo"][:len(cand)])
+                self._outside = None if exo is None else np.flatnonzero(exo)
                 ranking = cand[self._order(m)]
             else:
-                rows = np.asarray(self.strategy_.query(Xr, yr, est, m), dtype=np.int64)
+                rows = np.asarray(self.strategy_.query(Xr, yr, est, m + int((~keep).sum())), dtype=np.int64)
                 ranking = rows if row_ids is None else row_ids[rows]
+                ranking = ranking[~out[ranking]][:m]
+                cand = cand[keep]
                 self.scores_ = None
         t3 = time.perf_counter()
 
         self.estimator_ = est
-        knn_pool = len(self.pool_) if not self.full_scan else len(cand)
+        knn_pool = len(self.pool_) if not self.full_scan else n_rows
         self.candidates_pool_ = cand
         self.ranking_ = ranking
         self._y = y
         self._Xr, self._yr, self._row_ids = Xr, yr, row_ids
+        self._out = out
         ever = self._fraction_scored(y) if not self.full_scan else float((y == MISSING).mean())
         if self.full_scan:
             self.ever_full_ = max(getattr(self, "ever_full_", 0.0), ever)
             ever = self.ever_full_
         pos = int((y[labeled] == self.target_).sum()) if self.target_ is not None else None
         self.rounds_ = getattr(self, "rounds_", []) + [dict(
-            round=rnd, n_labeled=len(labeled), pool_size=knn_pool, n_explore=len(cand) - knn_pool,
-            n_scored=len(cand), fraction_scored=ever,
+            round=rnd, n_labeled=len(labeled), pool_size=knn_pool, n_explore=n_rows - knn_pool,
+            n_scored=n_rows, fraction_scored=ever,
             positives_found=pos, n_searched=n_searched, search_s=t1 - t0, train_s=t2 - t1, score_s=t3 - t2,
             select_s=(t1 - t0) + (t3 - t2))]
         return self
@@ -655,8 +670,11 @@ class Seals:
             return [int(i) for i in self.ranking_[:n]]
         if self.scores_ is not None:
             return [int(i) for i in self.candidates_pool_[self._order(n)]]
-        rows = np.asarray(self.strategy_.query(self._Xr, self._yr, self.estimator_, n), dtype=np.int64)
-        return [int(i) for i in (rows if self._row_ids is None else self._row_ids[rows])]
+        out = self._out
+        rows = np.asarray(self.strategy_.query(self._Xr, self._yr, self.estimator_, n + int(out.sum())),
+                          dtype=np.int64)
+        ids = rows if self._row_ids is None else self._row_ids[rows]
+        return [int(i) for i in ids[~out[ids]][:n]]
 
     @property
     def pool_size(self) -> int:

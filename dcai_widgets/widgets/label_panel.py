@@ -132,6 +132,8 @@ class LabelPanel(W.VBox):
                                     name="dcai-queue-refit", background=self.background)
         self._saver = SaveRetry(self, background=self.background)
         self.session.on("labels", on_main_thread(self._on_labels))
+        if hasattr(session, "excluded"):
+            self.session.on("exclusions", on_main_thread(self._on_exclusions))
         self._fallback: deque[int] | None = None
         if initial_fit == "sync":
             self._refit_done_now(self._refit_work(Job()))
@@ -498,6 +500,16 @@ class LabelPanel(W.VBox):
         if len(prog):
             self.status.value += " · per annotator: " + ", ".join(
                 f"{html.escape(str(a))} {int(k)}" for a, k in zip(prog["annotator"], prog["items"]))
+
+    def _on_exclusions(self, ids=None, excluded: bool = True, **_: Any) -> None:
+        """Items were excluded (the Clean or Inspect tab) or brought back: excluded items are not asked;
+        the one on screen, if still to label, is passed over."""
+        ids = {int(i) for i in ids or ()}
+        self._excluded = self._excluded | ids if excluded else self._excluded - ids
+        i = self.current
+        if excluded and i is not None and i in ids and i not in self._mine and self._vec[i] < 0:
+            self.skip()
+            self.status.value = f"item #{i} was excluded from training; showing the next item"
 
     def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:
         """Labels written elsewhere (another tab, a bulk label, another annotator): resync counters."""
