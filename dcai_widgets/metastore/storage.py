@@ -41,6 +41,11 @@ __all__ = ["LayerShards", "ShardCache", "ShardWriter", "StoreFileError", "atomic
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
 
+# One reader thread maps and checksums the next shard of a query while the caller computes on the current
+# one (mmap with MAP_POPULATE and XXH3 both release the GIL): the checksum stays on every first read but
+# overlaps the products instead of adding to them.
+_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metastore-reader")
+
 
 def _write_all(f: Any, data: memoryview | bytes) -> None:
     """Write every byte (a raw file may accept fewer than asked)."""
@@ -168,6 +173,9 @@ class ShardCache:
         for k in [k for k in self._d if k.startswith(prefix)]:
             self._d.pop(k)
             self._sizes.pop(k)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._d
 
     def clear(self) -> None:
         self._d.clear()
@@ -418,21 +426,33 @@ class LayerShards:
         self.sync()
         return sum(sh["bytes"] for sh in self.manifest["shards"])
 
-    def load_shard(self, si: int) -> dict[str, np.ndarray]:
+    def _map_checked(self, sh: dict) -> tuple[Any, bool]:
+        """(read-only memory map of the shard, whether its size and checksum match the manifest); touches no
+        shared state, so it may run on the reader thread."""
+        with open(self.root / sh["file"], "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = (mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+                    if size else b"")
+        return data, len(data) == sh["bytes"] and (not self.check_reads or _shard_ok(sh, data))
+
+    def _prefetch(self, si: int) -> Future | None:
+        """Start mapping + checking shard ``si`` on the reader thread (None when it is cached already)."""
+        sh = self.manifest["shards"][si]
+        if f"{self.root}/{sh['file']}" in self.cache:
+            return None
+        return _READER.submit(self._map_checked, sh)
+
+    def load_shard(self, si: int, mapped: Future | None = None) -> dict[str, np.ndarray]:
         """One shard's arrays (read-only views of a memory map), checked against the manifest's checksum at
-        the first read in this process (then kept in the LRU cache)."""
+        the first read in this process (then kept in the LRU cache); ``mapped``: its ``_prefetch``."""
         self.sync()
         sh = self.manifest["shards"][si]
         key = f"{self.root}/{sh['file']}"
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        path = self.root / sh["file"]
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            data = (mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-                    if size else b"")
-        if len(data) != sh["bytes"] or (self.check_reads and not _shard_ok(sh, data)):
+        data, ok = mapped.result() if mapped is not None else self._map_checked(sh)
+        if not ok:
             self._discard([sh["file"]])
             raise OSError(f"shard {self.root / sh['file']} was corrupt (size/checksum mismatch with its manifest) and "
                           f"has been discarded without being read; its {sh['rows']} items are now missing: "
@@ -479,8 +499,11 @@ class LayerShards:
         self.sync()
         if ids is None:
             start = 0
-            for si, sh in enumerate(self.manifest["shards"]):
-                arr = self.load_shard(si)
+            shards = self.manifest["shards"]
+            nxt = self._prefetch(0) if shards else None
+            for si, sh in enumerate(shards):
+                cur, nxt = nxt, (self._prefetch(si + 1) if si + 1 < len(shards) else None)
+                arr = self.load_shard(si, cur)
                 n = sh["rows"]
                 yield np.arange(start, start + n), arr
                 start += n
@@ -491,9 +514,12 @@ class LayerShards:
         if len(self._ids) == 0 or not np.all(self._ids[loc] == ids):
             raise KeyError("ids not stored")
         shard, row = self._shard[loc], self._row[loc]
-        for si in np.unique(shard):
+        order = [int(si) for si in np.unique(shard)]
+        nxt = self._prefetch(order[0]) if order else None
+        for k, si in enumerate(order):
+            cur, nxt = nxt, (self._prefetch(order[k + 1]) if k + 1 < len(order) else None)
             pos = np.nonzero(shard == si)[0]
-            arr = self.load_shard(int(si))
+            arr = self.load_shard(si, cur)
             r = row[pos]
             if len(r) == len(arr["ids"]) and np.array_equal(r, np.arange(len(r))):
                 yield pos, arr      # the whole shard in order: no copy
