@@ -124,6 +124,8 @@ class ExplorePanel(W.VBox):
         self.add_class("dcai-explore")
         self.add_class("dcai-keyboard-scope")   # clicking the panel gives it the keyboard
         session.on("labels", on_main_thread(self._on_labels))
+        if hasattr(session, "excluded"):
+            session.on("exclusions", on_main_thread(self._on_exclusions))
         self._refresh_counters()
 
     @property
@@ -364,6 +366,12 @@ class ExplorePanel(W.VBox):
                 self._hunt["found"] += sum(1 for lab in (labels or []) if str(lab) == self.target_name)
             self._refitter.request()
         self._refresh_counters()
+
+    def _on_exclusions(self, **_: Any) -> None:
+        """Items excluded (Clean, Inspect tabs) or brought back: the rare-concept hunt refits, so the
+        grid shows no excluded candidate."""
+        if self.mode == "rare" and self.seals is not None:
+            self._refitter.request()
 
     # -- counters --------------------------------------------------------------------------------
     def _refresh_counters(self) -> None:

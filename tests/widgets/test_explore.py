@@ -230,3 +230,15 @@ def test_refit_results_reach_the_widgets_through_background(demo):
     assert panel.wait(60) and panel._refitter.runs >= 1
     assert seen and all(t is not threading.main_thread() for t in seen)
     assert not set(panel.grid.ids) & set(first[:2])
+
+
+def test_rare_mode_refits_without_items_excluded_elsewhere(demo):
+    """The Clean tab excludes items shown as rare-concept candidates: the hunt refits and drops them."""
+    y = demo.y_true
+    panel = ExplorePanel(demo, map=False, background=False, pool_k=30, page_size=12)
+    neg = [int(i) for i in np.flatnonzero(y != 7)[:20]]
+    demo.label(neg + [int(np.flatnonzero(y == 7)[0])], [int(y[i]) for i in neg] + ["7"])
+    assert panel.hunt("7")
+    shown = list(panel.grid.ids[:5])
+    demo.exclude(shown, reason="anomaly")
+    assert panel.grid.ids and not set(panel.grid.ids) & set(shown)
