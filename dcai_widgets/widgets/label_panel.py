@@ -358,7 +358,9 @@ class LabelPanel(W.VBox):
         """Write one label (raises the store's error); used by ``SaveRetry``."""
         self._own_write = True
         try:
-            self.session.label([i], [cls], annotator=self.annotator, claimed=self.claimed_writes)
+            # claimed= only when set: a session-like object may predate the keyword
+            kw = {"claimed": True} if self.claimed_writes else {}
+            self.session.label([i], [cls], annotator=self.annotator, **kw)
         finally:
             self._own_write = False
 
