@@ -126,3 +126,18 @@ def test_label_panel_passes_over_an_item_excluded_elsewhere(tmp_path):
     for _ in range(5):
         panel.skip()
         assert panel.current not in {i, *upcoming}
+
+
+def test_shared_queue_never_claims_excluded_items(tmp_path):
+    from dcai_widgets.team import SharedQueue
+
+    s, _ = pair(tmp_path)
+    cold = SharedQueue(s, UncertaintyQueue(s, cold_start=5), annotator="ada", heartbeat_s=0)
+    s.exclude(np.arange(0, len(s), 2), reason="anomaly")       # every even item
+    got = cold.candidates(40)                                  # before any fit: the fixed fallback order
+    assert len(got) == 40 and all(i % 2 for i in got)
+    q = SharedQueue(s, UncertaintyQueue(s, cold_start=5), annotator="bo", heartbeat_s=0).fit()
+    got = q.candidates(30)
+    assert len(got) == 30 and all(i % 2 for i in got)
+    assert all(i % 2 for i in s.store.claims()["id"])
+    cold.close(), q.close()

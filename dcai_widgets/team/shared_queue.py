@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._validate import excluded_mask
+
 log = logging.getLogger(__name__)
 
 _MASK64 = (1 << 64) - 1
@@ -209,7 +211,8 @@ class SharedQueue:
         else:
             held = self._claimed
         held = sorted(held, key=lambda i: rank.get(i, -1))   # in the engine's order
-        skipped = self._skipped
+        out = excluded_mask(self.session)      # excluded items (Session.exclude) are never claimed
+        skipped = self._skipped | set(np.flatnonzero(out).tolist())
         first = [i for i in held + self._overlap_backlog() + order if i not in skipped]
         first = list(dict.fromkeys(first))
         yield first
@@ -217,7 +220,7 @@ class SharedQueue:
         if labeled is None:   # before the first fit; afterwards the store skips items labeled since
             labeled = self.labeled_ = np.asarray(self.session.label_vector()) >= 0
         rest = np.random.default_rng(0).permutation(len(labeled))  # the same order in every kernel
-        rest = rest[~labeled[rest]]
+        rest = rest[~labeled[rest] & ~out[rest]]
         seen = set(first) | skipped
         step = max(self.window, 1024)
         for a in range(0, len(rest), step):
