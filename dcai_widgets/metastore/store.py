@@ -506,13 +506,19 @@ class MetaStore:
 
         ``train_ids=None`` means every stored item (in ``stored_ids()`` order).
         """
+        reads = [(c, s.name) for c in self._ckpts(checkpoint) for s in self._subs(layers)]
+
         def per(ck, subs, ids):
+            if (ck, subs[0].name) == reads[0]:
+                self._shard(*reads[0]).prefetch(ids)    # mapped + checked while the test item replays
             tf = self._test_factors(ck, test_x, test_y)
             out = None
             for s in subs:
                 Xt, Gt = tf[s.name]
                 part = torch.zeros(len(ids), Xt.shape[0], dtype=torch.float64)
-                for pos, blk in self._shard(ck, s.name).blocks(ids):
+                i = reads.index((ck, s.name)) + 1
+                then = (lambda: self._shard(*reads[i]).prefetch(ids)) if i < len(reads) else None
+                for pos, blk in self._shard(ck, s.name).blocks(ids, then):
                     part[torch.as_tensor(pos)] = ops.p2p_block(blk, Xt, Gt).double()
                 out = part if out is None else out + part
             return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -52,3 +53,27 @@ def test_dtype_mismatch_falls_back_to_copying(tmp_path):
     got = ms.p2p(None, Xt.double(), Yt)
     assert all(p.dtype == torch.float64 for p in model.parameters())
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_prefetched_corrupt_shard_of_next_checkpoint_is_detected(tmp_path):
+    """P2P maps + checks the next checkpoint's first shard ahead (reader thread); a same-size corruption there,
+    or in a later shard, still fails the query before any score is returned."""
+    torch.manual_seed(0)
+    model = MLP().double()
+    X, Y = torch.randn(40, 6, dtype=torch.float64), torch.randint(0, 3, (40,))
+    Xt, Yt = X[:2], Y[:2]
+    ms = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64", shard_bytes=1500, batch_size=5)
+    for ck in ("c1", "c2"):
+        ms.collect((X, Y), nn.CrossEntropyLoss(), ck, lr=0.1, progress=False)
+    ms.close()
+    shards = sorted((tmp_path / "g" / "ckpt" / "c2" / "fc2").glob("shard-*.bin"))
+    assert len(shards) >= 2
+    for victim in (shards[0], shards[-1]):
+        b = bytearray(victim.read_bytes())
+        b[-20] ^= 0xFF
+        victim.write_bytes(bytes(b))
+        fresh = MetaStore(model, ["fc2"], path=tmp_path / "g", dtype="float64", shard_bytes=1500)
+        with pytest.raises(OSError, match="corrupt"):
+            fresh.p2p(None, Xt, Yt)
+        assert not victim.exists()          # discarded, its items reported missing
+        fresh.close()
