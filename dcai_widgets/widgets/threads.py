@@ -93,12 +93,12 @@ class Background:
         self._thread: threading.Thread | None = None
         self._job: Job | None = None
         self._again = False
+        self._active = False   # a worker thread owns the work; set and cleared under _lock
         self.runs = 0          # completed runs (for status lines and tests)
 
     @property
     def running(self) -> bool:
-        t = self._thread
-        return t is not None and t.is_alive()
+        return self._active
 
     def request(self) -> None:
         """Run the work now, or once more after the run in progress (requests meanwhile are merged)."""
@@ -106,10 +106,13 @@ class Background:
             self._run_once(Job())
             return
         with self._lock:
-            if self.running:
+            # decided under the lock the worker exits under: a thread that is still alive but has
+            # already decided to stop (is_alive() is True for a moment) must not swallow this request
+            if self._active:
                 self._again = True
                 return
             self._again = False
+            self._active = True
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
 
@@ -147,10 +150,16 @@ class Background:
             job = Job()
             with self._lock:
                 self._job = job
-            self._run_once(job)
+            try:
+                self._run_once(job)
+            except BaseException:   # an on_done/on_error that raised: the next request starts a new thread
+                with self._lock:
+                    self._job, self._again, self._active = None, False, False
+                raise
             with self._lock:
                 self._job = None
                 if not self._again:
+                    self._active = False
                     return
                 self._again = False
 

@@ -111,3 +111,31 @@ def test_background_false_runs_in_the_caller():
     done = []
     Background(lambda job: threading.current_thread().name, on_done=done.append, background=False).request()
     assert done == [threading.current_thread().name]
+
+
+def test_background_request_while_the_worker_is_exiting_is_not_lost():
+    """A request landing after the worker decided to stop, while its thread is still alive, must run."""
+    from dcai_widgets.widgets.threads import Background
+
+    runs = []
+    bg = Background(lambda job: runs.append(1))
+    real_loop = bg._loop
+    exited = threading.Event()
+    resume = threading.Event()
+
+    def slow_exit():   # the worker stops deciding, then lingers alive before its thread ends
+        real_loop()
+        exited.set()
+        resume.wait(5)
+
+    bg._loop = slow_exit
+    bg.request()
+    assert exited.wait(5)
+    bg._loop = real_loop
+    bg.request()             # the old thread is still alive here
+    resume.set()
+    assert bg.wait(5)
+    deadline = __import__("time").monotonic() + 5
+    while len(runs) < 2 and __import__("time").monotonic() < deadline:
+        threading.Event().wait(0.01)
+    assert len(runs) == 2
