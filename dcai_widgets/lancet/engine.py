@@ -28,11 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._threads import torch_threads
-from .backbone import MLPBackbone, SSLGANBackbone
 from .._validate import excluded_mask
 from ..calibration import TopLabelCalibrator, check_params, cross_fit, nn_distance, padded_log_proba
-from .dmn import DMN
 from .features import encoder_input, shift_knn_graph
 from .propagate import propagate
 from .stop import StopReport, stop_report
@@ -242,6 +239,9 @@ class Lancet:
     # -- fit ---------------------------------------------------------------------------------
     def fit(self) -> "Lancet":
         """Train backbone + head on the current human labels, propagate, run the DMN, pick candidates."""
+        # torch is imported by the first fit, not with the module: a served page shows its first item sooner
+        from ._threads import torch_threads
+
         me = threading.current_thread()
         _FITTING.add(me)
         try:
@@ -299,6 +299,9 @@ class Lancet:
         # 1. backbone + linear head on the labeled classes seen so far
         y_local = np.full(n, -1, np.int64)
         y_local[labeled] = np.searchsorted(seen, y[labeled])
+        from .backbone import MLPBackbone, SSLGANBackbone
+        from .dmn import DMN
+
         Model = MLPBackbone if self.backbone == "mlp" else SSLGANBackbone
         kw = dict(lam_cfm=self.lam_cfm, seed=self.seed)
         if self.backbone == "mlp":
@@ -365,6 +368,8 @@ class Lancet:
         all classes, whether each top label was right (m,), distance to the nearest label its model saw
         (m,)), one backbone copy trained per fold without it."""
         if progress is None:  # called on its own (a benchmark): one torch thread, as in fit()
+            from ._threads import torch_threads
+
             with torch_threads(self.n_threads):
                 return self.out_of_fold(progress=_NoProgress())
         F_in, y, Model, kw, steps = self._snapshot
