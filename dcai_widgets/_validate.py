@@ -190,3 +190,19 @@ def excluded_mask(session, n: int | None = None) -> np.ndarray:
         ids = np.asarray(get(), dtype=np.int64).ravel()
         mask[ids[(ids >= 0) & (ids < n)]] = True
     return mask
+
+
+def propagated_arrays(session) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The session's usable propagated labels as arrays (ids, class indices, confidences): rows whose label
+    is one of the session's classes and whose confidence is above 0, for training with confidences as
+    sample weights (the Inspect model, the Trainer)."""
+    prop = session.propagated()
+    if not len(prop):
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, np.float32)
+    lookup = {c: i for i, c in enumerate(session.classes)}
+    ids = prop["id"].to_numpy(np.int64)
+    lab = prop["label"].map(lookup).fillna(-1).astype(np.int64).to_numpy()
+    conf = prop["confidence"].fillna(0.0).to_numpy(np.float32)
+    ok = (lab >= 0) & (conf > 0)
+    return ids[ok], lab[ok], conf[ok]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validate import propagated_arrays
 from .models import MLP, SmallCNN, train
 from .store import MetaStore
 
@@ -63,14 +64,8 @@ def training_set(session: Any, choice: str = "people") -> TrainingSet:
     w = np.zeros(n, np.float32)
     kind = np.zeros(n, np.int8)          # 0 none, 1 propagated, 2 imported, 3 people's
     if "propagated" in sources:
-        prop = session.propagated()
-        if len(prop):
-            lookup = {c: i for i, c in enumerate(session.classes)}
-            ids = prop["id"].to_numpy()
-            lab = prop["label"].map(lookup).fillna(-1).astype(np.int64).to_numpy()
-            conf = prop["confidence"].fillna(0.0).to_numpy(np.float32)
-            ok = (lab >= 0) & (conf > 0)
-            y[ids[ok]], w[ids[ok]], kind[ids[ok]] = lab[ok], conf[ok], 1
+        ids, lab, conf = propagated_arrays(session)
+        y[ids], w[ids], kind[ids] = lab, conf, 1
     if "import" in sources:
         if getattr(session, "y_true", None) is not None:
             yt = np.asarray(session.y_true, np.int64)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validate import propagated_arrays
 from ..metastore.models import MLP, SmallCNN
 
 __all__ = ["LabeledData", "labeled_data", "model_inputs", "make_model", "MODELS"]
@@ -45,16 +46,9 @@ def labeled_data(session: Any, sources: Sequence[str] = ("human", "review"), pro
     n = len(session)
     y = np.full(n, -1, np.int64)
     w = np.zeros(n, np.float32)
-    n_prop = 0
     if propagated:
-        prop = session.propagated()
-        if len(prop):
-            lookup = {c: i for i, c in enumerate(session.classes)}
-            pid = prop["id"].to_numpy()
-            lab = prop["label"].map(lookup).fillna(-1).astype(np.int64).to_numpy()
-            conf = prop["confidence"].fillna(0.0).to_numpy(np.float32)
-            ok = (lab >= 0) & (conf > 0)
-            y[pid[ok]], w[pid[ok]] = lab[ok], conf[ok]
+        pid, lab, conf = propagated_arrays(session)
+        y[pid], w[pid] = lab, conf
     mine = session.label_vector(sources) if sources else np.full(n, -1, np.int64)
     y[mine >= 0], w[mine >= 0] = mine[mine >= 0], 1.0
     excluded = np.asarray(session.excluded(), np.int64)
