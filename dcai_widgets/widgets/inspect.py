@@ -20,13 +20,12 @@ import torch
 
 from ..metastore.inspect_model import TRAIN_SETS, InspectModel, build_inspect_model, training_set
 from .item_card import ItemCard
-from .item_grid import ItemGrid
+from .item_grid import NO_CLASS, ItemGrid
 from .keyboard import KeyboardShortcuts, KeyHelp
 from .style import style_widget
 from .threads import Background, on_main_thread
 
 ALL = "__all__"
-NO_CLASS = "— choose a class —"
 # the number on proponent/opponent cards, explained in the grids' legend
 INFLUENCE = ("influence", "TracIn influence of that training item on the shown item's prediction "
              "(positive: pushes toward its label, negative: away from it)")
