@@ -53,7 +53,9 @@ class UncertaintyQueue:
     before two classes are labeled), `max_iter`/`C` (the regression), `random_state`, `calibration`
     ("temperature", the default: lowest worst-case ECE from 50 labels in benchmarks/calibration.py; "platt",
     "isotonic", "coverage", or None for the regression's own probability) and
-    `calibration_folds` (folds of the human labels for the out-of-fold predictions the calibrator learns from).
+    `calibration_folds` (folds of the human labels for the out-of-fold predictions the calibrator learns from),
+    `scorer` (None: the regression; a scikit-learn classifier such as `train.ProxyClassifier`, or a key of
+    `session.models`, scores and suggests instead, refit each round: `train.proxy.proxy_estimator`).
     Learned state after `fit()`: `order_` (ids, most uncertain first), `proba_` (N, n_classes) or None,
     `n_labeled_`, `classes_seen_`, `confidence_` (N,) calibrated top-label confidence or None,
     `log_proba_` (N, K over all classes), `oof_`, `calibrator_`.
@@ -61,7 +63,7 @@ class UncertaintyQueue:
 
     def __init__(self, session: Any, cold_start: int = 30, C: float = 1.0, max_iter: int = 200,
                  random_state: int | None = 0, calibration: str | None = "temperature",
-                 calibration_folds: int = 5) -> None:
+                 calibration_folds: int = 5, scorer: Any = None) -> None:
         if not isinstance(cold_start, (int, np.integer)) or cold_start < 1:
             raise ValueError(f"cold_start must be a positive int, got {cold_start!r}")
         if not (isinstance(C, (int, float)) and C > 0):
@@ -75,6 +77,7 @@ class UncertaintyQueue:
         self.C = float(C)
         self.max_iter = int(max_iter)
         self.random_state = random_state
+        self.scorer = scorer
         self.order_: np.ndarray | None = None
         self.proba_: np.ndarray | None = None
         self.classes_: np.ndarray | None = None
@@ -133,7 +136,12 @@ class UncertaintyQueue:
     def _regression(self, X: np.ndarray, y: np.ndarray, train: np.ndarray):
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        if self.scorer is not None:     # a proxy model scores instead (train.proxy: SVP for active learning)
+            from .train.proxy import proxy_estimator
+
+            clf = proxy_estimator(self.session, self.scorer)
+        else:
+            clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence warnings on tiny label sets are expected
             return clf.fit(X[train], y[train])

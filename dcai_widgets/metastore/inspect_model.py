@@ -7,6 +7,7 @@ column, ``y_true``, where no stored label exists) and model-propagated labels, w
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -19,10 +20,18 @@ import torch
 from torch import nn
 
 from .._validate import propagated_arrays
+from ..calibration import TopLabelCalibrator, cross_fit, nn_distance
 from .models import MLP, SmallCNN, train
 from .store import MetaStore
 
-__all__ = ["TRAIN_SETS", "InspectModel", "TrainingSet", "build_inspect_model", "inputs_for", "training_set"]
+__all__ = ["TRAIN_SETS", "InspectModel", "TrainingSet", "build_inspect_model", "inputs_for", "training_set",
+           "inspect_model_from", "session_models", "model_layers", "calibrate", "CALIBRATION", "CALIBRATION_FOLDS"]
+
+#: how the Inspect panel calibrates its model's confidence (``dcai_widgets.calibration``): "coverage", as
+#: LANCET's network head: fold models trained on 2/3 of the labels are weaker than the full model, and the
+#: distance to the nearest label carries the difference (benchmarks/RESULTS.md, calibrated confidences)
+CALIBRATION = "coverage"
+CALIBRATION_FOLDS = 3
 
 #: what the Inspect model can train on: name -> (label sources, description shown to people)
 TRAIN_SETS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -97,13 +106,19 @@ class InspectModel:
     states: dict[str, dict] = field(default_factory=dict)   # checkpoint -> weights
     training: TrainingSet | None = None
     owns_path: bool = False              # the store folder was created for this model (removed by close)
+    source: str | None = None            # None: trained by the Inspect panel; else the session.models key
+    refit: Callable[[np.ndarray], nn.Module] | None = None   # train a fresh copy on these ids (cross-fitting)
+    confidence: np.ndarray | None = None   # calibrated P(top label right) per val_ids item (``calibrate``)
+    n_calibration: int = 0                 # labeled training items behind the calibrator (out-of-fold pairs)
+
+    def log_proba(self, ids: Sequence[int]) -> np.ndarray:
+        """(len(ids), n_classes) log-probabilities of the model."""
+        return _log_proba(self.model, self.X, ids)
 
     def predict(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted class, probability of it) for items."""
-        with torch.no_grad():
-            p = torch.softmax(self.model(self.X[torch.as_tensor(np.asarray(ids))]), 1)
-        conf, pred = p.max(1)
-        return pred.numpy(), conf.numpy()
+        """(predicted class, the model's raw probability of it) for items."""
+        p = np.exp(self.log_proba(ids))
+        return p.argmax(1), p.max(1)
 
     def collect(self, progress: Callable[[str, int, int | None], None] | None = None,
                 check: Callable[[], None] | None = None) -> MetaStore:
@@ -191,8 +206,6 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
         raise ValueError("every labeled item is excluded or held out; include some items again")
     X, model, layers = inputs_for(session)
     torch.manual_seed(seed)
-    epochs = max(int(epochs), -(-int(min_steps) // -(-len(train_ids) // 32)))   # batch size 32
-    every = max(1, epochs // checkpoints)
     states: dict[str, dict] = {}
 
     def keep(ep: int, m: nn.Module) -> None:
@@ -203,10 +216,21 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
         if check is not None:
             check()
 
-    tid = torch.as_tensor(train_ids)
-    w = torch.as_tensor(ts.weight[train_ids])
-    train(model, X[tid], torch.as_tensor(ts.y)[tid], epochs=epochs, lr=lr, seed=seed, on_epoch=keep,
-          weight=None if bool((w == 1.0).all()) else w)
+    init = copy.deepcopy(model)
+
+    def fit_on(ids: np.ndarray, m: nn.Module, n_epochs: int, on_epoch=None) -> nn.Module:
+        tid = torch.as_tensor(np.asarray(ids, np.int64))
+        w = torch.as_tensor(ts.weight[tid.numpy()])
+        return train(m, X[tid], torch.as_tensor(ts.y)[tid], epochs=n_epochs, lr=lr, seed=seed, on_epoch=on_epoch,
+                     weight=None if bool((w == 1.0).all()) else w)
+
+    def refit(ids: np.ndarray) -> nn.Module:     # the same recipe on fewer labels (cross-fitting's folds)
+        return fit_on(ids, copy.deepcopy(init), max(int(epochs0), -(-int(min_steps) // -(-len(ids) // 32))))
+
+    epochs0 = epochs
+    epochs = max(int(epochs), -(-int(min_steps) // -(-len(train_ids) // 32)))   # batch size 32
+    every = max(1, epochs // checkpoints)
+    fit_on(train_ids, model, epochs, keep)
     states = dict(list(states.items())[-checkpoints:])
     owns = path is None
     ms = MetaStore(model, layers, path=tempfile.mkdtemp(prefix="dcai-inspect-") if owns else path,
@@ -214,4 +238,97 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
     y = np.full(len(ts.y), -1, np.int64)
     y[train_ids] = ts.y[train_ids]
     y[val_ids] = ts.y[val_ids]
-    return InspectModel(model, X, y, train_ids, val_ids, layers, lr, ms, states, ts, owns)
+    return InspectModel(model, X, y, train_ids, val_ids, layers, lr, ms, states, ts, owns, refit=refit)
+
+
+def _log_proba(model: nn.Module, X: torch.Tensor, ids: Sequence[int]) -> np.ndarray:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.log_softmax(model(X[torch.as_tensor(np.asarray(ids, np.int64))]), 1).double().numpy()
+    model.train(was)
+    return out
+
+
+def model_layers(model: nn.Module, n: int = 3) -> list[str]:
+    """The last ``n`` layers MetaStore can factor (nn.Linear / nn.Conv2d), by module name."""
+    names = [k for k, m in model.named_modules() if k and isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer for influence to use")
+    return names[-n:]
+
+
+def session_models(session: Any) -> dict[str, Any]:
+    """The models in ``session.models`` the Inspect panel can use: fitted ``Trainer``-like objects
+    (``model_``, ``X_``, ``train_ids_``, ``val_ids_``, ``data_``, ``checkpoints_``)."""
+    need = ("model_", "X_", "train_ids_", "val_ids_", "data_")
+    return {k: m for k, m in dict(getattr(session, "models", {}) or {}).items()
+            if all(hasattr(m, a) for a in need) and isinstance(getattr(m, "model_", None), nn.Module)}
+
+
+def inspect_model_from(session: Any, name: str, path: str | Path | None = None) -> InspectModel:
+    """An ``InspectModel`` over a model the Train tab stored in ``session.models[name]`` (a fitted
+    ``dcai_widgets.train.Trainer``): its weights, inputs and holdout split, its checkpoints for
+    TracIn-CP (only the final weights when it kept none). The holdout items with a chosen label (not a
+    propagated guess) are the validation items; the weights are copied, so the stored model is untouched."""
+    models = session_models(session)
+    if name not in models:
+        have = sorted(models) or "none yet (train one in the Train tab)"
+        raise ValueError(f"session.models has no trained model {name!r} the Inspect panel can use; have: {have}")
+    t = models[name]
+    model = copy.deepcopy(t.model_).eval()
+    data = t.data_
+    states = {k: {n: v.clone() for n, v in st.items()} for k, st in (getattr(t, "checkpoints_", None) or {}).items()}
+    if not states:
+        states = {"final": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    if isinstance(model, nn.Linear):     # MetaStore names layers by module name; a bare Linear has none
+        model = nn.Sequential(model)
+        states = {k: {f"0.{n}": v for n, v in st.items()} for k, st in states.items()}
+    y = np.full(len(session), -1, np.int64)
+    y[data.ids] = data.y
+    trusted = data.ids[np.asarray(data.weight) >= 1.0]
+    val_ids = np.sort(np.intersect1d(np.asarray(t.val_ids_, np.int64), trusted))
+    train_ids = np.sort(np.asarray(t.train_ids_, np.int64))
+    if len(val_ids) == 0:
+        raise ValueError(f"session.models[{name!r}] was trained without a holdout of labeled items; train it "
+                         "with holdout > 0 to inspect its predictions")
+    counts = {"labels": int(data.counts.get("labels", 0))}
+    if data.counts.get("propagated"):
+        counts["propagated"] = int(data.counts["propagated"])
+    ts = TrainingSet(y.copy(), np.where(y >= 0, 1.0, 0.0).astype(np.float32), counts, f"model:{name}")
+    ts.weight[data.ids] = data.weight
+    owns = path is None
+    ms = MetaStore(model, model_layers(model), path=tempfile.mkdtemp(prefix="dcai-inspect-") if owns else path,
+                   loss_fn=nn.CrossEntropyLoss())
+
+    def refit(ids: np.ndarray) -> nn.Module:
+        return t.refit(ids).model_
+
+    return InspectModel(model, t.X_, y, train_ids, val_ids, model_layers(model), float(getattr(t, "lr", 1e-3)), ms,
+                        states, ts, owns, source=name, refit=refit if hasattr(t, "refit") else None)
+
+
+def calibrate(im: InspectModel, method: str = CALIBRATION, folds: int = CALIBRATION_FOLDS,
+              check: Callable[[], None] | None = None) -> np.ndarray:
+    """Calibrated confidence of ``im``'s top label on its validation items (sets ``im.confidence``).
+
+    Cross-fitting (``dcai_widgets.calibration.cross_fit``): the model's labeled training items (not
+    propagated guesses) are split into ``folds``; a fresh copy trained the same way without each fold
+    (``im.refit``) predicts it, and a ``TopLabelCalibrator`` learns P(label right) from those out-of-fold
+    predictions. It is applied to the full model's predictions on the validation items, which neither the
+    model nor the calibrator saw, so their labels can check it. Costs ``folds`` more trainings."""
+    if im.refit is None:
+        raise ValueError("this model cannot be retrained on folds, so its confidence cannot be calibrated")
+    w = im.training.weight if im.training is not None else np.ones(len(im.y), np.float32)
+    trusted = im.train_ids[w[im.train_ids] >= 1.0]
+    extra = np.setdiff1d(im.train_ids, trusted)           # propagated items: trained on, never calibrated on
+    Xf = im.X.reshape(len(im.X), -1).numpy()
+
+    def fit_predict(train_ids: np.ndarray, test_ids: np.ndarray) -> np.ndarray:
+        return _log_proba(im.refit(np.union1d(train_ids, extra)), im.X, test_ids)
+
+    logp, ok, dist = cross_fit(trusted, im.y[trusted], fit_predict, folds=folds, check=check, X=Xf)
+    cal = TopLabelCalibrator(method).fit(logp, ok, dist)
+    conf = cal.predict(im.log_proba(im.val_ids), distance=nn_distance(Xf, trusted, rows=im.val_ids))
+    im.confidence, im.n_calibration = np.asarray(conf, np.float64), int(len(trusted))
+    return im.confidence

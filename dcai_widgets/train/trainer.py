@@ -38,7 +38,10 @@ class Trainer:
     a context manager with ``step(ids, y)`` wrapped around each epoch, e.g.
     ``lambda ep: metastore.record(f"epoch-{ep}", lr=...)`` to collect MetaStore factors in the same run.
     ``name``: the key in ``session.models`` (None: not stored). ``ids``: train only on these items (those
-    of them that have a chosen label), e.g. a subset chosen by ``SelectionViaProxy``.
+    of them that have a chosen label), e.g. a subset chosen by ``SelectionViaProxy``. ``checkpoints``:
+    how many weight snapshots along training to keep in ``checkpoints_`` (epoch name -> state_dict, the
+    last one the model kept), evenly spread up to the kept epoch: the Inspect panel's TracIn-CP (Pruthi
+    et al., NeurIPS 2020) sums influence over them; 0 keeps none.
     """
 
     def __init__(self, session: Any, model: None | str | nn.Module = None, epochs: int = 30,
@@ -47,7 +50,7 @@ class Trainer:
                  lr: float = 1e-3, batch_size: int = 64, hidden: int = 128, inputs: str | None = None,
                  steps_per_epoch: int | None = None, callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
                  record: Callable[[int], EpochContext] | None = None, progress: bool = True,
-                 name: str | None = "trainer", ids: Sequence[int] | None = None) -> None:
+                 name: str | None = "trainer", ids: Sequence[int] | None = None, checkpoints: int = 3) -> None:
         self.session = session
         self.model = model
         self.epochs = epochs
@@ -67,6 +70,7 @@ class Trainer:
         self.progress = progress
         self.name = name
         self.ids = ids
+        self.checkpoints = checkpoints
         self._stop = False
 
     # -- setup -------------------------------------------------------------------------------------
@@ -81,6 +85,8 @@ class Trainer:
             raise ValueError(f"lr={self.lr!r} must be a positive number")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+        if isinstance(self.checkpoints, bool) or int(self.checkpoints) < 0:
+            raise ValueError(f"checkpoints={self.checkpoints!r} must be a non-negative integer")
         if self.sampler is not None and not isinstance(self.sampler, Sampler):
             raise TypeError("sampler must have a probabilities(model, X, y, weight) method (loop.Sampler)")
         if not (self.model is None or isinstance(self.model, (str, nn.Module))):
@@ -140,8 +146,10 @@ class Trainer:
         self.train_ids_, self.val_ids_ = data.ids[tr], data.ids[va]
         self.classes_ = list(self.session.classes)
         rows: list[dict] = []
+        snaps = _Snapshots(2 * int(self.checkpoints))
 
         def on_epoch(ep: int, row: dict, m: nn.Module) -> None:
+            snaps.add(ep, m)
             rows.append(row)
             self.history_ = pd.DataFrame(rows)
             for cb in self.callbacks:
@@ -167,10 +175,25 @@ class Trainer:
             if bar is not None:
                 bar.close()
         self.history_ = hist
+        self.checkpoints_ = snaps.pick(int(self.checkpoints), _kept_epoch(hist, self.stopped_, len(va) > 0
+                                                                         and self.patience is not None), model)
         self.fit_seconds_ = time.perf_counter() - t0
         if self.name:
             self.session.set_model(self.name, self)
         return self
+
+    def refit(self, ids: Sequence[int], check: Callable[[], None] | None = None) -> Trainer:
+        """A fresh copy of this trainer (same parameters and seed, a re-initialized model) fitted on ``ids``
+        only, not stored in the session: the fold models of cross-fitting (calibrated confidences)."""
+        import copy
+        import inspect
+
+        params = {k: getattr(self, k) for k in inspect.signature(Trainer.__init__).parameters if k != "self"}
+        if isinstance(self.model, nn.Module):
+            params["model"] = _reinitialized(self.model, int(self.seed))
+        params.update(ids=np.asarray(ids, np.int64), name=None, progress=False, callbacks=(), record=None,
+                      checkpoints=0, sampler=copy.deepcopy(self.sampler))
+        return Trainer(**params).fit(check=check)
 
     # -- use ---------------------------------------------------------------------------------------
     def _fitted(self) -> None:
@@ -241,6 +264,57 @@ class Trainer:
     def __repr__(self) -> str:
         state = f"{len(self.history_)} epochs" if hasattr(self, "history_") else "not fitted"
         return f"Trainer(model={self.model if isinstance(self.model, str) else type(self.model).__name__ if self.model is not None else 'mlp'}, {state})"
+
+
+class _Snapshots:
+    """Weight snapshots at epochs, at most ``cap``: when full the spacing doubles (only multiples of the
+    new stride stay), so a 5,000-epoch run holds as few as a 10-epoch one, evenly spread."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.stride = 1
+        self.items: list[tuple[int, dict]] = []
+
+    def add(self, ep: int, m: nn.Module) -> None:
+        if self.cap <= 0 or ep % self.stride:
+            return
+        self.items.append((ep, {k: v.detach().clone() for k, v in m.state_dict().items()}))
+        while len(self.items) > self.cap:        # keep the epochs that are multiples of a doubled stride
+            self.stride *= 2
+            self.items = [(e, st) for e, st in self.items if e % self.stride == 0]
+
+    def pick(self, n: int, kept: int, model: nn.Module) -> dict[str, dict]:
+        """``n`` snapshots evenly spread over the epochs before ``kept``, ending with the model as kept."""
+        if n <= 0:
+            return {}
+        before = [(ep, st) for ep, st in self.items if ep < kept]
+        final = (kept, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if len(before) >= n:
+            before = [before[int(j)] for j in np.unique(np.linspace(0, len(before) - 1, n - 1).round())] if n > 1 else []
+        return {f"epoch-{ep}": st for ep, st in before + [final]}
+
+
+def _reinitialized(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with fresh (seeded) parameters in every submodule that can reset them."""
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in m.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+    return m
+
+
+def _kept_epoch(hist: pd.DataFrame, stopped: bool, early: bool) -> int:
+    """The epoch whose weights the model holds after fit: the lowest holdout loss with early stopping
+    (``fit_loop`` restores it), else the last one."""
+    if not len(hist):
+        return 0
+    if early and not stopped and hist["val_loss"].notna().any():
+        return int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
+    return int(hist["epoch"].iloc[-1])
 
 
 class _Stopped(Exception):

@@ -6,6 +6,9 @@ factors collected in the background (``widgets.threads.Background``: coalesced, 
 main thread); it retrains when those labels change. A list of validation items (misclassified first)
 opens the top proponents/opponents of the chosen item, and a suspects list lets the expert relabel
 (``source="review"``, with the page's annotator), confirm, or exclude each item, by mouse or keyboard.
+The "model" choice inspects instead a model the Train tab stored in ``session.models`` (its weights,
+holdout and checkpoints). The confidence shown for a prediction is calibrated on cross-fitted labels
+(``metastore.inspect_model.calibrate``), and "uncertain" before ``calibration.SHOW_PERCENT_FROM`` labels.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ import ipywidgets as W
 import numpy as np
 import torch
 
-from ..metastore.inspect_model import TRAIN_SETS, InspectModel, build_inspect_model, training_set
+from ..calibration import SHOW_PERCENT_FROM, show_confidence
+from ..metastore.inspect_model import (TRAIN_SETS, InspectModel, build_inspect_model, calibrate, inspect_model_from,
+                                       session_models, training_set)
 from .item_card import ItemCard
 from .item_grid import NO_CLASS, ItemGrid
 from .keyboard import KeyboardShortcuts, KeyHelp
@@ -30,6 +35,7 @@ ALL = "__all__"
 INFLUENCE = ("influence", "TracIn influence of that training item on the shown item's prediction "
              "(positive: pushes toward its label, negative: away from it)")
 MOVE_KEYS = {"j": 1, "ArrowDown": 1, "k": -1, "ArrowUp": -1}
+OWN = ""      # the "model" choice for the panel's own small model
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 _MADE: set[str] = set()      # factor-store folders made by panels and not yet removed (removed at exit)
 
@@ -48,15 +54,22 @@ class InspectPanel(W.VBox):
     ``confirm(id)``, ``exclude(id)``, ``retrain()`` and ``handle_key(key)`` drive it from Python; ``close()``
     removes the temporary factor store (also done at interpreter exit). ``path``: a folder for the factor
     stores (one ``run-N`` folder per training run, removed when a newer run replaces it); None: temporary.
+    ``model``: a key of ``session.models`` (a fitted ``train.Trainer``) to inspect instead of training the
+    panel's own model ("" / None: its own); ``calibrate``: show calibrated confidences (``folds`` more
+    trainings per run once ``calibration.SHOW_PERCENT_FROM`` labels exist; False: always "uncertain").
     """
 
     def __init__(self, session: Any, path: str | None = None, k: int = 8, n_suspects: int = 20,
                  background: bool = True, auto_start: bool = True, annotator: str | None = None,
-                 epochs: int = 10, train_on: str = "people", auto_retrain: bool = True) -> None:
+                 epochs: int = 10, train_on: str = "people", auto_retrain: bool = True,
+                 model: str | None = None, calibrate: bool = True) -> None:
         if int(k) < 1 or int(n_suspects) < 1:
             raise ValueError(f"k and n_suspects must be positive ints, got k={k!r}, n_suspects={n_suspects!r}")
         if train_on not in TRAIN_SETS:
             raise ValueError(f"train_on={train_on!r}: use one of {list(TRAIN_SETS)}")
+        if model and model not in session_models(session):
+            raise ValueError(f"model={model!r}: session.models has no trained model by that name; have "
+                             f"{sorted(session_models(session)) or 'none'}")
         self.session = session
         self.path = path
         self.k = int(k)
@@ -65,6 +78,8 @@ class InspectPanel(W.VBox):
         self.annotator = annotator
         self.epochs = int(epochs)
         self.auto_retrain = bool(auto_retrain)
+        self.calibrate = bool(calibrate)
+        self._model_name = model or OWN     # read by the background work (never the widget from a thread)
         self.classes = [str(c) for c in session.classes]
         self.im: InspectModel | None = None
         self.current: int | None = None
@@ -82,6 +97,10 @@ class InspectPanel(W.VBox):
         self.status = W.HTML("<i>not started</i>")
         self.train_pick = W.Dropdown(options=[(d, key) for key, (_s, d) in TRAIN_SETS.items()], value=train_on,
                                      description="train on", layout=W.Layout(width="420px"))
+        self.model_pick = W.Dropdown(options=self._model_options(), description="model",
+                                     layout=W.Layout(width="420px"))
+        self.model_pick.value = self._model_name
+        self.train_pick.disabled = bool(self._model_name)
         self.training_info = W.HTML()
         self.layer_pick = W.Dropdown(options=[("all layers", ALL)], value=ALL, description="layer",
                                      layout=W.Layout(width="240px"))
@@ -104,6 +123,7 @@ class InspectPanel(W.VBox):
         self.ckpt_pick.observe(self._on_scope, names="value")
         self.items_list.observe(self._on_pick, names="value")
         self.train_pick.observe(self._on_train_pick, names="value")
+        self.model_pick.observe(self._on_model_pick, names="value")
         self.retrain_button.on_click(lambda _b: self.retrain())
 
         self.key_help = KeyHelp(self._keys(), title="Inspect: keyboard shortcuts")
@@ -111,7 +131,7 @@ class InspectPanel(W.VBox):
         self.keyboard.on_key(self.handle_key)
         self.key_help.attach(self.keyboard)
 
-        toolbar = W.HBox([self.train_pick, self.retrain_button, self.layer_pick, self.ckpt_pick, self.progress],
+        toolbar = W.HBox([self.model_pick, self.train_pick, self.retrain_button, self.layer_pick, self.ckpt_pick, self.progress],
                          layout=W.Layout(flex_flow="row wrap", align_items="center"))
         left = W.VBox([W.HTML("<b>validation items</b> (misclassified first)"), self.items_list])
         right = W.VBox([W.HBox([self.query_card, self.query_info]), self.pro_grid, self.opp_grid],
@@ -130,6 +150,10 @@ class InspectPanel(W.VBox):
                                name="dcai-inspect-train", background=background)
         self._on_labels_cb = self._on_labels
         session.on("labels", self._on_labels_cb)
+        self._models_changed = on_main_thread(self._on_models_main)
+        self._on_model_cb = self._on_model
+        if hasattr(session, "on"):
+            session.on("model", self._on_model_cb)
         _LIVE.add(self)
         self._show_training_set()
         if auto_start:
@@ -156,12 +180,23 @@ class InspectPanel(W.VBox):
         self._runs += 1
         path = None if self.path is None else f"{self.path}/run-{self._runs}"
         self._set_progress(0.0)
-        im = build_inspect_model(self.session, path=path, epochs=self.epochs,
-                                 excluded=self.session.excluded() if hasattr(self.session, "excluded") else (),
-                                 train_on=self._train_on, check=job.check,
-                                 progress=lambda e, n: self._set_progress(0.3 * e / n))
+        if self._model_name:
+            im = inspect_model_from(self.session, self._model_name, path=path)
+        else:
+            im = build_inspect_model(self.session, path=path, epochs=self.epochs,
+                                     excluded=self.session.excluded() if hasattr(self.session, "excluded") else (),
+                                     train_on=self._train_on, check=job.check,
+                                     progress=lambda e, n: self._set_progress(0.2 * e / n))
         im.owns_path = True      # temporary or this panel's run-N folder: removed when replaced or closed
         _MADE.add(str(im.ms.path))   # a run cancelled after this point is still removed at exit
+        try:
+            if self.calibrate and self._n_trusted(im) >= SHOW_PERCENT_FROM:
+                self._set_progress(0.2)
+                calibrate(im, check=job.check)
+            self._set_progress(0.3)
+        except BaseException:
+            im.close()
+            raise
         names = list(im.states)
 
         def on_progress(ck: str, done: int, total: int | None) -> None:
@@ -192,13 +227,52 @@ class InspectPanel(W.VBox):
                              f"{html.escape(str(e))}</span>")
 
     def retrain(self) -> None:
-        """Retrain on the chosen labels and current exclusions and collect factors again."""
+        """Retrain on the chosen labels and current exclusions and collect factors again (a model from
+        ``session.models``: take its current weights again)."""
         self.start()
+
+    @staticmethod
+    def _n_trusted(im: InspectModel) -> int:
+        w = im.training.weight if im.training is not None else np.ones(len(im.y))
+        return int((w[im.train_ids] >= 1.0).sum())
+
+    # -- which model --------------------------------------------------------------------------------
+    def _model_options(self) -> list[tuple[str, str]]:
+        return [("Inspect's own small model", OWN)] + [(f"Train tab: session.models[{k!r}]", k)
+                                                        for k in session_models(self.session)]
+
+    def _on_model(self, name=None, model=None, **_kw) -> None:
+        """Session "model" event (any thread): list the new model; re-inspect the chosen one when it was
+        retrained."""
+        self._models_changed(name)
+
+    def _on_models_main(self, name: str | None) -> None:
+        self._filling = True
+        try:
+            self.model_pick.options = self._model_options()
+            self.model_pick.value = self._model_name if self._model_name in dict(
+                (v, d) for d, v in self.model_pick.options) else OWN
+        finally:
+            self._filling = False
+        if name and name == self._model_name and self._started:
+            self.retrain()
+
+    def _on_model_pick(self, change: dict) -> None:
+        if self._filling or change["new"] == self._model_name:
+            return
+        self._model_name = change["new"] or OWN
+        self.train_pick.disabled = bool(self._model_name)
+        self._show_training_set()
+        self.retrain()
 
     def close(self) -> None:
         """Stop listening, cancel background work, and remove the factor store of the model shown."""
+        if not hasattr(self, "_job"):      # refused in __init__ (bad arguments): nothing was started
+            return
         self._job.cancel()
         self.session.off("labels", self._on_labels_cb)
+        if hasattr(self.session, "off"):
+            self.session.off("model", self._on_model_cb)
         self._job.wait(30)
         if self.im is not None:
             self.im.close()
@@ -207,6 +281,14 @@ class InspectPanel(W.VBox):
 
     # -- training set ---------------------------------------------------------------------------------
     def _training_text(self) -> str:
+        if self._model_name:
+            t = session_models(self.session).get(self._model_name)
+            if t is None:
+                return f"session.models[{self._model_name!r}] (not there any more)"
+            d = t.data_.counts
+            return (f"session.models[{self._model_name!r}]: {len(t.train_ids_)} training + {len(t.val_ids_)} holdout "
+                    f"items ({d.get('labels', 0)} labels" + (f", {d['propagated']} propagated" if d.get("propagated")
+                                                             else "") + ")")
         try:
             return training_set(self.session, self._train_on).describe()
         except Exception:  # noqa: BLE001 - a description must never break the panel
@@ -215,7 +297,8 @@ class InspectPanel(W.VBox):
     def _show_training_set(self) -> None:
         now = self._training_text()
         shown = self.im.training.describe() if self.im is not None and self.im.training is not None else None
-        trained = (f"; the model shown was trained on {html.escape(shown)}" if shown and shown != now else "")
+        trained = (f"; the model shown was trained on {html.escape(shown)}"
+                   if shown and shown != now and not self._model_name else "")
         if self.pending:
             trained += f"; {self.pending} of your review labels since then: retrain (r) to apply them"
         self.training_info.value = (f'<div class="dcai-inspect-training">train on: <b>{html.escape(now)}</b>'
@@ -232,6 +315,9 @@ class InspectPanel(W.VBox):
         does not change under the reviewer's hands); "r" or the button retrains with them."""
         used = TRAIN_SETS[self._train_on][0]
         if source not in used and source != "undo":
+            return
+        if self._model_name:     # a Train-tab model changes when it is retrained there ("model" event)
+            self._show_training_set_main()
             return
         if self._own_write:
             self.pending += len(ids or ())
@@ -253,23 +339,33 @@ class InspectPanel(W.VBox):
             self.ckpt_pick.value = ALL
         finally:
             self._filling = False
-        pred, conf = im.predict(im.val_ids)
+        pred, raw = im.predict(im.val_ids)
+        conf = im.confidence if im.confidence is not None else raw
+        shown = [show_confidence(c if im.confidence is not None else None, im.n_calibration) for c in conf]
         truth = im.y[im.val_ids]
         wrong = pred != truth
         order = np.lexsort((conf, ~wrong))          # misclassified first, least confident first
-        self._pred = dict(zip(im.val_ids.tolist(), zip(pred.tolist(), conf.tolist())))
+        self._pred = dict(zip(im.val_ids.tolist(), zip(pred.tolist(), shown)))
         opts = []
         for j in order:
             i = int(im.val_ids[j])
             mark = "✗ " if wrong[j] else ""
-            opts.append((f"{mark}#{i}  {self.classes[truth[j]]} → {self.classes[pred[j]]} ({conf[j]:.2f})", i))
+            opts.append((f"{mark}#{i}  {self.classes[truth[j]]} → {self.classes[pred[j]]} ({shown[j]})", i))
         self.items_list.options = opts
         self.status.value = (f"{len(im.train_ids)} training items, {len(im.val_ids)} validation items held out "
                              f"({int(wrong.sum())} misclassified), {len(ms.checkpoints)} checkpoints, layers "
-                             f"{', '.join(ms.layers)}; {ms.storage_report()['bytes'].sum() / 2**20:.1f} MiB of factors")
+                             f"{', '.join(ms.layers)}; {ms.storage_report()['bytes'].sum() / 2**20:.1f} MiB of factors; "
+                             + self._confidence_note(im))
         if opts:
             self.items_list.value = opts[0][1]      # triggers show_item
         self.refresh_suspects()
+
+    def _confidence_note(self, im: InspectModel) -> str:
+        if im.confidence is not None and im.n_calibration >= SHOW_PERCENT_FROM:
+            return (f"confidence = P(label right), calibrated on out-of-fold predictions of {im.n_calibration} "
+                    "labeled training items")
+        why = "calibration is off" if not self.calibrate else f"fewer than {SHOW_PERCENT_FROM} labels"
+        return f"confidence shown as 'uncertain' ({why})"
 
     def _scope(self) -> dict:
         lay = self.layer_pick.value
@@ -298,7 +394,7 @@ class InspectPanel(W.VBox):
         pred, conf = self._pred.get(i, (None, None))
         self.query_card.show(i, note="validation")
         lab = self.classes[int(im.y[i])]
-        pl = f"{self.classes[pred]} ({conf:.2f})" if pred is not None else "?"
+        pl = f"{self.classes[pred]} ({conf})" if pred is not None else "?"
         self.query_info.value = (f'<div class="dcai-inspect-query" data-item="{i}">label <b>{html.escape(lab)}</b>'
                                  f"<br>model says <b>{html.escape(pl)}</b><br>proponents: training items whose "
                                  "gradient steps lowered this item's loss; opponents raised it</div>")

@@ -172,3 +172,34 @@ def test_accuracy_vs_labels_replays_the_label_history(sess):
     assert list(curve["labels"]) == sorted(curve["labels"]) and curve["labels"].iloc[-1] == 240 - 48
     assert (curve["holdout"] == 48).all() and len(seen) == len(curve)
     assert curve["accuracy"].iloc[-1] > 0.9
+
+
+def test_checkpoints_are_spread_over_training_and_end_at_the_kept_weights(sess):
+    t = Trainer(sess, epochs=40, patience=None, progress=False, name=None, checkpoints=3).fit()
+    eps = [int(k.split("-")[1]) for k in t.checkpoints_]
+    assert len(eps) == 3 and eps == sorted(eps) and eps[-1] == 40 and eps[0] < 20      # bounded, spread out
+    last = t.checkpoints_["epoch-40"]
+    assert all(torch.equal(last[k], v) for k, v in t.model_.state_dict().items())
+    early = Trainer(sess, epochs=200, patience=2, lr=0.05, progress=False, name=None).fit()
+    kept = int(early.history_.loc[early.history_["val_loss"].idxmin(), "epoch"])
+    assert len(early.history_) < 200 and list(early.checkpoints_)[-1] == f"epoch-{kept}"
+    final = early.checkpoints_[f"epoch-{kept}"]
+    assert all(torch.equal(final[k], v) for k, v in early.model_.state_dict().items())
+    assert Trainer(sess, epochs=2, progress=False, name=None, checkpoints=0).fit().checkpoints_ == {}
+    with pytest.raises(ValueError, match="checkpoints=-1"):
+        Trainer(sess, checkpoints=-1).fit()
+
+
+def test_refit_trains_a_fresh_copy_on_given_ids_and_stores_nothing(sess):
+    t = Trainer(sess, epochs=5, progress=False).fit()
+    a = t.refit(np.arange(0, 150, 2))
+    b = t.refit(np.arange(0, 150, 2))
+    assert sess.models == {"trainer": t} and a is not t and a.model_ is not t.model_
+    assert set(np.r_[a.train_ids_, a.val_ids_].tolist()) == set(range(0, 150, 2))
+    assert all(torch.equal(a.model_.state_dict()[k], v) for k, v in b.model_.state_dict().items())   # seeded
+    from dcai_widgets.metastore.models import MLP
+
+    own = MLP(8, 3, hidden=16)
+    u = Trainer(sess, model=own, epochs=3, progress=False, name=None).fit()
+    r = u.refit(np.arange(100))
+    assert r.model_ is not own and not torch.equal(r.model_.fc1.weight, own.fc1.weight)
