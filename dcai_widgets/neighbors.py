@@ -198,18 +198,28 @@ class NeighborIndex:
             self.ef_search = int(best)
         return found
 
-    def knn_graph(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each item's k nearest neighbours including itself first (the form UMAP expects)."""
+    def knn_graph(self, k: int, executor=None) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's k nearest neighbours including itself first (the form UMAP expects).
+
+        ``executor``: None/"local" searches here; "ray", "ray://host:port" or an Executor searches the
+        same blocks on Ray actors holding a copy of the index (``dcai_widgets.distributed``)."""
         from tqdm.auto import tqdm
+
+        from .distributed.executor import is_local
 
         self._check_fitted()
         k = min(int(k), self.n_)
         ids = np.empty((self.n_, k), np.int64)
         dist = np.empty((self.n_, k), np.float32)
         step = 20_000
-        for lo in tqdm(range(0, self.n_, step), desc="kNN graph", disable=self.n_ <= 2 * step, leave=False):
-            hi = min(lo + step, self.n_)
-            ids[lo:hi], dist[lo:hi] = self.search(self.X_[lo:hi], k)
+        if not is_local(executor):
+            from .distributed.knn import search_blocks
+
+            search_blocks(self, k, step, executor, "graph", ids, dist)
+        else:
+            for lo in tqdm(range(0, self.n_, step), desc="kNN graph", disable=self.n_ <= 2 * step, leave=False):
+                hi = min(lo + step, self.n_)
+                ids[lo:hi], dist[lo:hi] = self.search(self.X_[lo:hi], k)
         # make sure each row starts with the item itself (ties and approximate search may move it)
         rows = np.arange(self.n_)
         not_first = ids[:, 0] != rows
@@ -222,7 +232,7 @@ class NeighborIndex:
         dist[:, 0] = 0.0
         return ids, dist
 
-    def knn_table(self, k: int, batch: int = 20_000) -> np.ndarray:
+    def knn_table(self, k: int, batch: int = 20_000, executor=None) -> np.ndarray:
         """(N, k) int32: each item's k nearest *other* items, nearest first (-1 pads a short row).
 
         Computed once with the index's current search settings (every OpenMP thread, in batches, with
@@ -236,6 +246,12 @@ class NeighborIndex:
         if not 1 <= k < self.n_:
             raise ValueError(f"k={k} neighbours asked but there are only {self.n_} items; choose 1 <= k <= {self.n_ - 1}")
         out = np.empty((self.n_, k), np.int32)
+        from .distributed.executor import is_local
+
+        if not is_local(executor):   # same batches on Ray actors holding a copy of the index
+            from .distributed.knn import search_blocks
+
+            return search_blocks(self, k, batch, executor, "table", out)[0]
         for lo in tqdm(range(0, self.n_, batch), desc="kNN table", disable=self.n_ <= 2 * batch, leave=False):
             hi = min(lo + batch, self.n_)
             out[lo:hi] = self.search_ids(np.arange(lo, hi), k)[0]

@@ -283,9 +283,11 @@ class Identity(Encoder):
 class CallableEncoder(Encoder):
     """A user function or torch module applied in batches to the raw items."""
 
-    def __init__(self, fn: Callable[[Any], Any], batch_size: int = 256, key: str | None = None):
+    def __init__(self, fn: Callable[[Any], Any], batch_size: int = 256, key: str | None = None,
+                 executor: Any = None):
         self.fn, self.batch_size = fn, int(batch_size)
         self.key = key
+        self.executor = executor   # None/"local": here; "ray", "ray://host:port" or an Executor: see distributed/
         try:
             import torch
 
@@ -304,27 +306,36 @@ class CallableEncoder(Encoder):
             return items.frame.iloc[lo:hi]
         return items.X[lo:hi]
 
+    def encode_batch(self, batch: Any) -> np.ndarray:
+        """One batch of raw items -> (m, d) float32 (a torch module runs in eval mode without grad)."""
+        if self.is_torch:
+            import torch
+
+            x = torch.as_tensor(np.asarray(batch), dtype=torch.float32)
+            if x.ndim == 3:
+                x = x[:, None]
+            elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+                x = x.permute(0, 3, 1, 2)
+            self.fn.eval()
+            with torch.no_grad():
+                out = self.fn(x).reshape(len(x), -1).cpu().numpy()
+        else:
+            out = self.fn(batch)
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+
     def encode(self, items: ItemSet) -> np.ndarray:
         from tqdm.auto import tqdm
 
+        from ..distributed.executor import is_local
+
+        if not is_local(self.executor):   # same batches, run by actors that hold the model
+            from ..distributed.embed import encode_items
+
+            return encode_items(self, items, executor=self.executor)
         outs = []
         starts = range(0, len(items), self.batch_size)
         for lo in tqdm(starts, desc="encoding", disable=len(starts) < 8, leave=False):
-            batch = self._batch(items, lo, lo + self.batch_size)
-            if self.is_torch:
-                import torch
-
-                x = torch.as_tensor(np.asarray(batch), dtype=torch.float32)
-                if x.ndim == 3:
-                    x = x[:, None]
-                elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
-                    x = x.permute(0, 3, 1, 2)
-                self.fn.eval()
-                with torch.no_grad():
-                    out = self.fn(x).reshape(len(x), -1).cpu().numpy()
-            else:
-                out = self.fn(batch)
-            outs.append(np.asarray(out, dtype=np.float32).reshape(len(batch), -1))
+            outs.append(self.encode_batch(self._batch(items, lo, lo + self.batch_size)))
         return np.concatenate(outs, axis=0)
 
 

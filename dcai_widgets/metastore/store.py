@@ -312,13 +312,24 @@ class MetaStore:
 
     def collect(self, dataset: Any, loss_fn: Callable, checkpoint: str, lr: float = 1.0,
                 ids: Sequence[int] | None = None, batch_size: int | None = None, overwrite: bool = False,
-                progress: bool = True) -> MetaStore:
+                progress: bool = True, executor: Any = None) -> MetaStore:
         """Replay the model (current weights = ``checkpoint``) over ``dataset`` and store every item's factors.
 
         ``dataset`` yields (x, y) per sample (a torch Dataset, a list, or a tuple ``(X, Y)`` of arrays), or
         is a non-shuffling DataLoader. Items already stored for this checkpoint are skipped, so after a
         crash calling ``collect`` again fills in exactly what is missing.
+
+        ``executor``: None/"local" replays here; "ray", "ray://host:port" or an Executor replays the same
+        batches on Ray actors holding a copy of the model and writes their products here, in batch order
+        (``dcai_widgets.distributed.metastore``).
         """
+        from ..distributed.executor import is_local
+
+        if not is_local(executor):
+            from ..distributed.metastore import collect as collect_on
+
+            return collect_on(self, dataset, loss_fn, checkpoint, lr=lr, ids=ids, batch_size=batch_size,
+                              overwrite=overwrite, progress=progress, executor=executor)
         self.add_checkpoint(checkpoint, lr, overwrite=overwrite)
         loss = per_sample_loss(loss_fn)
         self._remember_loss(loss_fn)
@@ -354,25 +365,32 @@ class MetaStore:
                 self._shard(checkpoint, s.name).sync()
         return self
 
-    def _store_batch(self, ckpt: str, subs: list[SubLayer], bids: np.ndarray, y: Any, col: Collector,
-                     scale: float = 1.0, skip: dict[str, np.ndarray] | None = None) -> None:
+    def _store_batch(self, ckpt: str, subs: list[SubLayer], bids: np.ndarray, y: Any, col: Collector | None,
+                     scale: float = 1.0, skip: dict[str, np.ndarray] | None = None,
+                     products: dict[str, tuple] | None = None) -> None:
         """Hand one batch's captured (input, dC/dy) of every sub-layer to its shards: as factors, or as full
         per-sample gradients computed straight from the layer input (no unfold) where the cost model says so.
-        ``skip[sub]``: ids that sub-layer already stores (their rows are not written again)."""
+        ``skip[sub]``: ids that sub-layer already stores (their rows are not written again).
+        ``products[sub]``: (T, mode, (full, T) or (X, G)) a worker already computed from its own replay of
+        the batch (``distributed.metastore``), stored instead of the collector's calls."""
         yn = None if y is None else (y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y))
         bids = np.asarray(bids, np.int64).reshape(-1)
         B = len(bids)
-        raw = col.raw()
+        raw = col.raw() if products is None else {}
         names = {s.name for s in subs}
         for spec in self.specs:
             for s in spec.sublayers:
                 if s.name not in names:
                     continue
                 sh = self._shard(ckpt, s.name)
-                calls = raw[s.name]
+                calls = raw.get(s.name)
                 mode = sh.mode
                 if mode is None:
-                    mode = sh.set_mode(sum(n_positions(spec, c[0], c[1], B) for c in calls), s.a, s.b)
+                    mode = sh.set_mode(sum(n_positions(spec, c[0], c[1], B) for c in calls) if products is None
+                                       else products[s.name][0], s.a, s.b)
+                if products is not None and products[s.name][1] != mode:
+                    raise RuntimeError(f"{s.name}: a worker computed {products[s.name][1]!r} products but the "
+                                       f"store keeps {mode!r}")
                 keep = None if skip is None else ~np.isin(bids, skip.get(s.name, ()))
                 if keep is not None and not keep.any():
                     continue
@@ -381,10 +399,11 @@ class MetaStore:
                 ids_s = bids[keep] if part else bids
                 y_s = yn[keep] if part and yn is not None and np.ndim(yn) > 0 and len(yn) == B else yn
                 if mode == "full":
-                    full, T = sub_full(spec, s, calls, B, scale)
+                    full, T = sub_full(spec, s, calls, B, scale) if products is None else products[s.name][2]
                     sh.append_full(ids_s, y_s, full[kt] if part else full, T)
                 else:
-                    X, G = sub_factors(spec, s, calls, B, scale, ones=False)
+                    X, G = sub_factors(spec, s, calls, B, scale, ones=False) if products is None \
+                        else products[s.name][2]
                     sh.append(ids_s, y_s, X[kt] if part else X, G[kt] if part else G, bias=s.bias)
 
     def _float_dtype(self) -> torch.dtype:
@@ -753,33 +772,44 @@ def _batches(dataset: Any, ids: Sequence[int] | None, have: np.ndarray, bs: int
                 kt = torch.as_tensor(keep)
                 yield bid[keep], _to_tensor(x)[kt], _to_tensor(y)[kt]
         return
-    if isinstance(dataset, tuple) and len(dataset) == 2 and all(hasattr(d, "shape") for d in dataset):
+    source, plan = _plan(dataset, ids, have, bs)
+    for bids, pos in plan:
+        yield (bids, *_take(source, pos))
+
+
+def _is_xy(dataset: Any) -> bool:
+    return isinstance(dataset, tuple) and len(dataset) == 2 and all(hasattr(d, "shape") for d in dataset)
+
+
+def _plan(dataset: Any, ids: Sequence[int] | None, have: np.ndarray, bs: int
+          ) -> tuple[Any, list[tuple[np.ndarray, np.ndarray]]]:
+    """(source, [(ids, positions)] per batch) for the items of a Dataset, list or (X, Y) arrays not in
+    ``have``; ``_take(source, positions)`` reads a batch (here, or in a worker given the source)."""
+    if _is_xy(dataset):
         X, Y = dataset
         if len(X) != len(Y):
             raise ValueError(f"dataset (X, Y) has {len(X)} inputs but {len(Y)} labels")
-        n = len(X)
-        get = None
+        source = dataset
     elif hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-        n = len(dataset)
-        get = dataset.__getitem__
+        source = dataset
     else:
-        items = list(dataset)
-        n = len(items)
-        get = items.__getitem__
+        source = list(dataset)
+    n = len(source[0]) if _is_xy(source) else len(source)
     id_arr = np.arange(n) if ids is None else np.asarray(ids, np.int64).reshape(-1)
     if len(id_arr) != n:
         raise ValueError(f"ids has {len(id_arr)} entries but the dataset has {n} items")
     if len(np.unique(id_arr)) != n:
         raise ValueError("ids must be unique")
     todo = np.nonzero(~np.isin(id_arr, have))[0]
-    for s in range(0, len(todo), bs):
-        pos = todo[s:s + bs]
-        if get is None:
-            X, Y = dataset
-            xb = X[torch.as_tensor(pos)] if torch.is_tensor(X) else X[pos]
-            yb = Y[torch.as_tensor(pos)] if torch.is_tensor(Y) else Y[pos]
-        else:
-            pairs = [get(int(p)) for p in pos]
-            xb = torch.stack([_to_tensor(p[0]) for p in pairs])
-            yb = torch.stack([_to_tensor(p[1]) for p in pairs])
-        yield id_arr[pos], xb, yb
+    return source, [(id_arr[todo[s:s + bs]], todo[s:s + bs]) for s in range(0, len(todo), bs)]
+
+
+def _take(source: Any, pos: np.ndarray) -> tuple[Any, Any]:
+    """One batch (x, y) at ``pos`` of a ``_plan`` source."""
+    if _is_xy(source):
+        X, Y = source
+        xb = X[torch.as_tensor(pos)] if torch.is_tensor(X) else X[pos]
+        yb = Y[torch.as_tensor(pos)] if torch.is_tensor(Y) else Y[pos]
+        return xb, yb
+    pairs = [source[int(p)] for p in pos]
+    return torch.stack([_to_tensor(p[0]) for p in pairs]), torch.stack([_to_tensor(p[1]) for p in pairs])
