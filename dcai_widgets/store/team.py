@@ -7,9 +7,15 @@ counting, so a crashed page's items return to the queue. Every claim decision is
 transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL under a transaction-level advisory lock), so two
 annotators drawing at the same instant never receive the same item unless overlap asks for it.
 This is the locking Label Studio got wrong once (LS #795: one task served to two users).
+
+Team-wide state: a named lease (one holder at a time, lapsing on its own) and published values, both
+kept in the ``meta`` table under ``lease:NAME`` / ``team:NAME`` keys, so that one page refits the
+shared queue's engine for the whole team and the others read its ranking (dcai_widgets.team.SharedQueue)
+instead of each repeating the same fit on the same labels.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -181,3 +187,72 @@ class TeamMixin:
         for a in range(0, len(uniq), 900):
             part = uniq[a:a + 900]
             c.execute(f"DELETE FROM claims WHERE annotator = ? AND item IN ({_marks(len(part))})", [annotator, *part])
+
+    # -- team-wide leases and published values -----------------------------------------------------
+    def try_lease(self, name: str, holder: str, lease_s: float) -> bool:
+        """Take (or renew) the lease ``name`` for ``holder`` for ``lease_s`` seconds, unless another
+        holder has it and it has not run out; decided in one write transaction, so of two pages asking
+        at the same instant exactly one gets it. True when ``holder`` holds it now."""
+        if not name or not holder:
+            raise ValueError("a lease needs a name and a holder")
+        key = f"lease:{name}"
+
+        def take(c) -> bool:
+            now = time.time()
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                cur = _loads(row[0])
+                if cur.get("holder") != holder and float(cur.get("expires", 0.0)) > now:
+                    return False
+            value = json.dumps({"holder": str(holder), "expires": now + float(lease_s)})
+            c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                      (key, value))
+            return True
+
+        return bool(self._write(take))
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give the lease ``name`` back if ``holder`` holds it; True if it did."""
+        key = f"lease:{name}"
+
+        def give(c) -> bool:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is None or _loads(row[0]).get("holder") != holder:
+                return False
+            c.execute("DELETE FROM meta WHERE key = ?", (key,))
+            return True
+
+        return bool(self._write(give))
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the lease ``name`` now (None: nobody, or it ran out)."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (f"lease:{name}",))
+        cur = _loads(rows[0][0]) if rows else {}
+        return cur.get("holder") if float(cur.get("expires", 0.0)) > time.time() else None
+
+    def publish(self, name: str, value: dict) -> None:
+        """Store ``value`` (JSON-serialisable) as the team's current ``name`` for every process to read."""
+        text = json.dumps(value)
+        self._write(lambda c: c.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (f"team:{name}", text)))
+
+    def published(self, name: str) -> dict | None:
+        """The value last published as ``name`` (None if none)."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (f"team:{name}",))
+        return _loads(rows[0][0]) or None if rows else None
+
+    def people_labels_since(self, seq: int) -> tuple[int, int]:
+        """(number of human/review events after event ``seq`` (labels and retractions), the latest
+        event seq in the store): how far a fit made at ``seq`` is behind the people's labels."""
+        rows = self._read("SELECT COUNT(*) FROM events WHERE seq > ? AND source IN ('human', 'review')", (int(seq),))
+        top = self._read("SELECT COALESCE(MAX(seq), 0) FROM events")
+        return int(rows[0][0] or 0), int(top[0][0] or 0)
+
+
+def _loads(text: str) -> dict:
+    try:
+        v = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return v if isinstance(v, dict) else {}

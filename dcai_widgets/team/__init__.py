@@ -3,6 +3,7 @@ team's agreement, consensus and annotator quality."""
 from .agreement import (TeamReport, annotator_activity, krippendorff_alpha, label_matrix, pairwise_kappa,
                         team_report)
 from .shared_queue import SharedQueue, overlap_rule, unit_hash
+from .team_fit import TeamFit
 
-__all__ = ["SharedQueue", "TeamReport", "annotator_activity", "krippendorff_alpha", "label_matrix",
+__all__ = ["SharedQueue", "TeamFit", "TeamReport", "annotator_activity", "krippendorff_alpha", "label_matrix",
            "overlap_rule", "pairwise_kappa", "team_report", "unit_hash"]

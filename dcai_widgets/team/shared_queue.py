@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._validate import excluded_mask
+from .team_fit import TeamFit, engine_payload, fit_threads
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +108,22 @@ class SharedQueue:
     ``lease_s`` (a claim lapses this long after the last heartbeat), ``ahead`` (items claimed at a time:
     the one shown plus the next ones, so a keypress rarely waits for a claim), ``window`` (ranked items
     asked of the engine per fit), ``heartbeat_s`` (renewal period; default lease_s / 4; 0 = none).
+    ``team_fit`` (default True): one page fits the engine for the whole team and publishes its ranking and
+    suggestions in the store; the others adopt them (`TeamFit`, with ``refit_labels`` people's labels
+    between fits and fits taking at most ``fit_share`` of one core); False: every page fits its own.
+    ``fit_threads``: BLAS/OpenMP threads while fitting (1: eight kernels on a few cores do not spin
+    threads against each other; None: the libraries' default).
 
-    Learned state after ``fit()``: ``order_`` (the engine's ranking, best first).
+    Learned state after ``fit()``: ``order_`` (the ranking in force, best first), ``changed_`` (whether
+    that fit brought a new ranking), ``n_labeled_`` and ``classes_seen_`` (what the fit used),
+    ``team_`` (the `TeamFit`, or None).
     """
 
     def __init__(self, session: Any, queue: LabelQueue | None = None, annotator: str | None = None,
                  overlap: float | int = 0.0, lease_s: float = 300.0, *, ahead: int = 4,
-                 window: int = 256, heartbeat_s: float | None = None, overlap_annotators: int = 2) -> None:
+                 window: int = 256, heartbeat_s: float | None = None, overlap_annotators: int = 2,
+                 team_fit: bool = True, refit_labels: int = 5, fit_share: float = 0.25,
+                 fit_threads: int | None = 1) -> None:
         annotator = annotator if annotator is not None else getattr(session, "annotator", None)
         if not isinstance(annotator, str) or not annotator.strip():
             raise ValueError(f"a shared queue needs the annotator's name, got {annotator!r}")
@@ -144,7 +155,16 @@ class SharedQueue:
         self.ahead = int(ahead)
         self.window = int(window)
         self.heartbeat_s = self.lease_s / 4 if heartbeat_s is None else float(heartbeat_s)
+        self.fit_threads = fit_threads
         self.order_: list[int] | None = None
+        self.changed_ = False
+        self.n_labeled_: int | None = None
+        self.classes_seen_: list[int] | None = None
+        self.team_: TeamFit | None = None
+        if team_fit:
+            engine = f"{type(queue).__module__}.{type(queue).__qualname__}"
+            self.team_ = TeamFit(session.store, engine, f"{self.annotator}#{uuid.uuid4().hex[:12]}",
+                                 refit_labels=refit_labels, fit_share=fit_share)
         self.labeled_: np.ndarray | None = None    # who had a label at the last fit (for the fallback order)
         self._claimed: list[int] | None = None     # this queue's latest claims; None: read the store's first
         self._taken: set[int] = set()              # every item this queue claimed (released on close)
@@ -162,16 +182,42 @@ class SharedQueue:
 
     # -- queue protocol ------------------------------------------------------------------------
     def fit(self) -> SharedQueue:
-        """Refit the engine and keep its ranking (``window`` items); starts the lease heartbeat."""
-        self.queue.fit()
-        try:
-            order = self.queue.candidates(self.window)
-        except TypeError:  # an engine whose candidates() takes no n
-            order = self.queue.candidates()
-        self.order_ = [int(i) for i in order]
-        self.labeled_ = np.asarray(self.session.label_vector()) >= 0
+        """Bring the ranking up to date (``window`` items) and start the lease heartbeat: with
+        ``team_fit``, adopt the team's published fit or, when it is due, fit here and publish it;
+        otherwise refit the engine here."""
+        if self.team_ is None:
+            self._fit_engine()
+            self.changed_ = True
+        else:
+            outcome = self.team_.step(self._fit_for_team)
+            self.changed_ = outcome != "unchanged"
+            if outcome == "adopted":   # another page fitted: its ranking, labels-used and suggestions
+                st = self.team_.state_
+                self.order_ = [int(i) for i in st.get("ranking", [])]
+                self.n_labeled_ = st.get("n_labeled")
+                self.classes_seen_ = st.get("classes_seen")
+                self.labeled_ = None   # read again when the fixed fallback order is needed
         self._start_heartbeat()
         return self
+
+    def _fit_engine(self) -> list[int]:
+        with fit_threads(self.fit_threads):
+            self.queue.fit()
+            try:
+                order = self.queue.candidates(self.window)
+            except TypeError:  # an engine whose candidates() takes no n
+                order = self.queue.candidates()
+        self.order_ = [int(i) for i in order]
+        self.labeled_ = np.asarray(self.session.label_vector()) >= 0
+        n = getattr(self.queue, "n_labeled_", None)
+        seen = getattr(self.queue, "classes_seen_", None)
+        self.n_labeled_ = int(n) if isinstance(n, (int, np.integer)) else None
+        self.classes_seen_ = None if seen is None else [int(c) for c in np.asarray(seen).ravel()]
+        return self.order_
+
+    def _fit_for_team(self) -> dict:
+        order = self._fit_engine()
+        return engine_payload(self.queue, order, self.n_labeled_, self.classes_seen_)
 
     def candidates(self, n: int | None = None) -> list[int]:
         """Claim and return up to ``n`` (default ``ahead``) items for this annotator: the live claims
@@ -245,11 +291,17 @@ class SharedQueue:
 
     def suggest(self, item_id: int) -> tuple[str, float] | None:
         """The engine's suggested label for an item (for the panel's accept/reject keys), if it has one."""
+        team = self.team_
+        if team is not None and team.state_ is not None and team.state_.get("by") != team.member:
+            return team.suggestion(item_id)   # the team's fit was made in another page
         fn = getattr(self.queue, "suggest", None)
         return fn(item_id) if callable(fn) else None
 
     @property
     def warnings_(self) -> list:
+        team = self.team_
+        if team is not None and team.state_ is not None and team.state_.get("by") != team.member:
+            return list(team.state_.get("warnings") or [])
         return list(getattr(self.queue, "warnings_", None) or [])
 
     # -- claims of this annotator --------------------------------------------------------------

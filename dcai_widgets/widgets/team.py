@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import html
 import math
+import time
+from collections import deque
 from typing import Any
 
 import ipywidgets as W
+import numpy as np
 
 from ..store import ClaimLostError
 from .label_panel import LabelPanel
@@ -60,16 +63,50 @@ class TeamLabelPanel(LabelPanel):
             self.error.value = error_html(f"your label for item #{i} was NOT saved: {lost}. Showing the next item.")
 
     def refit(self, wait: bool = False) -> None:
-        """Refit as often team-wide as one person alone would: every ``refit_every`` labels times the
-        number of annotators now holding claims. Every page fits the same engine on the same stored
-        labels; eight pages each refitting every 5 of their own labels did eight times the work (an
-        UncertaintyQueue page used 55 ms of CPU per label against 3.5 ms alone, benchmarks/RESULTS.md)."""
+        """Bring the queue up to the team's fit every ``refit_every`` of this page's labels. With a
+        team fit (the SharedQueue default) one page fits for everyone and the rest adopt its ranking,
+        so the check is cheap and is made at the solo cadence. Without it every page fits its own
+        engine, as often team-wide as one person alone would: every ``refit_every`` labels times the
+        number of annotators holding claims (eight pages each refitting every 5 of their own labels
+        did eight times the work: 55 ms of CPU per label against 3.5 ms alone, benchmarks/RESULTS.md)."""
+        if getattr(self.queue, "team_", None) is not None:
+            self._since_refit = 0
+            self._refitter.request()   # no "refitting…" line: most checks adopt or change nothing
+            if wait:
+                self._refitter.wait()
+            return
         try:
             active = int(self.session.store.claims()["annotator"].nunique())
         except Exception:  # the store briefly unavailable: keep the last cadence
             active = max(1, self.refit_every // max(1, self._base_refit_every))
         self.refit_every = self._base_refit_every * max(1, active)
         super().refit(wait)
+
+    def _refit_work(self, job: Any) -> dict | None:
+        """The refit (worker thread): the team's fit (see ``refit``); when it brought a new ranking,
+        claim from it (the items this page holds stay first). None when nothing changed."""
+        t0 = time.perf_counter()
+        self.queue.fit()
+        job.check()
+        if not getattr(self.queue, "changed_", True):
+            return None
+        cands = self.queue.candidates()
+        with self._lock:
+            self._pending = deque(cands)
+        team = getattr(self.queue, "team_", None)
+        st = team.state_ if team is not None else None
+        seen = getattr(self.queue, "classes_seen_", None)
+        n = getattr(self.queue, "n_labeled_", None)
+        by = None if st is None or st.get("by") == team.member else str(st.get("by", "")).split("#")[0]
+        return {"labels": int(n) if n is not None else int((np.asarray(self.session.label_vector()) >= 0).sum()),
+                "classes": None if seen is None else len(seen),
+                "seconds": float(st["fit_s"]) if by is not None else time.perf_counter() - t0,
+                "notes": [str(w) for w in getattr(self.queue, "warnings_", None) or []]
+                + ([f"the team's queue, fitted in {by}'s page"] if by is not None else [])}
+
+    def _refit_done_now(self, fit: dict | None) -> None:
+        if fit is not None:
+            super()._refit_done_now(fit)
 
     def _claim_more(self, _job: Any = None) -> None:
         """Claim the next items (one store transaction) and queue them (thread-safe: no widget)."""
@@ -97,7 +134,7 @@ class TeamLabelPanel(LabelPanel):
             with self._lock:
                 while self._pending and self._pending.popleft() != nxt[0]:
                     pass
-            if not self._upcoming(1):
+            if len(self._upcoming(2)) < 2:   # claim ahead while this item is looked at
                 self._prefetch.request()
         return nxt[0]
 

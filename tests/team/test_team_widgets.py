@@ -131,12 +131,26 @@ def test_review_escapes_class_and_annotator_names(tmp_path):
     assert label == "b&c" and s.labeled(ids=[item])["label"].tolist() == ["b&c"]
 
 
-def test_refit_cadence_is_team_wide(demo):
+def test_one_fit_per_team_and_the_per_page_cadence_without_it(demo):
+    """Team pages share one fit (the App's default): the second page adopts the first one's ranking.
+    A SharedQueue without the team fit keeps the older rule: each page refits every 5 x (annotators
+    holding claims) of its own labels."""
+    from dcai_widgets.team import SharedQueue
+    from dcai_widgets.widgets.team import TeamLabelPanel
+
     a = team_app(demo, "ada")
-    assert a.label_panel.refit_every == 5            # alone: as the solo panel
+    a.label_panel._refitter.wait(120)
     b = team_app(demo, "bo")
-    b.label_panel.refit(wait=True)
-    assert b.label_panel.refit_every == 10           # two pages hold claims: each refits half as often
+    b.label_panel._refitter.wait(120)
+    ta, tb = a.label_panel.queue.team_, b.label_panel.queue.team_
+    assert ta.fits_ == 1 and tb.fits_ == 0 and tb.adopted_ == 1
+    assert b.label_panel.queue.order_ == a.label_panel.queue.order_
+    assert a.label_panel.refit_every == b.label_panel.refit_every == 5
+    q = SharedQueue(demo, UncertaintyQueue(demo, cold_start=5), annotator="cy", heartbeat_s=0, team_fit=False)
+    c = TeamLabelPanel(demo, q, annotator="cy", background=False)
+    c.refit(wait=True)
+    assert c.refit_every == 5 * int(demo.store.claims()["annotator"].nunique()) == 15
+    q.close()
 
 
 def test_late_label_after_lease_expiry_is_refused_and_the_page_moves_on(demo):
