@@ -27,8 +27,8 @@ def clustered(n: int, d: int = 128, *, seed: int = 0, k: int = 100, rare_frac: f
     """
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    stem = work / f"synth_n{n}_d{d}_k{k}_s{seed}_r{rare_frac:g}"
-    rows_f, rare_f, done_f = stem.with_suffix(".f32"), stem.with_suffix(".rare.npy"), stem.with_suffix(".json")
+    stem = f"synth_n{n}_d{d}_k{k}_s{seed}_r{rare_frac:g}".replace(".", "p")  # no dot: suffixes stay ours
+    rows_f, rare_f, done_f = (work / (stem + ext) for ext in (".f32", ".rare.npy", ".json"))
     if not done_f.exists():
         C = centers(d, k, seed)
         X = np.lib.format.open_memmap(rows_f, mode="w+", dtype=np.float32, shape=(n, d))
