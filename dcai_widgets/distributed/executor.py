@@ -127,14 +127,15 @@ class RayExecutor:
     ``address``: ``None`` (``$RAY_ADDRESS`` if set, else start a local cluster), ``"auto"`` (an existing
     local cluster) or ``"ray://host:port"`` (Ray Client). ``workers``: actors in the pool (default: the
     cluster's CPUs / ``cpus_per_worker``). ``init``: extra ``ray.init`` keywords for a cluster this
-    executor starts (e.g. ``num_cpus``, ``object_store_memory``). If Ray is already initialised in this
-    process, that connection is used and left open.
+    executor starts (e.g. ``num_cpus``, ``object_store_memory``); starting one is tried
+    ``start_attempts`` times (Ray 2.x aborts a node whose agents take over ~15 s to start, as on a busy
+    machine). If Ray is already initialised in this process, that connection is used and left open.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1.0,
-                 init: dict | None = None):
+                 init: dict | None = None, start_attempts: int = 3):
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a string such as 'ray://host:10001' or 'auto', got {type(address).__name__}")
         if workers is not None and int(workers) < 1:
@@ -143,6 +144,7 @@ class RayExecutor:
             raise ValueError(f"cpus_per_worker must be positive, got {cpus_per_worker}")
         self.address, self.workers, self.cpus_per_worker = address, workers, float(cpus_per_worker)
         self.init = dict(init or {})
+        self.start_attempts = max(1, int(start_attempts))
         self._started = False
 
     # -- connection ------------------------------------------------------------------------------
@@ -155,11 +157,16 @@ class RayExecutor:
             kw = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning"}
             kw.update(self.init)
             address = self.address or os.environ.get("RAY_ADDRESS")
-            if address is None:
-                # the raylet waits for its Python agents; on a busy machine they start slowly, and the
-                # default (a few seconds) kills a healthy cluster at startup
-                os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
-            ray.init(address=address, **kw)
+            for attempt in range(self.start_attempts if address is None else 1):
+                try:
+                    ray.init(address=address, **kw)
+                    break
+                except Exception as e:
+                    # a local node whose Python agents start slowly (a busy machine, a cold page cache)
+                    # aborts after a fixed wait; the next attempt finds the imports cached
+                    if attempt + 1 >= self.start_attempts or "timed out during startup" not in str(e):
+                        raise
+                    ray.shutdown()
             self._started = address is None
             import ray.data
 
