@@ -99,7 +99,8 @@ class Session(SessionSources):
     def __init__(self, items: ItemSet, classes: Sequence[str], *, y_true=None, embeddings=None,
                  encoder: Any = None, store: str | os.PathLike | LabelStoreLike | None = None,
                  cache_dir: str | os.PathLike | None = None, metric: str = "l2",
-                 annotator: str | None = None, map_neighbors: int = 15, warn_temp_store: bool = True):
+                 annotator: str | None = None, map_neighbors: int = 15, warn_temp_store: bool = True,
+                 executor: Any = None):
         if not isinstance(items, ItemSet):
             raise TypeError(f"items must be an ItemSet, got {type(items).__name__}")
         n = len(items)
@@ -115,6 +116,10 @@ class Session(SessionSources):
         from .embed.encoders import resolve
 
         self.encoder = None if self._embeddings is not None else resolve(encoder, items)
+        # where embedding and kNN building run: None/"local" here, "ray" / "ray://host:port" on Ray
+        self.executor = executor
+        if executor is not None and getattr(self.encoder, "executor", "n/a") is None:
+            self.encoder.executor = executor          # a CallableEncoder runs its batches there too
         self.fingerprint = items.fingerprint()
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
         self.cache_dir = root / self.fingerprint[:20]
@@ -219,9 +224,9 @@ class Session(SessionSources):
             tables = self._knn_tables
             if k not in tables:
                 key = f"knn-{self._embedding_key()}-{self.metric}-k{k}"
-                table = self.cache.get_or_compute(key, lambda: self.index.knn_table(k))
+                table = self.cache.get_or_compute(key, lambda: self.index.knn_table(k, executor=self.executor))
                 if table.shape != (len(self), k) or table.dtype.kind not in "iu":   # a stale or foreign file
-                    table = self.index.knn_table(k)
+                    table = self.index.knn_table(k, executor=self.executor)
                     self.cache.put(key, table)
                 tables[k] = table
             return tables[k]
@@ -243,7 +248,8 @@ class Session(SessionSources):
 
         # PCA / t-SNE / UMAP on the FAISS kNN graph by size (see dcai_widgets.mapping)
         with tqdm(total=1, desc="map", leave=False, disable=len(self) < 5000) as bar:
-            emb = project_2d(self.embeddings, self.index.knn_graph, k=k, metric=self.metric,
+            graph = lambda kk: self.index.knn_graph(kk, executor=self.executor)
+            emb = project_2d(self.embeddings, graph, k=k, metric=self.metric,
                              seed=0 if len(self) <= 20_000 else None)
             bar.update(1)
         return emb

@@ -162,3 +162,36 @@ def test_metastore_collect_on_ray_equals_in_process(ray_ex, tmp_path):
 
         loader = DataLoader(TensorDataset(imgs, y), batch_size=32, shuffle=True)
         MetaStore(model, ["3"], path=tmp_path / "dl").collect(loader, loss, "c0", executor=ray_ex)
+
+
+class _Recording:
+    """An Executor that runs here but is not the local path: shows what a caller hands to its executor."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.inner = LocalExecutor()
+
+    def share(self, obj):
+        return self.inner.share(obj)
+
+    def map(self, make, args, tasks):
+        self.calls.append(make.__name__)
+        return self.inner.map(make, args, tasks)
+
+
+def test_session_executor_routes_embedding_and_knn(tmp_path):
+    """Session(executor=...) runs the encoder's batches and the kNN table on that executor, same results."""
+    from dcai_widgets.session import Session
+
+    X = np.random.default_rng(4).normal(size=(600, 8)).astype(np.float32)
+    model = _mlp(8, 4)
+    ex = _Recording()
+    s = Session(VectorItems(X), ["a", "b"], encoder=model, executor=ex, cache_dir=tmp_path / "a",
+                warn_temp_store=False)
+    ref = Session(VectorItems(X), ["a", "b"], encoder=model, cache_dir=tmp_path / "b", warn_temp_store=False)
+    np.testing.assert_array_equal(s.embeddings, ref.embeddings)
+    np.testing.assert_array_equal(s.knn_table(5), ref.knn_table(5))
+    assert ex.calls == ["_EncodeWorker", "_SearchWorker"]
+    assert ref.encoder.executor is None and s.encoder.executor is ex
