@@ -346,11 +346,17 @@ class BaseLabelStore(TeamMixin):
     # -- exclusions (additive, for the Inspect panel: items kept out of training) -------------------
     def set_excluded(self, items: Iterable[int], excluded: bool = True, *, annotator: str | None = None,
                      reason: str | None = None) -> None:
-        """Append exclusion events (latest per item wins; nothing is deleted), committed before returning."""
+        """Append exclusion events (latest per item wins; nothing is deleted), committed before returning.
+        Excluding an item also ends every annotator's claim on it (team pages; ``TeamMixin``)."""
         rows = [(int(i), int(bool(excluded)), annotator, reason, time.time()) for i in items]
+
+        def write(c: Tx) -> None:
+            c.executemany("INSERT INTO exclusions (item, excluded, annotator, reason, ts) VALUES (?, ?, ?, ?, ?)", rows)
+            if excluded:
+                self._drop_claims(c, [r[0] for r in rows])
+
         if rows:
-            self._write(lambda c: c.executemany(
-                "INSERT INTO exclusions (item, excluded, annotator, reason, ts) VALUES (?, ?, ?, ?, ?)", rows))
+            self._write(write)
 
     def excluded(self) -> list[int]:
         """Items currently excluded from training, sorted."""

@@ -125,12 +125,18 @@ class TeamMixin:
                 f"(SELECT 1 FROM events r WHERE r.retracts = e.seq)", part).fetchall():
             labeled.setdefault(item, set()).add(who)
         claimed: dict[int, set] = {}
+        excluded: dict[int, bool] = {}
         for item, who in c.execute(f"SELECT item, annotator FROM claims WHERE expires > ? AND item IN ({q})",
                                    [now, *part]).fetchall():
             if who != annotator:
                 claimed.setdefault(item, set()).add(who)
+        for item, flag in c.execute(f"SELECT item, excluded FROM exclusions WHERE item IN ({q}) ORDER BY seq",
+                                    part).fetchall():
+            excluded[item] = bool(flag)          # the latest exclusion event per item wins
         out = []
         for i in part:
+            if excluded.get(i):                  # kept out of training (Session.exclude): never claimed
+                continue
             people = labeled.get(i, set())
             if annotator in people:
                 continue
@@ -179,6 +185,18 @@ class TeamMixin:
         rows = self._read("SELECT item, annotator, expires FROM claims WHERE expires > ? ORDER BY item, annotator",
                           (time.time(),))
         return pd.DataFrame(rows, columns=["id", "annotator", "expires"]).astype({"id": "int64"})
+
+    def exclusions_mark(self) -> int:
+        """The latest exclusion event's number: a page compares it to see whether anything changed."""
+        return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM exclusions")[0][0] or 0)
+
+    @staticmethod
+    def _drop_claims(c, items: Sequence[int]) -> None:
+        """Every annotator's claims on ``items`` end (called inside the transaction excluding them)."""
+        uniq = sorted({int(i) for i in items})
+        for a in range(0, len(uniq), 900):
+            part = uniq[a:a + 900]
+            c.execute(f"DELETE FROM claims WHERE item IN ({_marks(len(part))})", part)
 
     @staticmethod
     def _consume_claims(c, annotator: str, items: Sequence[int]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -112,7 +113,8 @@ class SharedQueue:
     suggestions in the store; the others adopt them (`TeamFit`, with ``refit_labels`` people's labels
     between fits and fits taking at most ``fit_share`` of one core); False: every page fits its own.
     ``fit_threads``: BLAS/OpenMP threads while fitting (1: eight kernels on a few cores do not spin
-    threads against each other; None: the libraries' default).
+    threads against each other; None: the libraries' default). ``watch_s``: how often the heartbeat
+    thread looks for items excluded in another kernel (`on_exclusions`; 0: only when claiming).
 
     Learned state after ``fit()``: ``order_`` (the ranking in force, best first), ``changed_`` (whether
     that fit brought a new ranking), ``n_labeled_`` and ``classes_seen_`` (what the fit used),
@@ -123,7 +125,7 @@ class SharedQueue:
                  overlap: float | int = 0.0, lease_s: float = 300.0, *, ahead: int = 4,
                  window: int = 256, heartbeat_s: float | None = None, overlap_annotators: int = 2,
                  team_fit: bool = True, refit_labels: int = 5, fit_share: float = 0.25,
-                 fit_threads: int | None = 1) -> None:
+                 fit_threads: int | None = 1, watch_s: float = 5.0) -> None:
         annotator = annotator if annotator is not None else getattr(session, "annotator", None)
         if not isinstance(annotator, str) or not annotator.strip():
             raise ValueError(f"a shared queue needs the annotator's name, got {annotator!r}")
@@ -174,6 +176,10 @@ class SharedQueue:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._closed = False
+        self.watch_s = float(watch_s)
+        self._excl_mark: int | None = None         # the store's exclusions mark when last read
+        self._excluded: set[int] | None = None     # excluded items when last read
+        self._excl_listeners: list[Callable[[list[int], bool], Any]] = []
         _LIVE.add(self)
 
     @property
@@ -258,6 +264,7 @@ class SharedQueue:
             held = self._claimed
         held = sorted(held, key=lambda i: rank.get(i, -1))   # in the engine's order
         out = excluded_mask(self.session)      # excluded items (Session.exclude) are never claimed
+        self._note_excluded(set(np.flatnonzero(out).tolist()))
         skipped = self._skipped | set(np.flatnonzero(out).tolist())
         first = [i for i in held + self._overlap_backlog() + order if i not in skipped]
         first = list(dict.fromkeys(first))
@@ -353,20 +360,59 @@ class SharedQueue:
             if self._taken:
                 self.release(sorted(self._taken))
 
+    # -- exclusions made anywhere -----------------------------------------------------------------
+    def on_exclusions(self, callback: Callable[[list[int], bool], Any]) -> None:
+        """Call ``callback(ids, excluded)`` (from a worker thread) when items are excluded (or brought
+        back) in any kernel: the store has already released every claim on an excluded item, and a
+        page must not show it (its own kernel's Session also emits an "exclusions" event)."""
+        self._excl_listeners.append(callback)
+
+    def watch_exclusions(self) -> None:
+        """Look for exclusions made since the last look (one small read unless there are some)."""
+        mark_fn = getattr(self.store, "exclusions_mark", None)
+        mark = mark_fn() if callable(mark_fn) else None
+        if mark is not None and mark == self._excl_mark:
+            return
+        self._excl_mark = mark
+        self._note_excluded(set(np.flatnonzero(excluded_mask(self.session)).tolist()))
+
+    def _note_excluded(self, now: set[int]) -> None:
+        with self._lock:
+            before, self._excluded = self._excluded, set(now)
+        if before is None:
+            return
+        for ids, flag in ((sorted(now - before), True), (sorted(before - now), False)):
+            if ids:
+                if flag:   # a store that predates releasing them on exclusion: release this queue's
+                    self.release([i for i in ids if i in self._taken])
+                for cb in list(self._excl_listeners):
+                    try:
+                        cb(ids, flag)
+                    except Exception:  # a failing view must not stop the heartbeat
+                        log.warning("an exclusions listener failed", exc_info=True)
+
     # -- heartbeat -----------------------------------------------------------------------------
     def _start_heartbeat(self) -> None:
-        if self.heartbeat_s <= 0 or self._closed or (self._beat is not None and self._beat.is_alive()):
+        if ((self.heartbeat_s <= 0 and self.watch_s <= 0) or self._closed
+                or (self._beat is not None and self._beat.is_alive())):
             return
         ref = weakref.ref(self)
-        stop, period = self._stop, self.heartbeat_s
+        stop = self._stop
+        renew_s, watch_s = self.heartbeat_s, self.watch_s
+        tick = min(p for p in (renew_s, watch_s) if p > 0)
 
         def beat() -> None:  # holds the queue weakly: a dropped queue's claims lapse with their lease
-            while not stop.wait(period):
+            next_renew = time.monotonic() + renew_s
+            while not stop.wait(tick):
                 q = ref()
                 if q is None:
                     return
                 try:
-                    q.renew()
+                    if watch_s > 0:
+                        q.watch_exclusions()
+                    if renew_s > 0 and time.monotonic() >= next_renew:
+                        next_renew = time.monotonic() + renew_s
+                        q.renew()
                 except Exception:  # a store briefly locked or restarting: try again next beat
                     log.warning("renewing the claims of %s failed", q.annotator, exc_info=True)
                 del q

@@ -30,7 +30,11 @@ class TeamLabelPanel(LabelPanel):
 
     Labels are written with the store's claim check (``claimed=True``): a page idle past its lease may
     have had its item handed to someone else; its late label is then refused (nothing written), the
-    panel says who holds the item now and moves on to the next one."""
+    panel says who holds the item now and moves on to the next one.
+
+    An item excluded anywhere (``Session.exclude``, e.g. by the Clean tab of another kernel) loses every
+    claim on it in the same store transaction; the page learns of it when it claims next or from the
+    queue's watch (every ``watch_s``), and never shows it."""
 
     claimed_writes = True
 
@@ -44,6 +48,10 @@ class TeamLabelPanel(LabelPanel):
         self._prefetch = Background(self._claim_more, None, self._prefetch_failed, name="dcai-claim",
                                     background=kwargs.get("background", True))
         super().__init__(session, queue=queue, **kwargs)
+        # items excluded in another kernel (the lead's Clean tab): the store has released their claims;
+        # they are not shown, and the one on screen is passed over, as for an exclusion made here
+        if callable(getattr(queue, "on_exclusions", None)):
+            queue.on_exclusions(on_main_thread(lambda ids, excluded: self._on_exclusions(ids=ids, excluded=excluded)))
 
     def _write(self, i: int, cls: str) -> None:
         try:
