@@ -52,6 +52,7 @@ def worker(a: argparse.Namespace) -> None:
 
     X, y = dataset(a.items)
     s = dw.Session.from_embeddings(X, CLASSES, y_true=y, store=a.store, cache_dir=a.cache)
+    Path(a.out, f"{a.name}.code").write_text(str(Path(dw.__file__).parent))   # which code ran
     if a.solo:
         from dcai_widgets.widgets.label_panel import LabelPanel
 
@@ -61,11 +62,14 @@ def worker(a: argparse.Namespace) -> None:
 
         panel = team_label_panel(s, UncertaintyQueue(s), a.name)
     log = open(Path(a.out) / f"{a.name}.log", "a", buffering=1)
+    cpu_by = thread_cpu_meter()
     Path(a.out, f"{a.name}.ready").touch()
     while not Path(a.out, "go").exists():
         time.sleep(0.01)
     done, errors = 0, 0
     cpu0 = time.process_time()   # this page's CPU (all its threads: label, claims, refits, heartbeat)
+    main0 = time.thread_time()
+    cpu_by.clear()
     while a.max <= 0 or done < a.max:
         i = panel.current
         if i is None:
@@ -88,9 +92,33 @@ def worker(a: argparse.Namespace) -> None:
                 time.sleep(a.pace)
         else:                # not saved yet (the panel says "saving…" and retries): wait a little
             time.sleep(0.05)
+    cpu_by["keypress (main thread)"] = time.thread_time() - main0
+    log.write(f"CPU {json.dumps(cpu_by)}\n")
+    team = getattr(panel.queue, "team_", None)   # None: every page fits its own engine (older code)
+    log.write(f"FITS {panel._refitter.runs if team is None else team.fits_} "
+              f"{-1 if team is None else team.adopted_}\n")
     log.write(f"END {done} {errors} {time.process_time() - cpu0:.3f}\n")
     log.close()
     os._exit(0)   # skip atexit: a finished page's claims are all consumed anyway
+
+
+def thread_cpu_meter() -> dict[str, float]:
+    """CPU seconds of this process's background work by kind (the Background's name: queue refit,
+    claims, saving), measured with each worker thread's own clock; the caller adds the main thread's."""
+    from dcai_widgets.widgets.threads import Background
+
+    spent: dict[str, float] = {}
+    run_once = Background._run_once
+
+    def timed(self, job):
+        t0 = time.thread_time()
+        try:
+            return run_once(self, job)
+        finally:
+            spent[self.name] = spent.get(self.name, 0.0) + time.thread_time() - t0
+
+    Background._run_once = timed
+    return spent
 
 
 def memory(a: argparse.Namespace) -> None:
@@ -112,13 +140,47 @@ def spawn(store: str, name: str, out: Path, a: argparse.Namespace, extra: list[s
            "--items", str(a.items), "--cache", a.cache, *extra]
     if "--pace" not in extra and a.pace:
         cmd += ["--pace", str(a.pace)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(out / f"{name}.err", "a"))
+    env = dict(os.environ)
+    if getattr(a, "code", None):   # another checkout's dcai_widgets (an older commit, for before/after)
+        env["PYTHONPATH"] = os.pathsep.join([a.code, *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(out / f"{name}.err", "a"),
+                            env=env)
+
+
+class LoadAverage:
+    """Samples the 1-minute load average every second while a run goes (the box is shared)."""
+
+    def __enter__(self) -> "LoadAverage":
+        import threading
+
+        self.samples: list[float] = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+
+    def summary(self) -> dict:
+        return {"load_avg_mean": round(float(np.mean(self.samples)), 1),
+                "load_avg_max": round(float(np.max(self.samples)), 1)}
 
 
 def prepare(store: str, a) -> None:
     """Create and bind the store once before the annotators open it, as `dcai-widgets serve` does (eight
     processes creating one new SQLite file at the same instant: 'database is locked' from PRAGMA
-    journal_mode=WAL in some of them)."""
+    journal_mode=WAL in some of them). With ``--before`` code, that code creates it (its schema)."""
+    if getattr(a, "code", None) and not a.worker:
+        env = dict(os.environ, PYTHONPATH=a.code)
+        subprocess.run([sys.executable, __file__, "--prepare", "--worker", "--store", store, "--items", str(a.items),
+                        "--cache", a.cache], cwd=ROOT, env=env, check=True)
+        return
     import dcai_widgets as dw
 
     X, y = dataset(a.items)
@@ -151,6 +213,7 @@ def read_logs(out: Path) -> tuple[dict[int, set], list[tuple[int, str, str]], li
     shown: dict[int, set] = {}
     acked, lat = [], []
     cpu = [0.0, 0]
+    fits, by = [0, 0], {}
     for f in out.glob("*.log"):
         name = f.stem
         for line in f.read_text().splitlines():
@@ -160,10 +223,18 @@ def read_logs(out: Path) -> tuple[dict[int, set], list[tuple[int, str, str]], li
             elif p and p[0] == "A" and len(p) == 4:
                 acked.append((int(p[1]), name, p[2]))
                 lat.append(float(p[3]))
+            elif p and p[0] == "FITS" and len(p) == 3:
+                fits[0] += int(p[1])
+                fits[1] += max(0, int(p[2]))
+            elif p and p[0] == "CPU":
+                for k, v in json.loads(line[4:]).items():
+                    by[k] = by.get(k, 0.0) + float(v)
             elif p and p[0] == "END" and len(p) == 4:
                 cpu[0] += float(p[3])
                 cpu[1] += int(p[1])
     read_logs.cpu_ms_per_label = 1000 * cpu[0] / cpu[1] if cpu[1] else None
+    read_logs.fits = fits
+    read_logs.cpu_by = {k: round(1000 * v / cpu[1], 2) for k, v in by.items()} if cpu[1] else {}
     return shown, acked, lat
 
 
@@ -182,7 +253,9 @@ def check(store_url: str, out: Path) -> dict:
                 duplicate_claims=sum(1 for v in shown.values() if len(v) > 1),
                 p50_ms=float(np.percentile(lat, 50)) if lat else None,
                 p95_ms=float(np.percentile(lat, 95)) if lat else None,
-                cpu_ms_per_label=read_logs.cpu_ms_per_label)
+                cpu_ms_per_label=read_logs.cpu_ms_per_label, cpu_ms_per_label_by=read_logs.cpu_by,
+                engine_fits=read_logs.fits[0], fits_adopted=read_logs.fits[1],
+                code=sorted({f.read_text() for f in out.glob("*.code")}))
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float) -> None:
@@ -199,10 +272,11 @@ def load_run(store: str, a, tag: str) -> dict:
     names = [f"w{k}" for k in range(a.annotators)]
     procs = start(store, names, out, a)
     t0 = time.perf_counter()
-    wait_all(procs, a.timeout)
+    with LoadAverage() as load:
+        wait_all(procs, a.timeout)
     wall = time.perf_counter() - t0
     r = check(store, out)
-    r.update(labels_per_s=r["labels"] / wall, wall_s=wall, annotators=a.annotators)
+    r.update(labels_per_s=r["labels"] / wall, wall_s=wall, annotators=a.annotators, **load.summary())
     print(f"[{tag}] {r}", flush=True)
     return r
 
@@ -214,11 +288,16 @@ def paced_run(store: str, a, tag: str) -> dict:
     names = [f"w{k}" for k in range(a.annotators)]
     procs = start(store, names, out, a, ["--pace", str(a.paced_think), "--max",
                                          str(max(1, a.paced_labels // a.annotators))])
-    wait_all(procs, a.timeout)
+    with LoadAverage() as load:
+        wait_all(procs, a.timeout)
     r = check(store, out)
     print(f"[{tag} paced] {r}", flush=True)
+    stalled = r["acked"] < a.annotators * max(1, a.paced_labels // a.annotators)
     return dict(p95_paced_ms=r["p95_ms"], p50_paced_ms=r["p50_ms"], lost_paced=r["lost"],
-                duplicate_claims_paced=r["duplicate_claims"], paced_think_s=a.paced_think)
+                duplicate_claims_paced=r["duplicate_claims"], paced_think_s=a.paced_think,
+                paced_acked=r["acked"], paced_stalled=bool(stalled),
+                cpu_ms_per_label_paced=r["cpu_ms_per_label"],
+                **{k + "_paced": v for k, v in load.summary().items()})
 
 
 def fault_run(store: str, a, tag: str, kill, restart) -> dict:
@@ -322,6 +401,15 @@ def measure_memory(store: str, a) -> float:
     return float(json.loads(r.stdout.strip().splitlines()[-1])["rss_mb"])
 
 
+def flat_and_paced(store_kind: str, new_store, a, tag: str) -> dict:
+    """The flat-out load run and the paced run on fresh stores of one kind; ``new_store()`` makes one."""
+    r = load_run(new_store(), a, tag)
+    pr = paced_run(new_store(), a, tag)
+    keep = ("labels_per_s", "p95_ms", "p50_ms", "cpu_ms_per_label", "cpu_ms_per_label_by", "lost", "duplicated",
+            "duplicate_claims", "labels", "wall_s", "engine_fits", "fits_adopted", "load_avg_mean", "load_avg_max")
+    return {**{k: r[k] for k in keep}, **pr}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--items", type=int, default=2000)
@@ -342,40 +430,42 @@ def main() -> None:
     ap.add_argument("--paced-labels", type=int, default=160,
                     help="paced run: labels in all (each annotator waits --paced-think s between labels)")
     ap.add_argument("--paced-think", type=float, default=1.0)
+    ap.add_argument("--before", default=None,
+                    help="a checkout of an older commit (e.g. `git worktree add /tmp/team_old <commit>`): its "
+                         "dcai_widgets runs the same flat-out and paced runs first, reported under 'before'")
+    ap.add_argument("--after", default=None, help="a checkout whose dcai_widgets is measured as the current code "
+                    "(default: this one's)")
+    ap.add_argument("--no-fault", action="store_true", help="skip the SIGKILL runs and the memory figure")
+    ap.add_argument("--prepare", action="store_true")
     a = ap.parse_args()
+    if a.prepare:
+        return prepare(a.store, a)
     if a.worker:
         return worker(a)
     if a.memory:
         return memory(a)
     tmp = Path(tempfile.mkdtemp(prefix="team-load-"))
     a.cache = a.cache or str(tmp / "cache")
+    a.code = None
     X, y = dataset(a.items)
     import dcai_widgets as dw
 
     dw.Session.from_embeddings(X, CLASSES, y_true=y, store=tmp / "warm.db", cache_dir=a.cache)  # warm cache
     results: dict = {}
+    counter = iter(range(10**6))
 
     # baseline: one annotator, solo panel, no claims, 200 labels
     out = tmp / "solo"
     out.mkdir()
-    procs = start(str(tmp / "solo.db"), ["solo"], out, a, ["--solo", "--max", "200"])
-    wait_all(procs, a.timeout)
+    with LoadAverage() as load:
+        procs = start(str(tmp / "solo.db"), ["solo"], out, a, ["--solo", "--max", "200"])
+        wait_all(procs, a.timeout)
     b = check(str(tmp / "solo.db"), out)
     results["baseline_solo"] = dict(p95_ms=b["p95_ms"], p50_ms=b["p50_ms"], labels=b["labels"],
-                                    cpu_ms_per_label=b["cpu_ms_per_label"])
+                                    cpu_ms_per_label=b["cpu_ms_per_label"], **load.summary())
     print(f"[solo] {b}", flush=True)
 
-    if "sqlite" in a.stores:
-        r = load_run(str(tmp / "load.db"), a, "sqlite")
-        pr = paced_run(str(tmp / "paced.db"), a, "sqlite")
-        f = fault_run(str(tmp / "fault.db"), a, "sqlite", kill_workers, lambda: None)
-        mb = measure_memory(str(tmp / "mem.db"), a)
-        results["sqlite"] = dict(labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"],
-                                 cpu_ms_per_label=r["cpu_ms_per_label"],
-                                 lost=r["lost"], duplicated=r["duplicated"],
-                                 duplicate_claims=r["duplicate_claims"], labels=r["labels"], wall_s=r["wall_s"],
-                                 mb_per_page=mb, fault=f"SIGKILL of all {a.annotators} annotator processes, restarted",
-                                 **pr, **f)
+    server = None
     if "postgresql" in a.stores:
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import PG_BIN, PgServer
@@ -383,21 +473,31 @@ def main() -> None:
         if not (PG_BIN / "pg_ctl").exists():
             results["postgresql"] = {"skipped": f"no PostgreSQL binaries in {PG_BIN}"}
         else:
-            root = Path(tempfile.mkdtemp(prefix="team-pg-"))
-            server = PgServer(root)
-            try:
-                r = load_run(server.new_database(), a, "postgresql")
-                pr = paced_run(server.new_database(), a, "postgresql")
-                f = pg_fault_run(server, a)
-                mb = measure_memory(server.new_database(), a)
-                results["postgresql"] = dict(
-                    labels_per_s=r["labels_per_s"], p95_ms=r["p95_ms"], p50_ms=r["p50_ms"], lost=r["lost"],
-                    cpu_ms_per_label=r["cpu_ms_per_label"],
-                    duplicated=r["duplicated"], duplicate_claims=r["duplicate_claims"], labels=r["labels"],
-                    wall_s=r["wall_s"], mb_per_page=mb, fault="SIGKILL of the PostgreSQL server, restarted",
-                    **pr, **f)
-            finally:
-                server.stop("immediate")
+            server = PgServer(Path(tempfile.mkdtemp(prefix="team-pg-")))
+    makers = {"sqlite": lambda: str(tmp / f"s{next(counter)}.db")}
+    if server is not None:
+        makers["postgresql"] = server.new_database
+    try:
+        for kind, new_store in makers.items():
+            if kind not in a.stores:
+                continue
+            res: dict = {}
+            if a.before:   # the older code first, in the same run, on the same box
+                a.code = str(Path(a.before).resolve())
+                res["before"] = flat_and_paced(kind, new_store, a, f"{kind} before")
+            a.code = str(Path(a.after).resolve()) if a.after else None
+            res.update(flat_and_paced(kind, new_store, a, kind))
+            if not a.no_fault:
+                if kind == "sqlite":
+                    res.update(fault_run(new_store(), a, kind, kill_workers, lambda: None),
+                               fault=f"SIGKILL of all {a.annotators} annotator processes, restarted")
+                else:
+                    res.update(pg_fault_run(server, a), fault="SIGKILL of the PostgreSQL server, restarted")
+                res["mb_per_page"] = measure_memory(new_store(), a)
+            results[kind] = res
+    finally:
+        if server is not None:
+            server.stop("immediate")
     print(json.dumps(results))
 
 
