@@ -21,7 +21,12 @@ TSNE_MAX = 3000     # up to this many items: t-SNE; above: UMAP on the FAISS kNN
 
 
 def map_method(n: int) -> str:
-    """Which projection `project_2d` uses for `n` items: 'pca', 'tsne' or 'umap'."""
+    """Which projection `project_2d` uses for `n` items: 'pca', 'tsne', 'umap' or, above
+    `mapping_scale.SAMPLED_ABOVE`, 'sampled' (UMAP on a sample, the rest placed; dcai_widgets.mapping_scale)."""
+    from . import mapping_scale
+
+    if n > mapping_scale.SAMPLED_ABOVE:
+        return "sampled"
     if n <= SMALL_MAX:
         return "pca"
     return "tsne" if n <= TSNE_MAX else "umap"
@@ -34,13 +39,18 @@ def project_2d(X: np.ndarray, knn_graph: Callable[[int], tuple[np.ndarray, np.nd
     `knn_graph(k)` returns (ids, distances) of each row's k nearest rows, self first (the FAISS index's
     graph); only UMAP needs it. `metric` "cosine" compares directions: rows are L2-normalised first.
     """
-    X = np.asarray(X, dtype=np.float32)
     n = len(X)
     method = map_method(n)
+    if method != "sampled":   # a memory-mapped 10M x d file is read in chunks, never copied whole
+        X = np.asarray(X, dtype=np.float32)
     if method == "pca":
         return small_map(X)
     if method == "tsne":
         return tsne_map(X, metric=metric, seed=0 if seed is None else seed)
+    if method == "sampled":   # no N x k graph, no N-point UMAP: see dcai_widgets.mapping_scale
+        from .mapping_scale import sampled_map
+
+        return sampled_map(X, metric=metric, seed=seed, n_neighbors=k)
     if knn_graph is None:
         raise ValueError("a UMAP map needs the kNN graph (knn_graph=)")
     ids, dist = knn_graph(k + 1)

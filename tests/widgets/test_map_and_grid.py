@@ -182,3 +182,141 @@ def test_small_sets_get_a_tsne_map_that_keeps_neighbours(demo):
     assert tiny.shape == (40, 2) and np.isfinite(tiny).all()
     with pytest.raises(ValueError, match="kNN graph"):
         project_2d(np.random.default_rng(0).normal(size=(3001, 4)))
+
+
+# -- large maps: density image + level-of-detail points, full points when zoomed, lasso over all ---------
+def _naive_points_in_polygon(xy, px, py):
+    """The plain even-odd rule over every point and every edge (the reference)."""
+    x, y = xy[:, 0], xy[:, 1]
+    inside = np.zeros(len(xy), dtype=bool)
+    j = len(px) - 1
+    for i in range(len(px)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xcross = (px[j] - px[i]) * (y - py[i]) / (py[j] - py[i]) + px[i]
+        inside ^= ((py[i] > y) != (py[j] > y)) & (x < xcross)
+        j = i
+    return inside
+
+
+def test_fast_polygon_test_equals_the_plain_rule_on_hand_drawn_lassos():
+    rng = np.random.default_rng(3)
+    xy = rng.normal(size=(20_000, 2))
+    for trial in range(20):   # star-shaped, self-crossing and axis-aligned polygons, 3-300 vertices
+        m = int(rng.integers(3, 300))
+        t = np.sort(rng.uniform(0, 2 * np.pi, m)) if trial % 3 else rng.uniform(0, 2 * np.pi, m)
+        r = rng.uniform(0.2, 2.5, m)
+        px, py = r * np.cos(t) + rng.normal(0, 0.3), r * np.sin(t)
+        if trial == 5:
+            px, py = np.round(px), np.round(py)       # repeated y values, horizontal edges
+        assert np.array_equal(points_in_polygon(xy, px, py), _naive_points_in_polygon(xy, px, py)), trial
+    assert not points_in_polygon(xy, np.array([0, 1.0]), np.array([0, 1.0])).any()
+
+
+def test_a_large_map_sends_a_density_image_of_all_items_and_a_lod_sample(demo):
+    from dcai_widgets.widgets.map_density import density_rgba
+
+    view = MapView(demo, max_points=300, lod_points=100, grid=False)
+    assert view.density and view.downsampled and len(view.source.data["x"]) == 100
+    img = view.density_source.data["image"][0]
+    assert img.shape == view._image_shape and view._image.visible
+    # every item, drawn or not, lights its pixel; nothing else is lit
+    x0, x1, y0, y1 = view.view_range
+    h, w = img.shape
+    ix = np.floor((view.xy[:, 0] - x0) * w / (x1 - x0)).astype(int)
+    iy = np.floor((view.xy[:, 1] - y0) * h / (y1 - y0)).astype(int)
+    alpha = img.view(np.uint8).reshape(h, w, 4)[..., 3]
+    lit = np.zeros((h, w), bool)
+    lit[iy, ix] = True
+    assert (alpha[lit] > 0).all() and (alpha[~lit] == 0).all()
+    assert "shading: all 1,797 in view" in view.figure.title.text
+    # colours are the count-weighted mix of the items' class colours
+    two = density_rgba(np.array([[0.1, 0.1], [0.2, 0.2], [0.9, 0.9]]), np.array([0, 1, 1]),
+                       np.array([[255, 0, 0], [0, 0, 255.0]]), (0, 1), (0, 1), (1, 2))
+    px = two.view(np.uint8).reshape(1, 2, 4)
+    assert px[0, 0, :3].tolist() == [128, 0, 128] and px[0, 1, :3].tolist() == [0, 0, 255]
+    assert px[0, 1, 3] < px[0, 0, 3]     # fewer items, fainter
+    with pytest.raises(ValueError, match="x0 < x1"):
+        density_rgba(view.xy, np.zeros(len(view.xy), int), np.zeros((1, 3)), (1, 0), (0, 1), (4, 4))
+
+
+def test_zooming_in_draws_every_point_in_view_and_keeps_the_lod_points(demo):
+    view = MapView(demo, max_points=300, lod_points=100, grid=False)
+    overview = set(view.shown.tolist())
+    xy = view.xy
+    cx, cy = np.median(xy, axis=0)
+    # a view holding more than max_points: a LOD sample of the items in it, keeping the overview's ones
+    order = np.argsort(np.abs(xy[:, 0] - cx) + np.abs(xy[:, 1] - cy))
+    r = np.abs(xy[order[600]] - [cx, cy]).max()
+    view.show_range(cx - r, cx + r, cy - r, cy + r)
+    inside = set(np.flatnonzero((np.abs(xy[:, 0] - cx) <= r) & (np.abs(xy[:, 1] - cy) <= r)).tolist())
+    drawn = set(view.source.data["id"].tolist())
+    assert len(inside) > 300 and len(drawn) == 100 and drawn <= inside
+    assert overview & inside <= drawn
+    assert view._image.visible and f"shading: all {len(inside):,} in view" in view.figure.title.text
+    # a view holding at most max_points: all of them drawn, the shading hidden
+    r2 = np.abs(xy[order[150]] - [cx, cy]).max()
+    view.show_range(cx + r2, cx - r2, cy - r2, cy + r2)        # reversed bounds are sorted
+    inside2 = np.flatnonzero((np.abs(xy[:, 0] - cx) <= r2) & (np.abs(xy[:, 1] - cy) <= r2))
+    assert sorted(view.source.data["id"].tolist()) == inside2.tolist() and not view._image.visible
+    assert f"all {len(inside2):,} in view drawn" in view.figure.title.text
+    ids = view.source.data["id"]
+    assert np.array_equal(view.source.data["x"], xy[ids, 0]) and (view._pos[ids] == np.arange(len(ids))).all()
+    # back to the whole map (reset): the LOD sample again
+    view.show_range(*view._home)
+    assert set(view.source.data["id"].tolist()) == overview and view._image.visible
+
+
+def test_the_lasso_selects_items_not_drawn_and_the_selection_survives_a_zoom(demo):
+    view = MapView(demo, max_points=300, lod_points=100, grid=True)
+    xy = view.xy
+    cx, cy = np.median(xy, axis=0)
+    sx, sy = xy.std(0)
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    poly = {"type": "poly", "x": (cx + sx * np.cos(t)).tolist(), "y": (cy + sy * np.sin(t)).tolist()}
+
+    class Event:  # what the browser sends after a lasso
+        geometry = poly
+
+    view._on_geometry(Event())
+    want = np.flatnonzero(points_in_polygon(xy, np.array(poly["x"]), np.array(poly["y"])))
+    assert view.selected == want.tolist() and view.grid.ids == want.tolist()
+    not_drawn = np.setdiff1d(want, view.shown)
+    assert len(not_drawn) > 3 * len(np.intersect1d(want, view.shown))
+    assert f'data-count="{len(want)}"' in view.info.value and "over all points" in view.info.value
+    # zoom onto part of it: the selection is unchanged and marked on every drawn selected point
+    view.show_range(cx - sx / 3, cx + sx / 3, cy - sy / 3, cy + sy / 3)
+    assert view.selected == want.tolist()
+    marked = set(view.shown[view.source.selected.indices].tolist())
+    assert marked == set(view.shown.tolist()) & set(want.tolist()) and marked
+
+
+def test_density_follows_labels(demo):
+    view = MapView(demo, max_points=300, lod_points=100, grid=False)
+    before = view.density_source.data["image"][0].copy()
+    rng = np.random.default_rng(0)
+    demo.set_propagated(np.arange(len(demo)), [str(c) for c in rng.integers(0, 10, len(demo))],
+                        np.full(len(demo), 0.9))
+    # up to 2,000 items: the drawn points change at once, the shading at the next pan or zoom
+    assert view._density_stale and np.array_equal(view.density_source.data["image"][0], before)
+    assert view.source.data["label"][0].startswith("~")
+    view.show_range(*view._home)
+    after = view.density_source.data["image"][0]
+    assert not view._density_stale and not np.array_equal(before, after)
+    fresh = MapView(demo, max_points=300, lod_points=100, grid=False)
+    assert np.array_equal(fresh.density_source.data["image"][0], after)
+    # more (or unknown) changes: shaded again at once
+    demo.label(list(range(200)), "3", annotator="ada")
+    view._on_labels(ids=None)
+    fresh = MapView(demo, max_points=300, lod_points=100, grid=False)
+    assert np.array_equal(view.density_source.data["image"][0], fresh.density_source.data["image"][0])
+    assert not np.array_equal(view.density_source.data["image"][0], after)
+
+
+def test_density_false_keeps_the_fixed_random_subset(demo):
+    view = MapView(demo, max_points=300, density=False, grid=False)
+    assert view.downsampled and not view.density and len(view.source.data["x"]) == 300
+    shown = view.shown.copy()
+    view.show_range(0, 1, 0, 1)    # no zoom handling in this mode
+    assert np.array_equal(view.shown, shown) and "(showing 300)" in view.figure.title.text
+    with pytest.raises(ValueError, match="lod_points"):
+        MapView(demo, lod_points=0)
