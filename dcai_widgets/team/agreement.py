@@ -3,6 +3,8 @@
 Everything here is computed by maintained implementations, not hand-written statistics:
 Cohen's kappa per pair of annotators (scikit-learn, Cohen 1960), Krippendorff's alpha over the whole
 team (the `krippendorff` package, Krippendorff 2004: any number of annotators, missing labels allowed),
+Fleiss' kappa for each group of items labeled by the same number of annotators (statsmodels' ``fleiss_kappa``,
+Fleiss 1971, which needs that fixed number),
 and consensus labels with annotator quality from CROWDLAB (`cleanlab.multiannotator
 .get_label_quality_multiannotator`, Goh, Tkachenko & Mueller 2022), which weighs each annotator by how
 often they agree with the others and with a model. That model's probabilities are out-of-fold
@@ -38,6 +40,8 @@ class TeamReport:
     #                                   annotators giving the majority label), quality (CROWDLAB), n
     conflicts: pd.DataFrame           # items to review, worst first (subset of `items`, unresolved)
     notes: list[str] = field(default_factory=list)   # why a figure is missing
+    fleiss: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["raters", "items", "kappa"]))
+    #                                   Fleiss' kappa per group of items with the same number of annotators
 
 
 def label_matrix(events: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -114,6 +118,30 @@ def krippendorff_alpha(matrix: pd.DataFrame) -> float:
                                     level_of_measurement="nominal"))
 
 
+def fleiss_by_group(matrix: pd.DataFrame, n_classes: int | None = None) -> pd.DataFrame:
+    """Fleiss' kappa (statsmodels, Fleiss 1971) for each group of items labeled by the same number k >= 2
+    of annotators (Fleiss' kappa assumes every item has k ratings; which annotators gave them may vary).
+    Columns: raters (k), items, kappa; kappa is NaN where only one class was used in the group (chance
+    agreement is then 1 and kappa undefined). Sorted by k."""
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    out = []
+    if matrix.empty:
+        return pd.DataFrame(out, columns=["raters", "items", "kappa"])
+    counts = matrix.notna().sum(axis=1)
+    vals = matrix.to_numpy(dtype=float)
+    for k in sorted(int(c) for c in counts.unique() if c >= 2):
+        rows = vals[(counts == k).to_numpy()]
+        data = np.stack([r[np.isfinite(r)] for r in rows]).astype(int)      # items x k class indices
+        if len(np.unique(data)) < 2:
+            kappa = float("nan")
+        else:
+            table, _ = aggregate_raters(data, n_cat=n_classes)
+            kappa = float(fleiss_kappa(table, method="fleiss"))
+        out.append((k, len(data), kappa))
+    return pd.DataFrame(out, columns=["raters", "items", "kappa"])
+
+
 def out_of_fold_proba(X: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5,
                       random_state: int = 0) -> np.ndarray:
     """(len(y), n_classes) out-of-fold probabilities of a logistic regression on X for labels y, each
@@ -176,6 +204,7 @@ def team_report(session: Any, *, low_quality: float = 0.5, gap_s: float = ACTIVE
     names = list(m.columns)
     kappa, shared = pairwise_kappa(m) if len(names) else (pd.DataFrame(), pd.DataFrame())
     alpha = krippendorff_alpha(m) if len(names) >= 2 else float("nan")
+    fleiss = fleiss_by_group(m, len(classes))
     if len(names) < 2:
         notes.append("agreement needs labels from two or more annotators")
     elif not np.isfinite(alpha):
@@ -220,7 +249,7 @@ def team_report(session: Any, *, low_quality: float = 0.5, gap_s: float = ACTIVE
     ann["quality"] = quality.reindex(ann.index) if len(quality) else np.nan
     ann = ann.reset_index().sort_values("items", ascending=False, ignore_index=True)
     conflicts = _conflicts(items, events, low_quality)
-    return TeamReport(ann, kappa, shared, alpha, items, conflicts, notes)
+    return TeamReport(ann, kappa, shared, alpha, items, conflicts, notes, fleiss)
 
 
 def _agree_propagated(session: Any, m: pd.DataFrame, classes: list[str]) -> pd.Series:

@@ -314,6 +314,7 @@ class TeamPanel(W.VBox):
             f'<div class="dcai-team-summary">{len(rep.annotators)} annotators · '
             f'{n_multi} items labeled by two or more · Krippendorff\'s alpha '
             f'<span class="dcai-team-alpha" data-alpha="{_fmt(rep.alpha, ".4f")}">{_fmt(rep.alpha, ".3f")}</span>'
+            f'{self._fleiss_html(rep)}'
             f' · <span class="dcai-team-conflicts" data-count="{len(rep.conflicts)}">{len(rep.conflicts)} '
             f'to review</span></div>'
             + "".join(f"<div><i>{html.escape(n)}</i></div>" for n in rep.notes))
@@ -334,6 +335,19 @@ class TeamPanel(W.VBox):
         self.kappa_table.value = self._kappa_html(rep)
         self._update_charts(rep)
         self.status.value = ""
+
+    @staticmethod
+    def _fleiss_html(rep: Any) -> str:
+        """Fleiss' kappa per group of items with the same number of annotators (k), e.g. "k=2: 0.81 (40 items)"."""
+        fl = getattr(rep, "fleiss", None)
+        if fl is None or len(fl) == 0:
+            return ""
+        parts = ", ".join(
+            f'<span class="dcai-team-fleiss" data-raters="{int(r.raters)}" data-items="{int(r.items)}" '
+            f'data-kappa="{_fmt(r.kappa, ".4f")}">{int(r.raters)} annotators: {_fmt(r.kappa, ".3f")} '
+            f"({int(r.items)} items)</span>" for r in fl.itertuples())
+        return (' · <span title="Fleiss\' kappa over the items labeled by the same number of annotators">'
+                f"Fleiss' kappa</span> {parts}")
 
     @staticmethod
     def _kappa_html(rep: Any) -> str:

@@ -112,6 +112,8 @@ def test_three_annotators_claims_review_and_kappa(tmp_path, monkeypatch):
             kappa = cell.get_attribute("data-kappa")
             assert kappa not in (None, "–") and -1.0 <= float(kappa) <= 1.0
             assert pages["ada"].locator(".dcai-team-alpha").count() == 1
+            fleiss = pages["ada"].locator(".dcai-team-fleiss")        # per group of items with k annotators
+            assert fleiss.count() >= 1 and int(fleiss.first.get_attribute("data-raters")) >= 2
             if SHOTS:
                 pages["ada"].wait_for_timeout(1500)   # let the bokeh charts draw
                 pages["ada"].screenshot(path=str(Path(SHOTS) / "team_tab.png"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dcai_widgets.team import annotator_activity, krippendorff_alpha, label_matrix, pairwise_kappa, team_report
+from dcai_widgets.team import (annotator_activity, fleiss_by_group, krippendorff_alpha, label_matrix,
+                               pairwise_kappa, team_report)
 
 
 @pytest.fixture
@@ -100,3 +101,37 @@ def test_agreement_is_among_the_annotators_and_disagreements_come_first(team):
     c = rep.conflicts
     split = (c["agreement"] < 1).to_numpy()
     assert split.any() and (split[:split.sum()]).all()   # every disagreement before any agreed-but-doubted item
+
+
+def test_fleiss_kappa_is_fleiss_1971_on_the_textbook_table():
+    """The worked example of Fleiss' kappa (10 items, 14 raters, 5 classes; kappa 0.210, as on
+    Wikipedia's 'Fleiss' kappa' page), given as a label matrix of 14 annotators."""
+    import pandas as pd
+
+    counts = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+              [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    rows = [np.repeat(np.arange(5), c).astype(float) for c in counts]
+    m = pd.DataFrame(rows, columns=[f"r{k}" for k in range(14)])
+    fl = fleiss_by_group(m, 5)
+    assert fl[["raters", "items"]].values.tolist() == [[14, 10]]
+    assert fl["kappa"].iloc[0] == pytest.approx(0.2099, abs=5e-4)
+
+
+def test_fleiss_kappa_per_group_of_items_with_the_same_number_of_annotators(team):
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    m = label_matrix(team.store.events(("human", "review")), team.classes)
+    fl = fleiss_by_group(m, 10).set_index("raters")
+    n = m.notna().sum(axis=1)
+    assert set(fl.index) == {2, 3} and fl.loc[2, "items"] == (n == 2).sum() and fl.loc[3, "items"] == (n == 3).sum()
+    three = m[n == 3].to_numpy().astype(int)                 # every item of the group has all three labels
+    assert fl.loc[3, "kappa"] == pytest.approx(fleiss_kappa(aggregate_raters(three, n_cat=10)[0]))
+    assert 0.3 < fl.loc[3, "kappa"] < 0.9                  # cy's 50% accuracy pulls it below ada/bo's
+    rep = team_report(team)
+    assert rep.fleiss.set_index("raters")["kappa"].to_dict() == pytest.approx(fl["kappa"].to_dict())
+    # one class only: chance agreement is 1, kappa undefined (NaN), not a division error
+    import pandas as pd
+
+    same = fleiss_by_group(pd.DataFrame({"a": [1.0, 1.0], "b": [1.0, 1.0]}))
+    assert same["items"].tolist() == [2] and np.isnan(same["kappa"].iloc[0])
+    assert fleiss_by_group(pd.DataFrame({"a": [1.0, 2.0]})).empty   # one annotator: no group

@@ -78,6 +78,10 @@ def test_team_panel_shows_kappa_alpha_and_escapes_names(disputed):
     assert "<img" not in page and html.escape("<img src=x>") in page
     assert f'data-kappa="{k:.4f}"' in panel.kappa_table.value
     assert 'class="dcai-team-alpha"' in panel.summary.value and 'data-count="10"' in panel.summary.value
+    fl = rep.fleiss.iloc[0]                                     # 60 items, each labeled by the two
+    assert (int(fl["raters"]), int(fl["items"])) == (2, 60) and 0.7 < fl["kappa"] < 0.9
+    kf = float(fl["kappa"])
+    assert f'class="dcai-team-fleiss" data-raters="2" data-items="60" data-kappa="{kf:.4f}"' in panel.summary.value
     assert panel.figures["kappa"].x_range.factors == ["<img src=x>", "ada"]
     disputed.label([100, 101], ["1", "1"], annotator="cy")       # a label event refreshes the tab
     assert "cy" in set(panel.report.annotators["annotator"])
