@@ -37,7 +37,7 @@ from .store import ArrayCache, LabelStore, content_hash
 log = logging.getLogger(__name__)
 
 HUMAN = ("human", "review", "import")
-PROPAGATE_ROWS = 5_000   # propagated labels per store transaction (see Session.set_propagated)
+EMBED_MEMMAP_ROWS = 500_000   # from this many items, encoder output goes to a memory-mapped file (see embeddings)
 EVENTS = tuple(ev.EVENT_TYPES)   # the built-in events; events.register_event adds more
 
 
@@ -100,7 +100,7 @@ class Session(SessionSources):
                  encoder: Any = None, store: str | os.PathLike | LabelStoreLike | None = None,
                  cache_dir: str | os.PathLike | None = None, metric: str = "l2",
                  annotator: str | None = None, map_neighbors: int = 15, warn_temp_store: bool = True,
-                 executor: Any = None):
+                 embedding_dtype: str = "float32", executor: Any = None):
         if not isinstance(items, ItemSet):
             raise TypeError(f"items must be an ItemSet, got {type(items).__name__}")
         n = len(items)
@@ -112,6 +112,9 @@ class Session(SessionSources):
         self.metric = metric
         self.annotator = annotator
         self.map_neighbors = int(map_neighbors)
+        if np.dtype(embedding_dtype) not in (np.float32, np.float16):
+            raise ValueError(f"embedding_dtype must be 'float32' or 'float16'; got {embedding_dtype!r}")
+        self.embedding_dtype = np.dtype(embedding_dtype).name
         self._embeddings = None if embeddings is None else check_embeddings(embeddings, n)
         from .embed.encoders import resolve
 
@@ -168,11 +171,31 @@ class Session(SessionSources):
 
     @property
     def embeddings(self) -> np.ndarray:
-        """(N, d) float32 embeddings, computed once by the encoder and cached on disk."""
+        """(N, d) float32 embeddings, computed once by the encoder and cached on disk.
+
+        A memory-mapped matrix given as ``embeddings=`` (an ``np.memmap`` or a ``.npy`` path; float32, or
+        float16 where chosen) stays a memory map.  From ``EMBED_MEMMAP_ROWS`` items up, an encoder that
+        encodes batches (``encode_range``) and has a cache key writes its output in chunks to a
+        memory-mapped file in the cache (``embed.memmap.write_embeddings``, ``embedding_dtype``), so the
+        matrix never sits in RAM."""
         with self._lock:
             if self._embeddings is None:
                 enc = self.encoder
-                if enc.key is None:
+                if enc.key is not None and len(self) >= EMBED_MEMMAP_ROWS and hasattr(enc, "encode_range"):
+                    from .distributed.executor import is_local
+                    from .embed.memmap import EMBED_CHUNK, open_embeddings, write_embeddings
+
+                    path = self.cache_dir / f"emb-{enc.key}-{np.dtype(self.embedding_dtype).name}.npy"
+                    try:
+                        X = open_embeddings(path)
+                    except (FileNotFoundError, ValueError):
+                        feed = lambda lo, hi: enc.encode_range(self.items, lo, hi)
+                        if not is_local(getattr(enc, "executor", None)):   # chunks encoded on Ray actors
+                            from .distributed.embed import RangeFeed
+
+                            feed = RangeFeed(enc, self.items, enc.executor, EMBED_CHUNK)
+                        X = write_embeddings(feed, len(self), path, dtype=self.embedding_dtype, chunk=EMBED_CHUNK)
+                elif enc.key is None:
                     X = enc.encode(self.items)
                 else:
                     X = self.cache.get_or_compute(f"emb-{enc.key}", lambda: enc.encode(self.items))
@@ -314,12 +337,12 @@ class Session(SessionSources):
         return out
 
     def set_propagated(self, ids, labels, confidence, model_version: str | None = None) -> int:
-        """Write model-propagated labels in bulk (source="propagated"), with confidences in [0, 1].
+        """Write model-propagated labels (source="propagated"), with confidences in [0, 1].
 
-        Everything is checked before anything is written. The rows are then committed in transactions of
-        ``PROPAGATE_ROWS`` (``LabelStore.append_bulk``): one transaction for a model's labels of all N items
-        held the store's write lock for seconds (2.5 s at 200k), and a person's label waited that long to
-        commit. Returns the last transaction's batch id."""
+        Everything is checked before anything is written. The round is then stored as one snapshot
+        version (``store.write_propagated``, schema 3): one transaction that writes rows only for the
+        items whose (label, confidence) changed, instead of N events in parts (12-15 s and N rows per
+        round at 900k). Returns the version's batch id."""
         ids = check_ids(ids, len(self))
         idx = to_class_indices(labels, self.classes, len(ids))
         conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
@@ -327,10 +350,9 @@ class Session(SessionSources):
             raise ValueError(f"confidence has {conf.size} values but there are {len(ids)} ids")
         if not np.isfinite(conf).all() or (conf < 0).any() or (conf > 1).any():
             raise ValueError("confidence values must be finite and within [0, 1]")
-        names = [self.classes[i] for i in idx]
-        batch = self.store.append_bulk(ids.tolist(), names, rows=PROPAGATE_ROWS, source="propagated",
-                                       confidence=conf.tolist(), model_version=model_version)
-        self.emit("labels", ids=ids.tolist(), labels=names, source="propagated", annotator=None)
+        names = np.asarray(self.classes, dtype=object)[np.asarray(idx, dtype=np.int64)]
+        batch = self.store.write_propagated(ids, names, conf, model_version=model_version)
+        self.emit("labels", ids=ids.tolist(), labels=names.tolist(), source="propagated", annotator=None)
         return batch
 
     def propagated(self, ids: Sequence[int] | None = None) -> pd.DataFrame:

@@ -68,21 +68,15 @@ def test_propagated_labels_and_export(demo, tmp_path):
         assert sorted(back["id"]) == [0, 1, 2] and set(back["source"]) == {"human", "propagated"}
     with pytest.raises(ValueError, match="within"):
         demo.set_propagated([1], ["1"], [1.5])
-    # a model's labels for more items than one transaction takes land in parts, all of them
-    import dcai_widgets.session as session_module
-    monkey = session_module.PROPAGATE_ROWS
-    session_module.PROPAGATE_ROWS = 4
-    try:
-        seen = []
-        demo.on("labels", lambda **kw: seen.append((kw["source"], len(kw["ids"]))))
-        demo.set_propagated(range(10, 21), ["7"] * 11, [0.5] * 11, model_version="m3")
-    finally:
-        session_module.PROPAGATE_ROWS = monkey
+    # a model's round lands as one snapshot version (one batch), all of its items
+    seen = []
+    demo.on("labels", lambda **kw: seen.append((kw["source"], len(kw["ids"]))))
+    demo.set_propagated(range(10, 21), ["7"] * 11, [0.5] * 11, model_version="m3")
     assert seen == [("propagated", 11)]                      # one event for the whole write
     got = demo.propagated(ids=range(10, 21))
     assert got["label"].tolist() == ["7"] * 11 and set(got["model_version"]) == {"m3"}
     ev = demo.store.events(include_retracted=True)
-    assert ev.loc[ev["model_version"] == "m3", "batch"].nunique() == 3      # 4 + 4 + 3 rows
+    assert (ev["model_version"] == "m3").sum() == 11 and ev.loc[ev["model_version"] == "m3", "batch"].nunique() == 1
     # one page's labels by id (what the grids read), the same as the full tables filtered
     assert demo.propagated(ids=[2, 1, 7])["label"].tolist() == ["1", "3"]
     assert demo.labeled(ids=[0, 1])["id"].tolist() == [0]

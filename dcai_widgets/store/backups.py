@@ -6,7 +6,7 @@ Copying ``labels.db`` with ``cp`` while the app serves misses every label still 
 - SQLite -> SQLite file: SQLite's online backup API (``sqlite3.Connection.backup``), which copies the
   database as readers see it, WAL content included, page by page while other processes keep writing.
 - PostgreSQL -> SQLite file, or any store -> a ``postgresql://`` database: copies every table (events
-  with their sequence numbers and batches, the derived table, exclusions, registry, claims, meta) from
+  with their sequence numbers and batches, the propagated versions and their derived table, exclusions, registry, claims, meta) from
   one consistent snapshot (a REPEATABLE READ transaction on PostgreSQL) into a new, empty store, so no
   ``pg_dump`` of the same major version is needed. A PostgreSQL store can thus be backed up to a
   single file that anyone can open with ``dcai-widgets`` or ``sqlite3``.
@@ -30,7 +30,9 @@ TABLES = {
     "meta": ("key", "value"),
     "events": ("seq", "item", "label", "annotator", "source", "confidence", "model_version", "batch", "retracts",
                "ts"),
-    "propagated_latest": ("item", "seq", "label", "confidence", "model_version", "ts"),
+    "propagated_versions": ("version", "seq", "model_version", "annotator", "ts", "n", "n_changed", "members",
+                            "changes"),
+    "propagated_chunks": ("chunk", "version", "data"),
     "exclusions": ("seq", "item", "excluded", "annotator", "reason", "ts"),
     "annotators": ("name", "role", "token_hash", "revoked", "created"),
     "claims": ("item", "annotator", "expires"),
@@ -105,7 +107,10 @@ def _check_sqlite_source(src: Path) -> None:
 def _count_events(path: Path) -> int:
     c = sqlite3.connect(path)
     try:
-        return int(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        n = int(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'propagated_versions'").fetchone():
+            n += int(c.execute("SELECT COALESCE(SUM(n), 0) FROM propagated_versions").fetchone()[0])
+        return n        # as len(store): each item of a propagated version counts as one event
     finally:
         c.close()
 
@@ -160,6 +165,8 @@ def _copy_tables(src: BaseLabelStore, out: BaseLabelStore) -> int:
                     out._write(lambda c, p=part: c.executemany(
                         f"INSERT INTO {table} ({names}) VALUES ({marks}){conflict}", p), bulk=True)
             if table == "events":
-                copied = len(rows)
+                copied += len(rows)
+            elif table == "propagated_versions":      # as len(store): each item of a version counts
+                copied += sum(int(r[cols.index("n")]) for r in rows)
     out._write(out._after_copy, bulk=True)
     return copied

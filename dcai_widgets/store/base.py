@@ -1,12 +1,14 @@
 """The label store's logic, shared by the SQLite and PostgreSQL backends.
 
-Every label is an appended event; nothing is updated or deleted: undo appends a retraction that points
-at the events it cancels, and current labels are derived (the latest live event per item, a review
-label preferred over any other). ``propagated_latest`` is a derived table kept in step with the
-propagated events so that reading a model's labels does not scan every round.
+Every person's label (human, review, import) is an appended event; nothing is updated or deleted: undo
+appends a retraction that points at the events it cancels, and current labels are derived (the latest
+live event per item, a review label preferred over any other). A model's propagated labels are stored
+as one versioned snapshot per round (:mod:`.snapshots`, schema 3): the store grows by the items whose
+label changed, not by N rows per round, and readers get the same frames the events gave.
 
 A backend supplies the transactions (``_write``: one serialized write transaction, retried on lock
-contention; ``_read``), the batch numbering (``_next_batch``), and the priority signal that lets a
+contention; ``_read``; ``_read_all``: several reads in one snapshot), the batch numbering
+(``_next_batch``), the events' seq counter (``_reserve_seq``), and the priority signal that lets a
 person's label go before the next part of a bulk write (``_yield_to_people``), also across processes.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ClaimLostError, StoreMismatchError
+from .snapshots import SnapshotMixin
 from .team import TeamMixin
 
 SOURCES = ("human", "review", "propagated", "import")
@@ -47,8 +50,15 @@ def chunks(ids: list[int], size: int = IDS_PER_QUERY) -> Iterable[list[int]]:
         yield ids[a:a + size]
 
 
-class BaseLabelStore(TeamMixin):
-    """Append-only label events; see the module docstring. Subclasses: ``LabelStore`` (SQLite),
+def inferred(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with each object column's dtype inferred again, as a frame built from the rows would have
+    it (a concat of a string column with an all-None one stays object otherwise)."""
+    return pd.DataFrame({c: df[c].reset_index(drop=True).infer_objects() if df[c].dtype == object
+                         else df[c].to_numpy() for c in df.columns})
+
+
+class BaseLabelStore(SnapshotMixin, TeamMixin):
+    """Append-only label events and propagated snapshots; see the module docstring. Subclasses: ``LabelStore`` (SQLite),
     ``PgLabelStore`` (PostgreSQL)."""
 
     where: str                   # the store named in messages (a path, or a URL without its password)
@@ -107,17 +117,18 @@ class BaseLabelStore(TeamMixin):
         c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                   (key, value))
 
-    @staticmethod
-    def _rebuild_propagated_if_missing(c: Tx) -> None:
-        """Refill the derived latest-propagated table from the events if it is behind them."""
-        last = c.execute("SELECT MAX(seq) FROM events WHERE source = 'propagated'").fetchone()[0]
-        have = c.execute("SELECT MAX(seq) FROM propagated_latest").fetchone()[0]
-        if last is not None and last != have:
-            c.execute("DELETE FROM propagated_latest")
-            c.execute("INSERT INTO propagated_latest (item, seq, label, confidence, model_version, ts) "
-                      "SELECT item, seq, label, confidence, model_version, ts FROM "
-                      "(SELECT e.*, ROW_NUMBER() OVER (PARTITION BY item ORDER BY seq DESC) AS rn FROM events e "
-                      "WHERE source = 'propagated' AND label IS NOT NULL) AS t WHERE rn = 1")
+    @property
+    def _legacy(self) -> bool:
+        """A store of schema 1 or 2 opened only for reading (so not migrated): its propagated labels are
+        still events, read the old way."""
+        v = getattr(self, "_legacy_v", None)
+        if v is None:
+            try:
+                v = bool(self.read_only) and int(self.schema_version) < 3
+            except ValueError:
+                v = False
+            self._legacy_v = v
+        return v
 
     def bind(self, fingerprint: str, n_items: int, classes: Sequence[str]) -> None:
         """Tie the store to one dataset; refuse a store made for other items or incompatible classes."""
@@ -133,6 +144,8 @@ class BaseLabelStore(TeamMixin):
             if "classes" in meta:
                 old = json.loads(meta["classes"])
                 used = {r[0] for r in c.execute("SELECT DISTINCT label FROM events WHERE label IS NOT NULL")}
+                row = c.execute("SELECT value FROM meta WHERE key = 'propagated_labels'").fetchone()
+                used |= set(json.loads(row[0])) if row else set()
                 missing = sorted(used - set(classes))
                 if missing:
                     raise StoreMismatchError(
@@ -162,6 +175,8 @@ class BaseLabelStore(TeamMixin):
         one of them (this annotator's lease ran out and the item went to someone else), nothing is
         written and ``ClaimLostError`` names the holder."""
         items, labels, conf = self._checked(items, labels, confidence, source)
+        if source == "propagated":         # a model's labels: one snapshot version, not events
+            return self.write_propagated(items, labels, conf, model_version=model_version, annotator=annotator)
         return self._insert(items, labels, conf, annotator, source, model_version, bulk=False, claimed=claimed)
 
     def append_bulk(self, items: Sequence[int], labels: Sequence[str], *, rows: int = 5_000,
@@ -172,8 +187,13 @@ class BaseLabelStore(TeamMixin):
         for 2.5 s, and a person's label waited that long to commit. Parts hold the lock about ``PART_S``
         (sized from the previous part's time, at most ``rows`` rows). Everything is checked before the
         first part is written; before each part it lets people's labels go first, from this process or
-        any other process on the store (``_yield_to_people``). Returns the last batch id (0 for nothing)."""
+        any other process on the store (``_yield_to_people``). Returns the last batch id (0 for nothing).
+
+        ``source="propagated"`` writes one snapshot version instead (``write_propagated``: one transaction
+        of the changed items only)."""
         items, labels, conf = self._checked(items, labels, confidence, source)
+        if source == "propagated":
+            return self.write_propagated(items, labels, conf, model_version=model_version, annotator=annotator)
         rows, batch, a = max(1, int(rows)), 0, 0
         size = min(rows, 1_000)
         while a < len(items):
@@ -218,14 +238,7 @@ class BaseLabelStore(TeamMixin):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i, lab, annotator, source, cf, model_version, batch, ts)
                  for i, lab, cf in zip(items, labels, conf)])
-            if source == "propagated":
-                c.execute("INSERT INTO propagated_latest (item, seq, label, confidence, model_version, ts) "
-                          "SELECT item, seq, label, confidence, model_version, ts FROM events WHERE seq IN "
-                          "(SELECT MAX(seq) FROM events WHERE batch = ? GROUP BY item) "
-                          "ON CONFLICT (item) DO UPDATE SET seq = excluded.seq, label = excluded.label, "
-                          "confidence = excluded.confidence, model_version = excluded.model_version, "
-                          "ts = excluded.ts WHERE excluded.seq > propagated_latest.seq", (batch,))
-            elif source in PEOPLE and annotator is not None:
+            if source in PEOPLE and annotator is not None:
                 self._consume_claims(c, annotator, items)
             return batch
 
@@ -297,24 +310,44 @@ class BaseLabelStore(TeamMixin):
                f"(SELECT 1 FROM events r WHERE r.retracts = e.seq)")
         return sql, list(src)
 
+    def _split(self, sources: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+        """(the sources read from events, whether propagated labels come from the snapshots)."""
+        src = tuple(sources)
+        self._live(src)                        # checks the names
+        snap = "propagated" in src and not self._legacy
+        return tuple(x for x in src if not (snap and x == "propagated")), snap
+
     def events(self, sources: Sequence[str] = SOURCES, include_retracted: bool = False) -> pd.DataFrame:
-        """Every live label event in order (all events, retractions included, if asked)."""
+        """Every live label event in order (all events, retractions included, if asked). A propagated
+        version appears as one row per item it labeled, all with the version's seq and batch."""
         if include_retracted:
             rows = self._read("SELECT seq, item, label, annotator, source, ts, confidence, model_version, "
                               "batch, retracts FROM events ORDER BY seq")
-            return pd.DataFrame(rows, columns=["seq", "id", "label", "annotator", "source", "ts",
-                                               "confidence", "model_version", "batch", "retracts"])
-        sql, params = self._live(sources)
-        rows = self._read(sql + " ORDER BY e.seq", params)
-        return pd.DataFrame(rows, columns=["seq", *COLUMNS])
+            out = pd.DataFrame(rows, columns=["seq", "id", "label", "annotator", "source", "ts",
+                                              "confidence", "model_version", "batch", "retracts"])
+            return out if self._legacy else self._by_seq(out, self._propagated_events())
+        ev_src, snap = self._split(sources)
+        out = pd.DataFrame(columns=["seq", *COLUMNS])
+        if ev_src:
+            sql, params = self._live(ev_src)
+            out = pd.DataFrame(self._read(sql + " ORDER BY e.seq", params), columns=["seq", *COLUMNS])
+        return self._by_seq(out, self._propagated_events()[["seq", *COLUMNS]]) if snap else out
+
+    @staticmethod
+    def _by_seq(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+        if b.empty:
+            return a
+        if a.empty:
+            return b.reset_index(drop=True)
+        return inferred(pd.concat([a, b], ignore_index=True).sort_values("seq", kind="stable", ignore_index=True))
 
     def current(self, sources: Sequence[str] = PEOPLE, ids: Iterable[int] | None = None) -> pd.DataFrame:
         """The current label of each item: its latest live event among `sources`, except that a review
-        label (a lead's resolution) wins over other sources whatever their order.
+        label (a lead's resolution) wins over other sources whatever their order. A propagated label
+        counts as written at its version's place among the events.
 
         ``ids``: only these items (a page of a grid), read through the item indexes. Without it every
-        labeled item is read: after a model propagated labels to all N items that is N rows (about 3 s
-        at 1M), too slow to redo for each page shown."""
+        labeled item is read (the propagated ones from the decoded snapshots, not row by row)."""
         if ids is not None:
             arr = ids if isinstance(ids, np.ndarray) else np.fromiter((int(i) for i in ids), dtype=np.int64)
             ids = np.unique(arr.astype(np.int64)).tolist()
@@ -326,22 +359,33 @@ class BaseLabelStore(TeamMixin):
         if ids is not None and not ids:
             return pd.DataFrame([], columns=COLUMNS).astype({"id": "int64"})
         extra = [] if ids is None else ids
+        ev_src, snap = self._split(sources)
 
         def only(col: str) -> str:      # the SQL restricting `col` to the ids asked, if any
             return "" if ids is None else f" AND {col} IN ({marks(len(ids))})"
 
-        if tuple(sources) == ("propagated",):  # served from the derived table: no scan of every round
+        if snap and not ev_src:         # a model's labels only: from the snapshots
+            p = self._propagated_frame(ids)
+            p["annotator"] = None
+            return p[COLUMNS]
+        if tuple(sources) == ("propagated",):  # a store of schema < 3 opened read-only: its derived table
             rows = self._read("SELECT item, label, NULL, 'propagated', ts, confidence, model_version "
                               f"FROM propagated_latest WHERE 1 = 1{only('item')} ORDER BY item", extra)
             return pd.DataFrame(rows, columns=COLUMNS).astype({"id": "int64"})
-        sql, params = self._live(sources)
+        sql, params = self._live(ev_src)
         sql += only("e.item")
         rows = self._read(
-            f"SELECT item, label, annotator, source, ts, confidence, model_version FROM "
+            f"SELECT seq, item, label, annotator, source, ts, confidence, model_version FROM "
             f"(SELECT l.*, ROW_NUMBER() OVER (PARTITION BY item ORDER BY "
             f"CASE WHEN source = 'review' THEN 1 ELSE 0 END DESC, seq DESC) AS rn FROM ({sql}) AS l) AS t "
             f"WHERE rn = 1 ORDER BY item", params + extra)
-        return pd.DataFrame(rows, columns=COLUMNS).astype({"id": "int64"})
+        ev = pd.DataFrame(rows, columns=["seq", *COLUMNS]).astype({"id": "int64"})
+        if snap:                        # people's labels and a model's: the latest, a review first
+            both = pd.concat([ev, self._propagated_frame(ids)], ignore_index=True)
+            both["_review"] = both["source"] == "review"
+            ev = inferred(both.sort_values(["id", "_review", "seq"], ascending=[True, False, False], kind="stable")
+                          .drop_duplicates("id"))
+        return ev[COLUMNS].reset_index(drop=True)
 
     # -- exclusions (additive, for the Inspect panel: items kept out of training) -------------------
     def set_excluded(self, items: Iterable[int], excluded: bool = True, *, annotator: str | None = None,
@@ -385,7 +429,9 @@ class BaseLabelStore(TeamMixin):
         return per.sort_values("items", ascending=False, ignore_index=True)
 
     def __len__(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM events")[0][0])
+        """Label events, counting each item of each propagated version as one (as the events did)."""
+        n = int(self._read("SELECT COUNT(*) FROM events")[0][0])
+        return n if self._legacy else n + self._n_propagated()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.where!r}, events={len(self)})"

@@ -1,7 +1,7 @@
 """PgLabelStore: the label store in a PostgreSQL database (psycopg 3), for a team on several machines.
 
-Same tables and semantics as the SQLite store (append-only events, retractions, the derived
-``propagated_latest``, exclusions, registry, claims); only the transactions differ. PostgreSQL lets
+Same tables and semantics as the SQLite store (append-only events, retractions, propagated snapshot
+versions and the derived ``propagated_chunks``, exclusions, registry, claims); only the transactions differ. PostgreSQL lets
 writers run side by side, so the writes whose logic reads before it writes (labels with their claims,
 undo, claims, registry) take one transaction-level advisory lock and run one at a time, like SQLite's
 ``BEGIN IMMEDIATE``; a model's bulk parts take another, so they never hold up people's labels. The
@@ -89,9 +89,12 @@ class PgLabelStore(BaseLabelStore):
         row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         has_events = c.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()[0]
         try:
-            plan_migration(row[0] if row else None, bool(has_events))
+            steps = plan_migration(row[0] if row else None, bool(has_events))
         except ValueError as e:
             raise StoreVersionError(f"label store {self.where}: {e}; open it with a newer dcai-widgets") from e
+        if steps:
+            self._migrate_propagated(c)
+            self._set_meta(c, "migrated", f"{' '.join(steps)} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
         self._set_meta(c, "schema_version", SCHEMA_VERSION)
         self._rebuild_propagated_if_missing(c)
 
@@ -119,7 +122,20 @@ class PgLabelStore(BaseLabelStore):
     def _already_written(self, c: _Tx, batch: int) -> bool:
         if not getattr(self._local, "retried", False):
             return False
-        return bool(c.execute("SELECT EXISTS (SELECT 1 FROM events WHERE batch = ?)", (batch,)).fetchone()[0])
+        return bool(c.execute("SELECT EXISTS (SELECT 1 FROM events WHERE batch = ?) OR EXISTS "
+                              "(SELECT 1 FROM propagated_versions WHERE version = ?)", (batch, batch)).fetchone()[0])
+
+    def _reserve_seq(self, c: _Tx) -> int:
+        return int(c.execute("SELECT nextval(pg_get_serial_sequence('events', 'seq'))").fetchone()[0])
+
+    def _read_all(self, fn: Callable[[Callable[..., list]], Any]) -> Any:
+        """fn(query) with all its queries in one REPEATABLE READ transaction (one snapshot)."""
+        def run(conn: psycopg.Connection) -> Any:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return fn(lambda sql, params=(): conn.execute(pg_sql(sql), list(params) or None).fetchall())
+
+        return self._retrying(run)
 
     def _yield_to_people(self) -> None:
         """Wait (at most 2 s) while any process holds the people's shared priority lock."""
@@ -146,10 +162,12 @@ class PgLabelStore(BaseLabelStore):
                 yield lambda sql: conn.execute(pg_sql(sql)).fetchall()
 
     def _after_copy(self, c: _Tx) -> None:
-        for table in ("events", "exclusions"):
-            c.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), "
-                      f"COALESCE((SELECT MAX(seq) FROM {table}), 0) + 1, false)")
-        c.execute("SELECT setval('batches', COALESCE((SELECT MAX(batch) FROM events), 0) + 1, false)")
+        c.execute("SELECT setval(pg_get_serial_sequence('events', 'seq'), GREATEST(COALESCE((SELECT MAX(seq) FROM "
+                  "events), 0), COALESCE((SELECT MAX(seq) FROM propagated_versions), 0)) + 1, false)")
+        c.execute("SELECT setval(pg_get_serial_sequence('exclusions', 'seq'), "
+                  "COALESCE((SELECT MAX(seq) FROM exclusions), 0) + 1, false)")
+        c.execute("SELECT setval('batches', GREATEST(COALESCE((SELECT MAX(batch) FROM events), 0), "
+                  "COALESCE((SELECT MAX(version) FROM propagated_versions), 0)) + 1, false)")
 
     @staticmethod
     @contextlib.contextmanager

@@ -120,9 +120,7 @@ class LabelStore(BaseLabelStore):
             raise StoreVersionError(f"label store {self.where}: {e}; open it with a newer dcai-widgets") from e
         if steps:
             return "old"
-        last = c.execute("SELECT MAX(seq) FROM events WHERE source = 'propagated'").fetchone()[0]
-        have = c.execute("SELECT MAX(seq) FROM propagated_latest").fetchone()[0]
-        return "current" if last == have else "derived-behind"
+        return "derived-behind" if self._current_behind(c) else "current"
 
     def _init(self, c: sqlite3.Connection) -> None:
         """Inside one write transaction: create missing tables, migrate, refill derived rows."""
@@ -135,6 +133,7 @@ class LabelStore(BaseLabelStore):
         for stmt in statements(SQLITE_DDL):
             c.execute(stmt)
         if steps:
+            self._migrate_propagated(c)
             self._set_meta(c, "migrated", f"{' '.join(steps)} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
         self._set_meta(c, "schema_version", SCHEMA_VERSION)
         self._rebuild_propagated_if_missing(c)
@@ -209,9 +208,39 @@ class LabelStore(BaseLabelStore):
         finally:
             conn.close()
 
+    def _read_all(self, fn: Callable[[Callable[..., list]], Any]) -> Any:
+        """fn(query) with all its queries in one read transaction (one WAL snapshot)."""
+        c = self._conn()
+        if c.in_transaction:
+            return fn(self._read)
+        c.execute("BEGIN")
+        try:
+            return fn(self._read)
+        finally:
+            self._rollback(c)
+
     # -- transactions --------------------------------------------------------------------------
     def _next_batch(self, c: sqlite3.Connection) -> int:
-        return int(c.execute("SELECT COALESCE(MAX(batch), 0) FROM events").fetchone()[0] or 0) + 1
+        return int(c.execute("SELECT COALESCE(MAX(b), 0) FROM (SELECT MAX(batch) AS b FROM events UNION ALL "
+                             "SELECT MAX(version) FROM propagated_versions) AS t").fetchone()[0] or 0) + 1
+
+    def _reserve_seq(self, c: sqlite3.Connection) -> int:
+        """Take the next number of the events' AUTOINCREMENT counter (sqlite_sequence) for a version."""
+        row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        top = max(int(row[0]) if row else 0,
+                  int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]),
+                  int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM propagated_versions").fetchone()[0])) + 1
+        if row:
+            c.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (top,))
+        else:
+            c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (top,))
+        return top
+
+    def _after_copy(self, c: sqlite3.Connection) -> None:
+        """After a table copy: events drawn later come after every copied version."""
+        top = int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM propagated_versions").fetchone()[0])
+        if top:
+            self._reserve_seq(c)
 
     def _yield_to_people(self) -> None:
         while self._waiting:                # this process's people first

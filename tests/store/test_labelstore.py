@@ -107,7 +107,7 @@ def test_concurrent_processes_lose_no_write(make_store):
     assert isinstance(ev, pd.DataFrame)
 
 
-def test_latest_propagated_table_matches_events_and_is_rebuilt(make_store):
+def test_current_propagated_table_matches_the_versions_and_is_rebuilt(make_store):
     s = make_store()
     s.append([1, 2, 3], ["a", "b", "c"], source="propagated", confidence=[0.5, 0.6, 0.7], model_version="m1")
     s.append([2], ["z"], source="propagated", confidence=[0.9], model_version="m2")
@@ -115,7 +115,7 @@ def test_latest_propagated_table_matches_events_and_is_rebuilt(make_store):
     got = s.current(("propagated",)).set_index("id")
     assert got["label"].to_dict() == {1: "a", 2: "z", 3: "c"}
     assert got.loc[2, "model_version"] == "m2" and got.loc[2, "confidence"] == 0.9
-    s._write(lambda c: c.execute("DELETE FROM propagated_latest"))      # lose the derived rows
+    s._write(lambda c: c.execute("DELETE FROM propagated_chunks"))      # lose the derived rows
     again = open_store(s.target).current(("propagated",)).set_index("id")
     assert again["label"].to_dict() == {1: "a", 2: "z", 3: "c"}
     with pytest.raises(ValueError, match="undo takes sources"):
@@ -144,8 +144,8 @@ def test_current_of_some_ids_matches_the_full_read_filtered(make_store):
 
 
 def test_append_bulk_writes_every_part_and_lets_other_writes_go_first(make_store):
-    """A model's labels in parts: all land, each part its own batch, the latest table is right, bad input
-    writes nothing; and between parts this process's other writes (a person's label) go first."""
+    """A model's labels: all land as one snapshot version (one batch), the current table is right, bad
+    input writes nothing; and before it this process's other writes (a person's label) go first."""
     import threading
 
     s = make_store()
@@ -160,7 +160,8 @@ def test_append_bulk_writes_every_part_and_lets_other_writes_go_first(make_store
     last = s.append_bulk(range(10), list("abcdefghij"), rows=3, source="propagated",
                          confidence=[0.1 * i for i in range(10)], model_version="m")
     ev = s.events(("propagated",), include_retracted=True)
-    assert len(ev) == 10 and ev["batch"].nunique() == 4 and last == ev["batch"].max()
+    assert len(ev) == 10 and ev["batch"].nunique() == 1 and last == ev["batch"].max()
+    assert s.propagated_versions()[["version", "n", "n_changed"]].values.tolist() == [[last, 10, 10]]
     assert s.current(("propagated",)).set_index("id")["label"].to_dict() == dict(enumerate("abcdefghij"))
 
     other = open_store(s.target)         # another writer, as another process would be: a person labels

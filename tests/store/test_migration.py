@@ -1,5 +1,6 @@
 """Schema versions: a store written by the version-1 code (schema "1") is migrated on open, keeping every
-event; a newer schema is refused (see test_failures)."""
+event (its propagated events become snapshot versions, schema 3); a newer schema is refused (see
+test_failures). The 2 -> 3 migration itself: test_snapshots.py."""
 import sqlite3
 
 from dcai_widgets.store import SCHEMA_VERSION, LabelStore
@@ -38,11 +39,14 @@ def test_a_version_1_store_is_migrated_keeping_every_event(tmp_path):
     before = build_v1(path)
     s = LabelStore(path)
     meta = s.meta()
-    assert meta["schema_version"] == SCHEMA_VERSION == "2"
-    assert meta["migrated"].startswith("1->2 at ")
+    assert meta["schema_version"] == SCHEMA_VERSION == "3"
+    assert meta["migrated"].startswith("1->2 2->3 at ")
     assert meta["classes"] == '["a", "b"]'
     after = sqlite3.connect(path).execute("SELECT * FROM events ORDER BY seq").fetchall()
-    assert after == before                                      # every event kept, unchanged
+    assert after == [e for e in before if e[4] != "propagated"]   # people's events kept, unchanged
+    prop = s.events(("propagated",))                              # the propagated one, now a version
+    cols = ["seq", "id", "label", "annotator", "source", "confidence", "model_version", "ts"]
+    assert prop[cols].values.tolist() == [[e[0], *e[1:7], e[9]] for e in before if e[4] == "propagated"]
     assert s.current().set_index("id")["label"].to_dict() == {1: "b"}   # review wins, 2 was undone
     assert s.current(("propagated",))["label"].tolist() == ["b"]
     assert s.excluded() == [5]
@@ -64,7 +68,7 @@ def test_a_store_without_a_version_row_is_treated_as_version_1(tmp_path):
     c.commit()
     c.close()
     s = LabelStore(path)
-    assert s.schema_version == "2" and s.meta()["migrated"].startswith("1->2")
+    assert s.schema_version == "3" and s.meta()["migrated"].startswith("1->2")
     assert len(s) == len(before)
 
 
