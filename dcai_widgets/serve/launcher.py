@@ -9,7 +9,10 @@ and, for a lead or the single user, one line per kernel) so operators and tests 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from importlib import util as _importlib_util
+from pathlib import Path
 from typing import Any
 
 from tornado import web
@@ -101,7 +104,11 @@ class GuardedVoila(Voila):
         return settings
 
     def init_handlers(self) -> list:
-        handlers = [(r"/dcai/api/kernels", KernelsHandler)] + list(super().init_handlers())
+        handlers = [(r"/dcai/api/kernels", KernelsHandler)]
+        js = bokehjs_dir()
+        if js is not None:   # BokehJS for the page's head (template "dcai"): same origin, cacheable
+            handlers.append((r"/dcai/static/bokeh/(.*)", web.StaticFileHandler, {"path": str(js)}))
+        handlers += list(super().init_handlers())
         return [(h[0], gated(h[1]), *h[2:]) for h in handlers]
 
     def listen(self) -> None:
@@ -119,8 +126,34 @@ class GuardedVoila(Voila):
             self.log.warning("could not check for revoked links: %s", e)
 
 
+TEMPLATES = Path(__file__).resolve().parents[1] / "notebooks" / "templates"
+
+
+def bokehjs_dir() -> Path | None:
+    """bokeh's own folder of built JavaScript (found without importing bokeh), or None."""
+    spec = _importlib_util.find_spec("bokeh")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "server" / "static" / "js"
+    return path if path.is_dir() else None
+
+
+def use_app_template(voila_argv: list[str]) -> list[str]:
+    """Serve with the package's Voila template "dcai" (no CDN links, BokehJS from this server) unless the
+    command line names a template: its folder joins JUPYTER_PATH, and DCAI_BOKEHJS=page tells the
+    kernels (which inherit the environment) that the page already has BokehJS."""
+    if any(a.startswith(("--template", "--VoilaConfiguration.template")) for a in voila_argv):
+        return voila_argv
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(TEMPLATES) + (os.pathsep + old if old else "")
+    if bokehjs_dir() is not None:
+        os.environ["DCAI_BOKEHJS"] = "page"
+    return list(voila_argv) + ["--template=dcai"]
+
+
 def run(options: ServeOptions, voila_argv: list[str]) -> None:
     """Start the guarded Voila server (blocks until it stops)."""
+    voila_argv = use_app_template(voila_argv)
     GuardedVoila.options = options
     app = GuardedVoila.instance()
     app.initialize(voila_argv)

@@ -6,6 +6,7 @@ import importlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,21 +56,31 @@ class App(W.VBox):
                  extras: W.Widget | None = None, role: str | None = None, team: bool | None = None,
                  overlap: float | int | None = None, guidelines: str | os.PathLike | None = None,
                  prepare: bool = True) -> None:
+        from .first_paint import DeferredQueue, PaintSignal
         from .guidelines import guidelines_widget, load_guidelines
-        from .map_view import load_bokehjs
+        from .threads import kernel_loop
 
-        load_bokehjs()  # while the building cell executes, so lazily built map tabs can render
+        if os.environ.get("DCAI_BOKEHJS") != "page":   # served: the page's template brings BokehJS
+            from .map_view import load_bokehjs
+
+            load_bokehjs()  # while the building cell executes, so lazily built map tabs can render
         self.session = session
         self.annotator = annotator
         self.role = role  # "annotator" | "lead" (a team link's role; the single user is "lead")
+        # the first item is shown before anything the Label tab does not need (first_paint.py): LANCET
+        # (its imports and first fit) and its bokeh view wait for the Explore preparation and the page's
+        # first paint (or the Explore build, or the first label, or LANCET_DELAY_S)
+        self.paint = PaintSignal()
+        self._lancet_go = threading.Event()
+        if kernel_loop() is None:   # a script or test: no page to wait for
+            self._lancet_go.set()
+        self._lancet_slot: W.Box | None = None
         if queue is None:  # LANCET is the default Label queue, with its view beside the panel
-            from ..lancet import Lancet
-            from .lancet_view import LancetView
-
             # the view shows the retrain progress, the Label panel the engine's notes
-            queue = Lancet(session, progress=False, warn=False)
-            if extras is None:
-                extras = LancetView(session, queue, annotator=annotator)  # spot checks carry the annotator
+            queue = DeferredQueue(lambda: _lancet(session), start=self._lancet_go, timeout_s=self.LANCET_DELAY_S)
+            if extras is None:   # spot checks carry the annotator; built once LANCET may start
+                extras = self._lancet_slot = W.VBox([W.HTML('<i class="dcai-lancet-loading">LANCET starts after '
+                                                            "the first item…</i>")])
         from .team import team_label_panel, team_mode
 
         self.team = team_mode(team)  # `team=True`, or env DCAI_TEAM=1 from `dcai-widgets serve`
@@ -126,7 +137,7 @@ class App(W.VBox):
         self.label_help = self._label_key_help()
         if self.label_help is not None:
             top += [self.label_help.button, self.label_help]
-        super().__init__(top + [self.tabs])
+        super().__init__(top + [self.tabs, self.paint])
         self.add_class("dcai-app")
         from .threads import Background
 
@@ -134,9 +145,22 @@ class App(W.VBox):
         self._explore_wanted = False   # the Explore tab was clicked before its preparation finished
         self._explore_clicked = threading.Event()   # set by the Explore click or the first label
         self._map_ready = threading.Event()
+        # set when the cell that builds the App has finished (the kernel's loop runs its next callback):
+        # from then on the kernel waits for the browser, which renders the page on the other core
+        self._cell_done = threading.Event()
+        loop = kernel_loop()
+        if loop is None:
+            self._cell_done.set()
+        else:
+            loop.call_soon(self._cell_done.set)
         session.on("labels", lambda **_: self._explore_clicked.set())   # thread-safe, touches no widget
+        session.on("labels", lambda **_: self._lancet_go.set())
         self._prepare = Background(self._prepare_explore, on_done=self._explore_prepared,
                                    on_error=self._explore_prepared, name="dcai-prepare-explore")
+        self._lancet_view = Background(self._lancet_view_work, on_done=self._lancet_view_done,
+                                       on_error=self._lancet_view_failed, name="dcai-lancet-view")
+        if self._lancet_slot is not None:
+            self._lancet_view.request()
         if prepare:
             self._prepare.request()
 
@@ -155,15 +179,22 @@ class App(W.VBox):
         rows += [(k, names.get(v, v)) for k, v in RESERVED.items()]
         return KeyHelp(rows, title="Label: keyboard shortcuts").attach(kb)
 
-    # after the map, the preparation waits for the first label, the Explore click, or this long, so that
-    # its imports and thumbnails, which hold the GIL much of the time, do not compete with the first render
+    # after the map, the preparation waits until the building cell has finished (or the first label or
+    # the Explore click), at most this long, so that its imports and thumbnails, which hold the GIL much
+    # of the time, do not compete with building the page
     PREPARE_DELAY_S = 10.0
+    # LANCET's imports, first fit and view wait for the Explore preparation or build (or the first label)
+    # at most this long
+    LANCET_DELAY_S = 20.0
 
     def _prepare_explore(self, job: Any) -> None:
         """Background: what the Explore tab needs before its widgets (imports, the map, the index)."""
         xy = self.session.map   # at once: milliseconds from a warm cache; a cold one computes it here,
         self._map_ready.set()   # in compiled code that mostly leaves the GIL to the page's first render
-        self._explore_clicked.wait(self.PREPARE_DELAY_S)
+        idle = self._cell_done
+        t_end = time.monotonic() + self.PREPARE_DELAY_S
+        while not (idle.is_set() or self._explore_clicked.is_set()) and time.monotonic() < t_end:
+            idle.wait(0.05)
         job.check()
         if _has_panel("explore"):
             importlib.import_module("dcai_widgets.widgets.explore")
@@ -176,6 +207,39 @@ class App(W.VBox):
         job.check()
         if self.session.items.kind == "image" and len(xy) <= 20_000:   # MapView's hover thumbnails
             map_view.thumbnail_urls(self.session, range(len(xy)))
+        job.check()
+        importlib.import_module("dcai_widgets.seals")   # Explore's first search (and scikit-learn)
+        self.paint.painted.wait(self.LANCET_DELAY_S)
+        self._lancet_go.set()   # LANCET's turn (or when Explore is built, or at the first label)
+
+    def _lancet_view_work(self, job: Any) -> Any:
+        """Background: wait for LANCET's turn, then import the view and build the engine (no widget)."""
+        self._lancet_go.wait(self.LANCET_DELAY_S)
+        from .lancet_view import LancetView
+
+        job.check()
+        return LancetView, self.label_panel.queue
+
+    def _lancet_view_done(self, result: Any) -> None:
+        """Main thread: put LANCET's view beside the Label panel."""
+        from .first_paint import DeferredQueue
+
+        view_cls, queue = result
+        if not isinstance(queue, DeferredQueue):   # team mode: a SharedQueue around the DeferredQueue
+            queue = getattr(queue, "queue", queue)
+        engine = queue.engine() if isinstance(queue, DeferredQueue) else queue
+        view = view_cls(self.session, engine, annotator=self.annotator or self.label_panel.annotator)
+        self._lancet_slot.children = [view]
+
+    def _lancet_view_failed(self, e: BaseException) -> None:
+        self._lancet_slot.children = [W.HTML(f'<span class="dcai-error">LANCET\'s view could not be built: '
+                                             f"{html.escape(str(e) or repr(e))}</span>")]
+
+    @property
+    def lancet_view(self) -> Any:
+        """LANCET's view beside the Label panel once built (None before, or with another queue)."""
+        kids = self._lancet_slot.children if self._lancet_slot is not None else ()
+        return kids[0] if kids and not isinstance(kids[0], W.HTML) else None
 
     def _explore_prepared(self, _result: Any = None) -> None:
         """Main thread: build Explore now if it was clicked while being prepared (an error shows there)."""
@@ -218,6 +282,8 @@ class App(W.VBox):
             except Exception as e:  # show the reason in the tab instead of a blank page
                 panel = W.HTML(f"<pre>could not build this panel: {html.escape(repr(e))}</pre>")
             self._built[idx] = panel
+        if idx == self._explore_tab:
+            self._lancet_go.set()
         kids = list(self.tabs.children)
         kids[idx] = panel
         self.tabs.children = kids
@@ -252,6 +318,13 @@ class App(W.VBox):
             self._build_tab(idx)
         elif self.team and idx in self._built and callable(getattr(self._built[idx], "refresh", None)):
             self._built[idx].refresh()  # Team/Review: other kernels' labels arrive through the store
+
+
+def _lancet(session: Any) -> Any:
+    """The default Label queue engine (LANCET), built when the App's DeferredQueue first fits."""
+    from ..lancet import Lancet
+
+    return Lancet(session, progress=False, warn=False)
 
 
 def _annotator_from_query(query: str) -> str | None:

@@ -18,17 +18,19 @@ from __future__ import annotations
 import html
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 import numpy as np
 
-from ..seals import Seals
 from .counts import labeled_html
 from .explore_keys import ExploreKeys
 from .item_grid import ItemGrid
 from .style import ICONS, style_widget
 from .threads import Background, Job, on_main_thread
+
+if TYPE_CHECKING:   # SEALS (and scikit-learn with it) is imported on first use: Explore opens without it
+    from ..seals import Seals
 
 __all__ = ["ExplorePanel"]
 
@@ -60,7 +62,7 @@ class ExplorePanel(W.VBox):
         self.mode = "neighbors"            # or "rare"
         self.query_ids: list[int] = []     # the items the current neighbour grid was searched from
         self.seals: Seals | None = None    # fitted rare-concept engine
-        self._searcher = Seals(session, k=self.pool_k)   # similarity search helper (index + embeddings)
+        self._searcher_: Seals | None = None   # similarity search helper (index + embeddings), on first search
         self._lock = threading.Lock()
         self._hunt = {"labels": 0, "found": 0}
         self.target_name: str | None = None
@@ -127,6 +129,16 @@ class ExplorePanel(W.VBox):
         if hasattr(session, "excluded"):
             session.on("exclusions", on_main_thread(self._on_exclusions))
         self._refresh_counters()
+
+    @property
+    def _searcher(self) -> Seals:
+        """SEALS as the similarity search helper, built on the first search (its module imports
+        scikit-learn, ~1 s that the first view of the tab need not wait for)."""
+        if self._searcher_ is None:
+            from ..seals import Seals
+
+            self._searcher_ = Seals(self.session, k=self.pool_k)
+        return self._searcher_
 
     @property
     def keyboard(self):
@@ -298,6 +310,8 @@ class ExplorePanel(W.VBox):
         if target is None or (isinstance(target, str) and not target):
             self._say("choose the target class first", error=True)
             return []
+        from ..seals import Seals
+
         try:
             seals = Seals(self.session, k=self.pool_k, strategy="most_likely_positive", target=target,
                           batch=self.grid.page_size)

@@ -143,3 +143,47 @@ def test_keyboard_lasso_reload_and_sigkill(tmp_path):
         assert len(after) == total + 1
     finally:
         server.kill()
+
+
+def test_the_page_loads_nothing_from_outside_the_server(tmp_path):
+    """Every request of a page load (the Label tab, then Explore's map and LANCET's view, which load
+    later) goes to the server itself: no CDN (Voila's lab template links Font Awesome from jsdelivr),
+    so the app works offline and tells no third party who opens it. Requests elsewhere are refused, as
+    they would be offline, and the map still draws (BokehJS comes from the server)."""
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    server = Server(tmp_path / "labels.db", tmp_path / "serve.log", annotator="offline")
+    origin = urlsplit(server.url)[:2]
+    seen: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("request", lambda r: seen.append(r.url))
+            page.route(lambda url: urlsplit(url)[:2] != origin, lambda route: route.abort())
+            page.goto(server.url, timeout=120_000)
+            page.locator(".dcai-label-panel .dcai-item-id").first.wait_for(timeout=120_000)
+            html = page.content()
+            page.get_by_role("tab", name="Explore").click()
+            page.locator(".dcai-explore canvas").first.wait_for(timeout=120_000)
+            page.locator(".dcai-lancet-summary").first.wait_for(state="attached", timeout=120_000)   # built later
+            browser.close()
+    finally:
+        server.kill()
+
+    def outside(url: str) -> bool:
+        if url.startswith("data:"):
+            return False
+        if url.startswith("blob:"):          # an object URL of this page (anywidget's modules)
+            url = url[len("blob:"):]
+        return urlsplit(url)[:2] != origin
+
+    assert len(seen) > 10 and not [u for u in seen if outside(u)], [u for u in seen if outside(u)]
+    assert any("/dcai/static/bokeh/bokeh.min.js" in u for u in seen)      # BokehJS from the server
+    assert "cdn.jsdelivr.net" not in html and "cdnjs.cloudflare.com" not in html
+    import re
+
+    links = re.findall(r"""<(?:link|script)[^>]*?(?:href|src)=["']([^"']+)""", html)
+    assert links and not [u for u in links if u.startswith("//") or (urlsplit(u).scheme and outside(u))], links

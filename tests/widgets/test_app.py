@@ -155,3 +155,113 @@ def test_a_click_on_explore_while_it_is_prepared_does_not_block_the_kernel(demo)
     gate.set()
     assert app._prepare.wait(120)
     assert isinstance(app.tabs.children[1], ExplorePanel) and app.tabs.children[1].annotator == "kim"
+
+
+_FIRST_ITEM = r"""
+import asyncio, json, os, sys
+os.environ["DCAI_BOKEHJS"] = "page"       # as `dcai-widgets serve` sets it: the page's template has BokehJS
+store = sys.argv[1]
+
+async def main():   # in a running event loop, as in a kernel: the App defers what the page waits for
+    import dcai_widgets as dw
+    from dcai_widgets.widgets.app import App
+
+    s = dw.Session.open("digits", store=store)
+    app = App(s, annotator="t", prepare=False)
+    heavy = ("torch", "sklearn", "umap", "faiss", "bokeh", "jupyter_bokeh", "scipy.sparse.csgraph",
+             "dcai_widgets.lancet", "dcai_widgets.seals", "dcai_widgets.widgets.explore")
+    print(json.dumps({"item": app.label_panel.current, "queue_built": app.label_panel.queue.built,
+                      "lancet_view": app.lancet_view is not None,
+                      "heavy": sorted(m for m in heavy if m in sys.modules)}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_first_item_needs_no_heavy_import(tmp_path):
+    """Building the page's App (in an event loop, as in a served kernel) shows an item without importing
+    torch, scikit-learn, UMAP, FAISS, bokeh or LANCET: those come after the first paint."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _FIRST_ITEM, str(tmp_path / "l.db")], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["item"] is not None and not out["queue_built"] and not out["lancet_view"]
+    assert out["heavy"] == [], out["heavy"]
+
+
+def test_deferred_queue_builds_its_engine_on_the_first_fit_after_the_start_signal():
+    import threading
+
+    from dcai_widgets.widgets.first_paint import DeferredQueue
+
+    class Engine:
+        def __init__(self):
+            self.fits, self.n_labeled_ = 0, 7
+
+        def fit(self):
+            self.fits += 1
+            return self
+
+        def candidates(self, n=None):
+            return [3, 1, 2][:n]
+
+        def suggest(self, i):
+            return ("x", 0.5)
+
+    made = []
+    start = threading.Event()
+    q = DeferredQueue(lambda: made.append(Engine()) or made[-1], start=start)
+    assert q.candidates() == [] and q.suggest(1) is None and not q.built and not made
+    assert getattr(q, "n_labeled_", None) is None          # the panels' optional reads before a fit
+    t = threading.Thread(target=q.fit)
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not made                       # waits for the start signal
+    start.set()
+    t.join(10)
+    assert len(made) == 1 and made[0].fits == 1 and q.built
+    assert q.candidates() == [3, 1, 2] and q.candidates(2) == [3, 1] and q.suggest(0) == ("x", 0.5)
+    assert q.n_labeled_ == 7 and q.fit() is q and len(made) == 1 and made[0].fits == 2
+    with pytest.raises(TypeError, match="factory"):
+        DeferredQueue(None)
+
+
+def test_paint_signal_runs_its_callbacks_once_on_the_page_message():
+    import asyncio
+
+    from dcai_widgets.widgets.first_paint import PaintSignal
+
+    calls = []
+
+    async def in_a_kernel():   # a running loop: the signal waits for the page
+        sig = PaintSignal(timeout_s=60)
+        sig.on_painted(lambda: calls.append("a"))
+        assert not sig.painted.is_set() and calls == []
+        sig._on_msg(sig, {"type": "other"}, [])
+        assert calls == []
+        sig._on_msg(sig, {"type": "painted"}, [])
+        sig._on_msg(sig, {"type": "painted"}, [])
+        sig.on_painted(lambda: calls.append("b"))            # after the paint: at once
+        return sig
+
+    sig = asyncio.run(in_a_kernel())
+    assert sig.painted.is_set() and calls == ["a", "b"]
+    assert PaintSignal().painted.is_set()                   # no event loop (a script): nothing to wait for
+
+
+def test_lancet_and_its_view_arrive_after_the_first_item(demo):
+    """The App's default queue is LANCET behind a DeferredQueue; its view replaces the placeholder."""
+    from dcai_widgets.lancet import Lancet
+    from dcai_widgets.widgets.lancet_view import LancetView
+
+    app = App(demo, annotator="ada", prepare=False)
+    assert app.label_panel.current is not None
+    assert app._lancet_view.wait(120) and isinstance(app.lancet_view, LancetView)
+    assert isinstance(app.lancet_view.lancet, Lancet) and app.lancet_view.lancet is app.label_panel.queue.engine()
+    app.label_panel.press("3")
+    app.label_panel.refit(wait=True)
+    assert app.label_panel.queue.engine().n_labeled_ == 1   # the first fit ran, on the label given
