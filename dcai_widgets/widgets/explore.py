@@ -35,7 +35,8 @@ if TYPE_CHECKING:   # SEALS (and scikit-learn with it) is imported on first use:
 __all__ = ["ExplorePanel"]
 
 COSINE = ("cos", "cosine similarity to the query (1 = same direction); the grid is sorted by it")
-PROBA = ("p", "the model's probability that the item is the target (SEALS); sorted by it")
+PROBA = ("score", "SEALS's ranking score for the target (sorted by it); not calibrated, so not the chance "
+                  "that the item is the target")
 TFIDF = ("tf-idf", "TF-IDF cosine similarity to the typed text; sorted by it")
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..calibration import SHOW_PERCENT_FROM
+
 _TEXT_LIMIT = 2000
 
 
@@ -109,11 +111,14 @@ class ItemCard(W.VBox):
         self.item_id = i
 
     def set_badges(self, human: str | None = None, propagated: str | None = None,
-                   confidence: float | None = None, score: float | None = None,
+                   confidence: float | str | None = None, score: float | None = None,
                    score_name: str | None = None) -> None:
         """Show the item's current human label, its propagated label (with confidence) and a score.
 
-        `score_name` (e.g. "cos" for cosine similarity, "p" for a probability) is printed before the
+        `confidence`: a number (printed with two decimals) or the text to print instead (e.g. "uncertain",
+        `item_grid.shown_confidence`).
+
+        `score_name` (e.g. "cos" for cosine similarity, "score" for a ranking score) is printed before the
         score and explained in the grid's legend, so no number on a card stands alone.
         """
         parts = []
@@ -121,8 +126,12 @@ class ItemCard(W.VBox):
             parts.append(f'<span class="dcai-badge dcai-human" title="labeled by a person">'
                          f"{html.escape(str(human))}</span>")
         if propagated is not None:
-            conf = f" {confidence:.2f}" if confidence is not None else ""
-            parts.append(f'<span class="dcai-badge dcai-prop" title="propagated by the model; confidence">'
+            conf = ("" if confidence is None else f" {html.escape(confidence)}" if isinstance(confidence, str)
+                    else f" {confidence:.2f}")
+            what = (f"fewer than {SHOW_PERCENT_FROM} human labels: the confidence cannot be trusted yet"
+                    if confidence == "uncertain"
+                    else "calibrated confidence")
+            parts.append(f'<span class="dcai-badge dcai-prop" title="propagated by the model; {what}">'
                          f"~{html.escape(str(propagated))}{conf}</span>")
         if score is not None:
             name = f"{html.escape(score_name)} " if score_name else ""

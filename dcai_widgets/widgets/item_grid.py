@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -9,11 +10,31 @@ import ipywidgets as W
 import numpy as np
 import traitlets
 
+from ..calibration import SHOW_PERCENT_FROM, show_confidence
 from .item_card import ItemCard
 from .style import style_widget
 from .threads import on_main_thread
 
 NO_CLASS = "— choose a class —"
+_VERSION = re.compile(r"^[A-Za-z_]+-(\d+)-")   # an engine's model version, "lancet-<human labels>-<k>"
+
+
+def fitted_labels(model_version: Any) -> int | None:
+    """Human labels the model that wrote a propagated label was fit on, from its version name
+    (``lancet-<labels>-<k>``, as LANCET names its fits); None when the name does not say."""
+    m = _VERSION.match(model_version) if isinstance(model_version, str) else None
+    return int(m.group(1)) if m else None
+
+
+def shown_confidence(confidence: Any, model_version: Any) -> str | None:
+    """What a card prints for a propagated label's confidence: the calibrated number (two decimals) once
+    the model was fit on ``SHOW_PERCENT_FROM`` human labels, else "uncertain" (as the Label tab says); a
+    model whose version does not say how many labels it saw counts as fewer. None: no confidence."""
+    if confidence is None or confidence != confidence:
+        return None
+    if show_confidence(float(confidence), fitted_labels(model_version) or 0) == "uncertain":
+        return "uncertain"
+    return f"{float(confidence):.2f}"
 
 
 class ItemGrid(W.VBox):
@@ -146,19 +167,22 @@ class ItemGrid(W.VBox):
         known = set(self.classes)
         humans = {int(i): str(lab) for i, lab in zip(h["id"], h["label"]) if lab in known}
         p = self.session.propagated(ids=chunk)
-        prop = {int(i): (str(lab), c) for i, lab, c in zip(p["id"], p["label"], p["confidence"])}
+        versions = p["model_version"] if "model_version" in p else [None] * len(p)
+        prop = {int(i): (str(lab), shown_confidence(c, v))
+                for i, lab, c, v in zip(p["id"], p["label"], p["confidence"], versions)}
         for k, ((_box, card, _t), i) in enumerate(zip(self._cells, chunk)):
             human = humans.get(int(i))
             pl, pc = prop.get(i, (None, None))
             score = self.scores[self.page * self.page_size + k] if self.scores is not None else None
-            card.set_badges(human=human, propagated=pl,
-                            confidence=None if pc is None or pc != pc else float(pc), score=score,
+            card.set_badges(human=human, propagated=pl, confidence=pc, score=score,
                             score_name=self.score_name[0] if self.score_name and score is not None else None)
 
     def _refresh_legend(self) -> None:
         parts = ['<span class="dcai-badge dcai-human">3</span> labeled by a person',
                  '<span class="dcai-badge dcai-prop">~3 0.87</span> propagated by the model (not yet '
-                 "checked by a person) with its confidence"]
+                 "checked by a person) with its calibrated confidence (the chance it is right; "
+                 f'<span class="dcai-badge dcai-prop">~3 uncertain</span> while the model has fewer than '
+                 f"{SHOW_PERCENT_FROM} human labels)"]
         if self.scores is not None and self.score_name:
             short, meaning = self.score_name
             parts.append(f'<span class="dcai-score">{html.escape(short)} 0.96</span> {html.escape(meaning)}')

@@ -242,3 +242,29 @@ def test_rare_mode_refits_without_items_excluded_elsewhere(demo):
     shown = list(panel.grid.ids[:5])
     demo.exclude(shown, reason="anomaly")
     assert panel.grid.ids and not set(panel.grid.ids) & set(shown)
+
+
+def test_badges_say_uncertain_before_50_labels_and_show_the_calibrated_confidence_after(demo):
+    """Like the Label tab: a propagated label's confidence is shown only for a model fit on 50 human
+    labels or more (its version says how many), "uncertain" before; a model whose version does not say
+    counts as fewer. SEALS's score is not presented as a probability."""
+    from dcai_widgets.widgets.item_grid import fitted_labels, shown_confidence
+
+    panel = ExplorePanel(demo, k=6, map=False, background=False, annotator="ada")
+    ids = panel.search([3])
+    demo.set_propagated(ids[:2], ["5", "6"], [0.97, 0.40], model_version="lancet-20-1")
+    demo.set_propagated(ids[2:4], ["7", "8"], [0.83, 0.61], model_version="lancet-120-2")
+    demo.set_propagated(ids[4:5], ["9"], [0.99])                       # no version: unknown label count
+    panel.search([3])
+    badges = [panel.grid._cells[k][1].badges.value for k in range(5)]
+    assert "~5 uncertain<" in badges[0] and "~6 uncertain<" in badges[1]
+    assert "0.97" not in badges[0] and "0.40" not in badges[1] and "1.00" not in badges[0]
+    assert "~7 0.83<" in badges[2] and "~8 0.61<" in badges[3] and "calibrated confidence" in badges[2]
+    assert "~9 uncertain<" in badges[4] and "0.99" not in badges[4]
+    assert "uncertain" in panel.grid.legend.value and "calibrated" in panel.grid.legend.value
+    assert fitted_labels("lancet-57-3") == 57 and fitted_labels(None) is None and fitted_labels("x") is None
+    assert shown_confidence(0.5, "lancet-49-1") == "uncertain" and shown_confidence(0.5, "lancet-50-1") == "0.50"
+    assert shown_confidence(float("nan"), "lancet-50-1") is None
+    from dcai_widgets.widgets.explore import PROBA
+
+    assert PROBA[0] != "p" and "not calibrated" in PROBA[1]

@@ -124,7 +124,8 @@ def test_labels_propagated_to_every_item_update_map_and_grid_like_a_fresh_read(d
     demo.label([0, 5], ["3", "4"])
     rng = np.random.default_rng(0)
     labels = [str(c) for c in rng.integers(0, 10, len(demo))]
-    demo.set_propagated(np.arange(len(demo)), labels, rng.uniform(0.2, 1.0, len(demo)))
+    demo.set_propagated(np.arange(len(demo)), labels, rng.uniform(0.2, 1.0, len(demo)),
+                        model_version="lancet-60-1")   # fit on 60 human labels: the grid shows the numbers
     fresh = MapView(demo, grid=False)
     for key in ("color", "alpha", "label"):
         assert list(view.source.data[key]) == list(fresh.source.data[key])
