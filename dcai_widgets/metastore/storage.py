@@ -5,13 +5,19 @@ Layout under the store root::
     meta.json                         model signature, layers, sample shape, dtype
     checkpoints.json                  name -> lr, order, weights file
     ckpt/<checkpoint>/weights.pt      the model weights the factors belong to
-    ckpt/<checkpoint>/<sublayer>/manifest.json   mode, shard list (file, ids, rows, bytes, checksum)
+    ckpt/<checkpoint>/<sublayer>/manifest.jsonl  append-only log: mode record, one record per shard added
+                                                 (file, ids, rows, bytes, checksum), drop records
     ckpt/<checkpoint>/<sublayer>/shard-000000.bin  ids, y, and x+g (factors) or full, raw and 64-byte
                                                    aligned (dtype/shape/offset in the manifest: zero-copy reads)
 
 Every file is written to a temporary name and renamed atomically; a shard counts only once the manifest
 lists it with a matching size and checksum, so a half-written shard (a crash mid-collection) is never read:
-its items are reported missing and the next ``collect`` recollects them. An id listed twice in one
+its items are reported missing and the next ``collect`` recollects them. The manifest is an append-only log
+(one CRC-checked JSON line per record, appended and fsynced after the shard is in place), so it grows
+linearly with the store: the JSON manifest rewritten whole for every shard grew quadratically (issue 18).
+A crash mid-append leaves an unterminated last line, which is dropped at the next open (its shard is then
+unlisted: deleted and recollected); a damaged complete line is an error naming the file. Stores with the
+former ``manifest.json`` are read and converted on open. An id listed twice in one
 sub-layer (stores written before resume skipped per sub-layer) is read once, from its first shard.
 
 Shards are read through read-only memory maps (no copy into process memory: a cold query costs the page
@@ -82,6 +88,44 @@ def read_json(path: Path, default: Any = None, recover: str = "") -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StoreFileError(f"MetaStore file {path} is damaged (truncated or not JSON: {e}); "
                              f"{recover or 'restore it from a backup'}") from None
+
+
+MANIFEST = "manifest.jsonl"
+OLD_MANIFEST = "manifest.json"
+
+
+def _line(rec: dict) -> bytes:
+    """One manifest record: CRC32 (hex) of the JSON, a space, the JSON, a newline."""
+    body = json.dumps(rec, separators=(",", ":")).encode()
+    return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+
+def read_manifest(path: Path, recover: str) -> tuple[dict, int]:
+    """The manifest the log at ``path`` describes, and the length of its valid part (an unterminated last
+    line, a crash mid-append, is not part of it). A damaged complete line raises ``StoreFileError``."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    manifest: dict = {"mode": None, "T": None, "shards": []}
+    for k, line in enumerate(data[:end].split(b"\n")[:-1], start=1):
+        try:
+            crc, body = line.split(b" ", 1)
+            if int(crc, 16) != zlib.crc32(body):
+                raise ValueError("checksum mismatch")
+            rec = json.loads(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StoreFileError(f"MetaStore file {path} is damaged (line {k}: {e}); {recover}") from None
+        if "meta" in rec:
+            manifest.update(rec["meta"])
+        elif "add" in rec:
+            manifest["shards"].append(rec["add"])
+        elif "drop" in rec:
+            gone = set(rec["drop"])
+            manifest["shards"] = [sh for sh in manifest["shards"] if sh["file"] not in gone]
+    return manifest, end
+
+
+def _header(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k != "shards"}
 
 
 def _checksum(kind: str):
@@ -197,11 +241,11 @@ class LayerShards:
         self.cache = cache
         self.dtype = DTYPES[dtype]
         self.shard_bytes = shard_bytes
-        self.manifest_path = self.root / "manifest.json"
-        self.manifest = read_json(self.manifest_path, {"mode": None, "T": None, "shards": []},
-                                  recover=f"delete the folder {self.root} (this sub-layer's factors of this "
-                                          "checkpoint) and run collect() again for the checkpoint: the missing "
-                                          "items are recollected, nothing else is touched")
+        self.manifest_path = self.root / MANIFEST
+        self.manifest = self._load_manifest(f"delete the folder {self.root} (this sub-layer's factors of this "
+                                            "checkpoint) and run collect() again for the checkpoint: the missing "
+                                            "items are recollected, nothing else is touched")
+        self._ix: tuple | None = None
         self._verify_files()
         self._buf: list[dict[str, np.ndarray]] = []
         self._buf_rows = 0
@@ -231,12 +275,60 @@ class LayerShards:
             self.manifest["shards"] = good
             self._save_manifest()
 
+    def _load_manifest(self, recover: str) -> dict:
+        """The manifest log (a torn last line cut off), or the former JSON manifest converted to a log."""
+        old = self.root / OLD_MANIFEST
+        if self.manifest_path.exists():
+            manifest, valid = read_manifest(self.manifest_path, recover)
+            if valid < self.manifest_path.stat().st_size:
+                with open(self.manifest_path, "r+b") as f:   # a crash mid-append: the record never counted
+                    f.truncate(valid)
+                    os.fsync(f.fileno())
+            self._logged = _header(manifest)
+            old.unlink(missing_ok=True)          # a conversion that crashed before removing it
+            return manifest
+        manifest = read_json(old, {"mode": None, "T": None, "shards": []}, recover=recover)
+        self._logged: dict | None = None
+        if old.exists():
+            self.manifest = manifest
+            try:
+                self._save_manifest()
+                old.unlink()
+            except OSError:                      # a folder that cannot be written: read the old one as it is
+                pass
+        return manifest
+
     def _save_manifest(self) -> None:
-        atomic_write(self.manifest_path, json.dumps(self.manifest).encode())
+        """Rewrite the whole log (atomic): for conversions and discards, never per shard."""
+        head = _header(self.manifest)
+        atomic_write(self.manifest_path, _line({"meta": head}) + b"".join(_line({"add": sh})
+                                                                         for sh in self.manifest["shards"]))
+        self._logged = head
+
+    def _append(self, *recs: dict) -> None:
+        """Append records to the log and fsync (the mode record first when it changed)."""
+        head = _header(self.manifest)
+        lines = ([] if head == self._logged else [_line({"meta": head})]) + [_line(r) for r in recs]
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.manifest_path, "ab") as f:
+            _write_all(f, b"".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        self._logged = head
 
     def _build_index(self) -> None:
+        """Forget the id index; it is rebuilt at its next use (not once per shard written: that was
+        quadratic in the shards too)."""
+        self._ix = None
+
+    def _index(self) -> tuple:
+        ix = self._ix
+        if ix is not None:
+            return ix
+        with self._lock:
+            shards = list(self.manifest["shards"])
         ids, shard, row = [], [], []
-        for si, sh in enumerate(self.manifest["shards"]):
+        for si, sh in enumerate(shards):
             a = np.asarray(sh["ids"], dtype=np.int64)
             ids.append(a)
             shard.append(np.full(len(a), si, np.int64))
@@ -247,15 +339,30 @@ class LayerShards:
             sorted_ids = ids_a[order]
             first = np.ones(len(order), bool)      # an id stored twice counts once (its first shard)
             first[1:] = sorted_ids[1:] != sorted_ids[:-1]
-            self.duplicates = int((~first).sum())
             order = order[first]
-            self._ids = sorted_ids[first]
-            self._shard = np.concatenate(shard)[order]
-            self._row = np.concatenate(row)[order]
+            ix = (sorted_ids[first], np.concatenate(shard)[order], np.concatenate(row)[order], int((~first).sum()))
         else:
-            self.duplicates = 0
-            self._ids = np.zeros(0, np.int64)
-            self._shard = self._row = self._ids
+            empty = np.zeros(0, np.int64)
+            ix = (empty, empty, empty, 0)
+        self._ix = ix
+        return ix
+
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._index()[0]
+
+    @property
+    def _shard(self) -> np.ndarray:
+        return self._index()[1]
+
+    @property
+    def _row(self) -> np.ndarray:
+        return self._index()[2]
+
+    @property
+    def duplicates(self) -> int:
+        """Ids stored twice (by stores written before resume skipped per sub-layer); read once."""
+        return self._index()[3]
 
     # -- write --------------------------------------------------------------------------------
     @property
@@ -370,11 +477,11 @@ class LayerShards:
         os.replace(tmp, path)
         ids = np.concatenate([r["ids"] for r in recs])
         ys = np.concatenate([r["y"] for r in recs])
+        entry = {"file": name, "ids": ids.tolist(), "rows": rows, "y": ys.tolist(), "arrays": layout, "bytes": off,
+                 "xxh3": digest}
         with self._lock:
-            self.manifest["shards"].append({"file": name, "ids": ids.tolist(), "rows": rows,
-                                            "y": ys.tolist(), "arrays": layout, "bytes": off,
-                                            "xxh3": digest})
-            self._save_manifest()
+            self._append({"add": entry})
+            self.manifest["shards"].append(entry)
             self._build_index()
 
     def _stream(self, tmp: Path, recs: list[dict[str, np.ndarray]], rows: int, layout: dict) -> tuple[int, int]:
@@ -505,10 +612,10 @@ class LayerShards:
         if not files:
             return
         self.manifest["shards"] = [s for s in self.manifest["shards"] if s["file"] not in files]
+        self._append({"drop": list(files)})          # listed as gone before the files go
         for f in files:
             (self.root / f).unlink(missing_ok=True)
         self._ahead.clear()
-        self._save_manifest()
         self._build_index()
         self.cache.drop(str(self.root))
 

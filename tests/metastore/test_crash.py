@@ -1,7 +1,6 @@
 """Crash safety: SIGKILL of a real collecting process at random points, then resume; damaged JSON files."""
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from dcai_widgets.metastore import MetaStore
-from dcai_widgets.metastore.storage import StoreFileError
+from dcai_widgets.metastore.storage import MANIFEST, StoreFileError, read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +67,7 @@ def _data(n):
 
 
 def _manifest_ids(path: Path, sub: str) -> list[int]:
-    m = json.loads((path / "ckpt" / "c0" / sub / "manifest.json").read_text())
+    m, _ = read_manifest(path / "ckpt" / "c0" / sub / MANIFEST, "")
     return [i for sh in m["shards"] for i in sh["ids"]]
 
 
@@ -85,7 +84,7 @@ def test_sigkill_during_collect_then_resume_never_duplicates_rows(tmp_path):
             proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), n=n, path=str(path))],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             assert proc.stdout.readline().strip() == "ready"
-            first = path / "ckpt" / "c0" / "0" / "manifest.json"
+            first = path / "ckpt" / "c0" / "0" / MANIFEST
             t_end = time.monotonic() + 60
             while not first.exists() and proc.poll() is None and time.monotonic() < t_end:
                 time.sleep(0.005)        # collection began (a shard is listed): kill at a random point after
@@ -139,21 +138,25 @@ def test_an_old_store_with_duplicate_rows_reads_each_id_once(tmp_path):
     np.testing.assert_allclose(fresh.self_influence(), ms.self_influence(np.arange(40)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "meta.json", "checkpoints.json"])
+@pytest.mark.parametrize("name", [MANIFEST, "meta.json", "checkpoints.json"])
 def test_truncated_json_names_the_file_and_how_to_recover(tmp_path, name):
     model, X, y = _data(32)
     ms = MetaStore(model, ["0", "2"], path=tmp_path / "s")
     ms.collect((X, y), nn.CrossEntropyLoss(), "c0", lr=1.0, progress=False)
     ms.close()
-    target = (tmp_path / "s" / "ckpt" / "c0" / "2" / name) if name == "manifest.json" else (tmp_path / "s" / name)
+    target = (tmp_path / "s" / "ckpt" / "c0" / "2" / name) if name == MANIFEST else (tmp_path / "s" / name)
     data = target.read_bytes()
-    target.write_bytes(data[: len(data) // 2])
+    if name == MANIFEST:      # a log: its cut-off last line is a crash mid-append (dropped); a damaged line is not
+        at = data.index(b"\n") + 5
+        target.write_bytes(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:])
+    else:
+        target.write_bytes(data[: len(data) // 2])
     with pytest.raises(StoreFileError) as e:
         MetaStore(model, ["0", "2"], path=tmp_path / "s")
     msg = str(e.value)
     assert str(target) in msg and "delete" in msg
     # following the advice recovers a store that answers the same queries
-    if name == "manifest.json":
+    if name == MANIFEST:
         import shutil
         shutil.rmtree(target.parent)
     else:
