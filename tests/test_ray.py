@@ -104,23 +104,30 @@ def test_memmap_rows_travel_by_path(tmp_path):
 
 
 def test_embedding_on_ray_equals_in_process(ray_ex, tmp_path):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(3000, 32)).astype(np.float32)
-    model = _mlp(32, 16)
-    want = CallableEncoder(model, batch_size=128).encode(VectorItems(X))
-    # the encoder API: same call, executor given
-    got = CallableEncoder(model, batch_size=128, executor=ray_ex).encode(VectorItems(X))
-    assert_rel_close(got, want)
-    # rows in a memory-mapped file, several tasks, written into a memory-mapped output
-    path = tmp_path / "rows.npy"
-    M = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=X.shape)
+    """Rows in a memory-mapped file (sent by path), several chunks on two actors holding the model (the
+    encoder's own executor= routing is checked with a recording executor below)."""
+    X = np.random.default_rng(0).normal(size=(3000, 32)).astype(np.float32)
+    M = np.lib.format.open_memmap(tmp_path / "rows.npy", mode="w+", dtype=np.float32, shape=X.shape)
     M[:] = X
     M.flush()
-    out = np.lib.format.open_memmap(tmp_path / "emb.npy", mode="w+", dtype=np.float32, shape=want.shape)
-    got2 = embed_rows(model, np.load(path, mmap_mode="r"), executor=ray_ex, batch_size=128, out=out,
-                      chunk_rows=700)
-    assert got2 is out
-    assert_rel_close(np.asarray(got2), want)
+    rows = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    model = _mlp(32, 16)
+    want = CallableEncoder(model, batch_size=128).encode(VectorItems(X))
+    enc = CallableEncoder(model, batch_size=128, executor=ray_ex)
+    got = encode_items(enc, VectorItems(rows), executor=ray_ex, chunk_rows=700)   # 5 chunks of 640 rows
+    assert_rel_close(got, want)
+
+
+def test_embed_rows_fills_a_memmapped_out(tmp_path):
+    X = np.random.default_rng(6).normal(size=(500, 8)).astype(np.float32)
+    model = _mlp(8, 4)
+    out = np.lib.format.open_memmap(tmp_path / "emb.npy", mode="w+", dtype=np.float32, shape=(500, 4))
+    ex = _Recording()
+    got = embed_rows(model, X, executor=ex, batch_size=64, out=out, chunk_rows=128)
+    assert got is out and ex.calls == ["_EncodeWorker"]
+    np.testing.assert_array_equal(np.asarray(got), CallableEncoder(model, batch_size=64).encode(VectorItems(X)))
+    with pytest.raises(ValueError, match="out has shape"):
+        embed_rows(model, X, executor=ex, batch_size=64, out=np.empty((500, 3), np.float32))
 
 
 def test_knn_graph_and_table_on_ray_equal_in_process(ray_ex):
@@ -195,3 +202,4 @@ def test_session_executor_routes_embedding_and_knn(tmp_path):
     np.testing.assert_array_equal(s.knn_table(5), ref.knn_table(5))
     assert ex.calls == ["_EncodeWorker", "_SearchWorker"]
     assert ref.encoder.executor is None and s.encoder.executor is ex
+

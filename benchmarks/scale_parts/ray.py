@@ -101,6 +101,36 @@ def _metastore(X: np.ndarray, ex) -> dict:
             "meta_self_influence_max_rel_diff": rel, "meta_equal": ids_ok and rel <= 1e-6}
 
 
+def _start(ex) -> float:
+    """Start the local cluster at this process's normal priority, then give the Ray processes our nice level.
+
+    Run under ``nice -n 10`` (as RESULTS.md runs are), a Ray 2.60 node on this busy box failed to start
+    three times in a row: its raylet aborts when its Python agents take over 15 s to start. So the node is
+    started at priority 0 (root may lower its niceness), and once it is up every process it started is
+    reniced to ours, so the workers (forked by the raylet later) compute at the same priority as the
+    in-process baseline."""
+    import psutil
+
+    # Ray starts its workers 15 nice levels below the raylet by default; here they must run at the
+    # baseline's level (the raylet's, once reniced), or the comparison is skewed against Ray
+    os.environ["RAY_worker_niceness"] = "0"
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except PermissionError:   # not root: start at our own priority
+        pass
+    try:
+        _, t = _timed(ex.n_workers)
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, mine)
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.nice(mine)
+            except psutil.Error:
+                pass
+    return t
+
+
 def run(args) -> dict:
     from dcai_widgets.distributed import RayExecutor
 
@@ -108,7 +138,7 @@ def run(args) -> dict:
     X, _ = clustered(n, 128, work=args.work)
     load0 = os.getloadavg()[0]
     ex = RayExecutor(workers=2, init={"num_cpus": 2, "object_store_memory": 300 * 2**20})
-    _, t_start = _timed(ex.n_workers)
+    t_start = _start(ex)
     try:
         fig = {"ray_cluster_start_s": round(t_start, 2)}
         fig.update(_embedding(X, ex))

@@ -7,9 +7,9 @@ collection -- run in this process (default) or on Ray, with the same API and the
 
 Ray is imported only when a Ray executor is used (``pip install 'ray[data]'``).
 """
-from .embed import embed_rows, encode_items
+from .embed import RangeFeed, embed_rows, encode_items
 from .executor import Executor, LocalExecutor, RayExecutor, Shared, get_executor, is_local
 from .rows import MappedRows
 
-__all__ = ["Executor", "LocalExecutor", "MappedRows", "RayExecutor", "Shared", "embed_rows", "encode_items",
+__all__ = ["Executor", "LocalExecutor", "MappedRows", "RangeFeed", "RayExecutor", "Shared", "embed_rows", "encode_items",
            "get_executor", "is_local"]

@@ -15,7 +15,7 @@ from ..data.items import ItemSet, VectorItems
 from .executor import get_executor
 from .rows import shareable
 
-__all__ = ["embed_rows", "encode_items"]
+__all__ = ["RangeFeed", "embed_rows", "encode_items"]
 
 CHUNK_ROWS = 65_536   # rows per task: ~32 MB of 128-d float32 output, a few seconds of work per task
 
@@ -74,6 +74,42 @@ def encode_items(encoder: Any, items: ItemSet, executor: Any = None, out: Any = 
     if out is None:
         raise ValueError("there are no items to encode")
     return out
+
+
+class RangeFeed:
+    """``encode_batch(lo, hi)`` for the chunked memory-mapped writer (``embed.memmap.write_embeddings``),
+    served by an Executor: at its first call it hands every chunk from ``lo`` on to the workers, then
+    returns each chunk when the writer asks for it (in order), keeping early arrivals until then.
+
+    The workers encode each chunk as ``CallableEncoder.encode_range`` does (batches from the chunk start),
+    so the file holds what the in-process writer would write; ``chunk`` must be the writer's chunk.
+    """
+
+    def __init__(self, encoder: Any, items: ItemSet, executor: Any = None, chunk: int = CHUNK_ROWS):
+        self.encoder, self.items, self.chunk = encoder, items, int(chunk)
+        self.ex = get_executor(executor)
+        self._results = None
+        self._early: dict[int, np.ndarray] = {}
+
+    def __call__(self, lo: int, hi: int) -> np.ndarray:
+        lo, hi = int(lo), int(hi)
+        if self._results is None:
+            n = len(self.items)
+            tasks = [(a, min(a + self.chunk, n)) for a in range(lo, n, self.chunk)]
+            self._results = self.ex.map(_EncodeWorker, (self.encoder, self.ex.share(_wire_items(self.items))),
+                                        tasks)
+        while lo not in self._early:
+            try:
+                _, (a, emb) = next(self._results)
+            except StopIteration:
+                raise ValueError(f"rows {lo}..{hi - 1} were not among the chunks handed to the workers; "
+                                 f"ask for chunks of {self.chunk} rows in order") from None
+            self._early[a] = emb
+        emb = self._early.pop(lo)
+        if len(emb) != hi - lo:
+            raise ValueError(f"the workers encoded {len(emb)} rows from {lo} but {hi - lo} were asked; "
+                             f"use chunk={self.chunk}")
+        return emb
 
 
 def embed_rows(fn: Callable[[Any], Any], rows: Any, executor: Any = None, batch_size: int = 256,

@@ -105,6 +105,33 @@ class _ActorWorker:
         return {"i": np.asarray(batch["i"]), "out": np.array(out, dtype=object)}
 
 
+def _children() -> set[int]:
+    """Process ids of this process's descendants (psutil comes with Ray)."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _stop(pids: set[int]) -> None:
+    """Terminate these processes (ours: started by a failed ``ray.init``), then kill what is left."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            p.terminate()
+            procs.append(p)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
 def _limit_threads(threads: int) -> None:
     """Give each actor only its CPU share of BLAS/OpenMP threads, so actors do not oversubscribe cores."""
     try:
@@ -158,15 +185,18 @@ class RayExecutor:
             kw.update(self.init)
             address = self.address or os.environ.get("RAY_ADDRESS")
             for attempt in range(self.start_attempts if address is None else 1):
+                before = _children()
                 try:
                     ray.init(address=address, **kw)
                     break
                 except Exception as e:
                     # a local node whose Python agents start slowly (a busy machine, a cold page cache)
                     # aborts after a fixed wait; the next attempt finds the imports cached
+                    ray.shutdown()
+                    if address is None:
+                        _stop(_children() - before)   # the failed node's processes (its GCS outlives it)
                     if attempt + 1 >= self.start_attempts or "timed out during startup" not in str(e):
                         raise
-                    ray.shutdown()
             self._started = address is None
             import ray.data
 
