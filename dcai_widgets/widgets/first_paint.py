@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anywidget
-import traitlets
 
 from .threads import kernel_loop, on_main_thread
 

@@ -12,6 +12,10 @@ confidence is the queue's calibrated one, shown as a percentage only from
 `calibration.SHOW_PERCENT_FROM` human labels ("uncertain" before). A label the store could not save
 stays on screen with a red error line; a busy or unreachable store is retried in the background
 ("saving…") and nothing else is labeled meanwhile.
+
+The panel's parts: `label_view.LabelView` (its widgets, the item and suggestion shown, the counters),
+`label_order.ItemOrder` (which item comes next; the background refit), `label_keys` (the keys),
+`label_saving` (saving with retries); this module holds the state and the actions.
 """
 from __future__ import annotations
 
@@ -19,39 +23,19 @@ import html
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
 import numpy as np
 
-from ..calibration import show_confidence
-from .counts import LABELED_MEANS, labeled_html
-from .item_card import ItemCard, png_cache
-from .keyboard import KeyboardShortcuts, KeyHelp
+from .item_card import png_cache
+from .label_keys import RESERVED, class_keys
+from .label_order import ItemOrder
 from .label_saving import SaveRetry, error_html, undone_text
-from .style import style_widget
+from .label_view import LabelView
 from .threads import Background, Job, on_main_thread
 
-RESERVED = {"a": "accept", "x": "reject", "s": "skip", " ": "skip", "Backspace": "undo",
-            "ArrowLeft": "prev", "ArrowRight": "next"}
-_KEY_HELP = [("a", "accept the suggested class"), ("x", "reject the suggestion"), ("s", "skip"),
-             (" ", "skip"), ("Backspace", "undo your latest label batch (any panel)"),
-             ("ArrowLeft", "previous item"), ("ArrowRight", "next item")]
-_LETTERS = [c for c in "bcdefghijklmnopqrtuvwyz"]
-
-
-def class_keys(classes: Sequence[str]) -> list[str]:
-    """One shortcut key per class: the names themselves if all are distinct single characters not
-    reserved for commands (e.g. digits '0'-'9'), else '1'-'9' then letters (at most 32 classes)."""
-    names = [str(c) for c in classes]
-    if (all(len(c) == 1 for c in names) and len(set(names)) == len(names)
-            and not any(c in RESERVED or c.upper() in RESERVED for c in names)):
-        return names
-    pool = [str(d) for d in range(1, 10)] + _LETTERS
-    if len(names) > len(pool):
-        return pool + [""] * (len(names) - len(pool))  # the rest get buttons only
-    return pool[: len(names)]
+__all__ = ["RESERVED", "LabelPanel", "class_keys"]
 
 
 def _validate_queue(queue: Any) -> None:
@@ -61,7 +45,8 @@ def _validate_queue(queue: Any) -> None:
                             f"{type(queue).__name__} has no callable {name}()")
 
 
-class LabelPanel(W.VBox):
+
+class LabelPanel(LabelView, ItemOrder, W.VBox):
     """One item at a time, one button per class, keyboard first; see the module docstring for keys.
 
     `session`: the shared Session. `queue`: ordering of items (default: UncertaintyQueue).
@@ -143,169 +128,6 @@ class LabelPanel(W.VBox):
         self._refresh_annotators()
         self._advance_new()
 
-    # -- layout --------------------------------------------------------------------------------
-    def _build(self, extras: W.Widget | None, card_size: int) -> None:
-        self.card = ItemCard(self.session, size=card_size)
-        self.suggestion = W.HTML()
-        self.buttons: list[W.Button] = []
-        for key, cls in zip(self.shortcuts, self.classes):
-            b = W.Button(description=(cls if key == cls else f"{key} · {cls}") if key else cls, tooltip=f"label as {cls}",
-                         layout=W.Layout(width="auto", min_width="64px"))
-            b.on_click(lambda _b, c=cls: self.label_current(c))
-            self.buttons.append(b)
-        self.class_box = W.Box(self.buttons, layout=W.Layout(flex_flow="row wrap", max_width="720px"))
-        self.skip_button = W.Button(description="▶▶ skip (space)")
-        self.undo_button = W.Button(description="↶ undo (⌫)")
-        self.prev_button = W.Button(description="← prev", layout=W.Layout(width="auto"))
-        self.next_button = W.Button(description="next →", layout=W.Layout(width="auto"))
-        self.accept_button = W.Button(description="a · accept", button_style="success", disabled=True)
-        self.reject_button = W.Button(description="x · reject", button_style="danger", disabled=True)
-        self.skip_button.on_click(lambda _b: self.skip())
-        self.undo_button.on_click(lambda _b: self.undo())
-        self.prev_button.on_click(lambda _b: self.prev())
-        self.next_button.on_click(lambda _b: self.next())
-        self.accept_button.on_click(lambda _b: self.accept())
-        self.reject_button.on_click(lambda _b: self.reject())
-        controls = W.HBox([self.accept_button, self.reject_button, self.skip_button, self.undo_button,
-                           self.prev_button, self.next_button], layout=W.Layout(flex_flow="row wrap"))
-        self.progress = W.IntProgress(min=0, max=len(self.session), description="labeled",
-                                      layout=W.Layout(width="420px"))
-        self.progress_text = W.HTML()
-        self.counts = W.HTML()
-        self.status = W.HTML()
-        self.error = W.HTML()      # red line: a label the store could not save ("saving…" while retried)
-        self.error.add_class("dcai-label-error")
-        self.keyboard = KeyboardShortcuts(keys=[k for k in self.shortcuts if k] + list(RESERVED))
-        self.keyboard.on_key(self.handle_key)
-        self.help = KeyHelp([(k, f"label as {c}") for k, c in zip(self.shortcuts, self.classes) if k] + _KEY_HELP,
-                            title="Label: keyboard shortcuts").attach(self.keyboard)
-        left = W.VBox([self.card, self.suggestion, self.error, self.class_box, controls,
-                       W.HBox([self.progress, self.progress_text]), self.counts, self.status,
-                       W.HBox([self.keyboard, self.help.button]), self.help])
-        main = [left] + ([extras] if extras is not None else [])
-        self.extras = extras
-        super().__init__([style_widget(), W.HTML(f"<b>Label</b> · annotator <code>"
-                                                 f"{html.escape(self.annotator)}</code>"),
-                          W.HBox(main, layout=W.Layout(grid_gap="16px"))])
-        self.add_class("dcai-label-panel")
-        self.add_class("dcai-keyboard-scope")  # clicking the panel gives it the keyboard
-
-    # -- state helpers -------------------------------------------------------------------------
-    def _load_mine(self) -> dict[int, str]:
-        """Items this annotator currently labels (their own latest live human label), from the store."""
-        store = getattr(self.session, "store", None)
-        if store is None or not hasattr(store, "events"):
-            return {}
-        ev = store.events(("human", "review"))
-        ev = ev[ev["annotator"] == self.annotator]
-        return {int(i): str(lab) for i, lab in zip(ev["id"], ev["label"])}
-
-    @property
-    def current(self) -> int | None:
-        """The item id shown now (None when everything is labeled)."""
-        return self._history[self._pos] if 0 <= self._pos < len(self._history) else None
-
-    def _todo(self, i: int) -> bool:
-        """Still to label: unlabeled by anyone, or (with overlap=True) not yet by this annotator."""
-        if i in self._excluded:
-            return False
-        return i not in self._mine if self.overlap else self._vec[i] < 0
-
-    def _is_open(self, i: int) -> bool:
-        return self._todo(i) and i not in self._skipped and i not in self._seen
-
-    def _next_open(self, pop: bool) -> int | None:
-        with self._lock:
-            while self._pending:
-                i = self._pending[0]
-                if self._is_open(i):
-                    if pop:
-                        self._pending.popleft()
-                    return i
-                self._pending.popleft()
-        if not pop:
-            return None
-        # the queue's list ran dry before its refit finished: ask for a refit, and meanwhile take
-        # unlabeled items in a fixed random order (never call the queue in the keystroke path)
-        if self._fallback is None:
-            rng = np.random.default_rng(0)
-            self._fallback = deque(int(i) for i in rng.permutation(len(self._vec)))
-        self.refit()
-        while self._fallback:
-            i = self._fallback.popleft()
-            if self._is_open(i):
-                return i
-        unlabeled = [int(i) for i in range(len(self._vec)) if self._todo(i)]
-        rest = [i for i in unlabeled if i not in self._seen]
-        rest = rest or [i for i in unlabeled if i in self._skipped]  # skipped items come back last
-        if rest:
-            self._skipped.discard(rest[0])
-            return rest[0]
-        return None
-
-    def _upcoming(self, n: int) -> list[int]:
-        with self._lock:
-            out = []
-            for i in self._pending:
-                if len(out) >= n:
-                    break
-                if self._is_open(i):
-                    out.append(i)
-            return out
-
-    # -- showing -------------------------------------------------------------------------------
-    def on_show(self, callback) -> None:
-        """Call `callback(item_id_or_None)` after each item is shown (e.g. to highlight it on the map)."""
-        if not callable(callback):
-            raise TypeError("on_show needs a callable taking an item id")
-        self._show_callbacks.append(callback)
-
-    def _show(self) -> None:
-        self._show_item()
-        for cb in list(self._show_callbacks):
-            cb(self.current)
-
-    def _show_item(self) -> None:
-        i = self.current
-        if i is None:
-            self.card.shown_count += 1
-            self.card.caption.value = (f'<span class="dcai-item-id" data-item="-1" '
-                                       f'data-seq="{self.card.shown_count}">all items labeled</span>')
-            self._set_suggestion(None)
-            self.suggestion.value = "<b>Nothing left to label.</b> Export with <code>session.export(path)</code>."
-            return
-        mine = self._mine.get(i)
-        lab = self.classes[self._vec[i]] if self._vec[i] >= 0 else None
-        where = f"{self._pos + 1} of {len(self._history)} seen"
-        self.card.show(i, note=where)
-        self.card.set_badges(human=lab)
-        sug = None
-        if lab is None and i not in self._rejected and hasattr(self.queue, "suggest"):
-            try:
-                sug = self.queue.suggest(i)
-            except Exception:  # a queue mid-refit may not predict yet; no suggestion then
-                sug = None
-        self._set_suggestion(sug)
-        if mine is not None:
-            self.suggestion.value = f"you labeled this <b>{html.escape(mine)}</b>; press a key to change it"
-
-    def _set_suggestion(self, sug: tuple[str, float] | None) -> None:
-        old = self._suggestion
-        self._suggestion = sug
-        if old is not None and (sug is None or old[0] != sug[0]):
-            self.buttons[self.classes.index(old[0])].button_style = ""
-        if sug is not None:
-            self.buttons[self.classes.index(sug[0])].button_style = "warning"
-            shown = show_confidence(sug[1], self._fit_labels or 0)
-            why = ("calibrated probability that the suggestion is right" if shown != "uncertain" else
-                   "fewer than 50 human labels: the model's confidence cannot be trusted yet")
-            self.suggestion.value = (f'suggested: <b>{html.escape(sug[0])}</b> (<span class="dcai-sug-conf" '
-                                     f'title="{why}">{shown}</span>) — <kbd>a</kbd> accept, <kbd>x</kbd> reject')
-        else:
-            self.suggestion.value = ""
-        self.accept_button.disabled = sug is None
-        self.reject_button.disabled = sug is None
-
     def _advance_new(self) -> None:
         i = self._next_open(pop=True)
         if i is not None:
@@ -324,6 +146,7 @@ class LabelPanel(W.VBox):
             self._show()
         else:
             self._advance_new()
+
 
     # -- actions -------------------------------------------------------------------------------
     def label_current(self, label: str | int) -> None:
@@ -439,69 +262,6 @@ class LabelPanel(W.VBox):
     def press(self, key: str) -> None:
         """Simulate a keypress (as the browser would send it)."""
         self.keyboard.press(key)
-
-    # -- background refit ----------------------------------------------------------------------
-    def refit(self, wait: bool = False) -> None:
-        """Refit the queue on the current labels in the background (at once with ``background=False``);
-        asked while a refit runs, it runs once more afterwards on the labels stored by then."""
-        self._since_refit = 0
-        if not self._refitter.running:
-            self.status.value = "refitting queue…"
-        self._refitter.request()
-        if wait:
-            self._refitter.wait()
-
-    def _refit_work(self, job: Job) -> dict:
-        """The refit (worker thread): fit, new candidates, and what this fit used, read from the fit itself
-        (the queue's ``n_labeled_`` and ``classes_seen_``; else the store just before fitting)."""
-        before = int((np.asarray(self.session.label_vector()) >= 0).sum())
-        t0 = time.perf_counter()
-        self.queue.fit()
-        job.check()
-        cands = self.queue.candidates()
-        with self._lock:
-            self._pending = deque(cands)
-        n = getattr(self.queue, "n_labeled_", None)
-        seen = getattr(self.queue, "classes_seen_", None)
-        return {"labels": int(n) if isinstance(n, (int, np.integer)) else before,
-                "classes": None if seen is None else len(seen), "seconds": time.perf_counter() - t0,
-                "notes": [str(w) for w in getattr(self.queue, "warnings_", None) or []]}
-
-    def _refit_done_now(self, fit: dict) -> None:
-        self._refits += 1
-        self._fit_labels = fit["labels"]
-        cls = "" if fit["classes"] is None else f" of {fit['classes']} of {len(self.classes)} classes"
-        notes = "".join(f" · <i>{html.escape(w)}</i>" for w in fit["notes"])
-        self.status.value = (f'<span class="dcai-refit" data-labels="{fit["labels"]}">queue refit #{self._refits} '
-                             f"on {fit['labels']} labels{cls} in {fit['seconds']:.2f} s</span>{notes}")
-        self._refresh_annotators()
-        if self.current is not None and self._suggestion is not None:
-            self._show_item()   # the suggestion's confidence may now be shown as a percentage
-
-    def _refit_failed(self, e: BaseException) -> None:  # keep labeling with the old order; say why
-        self.status.value = f'<span style="color:#b00020">queue refit failed: {html.escape(str(e) or repr(e))}</span>'
-
-    # -- counters and events -------------------------------------------------------------------
-    def _refresh_counts(self) -> None:
-        v = self._vec
-        n = int((v >= 0).sum())
-        self.progress.value = n
-        self.progress.tooltip = LABELED_MEANS
-        self.progress_text.value = (f'<span class="dcai-progress" data-labeled="{n}">{labeled_html(n, len(v))}</span>'
-                                    f' · <span title="items whose current label is yours">you: {len(self._mine)}</span>')
-        bc = np.bincount(v[v >= 0], minlength=len(self.classes))
-        self.counts.value = ('<div class="dcai-counts" title="per class: items labeled by people (human, review '
-                             'or import label), by anyone">' + " · ".join(
-                                 f"{html.escape(c)}: {int(k)}" for c, k in zip(self.classes, bc)) + "</div>")
-
-    def _refresh_annotators(self) -> None:
-        store = getattr(self.session, "store", None)
-        if store is None or not hasattr(store, "progress"):
-            return
-        prog = store.progress()
-        if len(prog):
-            self.status.value += " · per annotator: " + ", ".join(
-                f"{html.escape(str(a))} {int(k)}" for a, k in zip(prog["annotator"], prog["items"]))
 
     def _on_exclusions(self, ids=None, excluded: bool = True, **_: Any) -> None:
         """Items were excluded (the Clean or Inspect tab) or brought back: excluded items are not asked;

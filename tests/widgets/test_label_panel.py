@@ -303,3 +303,30 @@ def test_question_mark_shows_the_keys(demo):
     assert p.help.visible and "Backspace" in p.help.table.value and "label as 7" in p.help.table.value
     p.press("Escape")
     assert not p.help.visible and p.current == 1
+
+
+def test_label_panel_modules_stay_small_and_keep_the_names_team_mode_uses():
+    """label_panel.py was one 524-line class; its parts live in label_view / label_order / label_keys,
+    each under ~400 lines, and TeamLabelPanel's overrides and calls still resolve on LabelPanel."""
+    import inspect
+    from pathlib import Path
+
+    import dcai_widgets.widgets.label_panel as lp
+    from dcai_widgets.widgets.label_keys import RESERVED, class_keys
+    from dcai_widgets.widgets.team import TeamLabelPanel
+
+    here = Path(lp.__file__).parent
+    sizes = {f: len((here / f).read_text().splitlines()) for f in
+             ("label_panel.py", "label_view.py", "label_order.py", "label_keys.py")}
+    assert max(sizes.values()) <= 400, sizes
+    assert lp.RESERVED is RESERVED and lp.class_keys is class_keys          # old import paths still work
+    for name in ("_write", "label_current", "refit", "_next_open", "_upcoming", "skip", "undo", "_saved",
+                 "_show", "_refresh_counts", "_load_mine", "current", "handle_key", "press"):
+        assert hasattr(lp.LabelPanel, name), name
+    overridden = [n for n, f in vars(TeamLabelPanel).items()
+                  if inspect.isfunction(f) and hasattr(lp.LabelPanel, n) and n != "__init__"]
+    assert {"_write", "label_current", "refit", "_next_open", "skip", "undo"} <= set(overridden)
+    for n in overridden:   # same parameters as the method it overrides
+        base = inspect.signature(getattr(lp.LabelPanel, n))
+        assert list(inspect.signature(getattr(TeamLabelPanel, n)).parameters)[:len(base.parameters)] == \
+            list(base.parameters), n

@@ -1,0 +1,147 @@
+"""What the Label panel shows: its widgets, the item with its suggestion, the counters (`LabelView`).
+
+A mixin of `LabelPanel` (label_panel.py), which holds the state these methods read: the shown item
+(`current`), the label vector `_vec`, this annotator's labels `_mine`, the queue and its last fit.
+"""
+from __future__ import annotations
+
+import html
+
+import ipywidgets as W
+import numpy as np
+
+from ..calibration import show_confidence
+from .counts import LABELED_MEANS, labeled_html
+from .item_card import ItemCard
+from .keyboard import KeyboardShortcuts, KeyHelp
+from .label_keys import _KEY_HELP, RESERVED
+from .style import style_widget
+
+
+class LabelView:
+    """Layout, item display and counters of the Label panel (mixed into `LabelPanel`)."""
+
+    # -- layout --------------------------------------------------------------------------------
+    def _build(self, extras: W.Widget | None, card_size: int) -> None:
+        self.card = ItemCard(self.session, size=card_size)
+        self.suggestion = W.HTML()
+        self.buttons: list[W.Button] = []
+        for key, cls in zip(self.shortcuts, self.classes):
+            b = W.Button(description=(cls if key == cls else f"{key} · {cls}") if key else cls, tooltip=f"label as {cls}",
+                         layout=W.Layout(width="auto", min_width="64px"))
+            b.on_click(lambda _b, c=cls: self.label_current(c))
+            self.buttons.append(b)
+        self.class_box = W.Box(self.buttons, layout=W.Layout(flex_flow="row wrap", max_width="720px"))
+        self.skip_button = W.Button(description="▶▶ skip (space)")
+        self.undo_button = W.Button(description="↶ undo (⌫)")
+        self.prev_button = W.Button(description="← prev", layout=W.Layout(width="auto"))
+        self.next_button = W.Button(description="next →", layout=W.Layout(width="auto"))
+        self.accept_button = W.Button(description="a · accept", button_style="success", disabled=True)
+        self.reject_button = W.Button(description="x · reject", button_style="danger", disabled=True)
+        self.skip_button.on_click(lambda _b: self.skip())
+        self.undo_button.on_click(lambda _b: self.undo())
+        self.prev_button.on_click(lambda _b: self.prev())
+        self.next_button.on_click(lambda _b: self.next())
+        self.accept_button.on_click(lambda _b: self.accept())
+        self.reject_button.on_click(lambda _b: self.reject())
+        controls = W.HBox([self.accept_button, self.reject_button, self.skip_button, self.undo_button,
+                           self.prev_button, self.next_button], layout=W.Layout(flex_flow="row wrap"))
+        self.progress = W.IntProgress(min=0, max=len(self.session), description="labeled",
+                                      layout=W.Layout(width="420px"))
+        self.progress_text = W.HTML()
+        self.counts = W.HTML()
+        self.status = W.HTML()
+        self.error = W.HTML()      # red line: a label the store could not save ("saving…" while retried)
+        self.error.add_class("dcai-label-error")
+        self.keyboard = KeyboardShortcuts(keys=[k for k in self.shortcuts if k] + list(RESERVED))
+        self.keyboard.on_key(self.handle_key)
+        self.help = KeyHelp([(k, f"label as {c}") for k, c in zip(self.shortcuts, self.classes) if k] + _KEY_HELP,
+                            title="Label: keyboard shortcuts").attach(self.keyboard)
+        left = W.VBox([self.card, self.suggestion, self.error, self.class_box, controls,
+                       W.HBox([self.progress, self.progress_text]), self.counts, self.status,
+                       W.HBox([self.keyboard, self.help.button]), self.help])
+        main = [left] + ([extras] if extras is not None else [])
+        self.extras = extras
+        super().__init__([style_widget(), W.HTML(f"<b>Label</b> · annotator <code>"
+                                                 f"{html.escape(self.annotator)}</code>"),
+                          W.HBox(main, layout=W.Layout(grid_gap="16px"))])
+        self.add_class("dcai-label-panel")
+        self.add_class("dcai-keyboard-scope")  # clicking the panel gives it the keyboard
+
+
+    # -- showing -------------------------------------------------------------------------------
+    def on_show(self, callback) -> None:
+        """Call `callback(item_id_or_None)` after each item is shown (e.g. to highlight it on the map)."""
+        if not callable(callback):
+            raise TypeError("on_show needs a callable taking an item id")
+        self._show_callbacks.append(callback)
+
+    def _show(self) -> None:
+        self._show_item()
+        for cb in list(self._show_callbacks):
+            cb(self.current)
+
+    def _show_item(self) -> None:
+        i = self.current
+        if i is None:
+            self.card.shown_count += 1
+            self.card.caption.value = (f'<span class="dcai-item-id" data-item="-1" '
+                                       f'data-seq="{self.card.shown_count}">all items labeled</span>')
+            self._set_suggestion(None)
+            self.suggestion.value = "<b>Nothing left to label.</b> Export with <code>session.export(path)</code>."
+            return
+        mine = self._mine.get(i)
+        lab = self.classes[self._vec[i]] if self._vec[i] >= 0 else None
+        where = f"{self._pos + 1} of {len(self._history)} seen"
+        self.card.show(i, note=where)
+        self.card.set_badges(human=lab)
+        sug = None
+        if lab is None and i not in self._rejected and hasattr(self.queue, "suggest"):
+            try:
+                sug = self.queue.suggest(i)
+            except Exception:  # a queue mid-refit may not predict yet; no suggestion then
+                sug = None
+        self._set_suggestion(sug)
+        if mine is not None:
+            self.suggestion.value = f"you labeled this <b>{html.escape(mine)}</b>; press a key to change it"
+
+    def _set_suggestion(self, sug: tuple[str, float] | None) -> None:
+        old = self._suggestion
+        self._suggestion = sug
+        if old is not None and (sug is None or old[0] != sug[0]):
+            self.buttons[self.classes.index(old[0])].button_style = ""
+        if sug is not None:
+            self.buttons[self.classes.index(sug[0])].button_style = "warning"
+            shown = show_confidence(sug[1], self._fit_labels or 0)
+            why = ("calibrated probability that the suggestion is right" if shown != "uncertain" else
+                   "fewer than 50 human labels: the model's confidence cannot be trusted yet")
+            self.suggestion.value = (f'suggested: <b>{html.escape(sug[0])}</b> (<span class="dcai-sug-conf" '
+                                     f'title="{why}">{shown}</span>) — <kbd>a</kbd> accept, <kbd>x</kbd> reject')
+        else:
+            self.suggestion.value = ""
+        self.accept_button.disabled = sug is None
+        self.reject_button.disabled = sug is None
+
+
+    # -- counters and events -------------------------------------------------------------------
+    def _refresh_counts(self) -> None:
+        v = self._vec
+        n = int((v >= 0).sum())
+        self.progress.value = n
+        self.progress.tooltip = LABELED_MEANS
+        self.progress_text.value = (f'<span class="dcai-progress" data-labeled="{n}">{labeled_html(n, len(v))}</span>'
+                                    f' · <span title="items whose current label is yours">you: {len(self._mine)}</span>')
+        bc = np.bincount(v[v >= 0], minlength=len(self.classes))
+        self.counts.value = ('<div class="dcai-counts" title="per class: items labeled by people (human, review '
+                             'or import label), by anyone">' + " · ".join(
+                                 f"{html.escape(c)}: {int(k)}" for c, k in zip(self.classes, bc)) + "</div>")
+
+    def _refresh_annotators(self) -> None:
+        store = getattr(self.session, "store", None)
+        if store is None or not hasattr(store, "progress"):
+            return
+        prog = store.progress()
+        if len(prog):
+            self.status.value += " · per annotator: " + ", ".join(
+                f"{html.escape(str(a))} {int(k)}" for a, k in zip(prog["annotator"], prog["items"]))
+
