@@ -79,7 +79,7 @@ class InspectPanel(W.VBox):
         self.epochs = int(epochs)
         self.auto_retrain = bool(auto_retrain)
         self.calibrate = bool(calibrate)
-        self._model_name = model or OWN     # read by the background work (never the widget from a thread)
+        self._chosen_model = model or OWN     # read by the background work (never the widget from a thread)
         self.classes = [str(c) for c in session.classes]
         self.im: InspectModel | None = None
         self.current: int | None = None
@@ -99,8 +99,8 @@ class InspectPanel(W.VBox):
                                      description="train on", layout=W.Layout(width="420px"))
         self.model_pick = W.Dropdown(options=self._model_options(), description="model",
                                      layout=W.Layout(width="420px"))
-        self.model_pick.value = self._model_name
-        self.train_pick.disabled = bool(self._model_name)
+        self.model_pick.value = self._chosen_model
+        self.train_pick.disabled = bool(self._chosen_model)
         self.training_info = W.HTML()
         self.layer_pick = W.Dropdown(options=[("all layers", ALL)], value=ALL, description="layer",
                                      layout=W.Layout(width="240px"))
@@ -180,8 +180,8 @@ class InspectPanel(W.VBox):
         self._runs += 1
         path = None if self.path is None else f"{self.path}/run-{self._runs}"
         self._set_progress(0.0)
-        if self._model_name:
-            im = inspect_model_from(self.session, self._model_name, path=path)
+        if self._chosen_model:
+            im = inspect_model_from(self.session, self._chosen_model, path=path)
         else:
             im = build_inspect_model(self.session, path=path, epochs=self.epochs,
                                      excluded=self.session.excluded() if hasattr(self.session, "excluded") else (),
@@ -250,20 +250,20 @@ class InspectPanel(W.VBox):
         self._filling = True
         try:
             self.model_pick.options = self._model_options()
-            self.model_pick.value = self._model_name if self._model_name in dict(
+            self.model_pick.value = self._chosen_model if self._chosen_model in dict(
                 (v, d) for d, v in self.model_pick.options) else OWN
         finally:
             self._filling = False
-        if name and name == self._model_name and self._started:
+        if name and name == self._chosen_model and self._started:
             self.retrain()
 
     def _on_model_pick(self, change: dict) -> None:
-        if self._filling or change["new"] == self._model_name:
+        if self._filling or change["new"] == self._chosen_model:
             return
-        self._model_name = change["new"] or OWN
-        self.train_pick.disabled = bool(self._model_name)
+        self._chosen_model = change["new"] or OWN
+        self.train_pick.disabled = bool(self._chosen_model)
         self._show_training_set()
-        self.retrain()
+        self._restart()
 
     def close(self) -> None:
         """Stop listening, cancel background work, and remove the factor store of the model shown."""
@@ -281,12 +281,12 @@ class InspectPanel(W.VBox):
 
     # -- training set ---------------------------------------------------------------------------------
     def _training_text(self) -> str:
-        if self._model_name:
-            t = session_models(self.session).get(self._model_name)
+        if self._chosen_model:
+            t = session_models(self.session).get(self._chosen_model)
             if t is None:
-                return f"session.models[{self._model_name!r}] (not there any more)"
+                return f"session.models[{self._chosen_model!r}] (not there any more)"
             d = t.data_.counts
-            return (f"session.models[{self._model_name!r}]: {len(t.train_ids_)} training + {len(t.val_ids_)} holdout "
+            return (f"session.models[{self._chosen_model!r}]: {len(t.train_ids_)} training + {len(t.val_ids_)} holdout "
                     f"items ({d.get('labels', 0)} labels" + (f", {d['propagated']} propagated" if d.get("propagated")
                                                              else "") + ")")
         try:
@@ -298,7 +298,7 @@ class InspectPanel(W.VBox):
         now = self._training_text()
         shown = self.im.training.describe() if self.im is not None and self.im.training is not None else None
         trained = (f"; the model shown was trained on {html.escape(shown)}"
-                   if shown and shown != now and not self._model_name else "")
+                   if shown and shown != now and not self._chosen_model else "")
         if self.pending:
             trained += f"; {self.pending} of your review labels since then: retrain (r) to apply them"
         self.training_info.value = (f'<div class="dcai-inspect-training">train on: <b>{html.escape(now)}</b>'
@@ -307,7 +307,12 @@ class InspectPanel(W.VBox):
     def _on_train_pick(self, change: dict) -> None:
         self._train_on = change["new"]
         self._show_training_set()
-        self.retrain()
+        self._restart()
+
+    def _restart(self) -> None:
+        """A new choice supersedes the run in progress (cancelled at its next check), then runs."""
+        self._job.cancel()
+        self.start()
 
     def _on_labels(self, ids=None, labels=None, source=None, annotator=None, **_kw) -> None:
         """Session event (any thread): retrain when labels the model trains on changed (coalesced by
@@ -316,7 +321,7 @@ class InspectPanel(W.VBox):
         used = TRAIN_SETS[self._train_on][0]
         if source not in used and source != "undo":
             return
-        if self._model_name:     # a Train-tab model changes when it is retrained there ("model" event)
+        if self._chosen_model:     # a Train-tab model changes when it is retrained there ("model" event)
             self._show_training_set_main()
             return
         if self._own_write:
@@ -352,10 +357,13 @@ class InspectPanel(W.VBox):
             mark = "✗ " if wrong[j] else ""
             opts.append((f"{mark}#{i}  {self.classes[truth[j]]} → {self.classes[pred[j]]} ({shown[j]})", i))
         self.items_list.options = opts
-        self.status.value = (f"{len(im.train_ids)} training items, {len(im.val_ids)} validation items held out "
-                             f"({int(wrong.sum())} misclassified), {len(ms.checkpoints)} checkpoints, layers "
-                             f"{', '.join(ms.layers)}; {ms.storage_report()['bytes'].sum() / 2**20:.1f} MiB of factors; "
-                             + self._confidence_note(im))
+        who = f"session.models[{im.source!r}]" if im.source else "Inspect's own model"
+        text = (f"{who}: {len(im.train_ids)} training items, {len(im.val_ids)} validation items held out "
+                f"({int(wrong.sum())} misclassified), {len(ms.checkpoints)} checkpoints, layers "
+                f"{', '.join(ms.layers)}; {ms.storage_report()['bytes'].sum() / 2**20:.1f} MiB of factors; "
+                + self._confidence_note(im))
+        self.status.value = (f'<span class="dcai-inspect-ready" data-model="{html.escape(im.source or OWN)}">'
+                             f"{html.escape(text)}</span>")
         if opts:
             self.items_list.value = opts[0][1]      # triggers show_item
         self.refresh_suspects()
