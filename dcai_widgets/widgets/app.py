@@ -16,6 +16,7 @@ import ipywidgets as W
 
 from .label_panel import LabelPanel
 from .style import style_widget
+from .threads import Background, kernel_loop
 
 _NAME = re.compile(r"^[\w.@+-][\w .@+-]{0,63}$")
 
@@ -45,9 +46,11 @@ class App(W.VBox):
 
     Explore shows the SEALS `ExplorePanel` when it exists, else the MapView with its selection grid;
     Inspect appears only when the MetaStore `InspectPanel` exists. Explore and Inspect are built on
-    first view (their modules are not even imported before), so the Label tab is ready at once; after the
-    page is built a `Background` job prepares Explore (its imports and the map) so the first click finds
-    it ready. Each tab's keyboard shortcuts are active only while that tab is shown; "?" lists them.
+    first view (their modules are not even imported before), so the Label tab is ready at once; once the
+    building cell has finished a `Background` job prepares Explore (the map, its imports, the hover
+    thumbnails) so the first click finds it ready. The default Label queue, LANCET, and its view beside
+    the panel come after that and after the page's first paint (`first_paint.py`): the first item is
+    shown from a fixed random order without torch, scikit-learn, FAISS or bokeh. Each tab's keyboard shortcuts are active only while that tab is shown; "?" lists them.
     Every panel that labels gets the page's annotator. `guidelines`: markdown text (or a Path to a file;
     default: the file named by env DCAI_GUIDELINES) shown collapsible above the tabs, rendered safely.
     """
@@ -58,7 +61,6 @@ class App(W.VBox):
                  prepare: bool = True) -> None:
         from .first_paint import DeferredQueue, PaintSignal
         from .guidelines import guidelines_widget, load_guidelines
-        from .threads import kernel_loop
 
         if os.environ.get("DCAI_BOKEHJS") != "page":   # served: the page's template brings BokehJS
             from .map_view import load_bokehjs
@@ -139,8 +141,6 @@ class App(W.VBox):
             top += [self.label_help.button, self.label_help]
         super().__init__(top + [self.tabs, self.paint])
         self.add_class("dcai-app")
-        from .threads import Background
-
         self._build_lock = threading.Lock()
         self._explore_wanted = False   # the Explore tab was clicked before its preparation finished
         self._explore_clicked = threading.Event()   # set by the Explore click or the first label
@@ -207,8 +207,6 @@ class App(W.VBox):
         job.check()
         if self.session.items.kind == "image" and len(xy) <= 20_000:   # MapView's hover thumbnails
             map_view.thumbnail_urls(self.session, range(len(xy)))
-        job.check()
-        importlib.import_module("dcai_widgets.seals")   # Explore's first search (and scikit-learn)
         self.paint.painted.wait(self.LANCET_DELAY_S)
         self._lancet_go.set()   # LANCET's turn (or when Explore is built, or at the first label)
 
@@ -284,6 +282,9 @@ class App(W.VBox):
             self._built[idx] = panel
         if idx == self._explore_tab:
             self._lancet_go.set()
+            # SEALS (and scikit-learn) for Explore's first search, imported now that the tab is drawn
+            Background(lambda _job: importlib.import_module("dcai_widgets.seals"), name="dcai-import-seals",
+                       background=kernel_loop() is not None).request()
         kids = list(self.tabs.children)
         kids[idx] = panel
         self.tabs.children = kids
