@@ -95,21 +95,18 @@ class TeamFit:
                         return self._fit(fit_here, top)
                 finally:
                     self.store.release_lease(self.name, self.member)
-            else:   # another page is fitting now: take its fit when it lands (this is a background thread)
-                st = self._await_other(st)
-        return self._adopt(st)
+            elif st is None:   # the team's first fit is under way elsewhere: wait for it (background thread)
+                st = self._await_first()
+        return self._adopt(st)   # otherwise the latest published fit; the next check takes the one under way
 
-    def _await_other(self, st: dict | None, poll_s: float = 0.05) -> dict | None:
-        """Wait for the fit under way elsewhere: at most twice the last fit's time plus a second, or,
-        before any fit was published, while the other page holds the lease (at most a minute)."""
-        end = time.monotonic() + (1.0 + 2.0 * float(st.get("fit_s", 0.0)) if st else 60.0)
-        version = (st or {}).get("version")
+    def _await_first(self, poll_s: float = 0.2, max_s: float = 60.0) -> dict | None:
+        """Wait while another page makes the team's first fit (at most ``max_s``, or until its lease
+        lapses: a page that died mid-fit)."""
+        end = time.monotonic() + max_s
         while time.monotonic() < end:
             time.sleep(poll_s)
             new = self.store.published(self.name)
-            if new is not None and new.get("version") != version:
-                return new
-            if self.store.lease_holder(self.name) is None:   # it gave up or died: nothing new to take
+            if new is not None or self.store.lease_holder(self.name) is None:
                 return new
         return self.store.published(self.name)
 

@@ -148,7 +148,7 @@ def test_fits_are_throttled_by_their_cpu_share(target):
     assert st["next_fit_at"] - st["fitted_at"] == pytest.approx(st["fit_cpu_s"] * 999, rel=1e-6)
 
 
-def test_a_page_waits_for_the_fit_under_way_elsewhere(target):
+def test_a_page_waits_for_the_first_fit_under_way_elsewhere(target):
     s1, s2 = session(target), session(target)
     label_some(s1, range(10), "ada")
     b = page(s2, "bo")
@@ -167,6 +167,14 @@ def test_a_page_waits_for_the_fit_under_way_elsewhere(target):
     t.join()
     assert b.queue.fits == 0 and b.team_.adopted_ == 1 and b.order_
     assert 0.3 < time.monotonic() - t0 < 10
+    # later fits are not waited for: while one is under way, a page takes the latest published one
+    label_some(s2, [40, 41, 42, 43, 44], "bo")
+    assert s1.store.try_lease("queue-fit", "ada#elsewhere", 30)
+    version = b.team_.state_["version"]
+    t0 = time.monotonic()
+    b.fit()
+    assert b.queue.fits == 0 and not b.changed_ and b.team_.state_["version"] == version
+    assert time.monotonic() - t0 < 5
 
 
 def test_a_dead_fitters_lease_does_not_stop_the_team_for_long(target):
