@@ -18,7 +18,8 @@ issue 14's work), served and run the same way from a `git archive` of it (PYTHON
 naive panel that on each key commits the label and then rebuilds the whole widget tree.
 
 usage: python benchmarks/app_latency.py [--labels 50] [--warmup 5] [--baseline-rev REV]
-Last line: JSON with first_item_s, first_explore_s (warm), p95_ms, map_cold_digits_s, baselines, ratios.
+Last line: JSON with first_item_s, first_explore_s (warm), p95_ms, map_cold_digits_s, baselines, ratios,
+and the 1-minute load average at the start and the end of the run (the box is shared).
 """
 from __future__ import annotations
 
@@ -219,6 +220,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--baseline-rev", default="a3ab74e", help="source revision of the baseline app and maps")
     a = ap.parse_args()
+    load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="dcai-bench-"))
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(NAIVE_NOTEBOOK)]
@@ -273,6 +275,7 @@ def main() -> None:
         "speedup_p95_vs_rebuild": round(q(naive, 95) / q(app, 95), 2),
         "commit_only_p50_ms": round(q(commit, 50), 2), "commit_only_p95_ms": round(q(commit, 95), 2),
         "goals": {"first_item_s": 4, "first_explore_s": 3, "p95_ms": 150, "map_cold_digits_s": 5},
+        "load_avg_1m": [round(load_start, 1), round(os.getloadavg()[0], 1)],   # at start and end of the run
     }
     res["meets_goals"] = {k: res[k] < g for k, g in res["goals"].items()}
     print(f"app (prefetch, in-place update): p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms over {len(app)} labels")

@@ -155,8 +155,11 @@ class App(W.VBox):
             loop.call_soon(self._cell_done.set)
         session.on("labels", lambda **_: self._explore_clicked.set())   # thread-safe, touches no widget
         session.on("labels", lambda **_: self._lancet_go.set())
+        # at normal priority: an Explore click right after the first item waits for the module locks this
+        # job holds while importing, and a lowered thread on a busy box held them for seconds (10.4 s
+        # first Explore at load ~36); it starts only once the page's cell has run, so it does not slow that
         self._prepare = Background(self._prepare_explore, on_done=self._explore_prepared,
-                                   on_error=self._explore_prepared, name="dcai-prepare-explore")
+                                   on_error=self._explore_prepared, name="dcai-prepare-explore", nice=0)
         self._lancet_view = Background(self._lancet_view_work, on_done=self._lancet_view_done,
                                        on_error=self._lancet_view_failed, name="dcai-lancet-view")
         if self._lancet_slot is not None:
