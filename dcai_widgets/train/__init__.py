@@ -9,8 +9,9 @@ from .samplers import ClassSampler, FixedSampler, LossSampler, UniformSampler
 from .autosampling import AutoSampling
 from .curves import accuracy_vs_labels
 from .svp import SelectionViaProxy, kcenter_greedy, select_labeled, selection_scores, spearman
+from .proxy import ProxyClassifier, proxy_estimator
 from .trainer import Trainer
 
-__all__ = ["Trainer", "SelectionViaProxy", "AutoSampling", "selection_scores", "kcenter_greedy", "spearman",
+__all__ = ["Trainer", "ProxyClassifier", "proxy_estimator", "SelectionViaProxy", "AutoSampling", "selection_scores", "kcenter_greedy", "spearman",
            "accuracy_vs_labels", "select_labeled", "Sampler", "UniformSampler", "ClassSampler", "LossSampler", "FixedSampler",
            "LabeledData", "labeled_data", "model_inputs", "make_model", "fit_loop", "predict_logits"]

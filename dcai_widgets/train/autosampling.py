@@ -1,15 +1,30 @@
 """AutoSampling (Sun, Li, Qiao, Zhang, Wang, Ouyang & Liu, "AutoSampling: Search for Effective Data
 Sampling Schedules", ICML 2021).
 
-A sampling schedule is the per-item sampling distribution for each training segment. The search runs
-``workers`` copies of the model in short cycles: each worker trains one cycle on batches drawn from its
-own perturbed distribution; after the cycle the worker with the best validation accuracy wins and every
-worker continues from its weights and optimizer state (multi-exploitation). Every ``explore_every``
-cycles the base distribution is re-estimated from the winning schedules (the multinomial maximum-likelihood
-estimate: how often each item was drawn in them, mixed with uniform so no item starves) and the workers'
-distributions are perturbed around it (exploration; worker 0 keeps the estimate itself). The final model
-has taken exactly ``cycles * steps_per_cycle`` gradient steps, like a baseline run at equal steps; the
-search costs about ``workers`` such runs. No widget imports.
+A sampling schedule is the sampling distribution for each training segment. The search runs ``workers``
+copies of the model in short cycles: each worker trains one cycle on batches drawn from its own perturbed
+distribution; after the cycle the worker with the best validation accuracy wins and every worker
+continues from its weights and optimizer state (multi-exploitation). Every ``explore_every`` cycles the
+base distribution is re-estimated from the winning schedules and the workers' distributions are perturbed
+around it (exploration; worker 0 keeps the estimate itself). Two search spaces:
+
+- ``space="items"`` (the paper's): a free per-item distribution; the estimate is the multinomial
+  maximum-likelihood one (how often each item was drawn in the winning schedules, mixed with uniform so
+  no item starves) and workers perturb it per item (lognormal, ``sigma``). With a few thousand items and
+  one pass of draws per cycle most items are drawn at most once by a winner, so the estimate is mostly
+  noise (benchmarks/RESULTS.md: below uniform on MNIST and CIFAR10_0).
+- ``space="loss"`` (default): the distribution family p_i ∝ (loss_i + eps)^alpha mixed with uniform
+  (``mix``), one exponent per worker: alpha = 0 is uniform sampling, alpha = 1 loss-proportional
+  importance sampling (Katharopoulos & Fleuret, ICML 2018), larger alphas focus harder. The estimate from
+  the winning schedules is the mean of their exponents; workers perturb it (normal, ``sigma``, clipped
+  to [0, ``alpha_max``]). The search is over how hard to focus in each segment, a few numbers the
+  validation set can tell apart, instead of thousands it cannot. After the exploitation step every worker
+  holds the same weights, so the per-item losses are computed once per cycle.
+
+``search_cycles`` (None: all): after that many cycles the winner trains alone with the last estimate
+for the remaining cycles, so the search costs about ``workers * search_cycles / cycles +
+(cycles - search_cycles) / cycles`` runs instead of ``workers``. The final model has taken exactly
+``cycles * steps_per_cycle`` gradient steps, like a baseline run at equal steps. No widget imports.
 """
 from __future__ import annotations
 
@@ -26,28 +41,36 @@ from torch import nn
 
 from .loop import batch_loss, predict_logits, torch_threads
 
-__all__ = ["AutoSampling"]
+__all__ = ["AutoSampling", "SPACES"]
+
+SPACES = ("loss", "items")
 
 
 @dataclass
 class _Worker:
     model: nn.Module
     opt: torch.optim.Optimizer
-    p: np.ndarray
+    p: np.ndarray | None = None       # items space: the per-item distribution
+    alpha: float = 0.0                # loss space: the exponent
 
 
 @dataclass
 class AutoSampling:
     """The schedule search; ``fit(X, y, val)`` sets ``model_`` (the final winner), ``p_`` (the last base
-    distribution), ``history_`` (cycle, winner, val_acc per worker) and ``seconds_``."""
+    distribution over the training items), ``alpha_`` (loss space: the last estimated exponent),
+    ``history_`` (cycle, winner, val_acc per worker, alpha per worker) and ``seconds_``."""
 
     make_model: Callable[[], nn.Module]
     workers: int = 3
     cycles: int = 10
     steps_per_cycle: int = 50
     explore_every: int = 2
-    sigma: float = 1.0
+    space: str = "loss"
+    sigma: float | None = None        # None: 0.5 (loss space) / 1.0 (items space)
     mix: float = 0.5
+    alpha_max: float = 3.0
+    search_cycles: int | None = None
+    eps: float = 1e-3
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 64
@@ -58,13 +81,33 @@ class AutoSampling:
         for name in ("workers", "cycles", "steps_per_cycle", "explore_every", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        if self.space not in SPACES:
+            raise ValueError(f"space={self.space!r}: use one of {SPACES}")
         if not 0.0 <= self.mix <= 1.0:
             raise ValueError(f"mix={self.mix!r} must be within [0, 1]")
+        if self.search_cycles is not None and not 1 <= int(self.search_cycles) <= int(self.cycles):
+            raise ValueError(f"search_cycles={self.search_cycles!r} must be within 1..cycles ({self.cycles}) or None")
 
-    def _perturb(self, base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        p = base * np.exp(self.sigma * rng.standard_normal(len(base)))
-        return p / p.sum()
+    @property
+    def _sigma(self) -> float:
+        return float(self.sigma) if self.sigma is not None else (0.5 if self.space == "loss" else 1.0)
 
+    # -- schedules -----------------------------------------------------------------------------------
+    def _perturb(self, wk: _Worker, base_p: np.ndarray, base_alpha: float, rng: np.random.Generator) -> None:
+        if self.space == "items":
+            p = base_p * np.exp(self._sigma * rng.standard_normal(len(base_p)))
+            wk.p = p / p.sum()
+        else:
+            wk.alpha = float(np.clip(base_alpha + self._sigma * rng.standard_normal(), 0.0, self.alpha_max))
+
+    def _distribution(self, wk: _Worker, loss: np.ndarray | None) -> np.ndarray:
+        if self.space == "items":
+            return wk.p
+        q = (loss + self.eps) ** wk.alpha
+        q = q / q.sum()
+        return (1 - self.mix) * q + self.mix / len(q)
+
+    # -- fit -----------------------------------------------------------------------------------------
     def fit(self, X: torch.Tensor, y: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor],
             check: Callable[[], None] | None = None) -> AutoSampling:
         self._check()
@@ -76,6 +119,19 @@ class AutoSampling:
         self.seconds_ = time.perf_counter() - t0
         return self
 
+    def _train_cycle(self, wk: _Worker, p: np.ndarray, X, y, w1, g, check) -> np.ndarray:
+        draws = int(self.steps_per_cycle) * int(self.batch_size)
+        idx = torch.multinomial(torch.from_numpy(p), draws, replacement=True, generator=g)
+        wk.model.train()
+        for s in range(int(self.steps_per_cycle)):
+            b = idx[s * self.batch_size:(s + 1) * self.batch_size]
+            wk.opt.zero_grad()
+            batch_loss(wk.model, X[b], y[b], w1[b]).backward()
+            wk.opt.step()
+            if check is not None:
+                check()
+        return idx.numpy()
+
     def _search(self, X, y, val, check) -> None:
         n = len(X)
         rng = np.random.default_rng(self.seed)
@@ -83,51 +139,57 @@ class AutoSampling:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             m0 = self.make_model()
-        base = np.full(n, 1.0 / n)
+        base_p, base_alpha = np.full(n, 1.0 / n), 0.0
         ws = []
         for k in range(int(self.workers)):
             m = copy.deepcopy(m0)
-            ws.append(_Worker(m, torch.optim.Adam(m.parameters(), lr=self.lr, weight_decay=self.weight_decay),
-                              base.copy() if k == 0 else self._perturb(base, rng)))
+            wk = _Worker(m, torch.optim.Adam(m.parameters(), lr=self.lr, weight_decay=self.weight_decay),
+                         base_p.copy(), base_alpha)
+            if k:
+                self._perturb(wk, base_p, base_alpha, rng)
+            ws.append(wk)
         w1 = torch.ones(n)
-        draws = int(self.steps_per_cycle) * int(self.batch_size)
-        won = np.zeros(n)
+        won, won_alpha = np.zeros(n), []
+        search = int(self.search_cycles or self.cycles)
         rows = []
         for c in range(1, int(self.cycles) + 1):
+            active = ws if c <= search else ws[:1]
+            loss = (F.cross_entropy(predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64)
+                    if self.space == "loss" else None)       # every worker holds the winner's weights here
             accs, scheds = [], []
-            for wk in ws:
-                idx = torch.multinomial(torch.from_numpy(wk.p), draws, replacement=True, generator=g)
-                wk.model.train()
-                for s in range(int(self.steps_per_cycle)):
-                    b = idx[s * self.batch_size:(s + 1) * self.batch_size]
-                    wk.opt.zero_grad()
-                    batch_loss(wk.model, X[b], y[b], w1[b]).backward()
-                    wk.opt.step()
-                    if check is not None:
-                        check()
-                logits = predict_logits(wk.model, val[0])
-                accs.append((float((logits.argmax(1) == val[1]).float().mean()),
-                             -float(F.cross_entropy(logits, val[1]))))
-                scheds.append(idx.numpy())
-            best = max(range(len(ws)), key=lambda k: accs[k])
+            for wk in active:
+                scheds.append(self._train_cycle(wk, self._distribution(wk, loss), X, y, w1, g, check))
+                if len(active) > 1:
+                    logits = predict_logits(wk.model, val[0])
+                    accs.append((float((logits.argmax(1) == val[1]).float().mean()),
+                                 -float(F.cross_entropy(logits, val[1]))))
+            if len(active) == 1:
+                rows.append({"cycle": c, "winner": 0, "val_acc": float("nan"), "alpha_0": ws[0].alpha})
+                continue
+            best = max(range(len(active)), key=lambda k: accs[k])
             won += np.bincount(scheds[best], minlength=n)
+            won_alpha.append(ws[best].alpha)
             rows.append({"cycle": c, "winner": best, "val_acc": accs[best][0],
-                         **{f"val_acc_{k}": a[0] for k, a in enumerate(accs)}})
+                         **{f"val_acc_{k}": a[0] for k, a in enumerate(accs)},
+                         **{f"alpha_{k}": wk.alpha for k, wk in enumerate(ws)}})
             state, ostate = ws[best].model.state_dict(), ws[best].opt.state_dict()
             for k, wk in enumerate(ws):           # multi-exploitation: everyone continues from the winner
                 if k != best:
                     wk.model.load_state_dict(state)
                     wk.opt.load_state_dict(copy.deepcopy(ostate))
-            if c % int(self.explore_every) == 0 and c < int(self.cycles):   # exploration
-                mle = won / won.sum()
-                base = (1 - self.mix) * mle + self.mix / n
-                won[:] = 0
+            ws[best].p, ws[0].p = ws[0].p, ws[best].p          # worker 0 holds the winning schedule
+            ws[best].alpha, ws[0].alpha = ws[0].alpha, ws[best].alpha
+            if (c % int(self.explore_every) == 0 or c == search) and c < int(self.cycles):   # exploration
+                base_p = (1 - self.mix) * won / won.sum() + self.mix / n
+                base_alpha = float(np.mean(won_alpha))
+                won[:], won_alpha = 0, []
                 for k, wk in enumerate(ws):
-                    wk.p = base.copy() if k == 0 else self._perturb(base, rng)
-            else:
-                ws[best].p, ws[0].p = ws[0].p, ws[best].p   # worker 0 holds the winning schedule
-        winner = ws[max(range(len(ws)), key=lambda k: accs[k])]
-        self.model_ = winner.model.eval()
-        self.p_ = base
+                    wk.p, wk.alpha = base_p.copy(), base_alpha
+                    if k and c < search:
+                        self._perturb(wk, base_p, base_alpha, rng)
+        self.model_ = ws[0].model.eval()
+        self.p_ = base_p if self.space == "items" else self._distribution(ws[0], F.cross_entropy(
+            predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64))
+        self.alpha_ = base_alpha
         self.history_ = pd.DataFrame(rows)
         self.steps_ = int(self.cycles) * int(self.steps_per_cycle)

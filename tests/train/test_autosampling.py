@@ -45,3 +45,38 @@ def test_arguments_and_missing_validation_are_named():
         AutoSampling(make, workers=0).fit(X, y, (X, y))
     with pytest.raises(ValueError, match="validation"):
         AutoSampling(make).fit(X, y, (X[:0], y[:0]))
+
+
+def test_loss_space_searches_the_focus_exponent_and_items_space_still_runs():
+    X, y = data()
+    Xv, yv = data(90, seed=0)
+    a = AutoSampling(make, workers=3, cycles=6, steps_per_cycle=10, explore_every=2, lr=1e-2, seed=3,
+                     sigma=0.8).fit(X, y, (Xv, yv))
+    alphas = a.history_[[f"alpha_{k}" for k in range(3)]].to_numpy()
+    assert (alphas >= 0).all() and (alphas <= a.alpha_max).all() and len(np.unique(alphas.round(6))) > 1
+    # the estimate after the last exploration is the mean exponent of the winning schedules since the one before
+    winners = [alphas[i, int(w)] for i, w in enumerate(a.history_["winner"])]
+    # (explorations after cycles 2 and 4; the last one averages the winners of cycles 3 and 4)
+    assert a.alpha_ == pytest.approx(np.mean(winners[2:4]))
+    assert (alphas[4] == a.alpha_).sum() >= 1                # worker 0 trains cycle 5 with the estimate itself
+    # p_ is (loss + eps)^alpha mixed with uniform: the highest-loss item is drawn most
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(a.model_(X), y, reduction="none").numpy()
+    if a.alpha_ > 0:
+        assert np.argmax(a.p_) == np.argmax(loss)
+    b = AutoSampling(make, workers=3, cycles=4, steps_per_cycle=10, space="items", lr=1e-2, seed=3).fit(X, y, (Xv, yv))
+    assert b.steps_ == 40 and b.alpha_ == 0.0
+
+
+def test_search_cycles_leave_the_winner_training_alone():
+    X, y = data()
+    Xv, yv = data(90, seed=0)
+    a = AutoSampling(make, workers=3, cycles=6, steps_per_cycle=10, search_cycles=2, lr=1e-2, seed=1).fit(X, y, (Xv, yv))
+    h = a.history_
+    assert len(h) == 6 and a.steps_ == 60
+    assert h["val_acc"].iloc[:2].notna().all() and h["val_acc"].iloc[2:].isna().all()   # no workers to compare
+    assert (h["alpha_0"].iloc[2:] == a.alpha_).all()          # the last estimate, kept for the rest of training
+    with pytest.raises(ValueError, match="search_cycles=7"):
+        AutoSampling(make, cycles=6, search_cycles=7).fit(X, y, (Xv, yv))
+    with pytest.raises(ValueError, match="space='pixels'"):
+        AutoSampling(make, space="pixels").fit(X, y, (Xv, yv))
