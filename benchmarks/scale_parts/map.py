@@ -149,9 +149,18 @@ def make(kind):
             zoom.value = f'<span id="zoom" data-drawn="{{len(v.shown)}}" data-t="{{time.time()}}">zoom</span>'
         v.figure.on_event(RangesUpdate, on_range)
         box.children = [v]
-        probe.value = f'<span id="built" data-kind="{{kind}}" data-build-s="{{built:.3f}}">built</span>'
+        # the densest spot of the map, as fractions of the points' extent: where the lasso and zoom go
+        lo, hi = v.xy.min(0), v.xy.max(0)
+        H = np.histogram2d(v.xy[:, 0], v.xy[:, 1], bins=40, range=[[lo[0], hi[0]], [lo[1], hi[1]]])[0]
+        i, j = np.unravel_index(np.argmax(H), H.shape)
+        probe.value = (f'<span id="built" data-kind="{{kind}}" data-build-s="{{built:.3f}}" '
+                       f'data-fx="{{(i + 0.5) / 40}}" data-fy="{{(j + 0.5) / 40}}">built</span>')
     return go
-buttons = []
+def clear(_):
+    box.children = []
+    probe.value = ""
+buttons = [W.Button(description="clear")]
+buttons[0].add_class("go-clear"); buttons[0].on_click(clear)
 for kind in ("before", "new"):
     b = W.Button(description=kind); b.add_class("go-" + kind); b.on_click(make(kind)); buttons.append(b)
 W.VBox([W.HBox(buttons), probe, zoom, box])
@@ -176,6 +185,30 @@ PAINTED = """() => {
   return false;
 }"""
 
+EXTENT = """() => {
+  const host = document.querySelector('.dcai-map-view');
+  const all = [];
+  (function walk(root) { for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'CANVAS') all.push(el); if (el.shadowRoot) walk(el.shadowRoot); } })(host);
+  let best = null;
+  for (const c of all) {
+    if (c.width < 200 || c.height < 200) continue;
+    let ctx; try { ctx = c.getContext('2d'); } catch (e) { continue; }
+    if (!ctx) continue;
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    let x0 = 1e9, y0 = 1e9, x1 = -1, y1 = -1;
+    for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
+      const i = 4 * (y * c.width + x);
+      if (d[i + 3] > 0 && !(d[i] > 245 && d[i + 1] > 245 && d[i + 2] > 245)) {
+        if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y; } }
+    const r = c.getBoundingClientRect(), sx = r.width / c.width, sy = r.height / c.height;
+    if (x1 > 0 && (!best || (x1 - x0) * (y1 - y0) > best.area))
+      best = {x0: r.left + x0 * sx, x1: r.left + x1 * sx, y0: r.top + y0 * sy, y1: r.top + y1 * sy,
+              area: (x1 - x0) * (y1 - y0)};
+  }
+  return best;
+}"""
+
 WATCH = """() => {
   window.__sel = []; window.__up = null;
   window.addEventListener('pointerup', () => { window.__up = performance.now(); }, true);
@@ -187,6 +220,16 @@ WATCH = """() => {
 }"""
 
 
+def circle(page, x: float, y: float, r: float, steps: int = 32) -> None:
+    """A closed lasso gesture: a circle of radius r pixels around (x, y)."""
+    ang = np.linspace(0, 2 * np.pi, steps + 1)
+    page.mouse.move(x + r, y)
+    page.mouse.down()
+    for a in ang[1:]:
+        page.mouse.move(x + r * np.cos(a), y + r * np.sin(a))
+    page.mouse.up()
+
+
 def browser(n: int, mapfile: Path, work: str, repeats: int, tmp: Path) -> dict:
     """First render and lasso latency of the map view before issue 18 and now, in Voila + Chromium."""
     import nbformat
@@ -194,7 +237,6 @@ def browser(n: int, mapfile: Path, work: str, repeats: int, tmp: Path) -> dict:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from e2e.harness import launch, serve_notebook
-    from e2e.test_served_app import lasso
 
     before = tmp / "map_view_before.py"
     before.write_text(subprocess.run(["git", "show", f"{BEFORE}:dcai_widgets/widgets/map_view.py"], cwd=ROOT,
@@ -218,14 +260,23 @@ def browser(n: int, mapfile: Path, work: str, repeats: int, tmp: Path) -> dict:
             page.evaluate(WATCH)
             for rep in range(repeats):
                 for kind in ("before", "new"):
+                    page.locator(".go-clear").first.click()     # no map left from the last run
+                    page.wait_for_function("() => !document.querySelector('.dcai-map-view') && "
+                                           "!document.getElementById('built')", timeout=120_000)
                     page.evaluate("() => { window.__sel = []; }")
                     t0 = page.evaluate("() => performance.now()")
                     page.locator(f".go-{kind}").first.click()
                     painted = page.wait_for_function(PAINTED, polling="raf", timeout=300_000).json_value()
-                    build_s = float(page.locator("#built").first.get_attribute("data-build-s"))
+                    built = page.locator("#built").first
+                    built.wait_for(timeout=60_000)
+                    build_s = float(built.get_attribute("data-build-s"))
+                    fx, fy = float(built.get_attribute("data-fx")), float(built.get_attribute("data-fy"))
                     time.sleep(1.0)
-                    plot = page.locator(".dcai-map-view .bk-Figure").first
-                    lasso(page, plot.bounding_box(), frac=0.3)
+                    ext = page.evaluate(EXTENT)     # the drawn extent of the points, in page pixels
+                    tx = ext["x0"] + fx * (ext["x1"] - ext["x0"])
+                    ty = ext["y1"] - fy * (ext["y1"] - ext["y0"])
+                    radius = 0.05 * (ext["x1"] - ext["x0"])
+                    circle(page, tx, ty, radius)
                     time.sleep(4.0)    # every message of the gesture has arrived
                     sel = page.evaluate("() => window.__sel")
                     up = page.evaluate("() => window.__up")
@@ -234,8 +285,7 @@ def browser(n: int, mapfile: Path, work: str, repeats: int, tmp: Path) -> dict:
                     run = {"first_render_ms": round(painted - t0, 1), "python_build_ms": round(1000 * build_s, 1),
                            "lasso_ms": round(first_final - up, 1) if sel else None, "selected": final}
                     if kind == "new":
-                        box = plot.bounding_box()
-                        page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
+                        page.mouse.move(tx, ty)
                         for _ in range(6):
                             page.mouse.wheel(0, -240)
                         tw = time.time()
@@ -281,12 +331,13 @@ def python_side(n: int, mapfile: Path, work: str, tmp: Path) -> dict:
     v = MapView(s, grid=False)
     out["view_build_s"] = round(time.perf_counter() - t, 3)
     xy = v.xy
-    cx, cy = np.median(xy, 0)
-    sx, sy = xy.std(0)
+    cx, cy = xy[int(np.random.default_rng(0).integers(len(xy)))]   # around an item: never an empty view
+    sx, sy = xy.std(0) / 20
     t = time.perf_counter()
-    v.show_range(cx - sx / 8, cx + sx / 8, cy - sy / 8, cy + sy / 8)
+    v.show_range(cx - sx, cx + sx, cy - sy, cy + sy)
     out["zoom_redraw_s"] = round(time.perf_counter() - t, 3)
     out["zoom_drawn"], out["zoom_full"] = len(v.shown), not v._image.visible
+    sx, sy = sx * 4, sy * 4    # a lasso around a cluster-sized region
     ang = np.linspace(0, 2 * np.pi, 200, endpoint=False)
     poly = {"type": "poly", "x": (cx + sx * np.cos(ang)).tolist(), "y": (cy + sy * np.sin(ang)).tolist()}
     t = time.perf_counter()

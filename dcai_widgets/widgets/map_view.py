@@ -398,8 +398,11 @@ class MapView(W.VBox):
         self._callbacks.append(callback)
 
     def _set_selection(self, ids: Iterable[int]) -> None:
-        ids = np.unique(np.fromiter((int(i) for i in ids), np.int64) if not isinstance(ids, np.ndarray)
-                        else ids.astype(np.int64)).tolist()   # a 1M-point lasso can hold 100,000s of ids
+        ids = (np.fromiter((int(i) for i in ids), np.int64) if not isinstance(ids, np.ndarray)
+               else ids.astype(np.int64, copy=False))     # a 1M-point lasso can hold 100,000s of ids
+        if len(ids) > 1 and not (np.diff(ids) > 0).all():  # a lasso's ids come sorted and unique already
+            ids = np.unique(ids)
+        ids = ids.tolist()
         self.selected = ids
         self.info.value = (f'<span class="dcai-map-selected" data-count="{len(ids)}">{len(ids)} selected'
                            + (" (over all points)" if self.downsampled else "") + "</span>")
