@@ -15,6 +15,18 @@ as people do. ``mb_per_page``: resident memory of a process that built the full 
 queue) on the same data, after its first fit. Baseline in the same run: one annotator alone with the
 solo Label panel (no claims) on SQLite.
 
+``cpu_ms_per_label_by``: the same split by thread (queue refits and team-fit checks, claims taken ahead,
+the keypress path on the main thread); ``engine_fits`` / ``fits_adopted``: fits of the queue engine made
+in the pages, and fits a page took from another page (one fit per team, dcai_widgets.team.team_fit).
+``load_avg_*``: the machine's 1-minute load average sampled every second during each run.
+
+Before/after in the same run: ``--before DIR`` (and optionally ``--after DIR``) name checkouts whose
+``dcai_widgets`` the annotator processes import (PYTHONPATH); the older one runs the same flat-out and
+paced runs first, reported under ``"before"``. For example::
+
+    mkdir /tmp/team_old && git archive 490d9ae^ dcai_widgets | tar -x -C /tmp/team_old   # the team code before one fit per team
+    nice -n 10 .venv/bin/python benchmarks/team_load.py --before /tmp/team_old
+
 Last line: JSON ``{"sqlite": {...}, "postgresql": {...}, "baseline_solo": {...}}``.
 """
 from __future__ import annotations

@@ -295,9 +295,11 @@ class TeamPanel(W.VBox):
 
     def _compute(self, job) -> Any:
         from ..team import team_report
+        from ..team.team_fit import fit_threads
 
         job.check()
-        return team_report(self.session, low_quality=self.low_quality)
+        with fit_threads(1):   # one BLAS/OpenMP thread: every team page may compute this on a few shared cores
+            return team_report(self.session, low_quality=self.low_quality)
 
     def _failed(self, e: BaseException) -> None:
         self.status.value = f'<span class="dcai-error">could not compute agreement: {html.escape(str(e))}</span>'
