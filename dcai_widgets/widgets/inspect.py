@@ -24,6 +24,7 @@ import torch
 from ..calibration import SHOW_PERCENT_FROM, show_confidence
 from ..metastore.inspect_model import (TRAIN_SETS, InspectModel, build_inspect_model, calibrate, inspect_model_from,
                                        session_models, training_set)
+from .inspect_choice import OWN, ModelChoice
 from .item_card import ItemCard
 from .item_grid import NO_CLASS, ItemGrid
 from .keyboard import KeyboardShortcuts, KeyHelp
@@ -35,7 +36,6 @@ ALL = "__all__"
 INFLUENCE = ("influence", "TracIn influence of that training item on the shown item's prediction "
              "(positive: pushes toward its label, negative: away from it)")
 MOVE_KEYS = {"j": 1, "ArrowDown": 1, "k": -1, "ArrowUp": -1}
-OWN = ""      # the "model" choice for the panel's own small model
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 _MADE: set[str] = set()      # factor-store folders made by panels and not yet removed (removed at exit)
 
@@ -45,7 +45,7 @@ def class_keys(n: int) -> list[str]:
     return [str((i + 1) % 10) for i in range(min(n, 10))]
 
 
-class InspectPanel(W.VBox):
+class InspectPanel(ModelChoice, W.VBox):
     """Influence view over one Session: validation items, proponents/opponents, and a suspects review list.
 
     ``InspectPanel(session)`` trains + collects factors in the background (``background=False`` runs it in
@@ -231,40 +231,6 @@ class InspectPanel(W.VBox):
         ``session.models``: take its current weights again)."""
         self.start()
 
-    @staticmethod
-    def _n_trusted(im: InspectModel) -> int:
-        w = im.training.weight if im.training is not None else np.ones(len(im.y))
-        return int((w[im.train_ids] >= 1.0).sum())
-
-    # -- which model --------------------------------------------------------------------------------
-    def _model_options(self) -> list[tuple[str, str]]:
-        return [("Inspect's own small model", OWN)] + [(f"Train tab: session.models[{k!r}]", k)
-                                                        for k in session_models(self.session)]
-
-    def _on_model(self, name=None, model=None, **_kw) -> None:
-        """Session "model" event (any thread): list the new model; re-inspect the chosen one when it was
-        retrained."""
-        self._models_changed(name)
-
-    def _on_models_main(self, name: str | None) -> None:
-        self._filling = True
-        try:
-            self.model_pick.options = self._model_options()
-            self.model_pick.value = self._chosen_model if self._chosen_model in dict(
-                (v, d) for d, v in self.model_pick.options) else OWN
-        finally:
-            self._filling = False
-        if name and name == self._chosen_model and self._started:
-            self.retrain()
-
-    def _on_model_pick(self, change: dict) -> None:
-        if self._filling or change["new"] == self._chosen_model:
-            return
-        self._chosen_model = change["new"] or OWN
-        self.train_pick.disabled = bool(self._chosen_model)
-        self._show_training_set()
-        self._restart()
-
     def close(self) -> None:
         """Stop listening, cancel background work, and remove the factor store of the model shown."""
         if not hasattr(self, "_job"):      # refused in __init__ (bad arguments): nothing was started
@@ -282,13 +248,7 @@ class InspectPanel(W.VBox):
     # -- training set ---------------------------------------------------------------------------------
     def _training_text(self) -> str:
         if self._chosen_model:
-            t = session_models(self.session).get(self._chosen_model)
-            if t is None:
-                return f"session.models[{self._chosen_model!r}] (not there any more)"
-            d = t.data_.counts
-            return (f"session.models[{self._chosen_model!r}]: {len(t.train_ids_)} training + {len(t.val_ids_)} holdout "
-                    f"items ({d.get('labels', 0)} labels" + (f", {d['propagated']} propagated" if d.get("propagated")
-                                                             else "") + ")")
+            return self._model_text()
         try:
             return training_set(self.session, self._train_on).describe()
         except Exception:  # noqa: BLE001 - a description must never break the panel
@@ -308,11 +268,6 @@ class InspectPanel(W.VBox):
         self._train_on = change["new"]
         self._show_training_set()
         self._restart()
-
-    def _restart(self) -> None:
-        """A new choice supersedes the run in progress (cancelled at its next check), then runs."""
-        self._job.cancel()
-        self.start()
 
     def _on_labels(self, ids=None, labels=None, source=None, annotator=None, **_kw) -> None:
         """Session event (any thread): retrain when labels the model trains on changed (coalesced by
@@ -367,13 +322,6 @@ class InspectPanel(W.VBox):
         if opts:
             self.items_list.value = opts[0][1]      # triggers show_item
         self.refresh_suspects()
-
-    def _confidence_note(self, im: InspectModel) -> str:
-        if im.confidence is not None and im.n_calibration >= SHOW_PERCENT_FROM:
-            return (f"confidence = P(label right), calibrated on out-of-fold predictions of {im.n_calibration} "
-                    "labeled training items")
-        why = "calibration is off" if not self.calibrate else f"fewer than {SHOW_PERCENT_FROM} labels"
-        return f"confidence shown as 'uncertain' ({why})"
 
     def _scope(self) -> dict:
         lay = self.layer_pick.value
