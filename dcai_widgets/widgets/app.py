@@ -133,6 +133,8 @@ class App(W.VBox):
         self.tabs = W.Tab(children=children, titles=titles)
         self.tabs.observe(self._on_tab, names="selected_index")
         self.label_panel.on_show(self._on_item_shown)
+        self._last_key = float("-inf")   # when the Label tab last got a key (deferred UI work waits for a pause)
+        self.label_panel.keyboard.on_key(self._on_label_key)
         text = load_guidelines(guidelines)
         self.guidelines = guidelines_widget(text) if text and text.strip() else None
         top = [style_widget()] + ([self.guidelines] if self.guidelines is not None else [])
@@ -221,8 +223,27 @@ class App(W.VBox):
         job.check()
         return LancetView, self.label_panel.queue
 
+    # main-thread work that is not a response (building LANCET's view: ~0.3 s of bokeh, more on a busy box)
+    # waits until the Label tab has had no key for this long, so it never lands between two keystrokes
+    QUIET_S = 1.5
+
+    def _on_label_key(self, _key: str) -> None:
+        self._last_key = time.monotonic()
+
+    def _when_quiet(self, fn: Callable[[], Any]) -> None:
+        """Run `fn()` on the main thread once no key has reached the Label tab for QUIET_S seconds."""
+        wait = self._last_key + self.QUIET_S - time.monotonic()
+        loop = kernel_loop()
+        if wait <= 0 or loop is None:
+            fn()
+        else:
+            loop.call_later(wait, self._when_quiet, fn)
+
     def _lancet_view_done(self, result: Any) -> None:
-        """Main thread: put LANCET's view beside the Label panel."""
+        """Main thread: put LANCET's view beside the Label panel (at a pause in typing)."""
+        self._when_quiet(lambda: self._build_lancet_view(result))
+
+    def _build_lancet_view(self, result: Any) -> None:
         from .first_paint import DeferredQueue
 
         view_cls, queue = result

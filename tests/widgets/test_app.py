@@ -265,3 +265,38 @@ def test_lancet_and_its_view_arrive_after_the_first_item(demo):
     app.label_panel.press("3")
     app.label_panel.refit(wait=True)
     assert app.label_panel.queue.engine().n_labeled_ == 1   # the first fit ran, on the label given
+
+
+def test_lancets_view_is_built_at_a_pause_in_typing(demo):
+    """Building LANCET's view holds the kernel ~0.3 s: it waits until the Label tab has had no key for
+    QUIET_S seconds, so it never lands between two keystrokes."""
+    import asyncio
+    import time
+
+    from dcai_widgets.widgets.lancet_view import LancetView
+
+    async def in_a_kernel():
+        app = App(demo, annotator="ada", prepare=False)
+        app.QUIET_S = 4.0                                 # long enough for a loaded box's sleep overshoot
+        ran = []
+        app.label_panel.press("4")
+        first_key = app._last_key
+        app._when_quiet(lambda: ran.append(time.monotonic()))
+        await asyncio.sleep(0.3)
+        assert ran == []                                  # 0.3 s after a key: still waiting
+        app.label_panel.press("s")                        # another key postpones it
+        second_key = app._last_key
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if ran:
+                break
+        app._lancet_go.set()
+        for _ in range(1200):                             # and the real view arrives once typing stopped
+            await asyncio.sleep(0.05)
+            if app.lancet_view is not None:
+                break
+        return app, ran, first_key, second_key
+
+    app, ran, first_key, second_key = asyncio.run(in_a_kernel())
+    assert second_key > first_key and len(ran) == 1 and ran[0] - second_key >= app.QUIET_S
+    assert isinstance(app.lancet_view, LancetView)
