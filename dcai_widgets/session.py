@@ -350,9 +350,15 @@ class Session(SessionSources):
             raise ValueError(f"confidence has {conf.size} values but there are {len(ids)} ids")
         if not np.isfinite(conf).all() or (conf < 0).any() or (conf > 1).any():
             raise ValueError("confidence values must be finite and within [0, 1]")
-        names = np.asarray(self.classes, dtype=object)[np.asarray(idx, dtype=np.int64)]
-        batch = self.store.write_propagated(ids, names, conf, model_version=model_version)
-        self.emit("labels", ids=ids.tolist(), labels=names.tolist(), source="propagated", annotator=None)
+        names = pd.Categorical.from_codes(np.asarray(idx, dtype=np.int64), categories=self.classes)
+        write = getattr(self.store, "write_propagated", None)
+        if write is not None:
+            batch = write(ids, names, conf, model_version=model_version)
+        else:                      # a store object with only LabelStoreLike's methods: events, as before
+            batch = self.store.append_bulk(ids.tolist(), names.astype(object).tolist(), source="propagated",
+                                           confidence=conf.tolist(), model_version=model_version)
+        self.emit("labels", ids=ids.tolist(), labels=names.astype(object).tolist(), source="propagated",
+                  annotator=None)
         return batch
 
     def propagated(self, ids: Sequence[int] | None = None) -> pd.DataFrame:

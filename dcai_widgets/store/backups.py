@@ -31,7 +31,7 @@ TABLES = {
     "events": ("seq", "item", "label", "annotator", "source", "confidence", "model_version", "batch", "retracts",
                "ts"),
     "propagated_versions": ("version", "seq", "model_version", "annotator", "ts", "n", "n_changed", "members",
-                            "changes"),
+                            "changes", "applied"),
     "propagated_chunks": ("chunk", "version", "data"),
     "exclusions": ("seq", "item", "excluded", "annotator", "reason", "ts"),
     "annotators": ("name", "role", "token_hash", "revoked", "created"),

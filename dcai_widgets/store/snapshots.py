@@ -6,12 +6,14 @@ about 100 bytes per item at 900k), for labels that mostly did not change. Now a 
 - one row of ``propagated_versions`` (the history): ``members``, the items the round labeled, as a
   zlib-compressed bitmap (a few hundred bytes for "every item but the labeled ones", at most N/8 bytes);
   ``changes``, only the items whose (label, confidence) differs from their current propagated one, as a
-  compressed column blob (ids, label codes, float64 confidences); its place among the label events
+  column blob (ids as a compressed bitmap, label codes in 1-4 bytes, raw float64 confidences: about 9
+  bytes per changed item); its place among the label events
   (``seq``, drawn from the events' own counter, so "which came last" between a person's label and a
   model's is answered as before); ``model_version``, ``annotator``, ``ts``, ``n``, ``n_changed``;
 - an update of ``propagated_chunks``, the current state in column blocks of ``CHUNK`` items (label code,
-  confidence, latest version that labeled the item), rewritten in place: reading some items' current
-  propagated label is an index lookup of their blocks, and every item's a decode of N x 20 bytes.
+  confidence, latest version that labeled the item: about 9 bytes per item), rewritten in place: reading
+  some items' current propagated label is an index lookup of their blocks, every item's a read of N x 9
+  bytes.
 
 So the file grows by O(changed) per round (the change blob; the blocks are rewritten in place), and a
 round is one transaction (a crash never leaves half a round) of about N/CHUNK block rows. Every reader
@@ -34,7 +36,8 @@ import pandas as pd
 CHUNK = 256                       # items per block of propagated_chunks
 VERSION_COLS = "version, seq, model_version, annotator, ts, n, n_changed, members, changes"
 IDS_PER_QUERY = 900
-_HEAD = struct.Struct("<qq")
+_CHANGES = struct.Struct("<qBq")          # items, code width, bitmap bytes
+_BLOCK = struct.Struct("<BBq")            # code width, 1 if every item has the same version, that version
 
 
 # -- column blobs --------------------------------------------------------------------------------
@@ -53,31 +56,30 @@ def decode_members(blob: bytes) -> np.ndarray:
     return np.flatnonzero(np.unpackbits(bits, count=size)).astype(np.int64)
 
 
-def _packed(small: bytes, conf: np.ndarray) -> bytes:
-    """zlib'd integer columns + raw float64 confidences (a model's confidences barely compress, and
-    compressing them took most of a round's write time)."""
-    z = zlib.compress(small, 1)
-    return struct.pack("<q", len(z)) + z + conf.astype("<f8").tobytes()
-
-
-def _unpacked(blob: bytes) -> tuple[bytes, np.ndarray]:
-    blob = bytes(blob)
-    m = struct.unpack_from("<q", blob)[0]
-    return zlib.decompress(blob[8:8 + m]), np.frombuffer(blob, "<f8", offset=8 + m)
+def _width(top: int) -> str:
+    """The narrowest unsigned dtype for label codes + 1 up to ``top`` (0 means "no label")."""
+    return "<u1" if top < 2**8 else "<u2" if top < 2**16 else "<u4"
 
 
 def encode_changes(ids: np.ndarray, codes: np.ndarray, conf: np.ndarray) -> bytes:
-    """Sorted ids (delta-coded), label codes and float64 confidences (NaN: none)."""
-    delta = np.diff(ids.astype(np.int64), prepend=np.int64(0))
-    return _packed(_HEAD.pack(len(ids), 0) + delta.astype("<i8").tobytes() + codes.astype("<i4").tobytes(), conf)
+    """Changed items: their ids as a compressed bitmap (``encode_members``), then label codes in the
+    narrowest width and raw float64 confidences (NaN: none). No general compression: a model's
+    confidences barely compress, and zlib on them took most of a round's write time."""
+    w = _width(int(codes.max()) + 1 if len(codes) else 0)
+    m = encode_members(ids)
+    return (_CHANGES.pack(len(ids), int(w[-1]), len(m)) + m + (codes.astype(np.int64) + 1).astype(w).tobytes()
+            + conf.astype("<f8").tobytes())
 
 
 def decode_changes(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    raw, conf = _unpacked(blob)
-    n, _ = _HEAD.unpack_from(raw)
-    ids = np.cumsum(np.frombuffer(raw, "<i8", n, _HEAD.size))
-    codes = np.frombuffer(raw, "<i4", n, _HEAD.size + 8 * n).astype(np.int32)
-    return ids, codes, conf.astype(np.float64)
+    blob = bytes(blob)
+    n, width, m = _CHANGES.unpack_from(blob)
+    at = _CHANGES.size
+    ids = decode_members(blob[at:at + m])
+    at += m
+    codes = np.frombuffer(blob, f"<u{width}", n, at).astype(np.int32) - 1
+    conf = np.frombuffer(blob, "<f8", n, at + width * n).astype(np.float64)
+    return ids, codes, conf
 
 
 class Blocks:
@@ -90,14 +92,37 @@ class Blocks:
         self.code = np.full(k * CHUNK, -1, dtype=np.int32)
         self.conf = np.full(k * CHUNK, np.nan)
         self.version = np.zeros(k * CHUNK, dtype=np.int64)
-        for chunk, data in rows:
-            at = int(np.searchsorted(self.chunks, chunk)) * CHUNK
-            raw, conf = _unpacked(data)
-            self.code[at:at + CHUNK] = np.frombuffer(raw, "<i4", CHUNK)
-            self.version[at:at + CHUNK] = np.frombuffer(raw, "<i8", CHUNK, 4 * CHUNK)
-            self.conf[at:at + CHUNK] = conf
+        rows = list(rows)
+        if not rows:
+            return
+        slots = np.searchsorted(self.chunks, np.array([r[0] for r in rows], dtype=np.int64))
+        by_width: dict[int, tuple[list, list]] = {}
+        confs, vslots, vals = [], [], []
+        for slot, (_, data) in zip(slots.tolist(), rows):
+            data = bytes(data)
+            width, uniform, version = _BLOCK.unpack_from(data)
+            off = _BLOCK.size + width * CHUNK
+            got = by_width.setdefault(width, ([], []))
+            got[0].append(slot)
+            got[1].append(data[_BLOCK.size:off])
+            if uniform:
+                vslots.append(slot)
+                vals.append(version)
+            else:
+                self.version[slot * CHUNK:(slot + 1) * CHUNK] = np.frombuffer(data, "<i8", CHUNK, off)
+                off += 8 * CHUNK
+            confs.append(data[off:off + 8 * CHUNK])
+        for width, (sl, parts) in by_width.items():      # decoded per width at once, not block by block
+            codes = np.frombuffer(b"".join(parts), f"<u{width}").astype(np.int32).reshape(-1, CHUNK) - 1
+            self.code.reshape(-1, CHUNK)[np.asarray(sl)] = codes
+        if vslots:
+            self.version.reshape(-1, CHUNK)[np.asarray(vslots)] = np.asarray(vals, dtype=np.int64)[:, None]
+        self.conf.reshape(-1, CHUNK)[slots] = np.frombuffer(b"".join(confs), "<f8").reshape(-1, CHUNK)
 
     def pos(self, ids: np.ndarray) -> np.ndarray:
+        k = len(self.chunks)
+        if k and self.chunks[-1] - self.chunks[0] == k - 1:      # consecutive blocks: no search
+            return ids - int(self.chunks[0]) * CHUNK
         return np.searchsorted(self.chunks, ids // CHUNK) * CHUNK + ids % CHUNK
 
     def items(self) -> np.ndarray:
@@ -106,13 +131,20 @@ class Blocks:
         return self.chunks[at // CHUNK] * CHUNK + at % CHUNK
 
     def encoded(self) -> list[tuple[int, int, bytes]]:
-        """(chunk, latest version in it, blob) per block."""
+        """(chunk, latest version in it, blob) per block: a header, label codes + 1 in the narrowest width,
+        the versions (one number when every item has the same one), raw float64 confidences."""
+        w = _width(int(self.code.max()) + 1 if len(self.code) else 0)
+        codes = (self.code.astype(np.int64) + 1).astype(w).reshape(-1, CHUNK)
+        ver = self.version.reshape(-1, CHUNK)
+        top, uniform = ver.max(1), (ver == ver[:, :1]).all(1)
+        conf = self.conf.astype("<f8").reshape(-1, CHUNK)
         out = []
         for k, chunk in enumerate(self.chunks.tolist()):
-            a = k * CHUNK
-            blob = _packed(self.code[a:a + CHUNK].astype("<i4").tobytes() + self.version[a:a + CHUNK].astype("<i8")
-                           .tobytes(), self.conf[a:a + CHUNK])
-            out.append((chunk, int(self.version[a:a + CHUNK].max()), blob))
+            parts = [_BLOCK.pack(int(w[-1]), int(uniform[k]), int(ver[k, 0])), codes[k].tobytes()]
+            if not uniform[k]:
+                parts.append(ver[k].astype("<i8").tobytes())
+            parts.append(conf[k].tobytes())
+            out.append((chunk, int(top[k]), b"".join(parts)))
         return out
 
 
@@ -166,17 +198,26 @@ class SnapshotMixin:
     def write_propagated(self, items: Iterable[int] | np.ndarray, labels: Iterable[str] | np.ndarray,
                          confidence: Iterable[float | None] | np.ndarray | None = None, *,
                          model_version: str | None = None, annotator: str | None = None) -> int:
-        """Write one model round's labels as one version (one transaction); returns its batch id (0 for none).
+        """Write one model round's labels as one version; returns its batch id (0 for none).
 
-        Everything is checked first. The history keeps only the items whose (label, confidence) changed;
-        the current blocks of the labeled items are rewritten in place. An item given twice keeps its
-        last label. Before the transaction it lets people's labels go first (``_yield_to_people``)."""
+        Everything is checked first. The round is compared with the current labels outside any lock; its
+        version row (the history keeps only the items whose label or confidence changed) is one short
+        transaction, and the rewritten blocks follow in parts of about ``PART_S`` seconds each, people's
+        labels going first between them (``_yield_to_people``), so a person's label never waits for the
+        whole round. Rounds from several processes are written one after another. An item given twice
+        keeps its last label."""
         ids = np.asarray(items if isinstance(items, np.ndarray) else list(items))
         ids = ids.astype(np.int64).reshape(-1) if ids.size else np.zeros(0, np.int64)
-        labels = np.asarray(labels if isinstance(labels, np.ndarray) else [str(x) for x in labels], dtype=object)
-        labels = labels.reshape(-1) if labels.size else np.zeros(0, dtype=object)
-        if len(ids) != len(labels):
-            raise ValueError(f"{len(ids)} items but {len(labels)} labels; give one label per item")
+        if isinstance(labels, pd.Categorical):      # class indices already (Session): no string hashing
+            codes, names = labels.codes.astype(np.int64), [str(x) for x in labels.categories]
+        else:
+            arr = np.asarray(labels if isinstance(labels, np.ndarray) else [str(x) for x in labels], dtype=object)
+            codes, uniq = pd.factorize(arr.reshape(-1)) if arr.size else (np.zeros(0, np.int64), [])
+            names = [str(x) for x in uniq]
+        if (codes < 0).any():
+            raise ValueError("labels must not be missing")
+        if len(ids) != len(codes):
+            raise ValueError(f"{len(ids)} items but {len(codes)} labels; give one label per item")
         if confidence is None:
             conf = np.full(len(ids), np.nan)
         else:
@@ -189,36 +230,113 @@ class SnapshotMixin:
             raise ValueError(f"item ids must be >= 0, got {int(ids.min())}")
         if not len(ids):
             return 0
-        if not (np.diff(ids) > 0).all():          # sorted ids, each item's last label
+        if not (ids[1:] > ids[:-1]).all():        # sorted ids, each item's last label
             last = len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]
-            ids, labels, conf = ids[last], labels[last], conf[last]
-        codes, names = pd.factorize(labels)
-        names = [str(x) for x in names]
+            ids, codes, conf = ids[last], codes[last], conf[last]
         members = encode_members(ids)
-        self._yield_to_people()
+        deadline = time.monotonic() + float(getattr(self, "timeout", 10.0))
+        while True:
+            self._yield_to_people()
+            base, known, blocks = self._read_all(lambda q: self._snapshot_of(q, ids))
+            g, known = self._global_codes(known, names, codes)
+            at = blocks.pos(ids)
+            changed = (blocks.code[at] != g) | ~_nan_equal(blocks.conf[at], conf)
+            blob = encode_changes(ids[changed], g[changed], conf[changed])
+            row = (model_version, annotator, len(ids), int(changed.sum()), members, blob)
+            version = self._write(lambda c, b=base, k=known, r=row: self._begin_version(c, b, k, r), bulk=True)
+            if version is not None:
+                break
+            if time.monotonic() > deadline:       # another round unfinished for too long (its process died):
+                return self._write(lambda c: self._one_transaction(c, ids, names, codes, conf, members,
+                                                                   model_version, annotator), bulk=True)
+            time.sleep(0.05)                       # another round is being written: wait for it, then rediff
+        version = abs(version)                     # negative: a retried first transaction had committed
+        blocks.code[at], blocks.conf[at], blocks.version[at] = g, conf, version
+        self._write_blocks(version, blocks.encoded())
+        return version
 
-        def write(c: Any) -> int:
-            version = self._next_batch(c)
-            if self._already_written(c, version):
-                return version
-            self._apply_round(c, version, ids, names, codes, conf, members, model_version, annotator)
+    def _snapshot_of(self, q: Callable[..., list], ids: np.ndarray) -> tuple[int, list[str], Blocks]:
+        """(latest version, label names, the current blocks of ``ids``) from one read snapshot."""
+        top = q("SELECT COALESCE(MAX(version), 0) FROM propagated_versions")[0][0]
+        row = q("SELECT value FROM meta WHERE key = 'propagated_labels'")
+        ch = ids // CHUNK                                  # ids are sorted: their blocks without a sort
+        return int(top), json.loads(row[0][0]) if row else [], _read_blocks(q, ch[np.r_[True, ch[1:] != ch[:-1]]])
+
+    @staticmethod
+    def _global_codes(known: list[str], names: list[str], codes: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Store-wide codes of this round's labels, and the store's names with the new ones appended."""
+        known = list(known)
+        index = {name: k for k, name in enumerate(known)}
+        for x in names:
+            if x not in index:
+                index[x] = len(known)
+                known.append(x)
+        lut = np.array([index[x] for x in names], dtype=np.int32)
+        return (lut[codes] if len(codes) else np.zeros(0, np.int32)), known
+
+    def _begin_version(self, c: Any, base: int, known: list[str], row: tuple) -> int | None:
+        """The round's first transaction: its version row (history), marked unapplied. None (nothing
+        written) when another version was begun since the snapshot or is still being applied: the caller
+        reads again. A negative number: this very write committed before (a retry; PostgreSQL)."""
+        version = self._next_batch(c)
+        if self._already_written(c, version):
+            return -version
+        top, busy = c.execute("SELECT COALESCE(MAX(version), 0), COUNT(CASE WHEN applied = 0 THEN 1 END) "
+                              "FROM propagated_versions").fetchone()
+        if int(top) != base or busy:
+            return None
+        c.execute("INSERT INTO meta (key, value) VALUES ('propagated_labels', ?) ON CONFLICT (key) DO UPDATE "
+                  "SET value = excluded.value", (json.dumps(known),))
+        c.execute(f"INSERT INTO propagated_versions ({VERSION_COLS}, applied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                  (version, self._reserve_seq(c), row[0], row[1], time.time(), *row[2:]))
+        return version
+
+    def _write_blocks(self, version: int, encoded: list[tuple[int, int, bytes]]) -> None:
+        """The round's blocks in parts that each hold the write lock about ``PART_S`` seconds, people's
+        labels going first between parts (as ``append_bulk`` did); the last part marks the version applied.
+        Readers meanwhile see each item either before or after the round, as with the events in parts."""
+        part_s = float(getattr(self, "PART_S", 0.05))
+        k, size = 0, 64
+        while k < len(encoded):
+            self._yield_to_people()
+            part, last = encoded[k:k + size], k + size >= len(encoded)
+
+            def put(c: Any, part: list = part, last: bool = last) -> bool:
+                mine = c.execute("SELECT applied FROM propagated_versions WHERE version = ?", (version,)).fetchone()
+                if mine is None or mine[0]:        # rebuilt from the history meanwhile: nothing left to do
+                    return False
+                c.executemany("INSERT INTO propagated_chunks (chunk, version, data) VALUES (?, ?, ?) ON CONFLICT "
+                              "(chunk) DO UPDATE SET version = excluded.version, data = excluded.data", part)
+                if last:
+                    c.execute("UPDATE propagated_versions SET applied = 1 WHERE version = ?", (version,))
+                return True
+
+            t = time.perf_counter()
+            if not self._write(put, bulk=True):
+                return
+            k += size
+            size = max(8, min(4096, int(size * part_s / max(time.perf_counter() - t, 1e-4))))
+
+    def _one_transaction(self, c: Any, ids: np.ndarray, names: list[str], codes: np.ndarray, conf: np.ndarray,
+                         members: bytes, model_version: str | None, annotator: str | None) -> int:
+        """The whole round in one transaction, after bringing unapplied versions in (a round whose
+        process died mid-way); the fallback when waiting for another round took too long."""
+        version = self._next_batch(c)
+        if self._already_written(c, version):
             return version
-
-        return self._write(write, bulk=True)
+        self._rebuild_propagated_if_missing(c)
+        self._apply_round(c, version, ids, names, codes, conf, members, model_version, annotator)
+        return version
 
     def _label_codes(self, c: Any, names: list[str]) -> np.ndarray:
         """Store-wide codes of ``names`` (``meta['propagated_labels']``, extended with new names)."""
         row = c.execute("SELECT value FROM meta WHERE key = 'propagated_labels'").fetchone()
         known = json.loads(row[0]) if row else []
-        index = {name: k for k, name in enumerate(known)}
-        new = [x for x in names if x not in index]
-        if new:
-            for x in new:
-                index[x] = len(known)
-                known.append(x)
+        lut, grown = self._global_codes(known, names, np.arange(len(names)))
+        if grown != known:
             c.execute("INSERT INTO meta (key, value) VALUES ('propagated_labels', ?) ON CONFLICT (key) DO UPDATE "
-                      "SET value = excluded.value", (json.dumps(known),))
-        return np.array([index[x] for x in names], dtype=np.int32)
+                      "SET value = excluded.value", (json.dumps(grown),))
+        return lut
 
     def _apply_round(self, c: Any, version: int, ids: np.ndarray, names: list[str], codes: np.ndarray,
                      conf: np.ndarray, members: bytes, model_version: str | None, annotator: str | None,
@@ -226,7 +344,8 @@ class SnapshotMixin:
         """Inside a write transaction: the version row (history: changed items only) and the rewritten
         blocks of ``ids`` (sorted, unique). Returns how many items changed."""
         g = self._label_codes(c, names)[codes] if len(codes) else np.zeros(0, np.int32)
-        blocks = _read_blocks(lambda sql, p=(): c.execute(sql, p).fetchall(), np.unique(ids // CHUNK))
+        ch = ids // CHUNK                                  # ids are sorted: their blocks without a sort
+        blocks = _read_blocks(lambda sql, p=(): c.execute(sql, p).fetchall(), ch[np.r_[True, ch[1:] != ch[:-1]]])
         at = blocks.pos(ids)
         changed = (blocks.code[at] != g) | ~_nan_equal(blocks.conf[at], conf)
         blocks.code[at], blocks.conf[at], blocks.version[at] = g, conf, version
@@ -262,10 +381,12 @@ class SnapshotMixin:
 
     @staticmethod
     def _current_behind(c: Any) -> bool:
-        """Whether the current blocks miss the latest version (derived rows lost)."""
-        want = c.execute("SELECT MAX(version) FROM propagated_versions").fetchone()[0]
+        """Whether the current blocks miss a version: one not (fully) applied, its process gone, or the
+        derived rows lost."""
+        want, busy = c.execute("SELECT MAX(version), COUNT(CASE WHEN applied = 0 THEN 1 END) "
+                               "FROM propagated_versions").fetchone()
         have = c.execute("SELECT MAX(version) FROM propagated_chunks").fetchone()[0]
-        return want is not None and want != have
+        return want is not None and (want != have or busy > 0)
 
     def _rebuild_propagated_if_missing(self, c: Any) -> None:
         """Refill the current blocks from the versions if they are behind them."""
@@ -281,6 +402,7 @@ class SnapshotMixin:
         c.execute("DELETE FROM propagated_chunks")
         c.executemany("INSERT INTO propagated_chunks (chunk, version, data) VALUES (?, ?, ?)",
                       [r for r in blocks.encoded() if r[1] > 0])
+        c.execute("UPDATE propagated_versions SET applied = 1 WHERE applied = 0")
 
     # -- reading -------------------------------------------------------------------------------
     def _version_meta(self, versions: np.ndarray) -> dict[int, tuple]:

@@ -12,6 +12,7 @@ import pytest
 
 from dcai_widgets.store import LabelStore, open_store
 from dcai_widgets.store.schema import SQLITE_V2_DDL, v2_append
+from dcai_widgets.store.snapshots import CHUNK as CHUNK_TEST
 
 CLASSES = ["a", "b", "c"]
 
@@ -229,3 +230,101 @@ def test_a_version_2_file_migrates_keeping_every_rows_meaning(tmp_path):
     again = LabelStore(path)
     assert again.meta()["migrated"] == s.meta()["migrated"]
     pd.testing.assert_frame_equal(again.current(("propagated",)), s.current(("propagated",)))
+
+
+class OnlyTheProtocol:
+    """A store object with just LabelStoreLike's methods (no write_propagated), delegating to a LabelStore."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def bind(self, *a, **kw):
+        return self.inner.bind(*a, **kw)
+
+    def append(self, *a, **kw):
+        return self.inner.append(*a, **kw)
+
+    def append_bulk(self, *a, **kw):
+        self.bulk_calls = getattr(self, "bulk_calls", 0) + 1
+        return self.inner.append_bulk(*a, **kw)
+
+    def undo(self, *a, **kw):
+        return self.inner.undo(*a, **kw)
+
+    def current(self, *a, **kw):
+        return self.inner.current(*a, **kw)
+
+    def events(self, *a, **kw):
+        return self.inner.events(*a, **kw)
+
+    def set_excluded(self, *a, **kw):
+        return self.inner.set_excluded(*a, **kw)
+
+    def excluded(self):
+        return self.inner.excluded()
+
+
+def test_session_writes_a_round_as_one_version_and_falls_back_for_protocol_only_stores(tmp_path):
+    import dcai_widgets as dw
+
+    s = dw.Session.demo(store=tmp_path / "a.db")
+    s.set_propagated([3, 1, 2], [s.classes[k] for k in (1, 2, 3)], [0.9, 0.8, 0.7], model_version="m")
+    assert s.store.propagated_versions()["n"].tolist() == [3]
+    assert s.propagated().set_index("id")["label"].to_dict() == {1: s.classes[2], 2: s.classes[3], 3: s.classes[1]}
+    plain = OnlyTheProtocol(LabelStore(tmp_path / "b.db"))
+    t = dw.Session.demo(store=plain)
+    t.set_propagated([3, 1, 2], [t.classes[k] for k in (1, 2, 3)], [0.9, 0.8, 0.7], model_version="m")
+    assert plain.bulk_calls == 1
+    pd.testing.assert_frame_equal(t.propagated(), s.propagated())
+
+
+def dies_before_part(store, k):
+    """Make ``store``'s process "die" just before the k-th part of its next round's blocks (the first call
+    of ``_yield_to_people`` comes before the round's first transaction)."""
+    calls = []
+
+    def gate():
+        calls.append(1)
+        if len(calls) == k + 1:
+            del store._yield_to_people
+            raise KeyboardInterrupt
+
+    store._yield_to_people = gate
+
+
+def test_a_round_cut_off_between_its_parts_is_completed_from_the_history(tmp_path):
+    """A process dies after the version row and one part of the blocks: the next open replays the history
+    (the round counts whole), and a writer that meanwhile waits for it falls back to one transaction."""
+    n = 20_000                                           # 79 blocks: a first part of 64, then the rest
+    ids = np.arange(n)
+    labels = np.array(CLASSES, dtype=object)[ids % 3]
+    ref = LabelStore(tmp_path / "ref.db")
+    ref.write_propagated(ids, labels, np.full(n, 0.5), model_version="r1")
+    ref.write_propagated(ids[::2], labels[::-2], np.full(n // 2, 0.7), model_version="r2")
+    want = ref.current(("propagated",))
+    cols = ["id", "label", "confidence", "model_version"]
+
+    s = LabelStore(tmp_path / "s.db")
+    s.write_propagated(ids, labels, np.full(n, 0.5), model_version="r1")
+    dies_before_part(s, 2)
+    with pytest.raises(KeyboardInterrupt):
+        s.write_propagated(ids[::2], labels[::-2], np.full(n // 2, 0.7), model_version="r2")
+    assert s.propagated_versions()["model_version"].tolist() == ["r1", "r2"]
+    half = s.current(("propagated",))
+    assert (half["model_version"] == "r2").sum() == 64 * CHUNK_TEST // 2       # one part in, as events in parts
+    again = LabelStore(tmp_path / "s.db")                                  # open: replayed from the history
+    pd.testing.assert_frame_equal(again.current(("propagated",))[cols], want[cols])
+    assert again._read("SELECT COUNT(*) FROM propagated_versions WHERE applied = 0")[0][0] == 0
+
+    s2 = LabelStore(tmp_path / "t.db", timeout=0.3)
+    s2.write_propagated(ids, labels, np.full(n, 0.5), model_version="r1")
+    dies_before_part(s2, 2)
+    with pytest.raises(KeyboardInterrupt):
+        s2.write_propagated(ids[::2], labels[::-2], np.full(n // 2, 0.7), model_version="r2")
+    s2.write_propagated(ids[:5], ["c"] * 5, np.full(5, 0.9), model_version="r3")   # waits 0.3 s, then one transaction
+    assert s2.propagated_versions()["model_version"].tolist() == ["r1", "r2", "r3"]
+    got = s2.current(("propagated",)).set_index("id")
+    exp = want.set_index("id")
+    exp.loc[ids[:5], ["label", "confidence", "model_version"]] = ["c", 0.9, "r3"]
+    pd.testing.assert_frame_equal(got[cols[1:]], exp[cols[1:]])
+    assert s2._read("SELECT COUNT(*) FROM propagated_versions WHERE applied = 0")[0][0] == 0
