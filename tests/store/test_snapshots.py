@@ -154,29 +154,62 @@ def test_bad_input_writes_no_version(make_store):
     assert pd.isna(s.current(("propagated",))["confidence"].iloc[0])
 
 
-def build_v2(path):
-    """A schema-2 file written by the old code: people's labels between propagated rounds in parts."""
-    c = sqlite3.connect(path, isolation_level=None)
-    c.executescript(SQLITE_V2_DDL)
-    c.execute("PRAGMA journal_mode = WAL")
-    c.execute("INSERT INTO meta VALUES ('schema_version', '2')")
-    c.execute("INSERT INTO meta VALUES ('classes', '[\"a\", \"b\", \"c\"]')")
-    writes = [
-        ([1, 2], ["a", "b"], dict(source="human", annotator="ada")),
-        (list(range(60)), ["b"] * 60, dict(source="propagated", confidence=[0.6] * 60, model_version="m1")),
-        ([5], ["c"], dict(source="human", annotator="bo")),
-        (list(range(30)), ["c"] * 30, dict(source="propagated", confidence=[0.7] * 30, model_version="m2")),
-        ([7], ["a"], dict(source="review", annotator="lead")),
-        (list(range(30, 60)), ["b"] * 30, dict(source="propagated", confidence=[0.6] * 30, model_version="m2")),
-        ([40], ["a"], dict(source="human", annotator="ada")),
-    ]
-    for batch, (items, labels, kw) in enumerate(writes, start=1):
-        c.execute("BEGIN")
-        v2_append(c, items, labels, batch=batch, ts=100.0 + batch, **kw)
-        c.execute("COMMIT")
-    c.execute("INSERT INTO events (item, label, annotator, source, batch, retracts, ts) "
-              "VALUES (2, NULL, 'ada', 'human', 8, 2, 108.0)")          # ada's label of item 2 undone
-    c.close()
+V2_WRITES = [
+    ([1, 2], ["a", "b"], {"source": "human", "annotator": "ada"}),
+    (list(range(60)), ["b"] * 60, {"source": "propagated", "confidence": [0.6] * 60, "model_version": "m1"}),
+    ([5], ["c"], {"source": "human", "annotator": "bo"}),
+    (list(range(30)), ["c"] * 30, {"source": "propagated", "confidence": [0.7] * 30, "model_version": "m2"}),
+    ([7], ["a"], {"source": "review", "annotator": "lead"}),
+    (list(range(30, 60)), ["b"] * 30, {"source": "propagated", "confidence": [0.6] * 30, "model_version": "m2"}),
+    ([40], ["a"], {"source": "human", "annotator": "ada"}),
+]
+
+
+class V2Database:
+    """A schema-2 store written by the old code (the frozen v2 writer) on either backend; ``query``
+    runs the old readers' SQL on it."""
+
+    def __init__(self, backend: str, tmp_path, request):
+        self.backend = backend
+        if backend == "sqlite":
+            self.target = str(tmp_path / "v2.db")
+            self.conn = sqlite3.connect(self.target, isolation_level=None)
+            self.conn.executescript(SQLITE_V2_DDL)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.tx = self.conn
+        else:
+            import psycopg
+
+            from dcai_widgets.store.postgres import _Tx
+            from dcai_widgets.store.schema import POSTGRES_V2_DDL
+            from dcai_widgets.store.sqlite import statements
+
+            self.target = request.getfixturevalue("pg_server").new_database()
+            self.conn = psycopg.connect(self.target, autocommit=True)
+            for stmt in statements(POSTGRES_V2_DDL):
+                self.conn.execute(stmt)
+            self.tx = _Tx(self.conn)
+        self.tx.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        self.tx.execute("INSERT INTO meta VALUES ('classes', '[\"a\", \"b\", \"c\"]')")
+        for batch, (items, labels, kw) in enumerate(V2_WRITES, start=1):
+            self.in_transaction(lambda b=batch, i=items, lab=labels, k=kw: v2_append(
+                self.tx, i, lab, batch=b, ts=100.0 + b, **k))
+        self.tx.execute("INSERT INTO events (item, label, annotator, source, batch, retracts, ts) "
+                        "VALUES (2, NULL, 'ada', 'human', 8, 2, 108.0)")      # ada's label of item 2 undone
+        if backend == "postgresql":
+            self.tx.execute("SELECT setval('batches', 8)")          # v2 drew batch ids from this sequence
+
+    def in_transaction(self, fn) -> None:
+        if self.backend == "sqlite":
+            self.conn.execute("BEGIN")
+            fn()
+            self.conn.execute("COMMIT")
+        else:
+            with self.conn.transaction():
+                fn()
+
+    def query(self, sql: str) -> list[tuple]:
+        return self.tx.execute(sql).fetchall()
 
 
 OLD_LIVE = ("SELECT e.seq, e.item, e.label, e.annotator, e.source, e.ts, e.confidence, e.model_version FROM events e "
@@ -188,48 +221,48 @@ OLD_CURRENT = ("SELECT item, label, annotator, source, ts, confidence, model_ver
 COLS = ["id", "label", "annotator", "source", "ts", "confidence", "model_version"]
 
 
-def old_frames(path):
-    """What the schema-2 code's readers returned for this file."""
-    c = sqlite3.connect(path)
+def old_frames(db: V2Database) -> dict:
+    """What the schema-2 code's readers returned for this store."""
     three = "'human', 'review', 'propagated'"
-    out = {
-        "propagated": pd.DataFrame(c.execute("SELECT item, label, NULL, 'propagated', ts, confidence, model_version "
-                                             "FROM propagated_latest ORDER BY item").fetchall(), columns=COLS),
-        "mixed": pd.DataFrame(c.execute(OLD_CURRENT.format(OLD_LIVE.format(three))).fetchall(), columns=COLS),
-        "events": pd.DataFrame(c.execute(OLD_LIVE.format(three) + " ORDER BY e.seq").fetchall(),
-                               columns=["seq", *COLS]),
-        "count": c.execute("SELECT COUNT(*) FROM events").fetchone()[0],
+    return {
+        "propagated": pd.DataFrame(db.query("SELECT item, label, NULL, 'propagated', ts, confidence, model_version "
+                                            "FROM propagated_latest ORDER BY item"), columns=COLS),
+        "mixed": pd.DataFrame(db.query(OLD_CURRENT.format(OLD_LIVE.format(three))), columns=COLS),
+        "events": pd.DataFrame(db.query(OLD_LIVE.format(three) + " ORDER BY e.seq"), columns=["seq", *COLS]),
+        "count": db.query("SELECT COUNT(*) FROM events")[0][0],
     }
-    c.close()
-    return out
 
 
-def test_a_version_2_file_migrates_keeping_every_rows_meaning(tmp_path):
-    path = tmp_path / "v2.db"
-    build_v2(path)
-    old = old_frames(path)
-    s = LabelStore(path)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_2_store_migrates_keeping_every_rows_meaning(tmp_path, request, backend):
+    db = V2Database(backend, tmp_path, request)
+    old = old_frames(db)
+    s = open_store(db.target)
     assert s.schema_version == "3" and s.meta()["migrated"].startswith("2->3 at ")
     assert s.propagated_versions()["version"].tolist() == [2, 4, 6]         # one per old batch
     assert s.propagated_versions()["n_changed"].tolist() == [60, 30, 0]     # the third part changed nothing
-    pd.testing.assert_frame_equal(s.current(("propagated",)), old["propagated"], check_dtype=False)
-    pd.testing.assert_frame_equal(s.current(("human", "review", "propagated")), old["mixed"], check_dtype=False)
+    pd.testing.assert_frame_equal(plain(s.current(("propagated",))), plain(old["propagated"]), check_dtype=False)
+    pd.testing.assert_frame_equal(plain(s.current(("human", "review", "propagated"))), plain(old["mixed"]),
+                                  check_dtype=False)
     ev = s.events(("human", "review", "propagated"))
-    pd.testing.assert_frame_equal(ev[COLS], old["events"][COLS], check_dtype=False)
+    pd.testing.assert_frame_equal(plain(ev[COLS]), plain(old["events"][COLS]), check_dtype=False)
     # each old batch's rows sit where they were among the events
     assert (ev["seq"].to_numpy() >= old["events"]["seq"].to_numpy()).all()
     assert len(s) == old["count"]                                  # every event, the retraction included
-    raw = sqlite3.connect(path)
-    assert raw.execute("SELECT COUNT(*) FROM events WHERE source = 'propagated'").fetchone()[0] == 0
-    assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'propagated_latest'").fetchone() is None
-    raw.close()
+    assert db.query("SELECT COUNT(*) FROM events WHERE source = 'propagated'")[0][0] == 0
+    gone = ("SELECT name FROM sqlite_master WHERE name = 'propagated_latest'" if backend == "sqlite" else
+            "SELECT tablename FROM pg_tables WHERE tablename = 'propagated_latest'")
+    assert db.query(gone) == []
     # the migrated store keeps working: a new round after a person's label sorts after it
     s.append([50], ["c"], annotator="ada")
     s.write_propagated([50, 51], ["a", "a"], [0.9, 0.9], model_version="m3")
     assert s.current(("human", "propagated"), ids=[50]).iloc[0][["label", "model_version"]].tolist() == ["a", "m3"]
-    again = LabelStore(path)
+    again = open_store(db.target)
     assert again.meta()["migrated"] == s.meta()["migrated"]
     pd.testing.assert_frame_equal(again.current(("propagated",)), s.current(("propagated",)))
+    for store in (s, again):
+        store.close()
+    db.conn.close()
 
 
 class OnlyTheProtocol:
