@@ -18,8 +18,10 @@ around it (exploration; worker 0 keeps the estimate itself). Two search spaces:
   importance sampling (Katharopoulos & Fleuret, ICML 2018), larger alphas focus harder. The estimate from
   the winning schedules is the mean of their exponents; workers perturb it (normal, ``sigma``, clipped
   to [0, ``alpha_max``]). The search is over how hard to focus in each segment, a few numbers the
-  validation set can tell apart, instead of thousands it cannot. After the exploitation step every worker
-  holds the same weights, so the per-item losses are computed once per cycle.
+  validation set can tell apart, instead of thousands it cannot. The per-item losses are those last
+  seen in training, as in prioritized experience replay (Schaul et al., ICLR 2016): one pass over the
+  training items at the start, then each cycle the winner's batch losses update the items it drew, so
+  the search adds no forward passes to the workers' gradient steps.
 
 ``search_cycles`` (None: all): after that many cycles the winner trains alone with the last estimate
 for the remaining cycles, so the search costs about ``workers * search_cycles / cycles +
@@ -39,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loop import batch_loss, predict_logits, torch_threads
+from .loop import predict_logits, torch_threads
 
 __all__ = ["AutoSampling", "SPACES"]
 
@@ -58,6 +60,7 @@ class _Worker:
 class AutoSampling:
     """The schedule search; ``fit(X, y, val)`` sets ``model_`` (the final winner), ``p_`` (the last base
     distribution over the training items), ``alpha_`` (loss space: the last estimated exponent),
+    ``loss_`` (loss space: the last seen loss of each training item; None in the items space),
     ``history_`` (cycle, winner, val_acc per worker, alpha per worker) and ``seconds_``."""
 
     make_model: Callable[[], nn.Module]
@@ -119,18 +122,24 @@ class AutoSampling:
         self.seconds_ = time.perf_counter() - t0
         return self
 
-    def _train_cycle(self, wk: _Worker, p: np.ndarray, X, y, w1, g, check) -> np.ndarray:
+    def _train_cycle(self, wk: _Worker, p: np.ndarray, X, y, g, check) -> tuple[np.ndarray, np.ndarray]:
+        """One cycle of ``steps_per_cycle`` steps on batches drawn from ``p``; returns the items drawn and
+        each draw's loss at the step it was used (before that step's update)."""
         draws = int(self.steps_per_cycle) * int(self.batch_size)
         idx = torch.multinomial(torch.from_numpy(p), draws, replacement=True, generator=g)
+        seen = np.empty(draws)
         wk.model.train()
         for s in range(int(self.steps_per_cycle)):
-            b = idx[s * self.batch_size:(s + 1) * self.batch_size]
+            sl = slice(s * self.batch_size, (s + 1) * self.batch_size)
+            b = idx[sl]
             wk.opt.zero_grad()
-            batch_loss(wk.model, X[b], y[b], w1[b]).backward()
+            per = F.cross_entropy(wk.model(X[b]), y[b], reduction="none")
+            per.mean().backward()
             wk.opt.step()
+            seen[sl] = per.detach().numpy()
             if check is not None:
                 check()
-        return idx.numpy()
+        return idx.numpy(), seen
 
     def _search(self, X, y, val, check) -> None:
         n = len(X)
@@ -148,26 +157,29 @@ class AutoSampling:
             if k:
                 self._perturb(wk, base_p, base_alpha, rng)
             ws.append(wk)
-        w1 = torch.ones(n)
         won, won_alpha = np.zeros(n), []
+        loss = (F.cross_entropy(predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64)
+                if self.space == "loss" else None)          # last seen per-item losses (updated from batches)
         search = int(self.search_cycles or self.cycles)
         rows = []
         for c in range(1, int(self.cycles) + 1):
             active = ws if c <= search else ws[:1]
-            loss = (F.cross_entropy(predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64)
-                    if self.space == "loss" else None)       # every worker holds the winner's weights here
             accs, scheds = [], []
             for wk in active:
-                scheds.append(self._train_cycle(wk, self._distribution(wk, loss), X, y, w1, g, check))
+                scheds.append(self._train_cycle(wk, self._distribution(wk, loss), X, y, g, check))
                 if len(active) > 1:
                     logits = predict_logits(wk.model, val[0])
                     accs.append((float((logits.argmax(1) == val[1]).float().mean()),
                                  -float(F.cross_entropy(logits, val[1]))))
             if len(active) == 1:
+                if loss is not None:
+                    loss[scheds[0][0]] = scheds[0][1]
                 rows.append({"cycle": c, "winner": 0, "val_acc": float("nan"), "alpha_0": ws[0].alpha})
                 continue
             best = max(range(len(active)), key=lambda k: accs[k])
-            won += np.bincount(scheds[best], minlength=n)
+            won += np.bincount(scheds[best][0], minlength=n)
+            if loss is not None:       # later draws of an item overwrite earlier ones: its latest loss stays
+                loss[scheds[best][0]] = scheds[best][1]
             won_alpha.append(ws[best].alpha)
             rows.append({"cycle": c, "winner": best, "val_acc": accs[best][0],
                          **{f"val_acc_{k}": a[0] for k, a in enumerate(accs)},
@@ -188,8 +200,9 @@ class AutoSampling:
                     if k and c < search:
                         self._perturb(wk, base_p, base_alpha, rng)
         self.model_ = ws[0].model.eval()
-        self.p_ = base_p if self.space == "items" else self._distribution(ws[0], F.cross_entropy(
-            predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64))
+        self.p_ = base_p if self.space == "items" else self._distribution(
+            _Worker(ws[0].model, ws[0].opt, None, base_alpha), loss)
         self.alpha_ = base_alpha
+        self.loss_ = loss
         self.history_ = pd.DataFrame(rows)
         self.steps_ = int(self.cycles) * int(self.steps_per_cycle)
