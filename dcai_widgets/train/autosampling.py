@@ -18,10 +18,12 @@ around it (exploration; worker 0 keeps the estimate itself). Two search spaces:
   importance sampling (Katharopoulos & Fleuret, ICML 2018), larger alphas focus harder. The estimate from
   the winning schedules is the mean of their exponents; workers perturb it (normal, ``sigma``, clipped
   to [0, ``alpha_max``]). The search is over how hard to focus in each segment, a few numbers the
-  validation set can tell apart, instead of thousands it cannot. The per-item losses are those last
-  seen in training, as in prioritized experience replay (Schaul et al., ICLR 2016): one pass over the
-  training items at the start, then each cycle the winner's batch losses update the items it drew, so
-  the search adds no forward passes to the workers' gradient steps.
+  validation set can tell apart, instead of thousands it cannot. ``loss_refresh="cycle"`` (default)
+  computes the per-item losses once per cycle (every worker holds the winner's weights then: one forward
+  pass over the training items); ``"batches"`` uses the losses last seen in training, as in prioritized
+  experience replay (Schaul et al., ICLR 2016): one pass at the start, then the winner's batch losses
+  update the items it drew, so the search adds no forward passes (cheaper, but it scored lower on both
+  benchmark sets: RESULTS.md).
 
 ``search_cycles`` (None: all): after that many cycles the winner trains alone with the last estimate
 for the remaining cycles, so the search costs about ``workers * search_cycles / cycles +
@@ -73,6 +75,7 @@ class AutoSampling:
     mix: float = 0.5
     alpha_max: float = 3.0
     search_cycles: int | None = None
+    loss_refresh: str = "cycle"
     eps: float = 1e-3
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -84,6 +87,8 @@ class AutoSampling:
         for name in ("workers", "cycles", "steps_per_cycle", "explore_every", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        if self.loss_refresh not in ("cycle", "batches"):
+            raise ValueError(f"loss_refresh={self.loss_refresh!r}: use 'cycle' or 'batches'")
         if self.space not in SPACES:
             raise ValueError(f"space={self.space!r}: use one of {SPACES}")
         if not 0.0 <= self.mix <= 1.0:
@@ -164,6 +169,8 @@ class AutoSampling:
         rows = []
         for c in range(1, int(self.cycles) + 1):
             active = ws if c <= search else ws[:1]
+            if loss is not None and self.loss_refresh == "cycle" and c > 1:
+                loss = F.cross_entropy(predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64)
             accs, scheds = [], []
             for wk in active:
                 scheds.append(self._train_cycle(wk, self._distribution(wk, loss), X, y, g, check))
@@ -200,6 +207,8 @@ class AutoSampling:
                     if k and c < search:
                         self._perturb(wk, base_p, base_alpha, rng)
         self.model_ = ws[0].model.eval()
+        if loss is not None and self.loss_refresh == "cycle":
+            loss = F.cross_entropy(predict_logits(self.model_, X), y, reduction="none").numpy().astype(np.float64)
         self.p_ = base_p if self.space == "items" else self._distribution(
             _Worker(ws[0].model, ws[0].opt, None, base_alpha), loss)
         self.alpha_ = base_alpha

@@ -48,11 +48,12 @@ def test_arguments_and_missing_validation_are_named():
         AutoSampling(make).fit(X, y, (X[:0], y[:0]))
 
 
-def test_loss_space_searches_the_focus_exponent_and_items_space_still_runs():
+@pytest.mark.parametrize("refresh", ["cycle", "batches"])
+def test_loss_space_searches_the_focus_exponent_and_items_space_still_runs(refresh):
     X, y = data()
     Xv, yv = data(90, seed=0)
     a = AutoSampling(make, workers=3, cycles=6, steps_per_cycle=10, explore_every=2, lr=1e-2, seed=3,
-                     sigma=0.8).fit(X, y, (Xv, yv))
+                     sigma=0.8, loss_refresh=refresh).fit(X, y, (Xv, yv))
     alphas = a.history_[[f"alpha_{k}" for k in range(3)]].to_numpy()
     assert (alphas >= 0).all() and (alphas <= a.alpha_max).all() and len(np.unique(alphas.round(6))) > 1
     # the estimate after the last exploration is the mean exponent of the winning schedules since the one before
@@ -67,7 +68,10 @@ def test_loss_space_searches_the_focus_exponent_and_items_space_still_runs():
         first = torch.nn.functional.cross_entropy(make()(X), y, reduction="none").numpy()
         now = torch.nn.functional.cross_entropy(a.model_(X), y, reduction="none").numpy()
     assert a.loss_.shape == (300,) and a.loss_.mean() < 0.5 * first.mean()
-    assert np.corrcoef(a.loss_, now)[0, 1] > 0.5          # stale but close to the current losses
+    if refresh == "cycle":
+        assert np.allclose(a.loss_, now, atol=1e-5)
+    else:
+        assert np.corrcoef(a.loss_, now)[0, 1] > 0.5 and not np.allclose(a.loss_, now, atol=1e-3)   # stale
     b = AutoSampling(make, workers=3, cycles=4, steps_per_cycle=10, space="items", lr=1e-2, seed=3).fit(X, y, (Xv, yv))
     assert b.steps_ == 40 and b.alpha_ == 0.0
 
@@ -82,5 +86,7 @@ def test_search_cycles_leave_the_winner_training_alone():
     assert (h["alpha_0"].iloc[2:] == a.alpha_).all()          # the last estimate, kept for the rest of training
     with pytest.raises(ValueError, match="search_cycles=7"):
         AutoSampling(make, cycles=6, search_cycles=7).fit(X, y, (Xv, yv))
+    with pytest.raises(ValueError, match="loss_refresh='never'"):
+        AutoSampling(make, loss_refresh="never").fit(X, y, (Xv, yv))
     with pytest.raises(ValueError, match="space='pixels'"):
         AutoSampling(make, space="pixels").fit(X, y, (Xv, yv))
