@@ -9,11 +9,12 @@
    it can still build here): on the first 20,000 rows, full UMAP vs the sampled map at the 1M run's
    sampling ratio (1:20) vs umap-learn's own ``transform`` on the same sample: time and the same quality
    figures.
-3. **Browser at 1M** (Voila + headless Chromium): first render (click that builds the map -> its canvas
-   painted) and lasso latency (pointer up -> the "n selected" count over all items shown), for the map
+3. **Browser at 1M** (Voila + headless Chromium): first render (click that builds the map -> BokehJS
+   reports its document idle, i.e. painted) and lasso latency (pointer up -> the "n selected" count over all items shown), for the map
    view before issue 18 (``map_view.py`` at f85e1b6: 50,000 random points drawn with WebGL) and the new
    one (density image of all items + 10,000 level-of-detail points), alternated, median of the repeats;
-   plus a wheel zoom on the new view (wheel -> points redrawn for the view). The map drawn is the sampled
+   plus a wheel zoom on the new view (wheel -> points redrawn for the view). The lasso (a circle of 5 % of
+   the frame's width) and the zoom go to the map's densest spot, located through BokehJS's frame and ranges. The map drawn is the sampled
    map built in step 1.
 
 Figures: map_build_s_1m, map_build_s_10m, map_first_render_ms_1m, map_lasso_ms_1m (new view) and the
@@ -149,12 +150,12 @@ def make(kind):
             zoom.value = f'<span id="zoom" data-drawn="{{len(v.shown)}}" data-t="{{time.time()}}">zoom</span>'
         v.figure.on_event(RangesUpdate, on_range)
         box.children = [v]
-        # the densest spot of the map, as fractions of the points' extent: where the lasso and zoom go
+        # the densest spot of the map (data coordinates): where the lasso and the zoom go
         lo, hi = v.xy.min(0), v.xy.max(0)
         H = np.histogram2d(v.xy[:, 0], v.xy[:, 1], bins=40, range=[[lo[0], hi[0]], [lo[1], hi[1]]])[0]
-        i, j = np.unravel_index(np.argmax(H), H.shape)
+        tx, ty = lo + (np.array(np.unravel_index(np.argmax(H), H.shape)) + 0.5) / 40 * (hi - lo)
         probe.value = (f'<span id="built" data-kind="{{kind}}" data-build-s="{{built:.3f}}" '
-                       f'data-fx="{{(i + 0.5) / 40}}" data-fy="{{(j + 0.5) / 40}}">built</span>')
+                       f'data-tx="{{tx}}" data-ty="{{ty}}">built</span>')
     return go
 def clear(_):
     box.children = []
@@ -167,46 +168,26 @@ W.VBox([W.HBox(buttons), probe, zoom, box])
 '''
 
 PAINTED = """() => {
-  const host = document.querySelector('.dcai-map-view');
-  if (!host) return false;
-  const all = [];
-  (function walk(root) { for (const el of root.querySelectorAll('*')) {
-      if (el.tagName === 'CANVAS') all.push(el); if (el.shadowRoot) walk(el.shadowRoot); } })(host);
-  for (const c of all) {
-    if (c.width < 200 || c.height < 200) continue;
-    let ctx; try { ctx = c.getContext('2d'); } catch (e) { continue; }
-    if (!ctx) continue;
-    const d = ctx.getImageData(0, 0, c.width, c.height).data;
-    let coloured = 0;
-    for (let i = 0; i < d.length; i += 4 * 31)
-      if (d[i + 3] > 0 && !(d[i] > 245 && d[i + 1] > 245 && d[i + 2] > 245)) coloured++;
-    if (coloured > 200) return performance.now();
-  }
-  return false;
+  // BokehJS marks a document idle once its views have painted; the map is the newest document
+  const B = window.Bokeh;
+  if (!B || !B.documents || !B.documents.length) return false;
+  const d = B.documents[B.documents.length - 1];
+  if (d === window.__lastdoc || !d.is_idle) return false;
+  const root = d.roots()[0];
+  if (!root || !root.title || !String(root.title.text).startsWith('map of')) return false;
+  return Object.values(B.index).some(v => v.model === root) ? performance.now() : false;
 }"""
 
-EXTENT = """() => {
-  const host = document.querySelector('.dcai-map-view');
-  const all = [];
-  (function walk(root) { for (const el of root.querySelectorAll('*')) {
-      if (el.tagName === 'CANVAS') all.push(el); if (el.shadowRoot) walk(el.shadowRoot); } })(host);
-  let best = null;
-  for (const c of all) {
-    if (c.width < 200 || c.height < 200) continue;
-    let ctx; try { ctx = c.getContext('2d'); } catch (e) { continue; }
-    if (!ctx) continue;
-    const d = ctx.getImageData(0, 0, c.width, c.height).data;
-    let x0 = 1e9, y0 = 1e9, x1 = -1, y1 = -1;
-    for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
-      const i = 4 * (y * c.width + x);
-      if (d[i + 3] > 0 && !(d[i] > 245 && d[i + 1] > 245 && d[i + 2] > 245)) {
-        if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y; } }
-    const r = c.getBoundingClientRect(), sx = r.width / c.width, sy = r.height / c.height;
-    if (x1 > 0 && (!best || (x1 - x0) * (y1 - y0) > best.area))
-      best = {x0: r.left + x0 * sx, x1: r.left + x1 * sx, y0: r.top + y0 * sy, y1: r.top + y1 * sy,
-              area: (x1 - x0) * (y1 - y0)};
-  }
-  return best;
+LASTDOC = ("() => { const B = window.Bokeh; "
+           "window.__lastdoc = B && B.documents ? B.documents[B.documents.length - 1] : null; }")
+
+TO_PAGE = """([tx, ty]) => {
+  // data coordinates -> page pixels through the newest map's frame and ranges
+  const B = window.Bokeh, d = B.documents[B.documents.length - 1], root = d.roots()[0];
+  const v = Object.values(B.index).find(v => v.model === root);
+  const f = v.frame.bbox, r = v.canvas_view.el.getBoundingClientRect(), xr = root.x_range, yr = root.y_range;
+  return {x: r.left + f.x0 + (tx - xr.start) / (xr.end - xr.start) * (f.x1 - f.x0),
+          y: r.top + f.y1 - (ty - yr.start) / (yr.end - yr.start) * (f.y1 - f.y0), w: f.x1 - f.x0};
 }"""
 
 WATCH = """() => {
@@ -258,24 +239,29 @@ def browser(n: int, mapfile: Path, work: str, repeats: int, tmp: Path) -> dict:
             page.locator(".go-new").first.wait_for(timeout=600_000)
             out = {"page_ready_s": round(time.perf_counter() - t, 1)}
             page.evaluate(WATCH)
+            page.on("pageerror", lambda e: print(f"[map] page error: {e}", flush=True))
             for rep in range(repeats):
                 for kind in ("before", "new"):
                     page.locator(".go-clear").first.click()     # no map left from the last run
                     page.wait_for_function("() => !document.querySelector('.dcai-map-view') && "
                                            "!document.getElementById('built')", timeout=120_000)
                     page.evaluate("() => { window.__sel = []; }")
+                    page.evaluate(LASTDOC)
                     t0 = page.evaluate("() => performance.now()")
                     page.locator(f".go-{kind}").first.click()
-                    painted = page.wait_for_function(PAINTED, polling="raf", timeout=300_000).json_value()
+                    print(f"[map] {kind} rep {rep}: clicked", flush=True)
+                    try:
+                        painted = page.wait_for_function(PAINTED, polling="raf", timeout=300_000).json_value()
+                    except Exception:
+                        page.screenshot(path=str(Path(work) / "map_browser_failed.png"))
+                        raise
                     built = page.locator("#built").first
                     built.wait_for(timeout=60_000)
                     build_s = float(built.get_attribute("data-build-s"))
-                    fx, fy = float(built.get_attribute("data-fx")), float(built.get_attribute("data-fy"))
+                    target = [float(built.get_attribute("data-tx")), float(built.get_attribute("data-ty"))]
                     time.sleep(1.0)
-                    ext = page.evaluate(EXTENT)     # the drawn extent of the points, in page pixels
-                    tx = ext["x0"] + fx * (ext["x1"] - ext["x0"])
-                    ty = ext["y1"] - fy * (ext["y1"] - ext["y0"])
-                    radius = 0.05 * (ext["x1"] - ext["x0"])
+                    at = page.evaluate(TO_PAGE, target)     # the densest spot, in page pixels
+                    tx, ty, radius = at["x"], at["y"], 0.05 * at["w"]
                     circle(page, tx, ty, radius)
                     time.sleep(4.0)    # every message of the gesture has arrived
                     sel = page.evaluate("() => window.__sel")
