@@ -89,6 +89,10 @@ def test_a_read_only_version_1_store_still_opens_for_reading(tmp_path):
         s = LabelStore(path)
         assert s.read_only and s.schema_version == "1"          # not migrated: it cannot be written
         assert len(s) == len(before) and s.annotators().empty and s.claims().empty
+        # its propagated labels are still events, read the old way
+        assert s.current(("propagated",))[["id", "label", "model_version"]].values.tolist() == [[3, "b", "m1"]]
+        assert s.current(("human", "review", "propagated")).set_index("id")["label"].to_dict() == {1: "b", 3: "b"}
+        assert s.events(("propagated",))["id"].tolist() == [3]
         with pytest.raises(StoreReadOnlyError, match="labels cannot be saved"):
             s.append([9], ["a"])
     finally:
