@@ -77,12 +77,17 @@ class App(W.VBox):
         if kernel_loop() is None:   # a script or test: no page to wait for
             self._lancet_go.set()
         self._lancet_slot: W.Box | None = None
+        # LANCET's first fit starts once its view is built (a view built during a fit read a half-fitted
+        # engine: "Lancet is not fitted"), or at _lancet_go when it has no view here
+        self._fit_go = threading.Event()
         if queue is None:  # LANCET is the default Label queue, with its view beside the panel
-            # the view shows the retrain progress, the Label panel the engine's notes
-            queue = DeferredQueue(lambda: _lancet(session), start=self._lancet_go, timeout_s=self.LANCET_DELAY_S)
             if extras is None:   # spot checks carry the annotator; built once LANCET may start
                 extras = self._lancet_slot = W.VBox([W.HTML('<i class="dcai-lancet-loading">LANCET starts after '
                                                             "the first item…</i>")])
+            # the view shows the retrain progress, the Label panel the engine's notes
+            queue = DeferredQueue(lambda: _lancet(session),
+                                  start=self._fit_go if self._lancet_slot is not None else self._lancet_go,
+                                  timeout_s=None if self._lancet_slot is not None else self.LANCET_DELAY_S)
         from .team import team_label_panel, team_mode
 
         self.team = team_mode(team)  # `team=True`, or env DCAI_TEAM=1 from `dcai-widgets serve`
@@ -249,13 +254,19 @@ class App(W.VBox):
         view_cls, queue = result
         if not isinstance(queue, DeferredQueue):   # team mode: a SharedQueue around the DeferredQueue
             queue = getattr(queue, "queue", queue)
-        engine = queue.engine() if isinstance(queue, DeferredQueue) else queue
-        view = view_cls(self.session, engine, annotator=self.annotator or self.label_panel.annotator)
+        try:
+            engine = queue.engine() if isinstance(queue, DeferredQueue) else queue
+            view = view_cls(self.session, engine, annotator=self.annotator or self.label_panel.annotator)
+        except Exception as e:  # shown in its place; LANCET still fits
+            self._lancet_view_failed(e)
+            return
         self._lancet_slot.children = [view]
+        self._fit_go.set()   # now LANCET may fit: the view follows it through its events
 
     def _lancet_view_failed(self, e: BaseException) -> None:
         self._lancet_slot.children = [W.HTML(f'<span class="dcai-error">LANCET\'s view could not be built: '
                                              f"{html.escape(str(e) or repr(e))}</span>")]
+        self._fit_go.set()
 
     @property
     def lancet_view(self) -> Any:
@@ -304,15 +315,23 @@ class App(W.VBox):
             except Exception as e:  # show the reason in the tab instead of a blank page
                 panel = W.HTML(f"<pre>could not build this panel: {html.escape(repr(e))}</pre>")
             self._built[idx] = panel
-        if idx == self._explore_tab:
-            self._lancet_go.set()
-            # SEALS (and scikit-learn) for Explore's first search, imported now that the tab is drawn
-            Background(lambda _job: importlib.import_module("dcai_widgets.seals"), name="dcai-import-seals",
-                       background=kernel_loop() is not None).request()
         kids = list(self.tabs.children)
         kids[idx] = panel
         self.tabs.children = kids
         self._sync_keyboards(self.tabs.selected_index)
+        if idx == self._explore_tab:   # once the browser has drawn it: LANCET's turn, and SEALS's import
+            from .first_paint import PaintSignal
+
+            drawn = PaintSignal(timeout_s=self.LANCET_DELAY_S)
+            drawn.on_painted(self._explore_drawn)
+            self.children = (*self.children, drawn)
+
+    def _explore_drawn(self) -> None:
+        """The Explore tab is on screen: start LANCET (if it waits) and import SEALS (scikit-learn) for
+        Explore's first search, neither of them competing with drawing the map."""
+        self._lancet_go.set()
+        Background(lambda _job: importlib.import_module("dcai_widgets.seals"), name="dcai-import-seals",
+                   background=kernel_loop() is not None).request()
 
     def _sync_keyboards(self, idx: int | None) -> None:
         """Only the shown tab's keyboard listener is on (the browser then gives it the keys)."""
