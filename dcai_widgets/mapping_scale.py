@@ -27,8 +27,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SAMPLE_SIZE = 50_000     # items UMAP is fitted on
-SAMPLED_ABOVE = 100_000  # `mapping.project_2d` builds the sampled map above this many items
+# items UMAP is fitted on. A concept needs about `n_neighbors` (15) sample points to get its own island:
+# at 50,000 that is a concept of 0.03 % or more (the synthetic 0.1 % concept at 1M: all of each rare item's 10
+# map neighbours rare; at 20k with a 1,000 sample, ~1 rare sample point, only 7 %: scattered)
+SAMPLE_SIZE = 50_000
+# `mapping.project_2d` builds the sampled map above this many items: full UMAP took 90 s at 100k and 969 s
+# at 900k here (RESULTS.md), the sampled map's cost is UMAP on the sample plus ~90 us per item placed
+SAMPLED_ABOVE = 100_000
 
 
 def embeddings_key(X: np.ndarray, chunk: int = 262_144) -> str:

@@ -50,8 +50,9 @@ def _labels(X, chunk: int = 250_000) -> np.ndarray:
     return out
 
 
-def quality(X, Y, clusters, rare, n_query: int = 2000, k: int = 10, seed: int = 0) -> dict:
-    """Cluster agreement, rare-concept agreement and 10-NN preservation of map Y on `n_query` rows."""
+def quality(X, Y, clusters, rare, n_query: int = 2000, k: int = 10, seed: int = 0, exact: bool = True) -> dict:
+    """Cluster agreement, rare-concept agreement and (`exact`: it copies X into a flat index) 10-NN
+    preservation of map Y on `n_query` rows."""
     import faiss
     from sklearn.neighbors import KDTree
 
@@ -59,16 +60,19 @@ def quality(X, Y, clusters, rare, n_query: int = 2000, k: int = 10, seed: int = 
     q = np.sort(rng.choice(len(X), min(n_query, len(X)), replace=False))
     tree = KDTree(Y)
     nb_map = tree.query(Y[q], k=k + 1, return_distance=False)[:, 1:]
+    rq = np.flatnonzero(rare)
+    rq = rq[np.sort(rng.choice(len(rq), min(200, len(rq)), replace=False))]
+    nb_r = tree.query(Y[rq], k=k + 1, return_distance=False)[:, 1:]
+    out = {"cluster_agreement": round(float((clusters[nb_map] == clusters[q, None]).mean()), 4),
+           "rare_agreement": round(float(rare[nb_r].mean()), 4)}
+    if not exact:
+        return out
     ex = faiss.IndexFlatL2(X.shape[1])
     for lo in range(0, len(X), 250_000):
         ex.add(np.ascontiguousarray(X[lo:lo + 250_000], dtype=np.float32))
     nb_x = ex.search(np.ascontiguousarray(X[q], dtype=np.float32), k + 1)[1][:, 1:]
-    rq = np.flatnonzero(rare)
-    rq = rq[np.sort(rng.choice(len(rq), min(200, len(rq)), replace=False))]
-    nb_r = tree.query(Y[rq], k=k + 1, return_distance=False)[:, 1:]
-    return {"cluster_agreement": round(float((clusters[nb_map] == clusters[q, None]).mean()), 4),
-            "rare_agreement": round(float(rare[nb_r].mean()), 4),
-            "nn10_preservation": round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(nb_map, nb_x)])), 4)}
+    out["nn10_preservation"] = round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(nb_map, nb_x)])), 4)
+    return out
 
 
 def build(X, sample_size: int) -> tuple[np.ndarray, dict]:
@@ -342,7 +346,7 @@ def python_side(n: int, mapfile: Path, work: str, tmp: Path) -> dict:
 
 
 def run(args) -> dict:
-    """All steps; ``DCAI_MAP_STEPS`` (comma-separated subset of build,compare,python,browser,10m) runs
+    """All steps; ``DCAI_MAP_STEPS`` (comma-separated subset of build,compare,python,browser,10m,quality10m) runs
     some of them alone (the browser steps then draw the 1M map an earlier build saved in --work)."""
     sys.path.insert(0, str(HERE.parent))
     from scale_parts.synth import clustered
@@ -377,12 +381,18 @@ def run(args) -> dict:
             fig["map_lasso_ms_1m"] = b["lasso_ms_new"]
             fig["map_first_render_ms_1m_before"] = b["first_render_ms_before"]
             fig["map_lasso_ms_1m_before"] = b["lasso_ms_before"]
+    map10 = work / "map_sampled_n10000000.npy"
     if "10m" in steps and not args.quick and args.n >= 10_000_000:
         X10, _ = clustered(10_000_000, 128, work=args.work)
         Y10, b10 = build(X10, sample)
         fig["build_10m"] = b10
         fig["map_build_s_10m"] = b10["build_s"]
-        np.save(work / "map_sampled_n10000000.npy", Y10)
+        np.save(map10, Y10)
         del Y10
+        steps.add("quality10m")
+    if "quality10m" in steps and map10.exists():   # no 10-NN preservation: exact search would copy 5 GB
+        X10, rare10 = clustered(10_000_000, 128, work=args.work)
+        fig["quality_10m"] = quality(X10, np.load(map10), _labels(X10), rare10, exact=False)
+        print("[map] quality 10m", json.dumps(fig["quality_10m"]), flush=True)
     fig["load_avg_end"] = [round(x, 1) for x in os.getloadavg()]
     return fig

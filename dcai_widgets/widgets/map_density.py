@@ -45,11 +45,14 @@ def density_rgba(xy: np.ndarray, category: np.ndarray, colours: np.ndarray, x_ra
     if not (x1 > x0 and y1 > y0 and h > 0 and w > 0):
         raise ValueError(f"an image needs x0 < x1, y0 < y1 and a positive shape, got {x_range}, {y_range}, {shape}")
     k = len(colours)
-    ix = np.floor((xy[:, 0] - x0) * (w / (x1 - x0))).astype(np.int64)
-    iy = np.floor((xy[:, 1] - y0) * (h / (y1 - y0))).astype(np.int64)
-    ok = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-    pix = iy[ok] * w + ix[ok]
-    counts = np.bincount(pix * k + category[ok], minlength=h * w * k).reshape(h * w, k).astype(np.float32)
+    fx = (xy[:, 0] - x0) * (w / (x1 - x0))
+    fy = (xy[:, 1] - y0) * (h / (y1 - y0))
+    ok = (fx >= 0) & (fx < w) & (fy >= 0) & (fy < h)
+    if not ok.all():
+        fx, fy, category = fx[ok], fy[ok], category[ok]
+    # non-negative here, so truncation is the floor; one int64 pass per axis at 1M-10M points
+    code = (fy.astype(np.int64) * w + fx.astype(np.int64)) * k + category
+    counts = np.bincount(code, minlength=h * w * k).reshape(h * w, k).astype(np.float32)
     total = counts.sum(axis=1)
     img = np.zeros((h, w), dtype=np.uint32)
     rgba = img.view(np.uint8).reshape(h, w, 4)

@@ -174,9 +174,10 @@ class MapView(W.VBox):
         self.lod_points = min(lod_points, max_points)
         self._pos = np.full(n, -1, dtype=np.int64)  # item id -> row in the drawn source
         if self.density:   # a fixed random priority: the LOD sample at one zoom is kept at every finer one
+            order = rng.permutation(n)
             self._priority = np.empty(n, dtype=np.int64)
-            self._priority[rng.permutation(n)] = np.arange(n)
-            shown = lod_pick(self._priority, None, self.lod_points)
+            self._priority[order] = np.arange(n)
+            shown = np.sort(order[:self.lod_points])    # = lod_pick(self._priority, None, lod_points)
         else:
             shown = (np.sort(rng.choice(n, max_points, replace=False)) if self.downsampled else np.arange(n))
         self._set_shown(shown)
@@ -278,10 +279,11 @@ class MapView(W.VBox):
             data["desc"] = [self.session.items.describe(int(i))[:160] for i in ids]
         return data
 
-    def _categories(self) -> np.ndarray:
-        """(N,) index into palette + faint palette + [unlabeled]: what colours each item."""
+    def _categories(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """Index into palette + faint palette + [unlabeled] of these items (all N when None): what
+        colours each (only the given rows are read: a label's recolour must not scan 1M items)."""
         c = len(self.classes)
-        human, prop = self._human, self._prop
+        human, prop = (self._human, self._prop) if ids is None else (self._human[ids], self._prop[ids])
         return np.where(human >= 0, human, np.where(prop >= 0, c + prop, 2 * c)).astype(np.int64)
 
     def _draw_density(self) -> None:
@@ -346,7 +348,7 @@ class MapView(W.VBox):
             self._human, self._prop = self._label_state()
         ids = self.shown if ids is None else np.asarray(ids, dtype=np.int64)
         c = len(self.classes)
-        code = self._categories()[ids]
+        code = self._categories(ids)
         colours = np.asarray(list(self.palette) * 2 + [UNLABELED], dtype=object)
         alphas = np.asarray([0.95] * c + [0.35] * c + [0.5])
         names = np.asarray(self.classes + [f"~{k}" for k in self.classes] + ["unlabeled"], dtype=object)
