@@ -57,6 +57,16 @@ def make_setting(X, y, rp: float, seed: int, cap: int, n_labels: int):
     return Xp, yp, labels
 
 
+def settings(datasets, seeds: int, cap: int, n_labels: int = 20):
+    """Yield (dataset, r_p, seed, X, y, labels) for every dataset x r_p in {0.1, 0.3} x seed."""
+    for ds in datasets:
+        z = np.load(DATA / f"{ds}.npz")
+        X, y = z["X"].astype(np.float32), z["y"].astype(int)
+        for rp in (0.1, 0.3):
+            for seed in range(seeds):
+                yield (ds, rp, seed, *make_setting(X, y, rp, seed, cap, n_labels))
+
+
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -131,16 +141,11 @@ def main() -> None:
         Elite.from_arrays(warm, [1, 0] + [-1] * 62, epochs=1, **kw).fit()
     rows = []
     t_all = time.perf_counter()
-    for ds in args.datasets:
-        z = np.load(DATA / f"{ds}.npz")
-        X, y = z["X"].astype(np.float32), z["y"].astype(int)
-        for rp in (0.1, 0.3):
-            for seed in range(args.seeds):
-                Xp, yp, labels = make_setting(X, y, rp, seed, args.pool, 20)
-                res = run_methods(Xp, yp, labels, seed, args.epochs)
-                rows.append({"dataset": ds, "rp": rp, "seed": seed, "n": len(yp), **res})
-                print(f"{ds:13s} rp={rp} seed={seed} n={len(yp):5d}  " + "  ".join(
-                    f"{k}={v[0]:.3f}/{v[1]:.1f}s" for k, v in res.items()), flush=True)
+    for ds, rp, seed, Xp, yp, labels in settings(args.datasets, args.seeds, args.pool):
+        res = run_methods(Xp, yp, labels, seed, args.epochs)
+        rows.append({"dataset": ds, "rp": rp, "seed": seed, "n": len(yp), **res})
+        print(f"{ds:13s} rp={rp} seed={seed} n={len(yp):5d}  " + "  ".join(
+            f"{k}={v[0]:.3f}/{v[1]:.1f}s" for k, v in res.items()), flush=True)
     mean = lambda m, rp=None: float(np.mean([r[m][0] for r in rows if rp is None or r["rp"] == rp]))  # noqa: E731
     secs = lambda m: float(np.mean([r[m][1] for r in rows]))  # noqa: E731
     print("\nmethod          ROC-AUC  (r_p 0.1 / 0.3)   s/fit")

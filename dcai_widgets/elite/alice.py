@@ -84,8 +84,8 @@ class StepResult:
 
 
 def alice_step(model, xb: torch.Tensor, yb: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, C: float,
-               lr: float, eta_m: float = 1.0, strong: bool = True, wv: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, StepResult, list]:
+               lr: float, eta_m: float = 1.0, strong: bool = True, wv: torch.Tensor | None = None,
+               frozen: torch.Tensor | None = None) -> tuple[torch.Tensor, StepResult, list]:
     """One ALICE iteration on a mini-batch; returns (new labels, what happened, the parameter gradients
     of the weighted batch loss, in ``model.named_parameters()`` order, for the optimiser to apply).
 
@@ -96,7 +96,9 @@ def alice_step(model, xb: torch.Tensor, yb: torch.Tensor, xv: torch.Tensor, yv: 
     so that the step size does not depend on the meta-gradients' overall scale (which shrinks with the
     look-ahead step size). The batch loss is linear in the labels, so the look-ahead gradient with the
     flipped labels is the one without them plus the gradient of the flipped items' label term: four
-    backward passes per step in all (a plain step has one). ``wv``: precomputed validation weights."""
+    backward passes per step in all (a plain step has one). ``wv``: precomputed validation weights.
+    ``frozen`` (bool per batch item): items whose label is known (``Elite(mode="semi")``'s expert labels
+    in training): never flipped, weighted ``eta_M`` (the batch's mean weight) instead of by ``|g|``."""
     params = _params(model)
     names = list(params)
     plist = [params[k] for k in names]
@@ -109,6 +111,9 @@ def alice_step(model, xb: torch.Tensor, yb: torch.Tensor, xv: torch.Tensor, yv: 
     mag = g.abs()
     mean = mag.mean()
     w = eta_m * (mag / mean if mean > 0 else torch.ones_like(mag))
+    if frozen is not None:
+        helps &= ~frozen
+        w = torch.where(frozen, torch.full_like(w, eta_m), w)
     upd = (w * tailored_loss(s, yb, C)).mean()
     if not bool(helps.any()):
         grads = torch.autograd.grad(upd, plist)

@@ -26,6 +26,7 @@ from .models import build
 
 BACKBONES = ("svdd", "ae", "conv")
 QUERY_RULES = ("score", "meta", "margin", "random")
+MODES = ("published", "semi")
 
 
 class Elite:
@@ -41,6 +42,9 @@ class Elite:
     mean ROC-AUC 0.797 ("strong") vs 0.792 ("all") over the 5 ADBench sets x r_p 0.1/0.3 x seeds 0-1 x
     both backbones (benchmarks/RESULTS.md, ELITE); "strong" flips fewer items per step.
     ``alice=False`` trains the plain unsupervised Deep SVDD / autoencoder (no labels needed).
+    ``mode``: ``"published"`` (the paper: the expert labels only validate) or ``"semi"`` (beyond the
+    paper: the labels also train the model, ALICE validating on cross-fitted held-out folds of them,
+    ``folds`` models; see ``_fit_semi`` and benchmarks/RESULTS.md, ELITE, for how it compares).
 
     After ``fit()``: ``scores_`` (N,) higher = more anomalous; ``pseudo_labels_`` (N,) 1 anomalous,
     0 normal (the expert's label for labeled items, -1 for excluded ones not labeled); ``meta_gradients_``
@@ -51,7 +55,7 @@ class Elite:
                  anomaly: str = "anomaly", *, epochs: int = 30, min_epochs: int = 5, batch_size: int = 128,
                  lr: float = 1e-3, eta_m: float = 1.0, hidden: Sequence[int] = (64, 32), alice: bool = True,
                  flip: str = "strong", weight_decay: float = 1e-6, seed: int = 0,
-                 threads: int | None = 1) -> None:
+                 threads: int | None = 1, mode: str = "published", folds: int = 2) -> None:
         self.session = session
         self.backbone = backbone
         self.normal = normal
@@ -67,6 +71,8 @@ class Elite:
         self.weight_decay = weight_decay
         self.seed = seed
         self.threads = threads
+        self.mode = mode
+        self.folds = folds
         self._arrays: tuple | None = None
 
     @classmethod
@@ -96,6 +102,13 @@ class Elite:
             raise ValueError(f"hidden must be a non-empty list of positive layer widths, got {self.hidden!r}")
         if self.flip not in ("strong", "all"):
             raise ValueError(f"flip must be 'strong' or 'all', got {self.flip!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "semi":
+            if not self.alice:
+                raise ValueError("mode='semi' is ELITE with ALICE; alice=False trains the unsupervised model")
+            if not isinstance(self.folds, (int, np.integer)) or isinstance(self.folds, bool) or self.folds < 2:
+                raise ValueError(f"folds must be an int >= 2 (cross-fitted validation), got {self.folds!r}")
         if self.normal == self.anomaly:
             raise ValueError(f"normal and anomaly must be different class names, both are {self.normal!r}")
 
@@ -124,69 +137,116 @@ class Elite:
         return self
 
     def _fit(self, inp: Inputs, callback) -> None:
-        rng = np.random.default_rng(self.seed)
         X = torch.from_numpy(inp.X)
         train = inp.train_ids
-        xt = X[torch.from_numpy(train)]
-        model = build(self.backbone, tuple(inp.X.shape[1:]), tuple(int(h) for h in self.hidden), self.seed)
-        model = model.to(X.dtype)
-        model.setup(xt)
-        with torch.no_grad():
-            self.C_ = float(self._score(model, xt).mean())  # untrained model, every item pseudo-normal
-        C = self.C_
-        xv = X[torch.from_numpy(inp.val_ids)] if len(inp.val_ids) else None
-        yv = torch.from_numpy(inp.val_labels.astype(inp.X.dtype)) if len(inp.val_ids) else None
-        y = torch.zeros(len(train), dtype=X.dtype)
-        wv = validation_weights(yv) if yv is not None else None
-        meta = torch.zeros(len(train), dtype=X.dtype)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        self.history_: list[dict] = []
-        bs = int(min(self.batch_size, len(train)))
-        for epoch in range(int(self.epochs)):
-            perm = torch.from_numpy(rng.permutation(len(train)))
-            flips = 0
-            for start in range(0, len(train), bs):
-                b = perm[start:start + bs]
-                xb = xt[b]
-                opt.zero_grad()
-                if self.alice:
-                    y_new, res, grads = alice_step(model, xb, y[b], xv, yv, C, self.lr, self.eta_m,
-                                                   strong=self.flip == "strong", wv=wv)
-                    for p, gr in zip((p for p in model.parameters() if p.requires_grad), grads):
-                        p.grad = gr
-                    y[b] = y_new
-                    meta[b] = res.meta_gradients
-                    flips += len(res.flipped)
-                else:
-                    tailored_loss(model(xb), y[b], C).mean().backward()
-                opt.step()
-            rec = {"epoch": epoch + 1, "flips": flips, "pseudo_anomalies": int(y.sum())}
-            if self.alice:
-                with torch.no_grad():
-                    rec["val_loss"] = float(validation_loss(self._score(model, xv), yv, C))
-            self.history_.append(rec)
-            if callback is not None:
-                callback(epoch + 1, int(self.epochs), rec)
-            if self.alice and flips == 0 and epoch + 1 >= self.min_epochs:
-                break  # flips no longer lower the validation loss
-        self.n_epochs_ = len(self.history_)
-        with torch.no_grad():
-            scores = self._score(model, X).numpy().astype(np.float64)
+        if self.mode == "semi":
+            scores, y, meta, Cs, hist = self._fit_semi(inp, X, callback)
+        else:
+            model, y, meta, C, hist = self._train(X, train, inp.val_ids, inp.val_labels, None, None, callback)
+            with torch.no_grad():
+                scores = self._score(model, X).numpy().astype(np.float64)
+            self.model_, Cs = model, [C]
+        self.C_ = float(np.mean(Cs))
+        self.history_ = hist
+        self.n_epochs_ = len(hist)
         n = len(inp.X)
         self.n_items_ = n
-        self.model_ = model
         self.scores_ = scores
         self.train_ids_ = train
         self.labeled_ids_ = inp.val_ids
         self.labeled_labels_ = inp.val_labels
         self.excluded_ids_ = inp.excluded
         pseudo = np.full(n, -1, dtype=np.int64)
-        pseudo[train] = y.numpy().astype(np.int64)
+        pseudo[train] = y.astype(np.int64)
         pseudo[inp.val_ids] = inp.val_labels
         self.pseudo_labels_ = pseudo
         self.meta_gradients_ = np.zeros(n)
-        self.meta_gradients_[train] = meta.numpy()
+        self.meta_gradients_[train] = meta
         self.threshold_, self.pollution_ = _pollution(scores, train, inp.val_ids, inp.val_labels)
+
+    def _fit_semi(self, inp: Inputs, X: torch.Tensor, callback):
+        """``mode="semi"`` (beyond the paper): ``folds`` models, each trained on the pool plus the expert
+        labels outside its fold (fixed labels, in every mini-batch, as DeepSAD trains on its labels) and
+        validated by ALICE on the fold's held-out labels, so the validation loss never sees a label the
+        model trains on. Scores: the mean of the models' pool-standardised scores (the out-of-fold model
+        alone scores a labeled item); pseudo labels: the models' majority."""
+        folds = _stratified_folds(inp.val_labels, int(self.folds), self.seed)
+        train, vid, vlab = inp.train_ids, inp.val_ids, inp.val_labels
+        z = np.zeros((len(folds), len(inp.X)))
+        ys, metas, Cs, hist = [], [], [], []
+        for k, hold in enumerate(folds):
+            fit = np.setdiff1d(np.arange(len(vid)), hold)
+            model, y, meta, C, h = self._train(X, train, vid[hold], vlab[hold], vid[fit], vlab[fit], callback, k)
+            with torch.no_grad():
+                s = self._score(model, X).numpy().astype(np.float64)
+            sd = s[train].std()
+            z[k] = (s - s[train].mean()) / (sd if sd > 0 else 1.0)
+            ys.append(y), metas.append(meta), Cs.append(C), hist.extend(h)
+            self.model_ = model
+        scores = z.mean(0)
+        for k, hold in enumerate(folds):   # a labeled item is scored by the model that did not train on it
+            scores[vid[hold]] = z[k, vid[hold]]
+        return scores, (np.mean(ys, 0) > 0.5).astype(np.int64), np.mean(metas, 0), Cs, hist
+
+    def _train(self, X: torch.Tensor, train: np.ndarray, val_ids: np.ndarray, val_labels: np.ndarray,
+               fixed_ids: np.ndarray | None, fixed_labels: np.ndarray | None, callback, fold: int | None = None):
+        """One ELITE training run: (model, pool pseudo labels, pool meta-gradients, C, history).
+        ``fixed_ids``/``fixed_labels``: expert-labeled items trained on with their labels (never flipped),
+        appended to every mini-batch (``mode="semi"``); None for the published method."""
+        rng = np.random.default_rng(self.seed if fold is None else self.seed + 1000 * (fold + 1))
+        xt = X[torch.from_numpy(train)]
+        model = build(self.backbone, tuple(X.shape[1:]), tuple(int(h) for h in self.hidden), self.seed)
+        model = model.to(X.dtype)
+        model.setup(xt)
+        with torch.no_grad():
+            C = float(self._score(model, xt).mean())  # untrained model, every item pseudo-normal
+        xv = X[torch.from_numpy(val_ids)] if len(val_ids) else None
+        yv = torch.from_numpy(val_labels.astype(np.float32)).to(X.dtype) if len(val_ids) else None
+        y = torch.zeros(len(train), dtype=X.dtype)
+        wv = validation_weights(yv) if yv is not None else None
+        meta = torch.zeros(len(train), dtype=X.dtype)
+        nf = 0 if fixed_ids is None else len(fixed_ids)
+        if nf:
+            xf = X[torch.from_numpy(fixed_ids)]
+            yf = torch.from_numpy(fixed_labels.astype(np.float32)).to(X.dtype)
+            frozen = torch.ones(nf, dtype=torch.bool)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        history: list[dict] = []
+        bs = int(min(self.batch_size, len(train)))
+        for epoch in range(int(self.epochs)):
+            perm = torch.from_numpy(rng.permutation(len(train)))
+            flips = 0
+            for start in range(0, len(train), bs):
+                b = perm[start:start + bs]
+                xb, yb, fr = xt[b], y[b], None
+                if nf:
+                    xb, yb = torch.cat([xb, xf]), torch.cat([yb, yf])
+                    fr = torch.cat([torch.zeros(len(b), dtype=torch.bool), frozen])
+                opt.zero_grad()
+                if self.alice:
+                    y_new, res, grads = alice_step(model, xb, yb, xv, yv, C, self.lr, self.eta_m,
+                                                   strong=self.flip == "strong", wv=wv, frozen=fr)
+                    for p, gr in zip((p for p in model.parameters() if p.requires_grad), grads):
+                        p.grad = gr
+                    y[b] = y_new[: len(b)]
+                    meta[b] = res.meta_gradients[: len(b)]
+                    flips += len(res.flipped)
+                else:
+                    tailored_loss(model(xb), yb, C).mean().backward()
+                opt.step()
+            rec = {"epoch": epoch + 1, "flips": flips, "pseudo_anomalies": int(y.sum())}
+            if fold is not None:
+                rec["fold"] = fold
+            if self.alice:
+                with torch.no_grad():
+                    rec["val_loss"] = float(validation_loss(self._score(model, xv), yv, C))
+            history.append(rec)
+            if callback is not None:   # semi: one progress over all folds' epoch limits
+                k, nk = (0, 1) if fold is None else (fold, int(self.folds))
+                callback(k * int(self.epochs) + epoch + 1, nk * int(self.epochs), rec)
+            if self.alice and flips == 0 and epoch + 1 >= self.min_epochs:
+                break  # flips no longer lower the validation loss
+        return model, y.numpy(), meta.numpy(), C, history
 
     @staticmethod
     def _score(model, x: torch.Tensor) -> torch.Tensor:
@@ -238,6 +298,22 @@ class Elite:
         ranked = [normal[np.argsort(-self.scores_[normal], kind="stable")],
                   flipped[np.argsort(self.scores_[flipped], kind="stable")]]  # then the least sure flips
         return np.concatenate(ranked)[: int(n)].astype(np.int64)
+
+
+def _stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` disjoint folds of positions into ``labels``, each holding >= 1 item of both classes (so
+    each fold can validate, and the rest can train); a clear error when a class has fewer than ``k``."""
+    counts = {c: int((labels == c).sum()) for c in (0, 1)}
+    if min(counts.values()) < k:
+        raise ValueError(f"mode='semi' cross-fits over folds={k} folds and needs at least {k} expert labels "
+                         f"of each class; there are {counts[0]} normal and {counts[1]} anomalous: label more "
+                         "items or use mode='published'")
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for c in (0, 1):
+        for i, pos in enumerate(rng.permutation(np.flatnonzero(labels == c))):
+            folds[i % k].append(int(pos))
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
 
 
 def _pollution(scores: np.ndarray, pool: np.ndarray, val_ids: np.ndarray, val_labels: np.ndarray

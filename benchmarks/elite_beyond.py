@@ -1,0 +1,127 @@
+"""Beyond-the-paper ELITE variants against the labels-only logistic regression (issue 16's open goal).
+
+Same settings as benchmarks/elite.py (5 ADBench sets x r_p {0.1, 0.3} x seeds, pools <= --pool, 20 oracle
+labels half anomalous, ROC-AUC on the pool's unlabeled items), one fixed configuration per variant chosen
+before the run (no per-dataset tuning):
+
+- ``lr``: scikit-learn logistic regression on the 20 standardised labeled items (the baseline to beat).
+- ``cotrain_<elite>``: the same LR trained on the labels plus ELITE's confident pseudo labels from the
+  pool: the top 5% of the pool by ELITE's score as anomalous, the bottom 50% as normal; each pseudo class
+  weighs in total as much as the labeled class (10 items).
+- ``cotrain_mix``: as above, pseudo labels ranked by the mean rank of ELITE-AE and LR.
+- ``selftrain_lr`` (control: is it ELITE that helps?): pseudo labels ranked by LR's own probability.
+- ``pu_lr`` (control): labeled normals plus the whole pool as normal (total weight 10) vs labeled anomalies.
+- ``elite_plus_lr``: mean rank of ELITE-SVDD and LR (as in elite.py).
+- ``semi_<backbone>`` (with --semi): ``Elite(mode="semi")``, the expert labels also train the model,
+  ALICE validates on cross-fitted held-out folds of the labels.
+- ``oracle_choice``: per run the best of lr / ELITE / elite_plus_lr as if chosen knowing the test labels,
+  the ceiling of any "choose ELITE or LR on the labels" rule (variant c).
+
+Run: nice -n 10 .venv/bin/python benchmarks/elite_beyond.py [--semi]; ends with one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from elite import DATASETS, settings
+
+from dcai_widgets.elite import Elite
+
+TOP, BOTTOM = 0.05, 0.5
+
+
+def _lr(Xs, idx, yy, w):
+    return LogisticRegression(max_iter=2000).fit(Xs[idx], yy, sample_weight=w).predict_proba(Xs)[:, 1]
+
+
+def cotrain(Xs, labels, rank_score) -> np.ndarray:
+    """LR on the labels plus the pool's top TOP (anomalous) / bottom BOTTOM (normal) by ``rank_score``."""
+    lab = np.flatnonzero(labels >= 0)
+    pool = np.flatnonzero(labels < 0)
+    order = pool[np.argsort(-np.asarray(rank_score)[pool], kind="stable")]
+    top, bottom = order[: max(1, int(TOP * len(pool)))], order[len(pool) - int(BOTTOM * len(pool)):]
+    n_cls = len(lab) / 2
+    idx = np.concatenate([lab, top, bottom])
+    yy = np.concatenate([labels[lab], np.ones(len(top), int), np.zeros(len(bottom), int)])
+    w = np.concatenate([np.ones(len(lab)), np.full(len(top), n_cls / len(top)),
+                        np.full(len(bottom), n_cls / len(bottom))])
+    return _lr(Xs, idx, yy, w)
+
+
+def run(X, y, labels, seed, epochs, semi: bool, only_semi: bool = False,
+        backbones=("svdd", "ae")) -> dict[str, float]:
+    test = labels < 0
+    auc = lambda s: float(roc_auc_score(y[test], np.asarray(s)[test]))
+    sc = {}
+    if only_semi:
+        return {f"semi_{b}": auc(Elite.from_arrays(X, labels, backbone=b, epochs=epochs, seed=seed,
+                                                   mode="semi").fit().scores_) for b in backbones}
+    for b in ("svdd", "ae"):
+        sc[f"elite_{b}"] = Elite.from_arrays(X, labels, backbone=b, epochs=epochs, seed=seed).fit().scores_
+        if semi:
+            sc[f"semi_{b}"] = Elite.from_arrays(X, labels, backbone=b, epochs=epochs, seed=seed,
+                                                mode="semi").fit().scores_
+    Xs = StandardScaler().fit_transform(X)
+    lab = np.flatnonzero(labels >= 0)
+    p = _lr(Xs, lab, labels[lab], None)
+    sc["lr"] = p
+    sc["elite_plus_lr"] = rankdata(sc["elite_svdd"]) + rankdata(p)
+    for b in ("svdd", "ae"):
+        sc[f"cotrain_{b}"] = cotrain(Xs, labels, sc[f"elite_{b}"])
+    sc["cotrain_mix"] = cotrain(Xs, labels, rankdata(sc["elite_ae"]) + rankdata(p))
+    sc["selftrain_lr"] = cotrain(Xs, labels, p)
+    pool = np.flatnonzero(labels < 0)
+    idx = np.concatenate([lab, pool])
+    yy = np.concatenate([labels[lab], np.zeros(len(pool), int)])
+    w = np.concatenate([np.ones(len(lab)), np.full(len(pool), len(lab) / 2 / len(pool))])
+    sc["pu_lr"] = _lr(Xs, idx, yy, w)
+    out = {k: auc(v) for k, v in sc.items()}
+    out["oracle_choice"] = max(out[k] for k in ("lr", "elite_svdd", "elite_ae", "elite_plus_lr"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", type=int, default=1500)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--semi", action="store_true", help="also fit Elite(mode='semi')")
+    ap.add_argument("--only-semi", action="store_true", help="fit only Elite(mode='semi') (the other "
+                    "variants are deterministic: merge with a run without it)")
+    ap.add_argument("--semi-backbones", nargs="*", default=["svdd", "ae"], help="with --only-semi")
+    ap.add_argument("--datasets", nargs="*", default=DATASETS)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows, t0 = [], time.perf_counter()
+    for ds, rp, seed, Xp, yp, labels in settings(args.datasets, args.seeds, args.pool):
+        r = run(Xp, yp, labels, seed, args.epochs, args.semi, args.only_semi, args.semi_backbones)
+        rows.append({"dataset": ds, "rp": rp, "seed": seed, **r})
+        print(f"{ds:13s} rp={rp} seed={seed} " + " ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
+    methods = [k for k in rows[0] if k not in ("dataset", "rp", "seed")]
+    print("\nper dataset (mean over r_p and seeds):")
+    for ds in args.datasets:
+        sub = [r for r in rows if r["dataset"] == ds]
+        print(f"  {ds:13s} " + " ".join(f"{m}={np.mean([r[m] for r in sub]):.3f}" for m in methods))
+    mean = {m: round(float(np.mean([r[m] for r in rows])), 4) for m in methods}
+    by_rp = {m: [round(float(np.mean([r[m] for r in rows if r["rp"] == rp])), 4) for rp in (0.1, 0.3)]
+             for m in methods}
+    per_ds = {m: {ds: round(float(np.mean([r[m] for r in rows if r["dataset"] == ds])), 4)
+                  for ds in args.datasets} for m in methods}
+    print(json.dumps({"roc_auc": mean, "roc_auc_rp01_rp03": by_rp, "per_dataset": per_ds, "runs": len(rows),
+                      "seconds": round(time.perf_counter() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
