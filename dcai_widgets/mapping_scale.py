@@ -49,7 +49,7 @@ def embeddings_key(X: np.ndarray, chunk: int = 262_144) -> str:
 class SampledMap:
     """UMAP on a sample + kNN placement of the rest (scikit-learn estimator conventions).
 
-    `fit(X)` draws `sample_size` rows (seeded), builds their FAISS kNN graph and fits UMAP on it;
+    `fit(X)` draws `sample_size` rows (None: `SAMPLE_SIZE`; seeded), builds their FAISS kNN graph and fits UMAP on it;
     `transform(X)` places rows in chunks of `chunk_size` at the membership-weighted mean of their
     `place_k` nearest sample points' positions (3: fewer neighbours keep more local structure; 10-NN
     preservation on digits with a 500-point sample: k=2 0.37, 3 0.37, 5 0.34, 10 0.31, 20 0.25, and
@@ -59,12 +59,16 @@ class SampledMap:
     and FAISS's IVF training are seeded); `seed=None` lets UMAP use every core, the sample stays seeded.
     """
 
-    def __init__(self, sample_size: int = SAMPLE_SIZE, n_neighbors: int = 15, place_k: int = 3,
+    def __init__(self, sample_size: int | None = None, n_neighbors: int = 15, place_k: int = 3,
                  chunk_size: int = 65_536, metric: str = "l2", min_dist: float = 0.1, seed: int | None = 0,
                  progress: bool = True) -> None:
         self.sample_size, self.n_neighbors, self.place_k = sample_size, n_neighbors, place_k
         self.chunk_size, self.metric, self.min_dist, self.seed = chunk_size, metric, min_dist, seed
         self.progress = progress
+
+    def _sample_size(self) -> int:
+        """`sample_size`, or the module's SAMPLE_SIZE when None (read at fit time)."""
+        return SAMPLE_SIZE if self.sample_size is None else self.sample_size
 
     def _check(self, X) -> np.ndarray:
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
@@ -74,7 +78,7 @@ class SampledMap:
         if self.metric not in ("l2", "cosine"):
             raise ValueError(f"unknown metric {self.metric!r}; expected 'l2' or 'cosine'")
         for name in ("sample_size", "n_neighbors", "place_k", "chunk_size"):
-            v = getattr(self, name)
+            v = self._sample_size() if name == "sample_size" else getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 2:
                 raise ValueError(f"{name} must be an int >= 2, got {v!r}")
         return X
@@ -88,7 +92,7 @@ class SampledMap:
         if n < 16:
             raise ValueError(f"a sampled map needs at least 16 items, got {n}")
         rng = np.random.default_rng(0 if self.seed is None else self.seed)   # None: parallel UMAP only
-        m = min(n, int(self.sample_size))
+        m = min(n, int(self._sample_size()))
         sample = np.arange(n) if m == n else np.sort(rng.choice(n, m, replace=False))
         Xs = np.ascontiguousarray(X[sample], dtype=np.float32)
         if not np.isfinite(Xs).all():
@@ -158,8 +162,8 @@ def sampled_map(X: np.ndarray, *, metric: str = "l2", seed: int | None = 0, cach
         return est.fit_transform(X)
     from .store.cache import ArrayCache
 
-    settings = ",".join(f"{p}={getattr(est, p)}" for p in ("sample_size", "n_neighbors", "place_k", "metric",
-                                                          "min_dist", "seed"))
+    settings = f"sample_size={est._sample_size()}," + ",".join(
+        f"{p}={getattr(est, p)}" for p in ("n_neighbors", "place_k", "metric", "min_dist", "seed"))
     full = f"map-sampled-{key or embeddings_key(X)}-{hashlib.blake2b(settings.encode(), digest_size=6).hexdigest()}"
     cache = ArrayCache(Path(cache_dir))
     got = cache.get(full)

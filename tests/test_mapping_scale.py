@@ -129,3 +129,29 @@ def test_bad_input_is_named():
         SampledMap().transform(X)
     with pytest.raises(ValueError, match="metric"):
         SampledMap(metric="manhattan").fit(X)
+
+
+def test_a_large_session_gets_the_sampled_map_cached_by_its_embeddings(blobs, tmp_path, monkeypatch):
+    """Session.map above the threshold: the sampled map (no kNN graph of all items), saved in the cache
+    keyed by the embeddings' content, reopened by a new session, rebuilt for other embeddings."""
+    import dcai_widgets as dw
+
+    X, y = blobs
+    monkeypatch.setattr(mapping_scale, "SAMPLED_ABOVE", 2000)
+    monkeypatch.setattr(mapping_scale, "SAMPLE_SIZE", 400)
+    fits = []
+    real_fit = SampledMap.fit
+    monkeypatch.setattr(SampledMap, "fit", lambda self, X: fits.append(len(X)) or real_fit(self, X))
+
+    def session(emb, name):
+        return dw.Session.from_embeddings(emb, [str(c) for c in range(8)], store=tmp_path / f"{name}.db",
+                                          cache_dir=tmp_path / "cache")
+
+    m1 = session(X, "a").map
+    assert fits == [3000] and m1.shape == (3000, 2) and map_agreement(m1, y, np.arange(0, 3000, 7)) > 0.97
+    m2 = session(X.copy(), "b").map
+    assert fits == [3000] and np.array_equal(m1, m2)          # reopened from the cache, not rebuilt
+    X3 = X.copy()
+    X3[0, 0] += 0.5
+    session(X3, "c").map
+    assert fits == [3000, 3000]                                 # other embeddings: a new map
