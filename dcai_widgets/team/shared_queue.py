@@ -163,7 +163,8 @@ class SharedQueue:
         self.n_labeled_: int | None = None
         self.classes_seen_: list[int] | None = None
         self.team_: TeamFit | None = None
-        if team_fit:
+        team_api = ("try_lease", "release_lease", "lease_holder", "publish", "published", "people_labels_since")
+        if team_fit and all(callable(getattr(store, m, None)) for m in team_api):   # else: each page fits its own
             engine = f"{type(queue).__module__}.{type(queue).__qualname__}"
             self.team_ = TeamFit(session.store, engine, f"{self.annotator}#{uuid.uuid4().hex[:12]}",
                                  refit_labels=refit_labels, fit_share=fit_share)

@@ -235,3 +235,30 @@ def test_team_panels_label_from_the_adopted_ranking(target):
         assert (lab.loc[ids, "annotator"] == who).all()
     assert pa.queue.queue.fits + pb.queue.queue.fits >= 2   # refits happened, in one page at a time
     pa.queue.close(), pb.queue.close()
+
+
+def test_a_store_without_team_state_falls_back_to_a_fit_per_page(tmp_path):
+    """A store offering claims but not leases or published values (another implementation): each page
+    fits its own engine, as before one fit per team."""
+    s = session(str(tmp_path / "l.db"))
+    label_some(s, range(10), "ada")
+
+    class ClaimsOnly:
+        def __init__(self, st):
+            for m in ("claim", "renew_claims", "release_claims", "claims"):
+                setattr(self, m, getattr(st, m))
+
+    class Sess:
+        def __init__(self, inner):
+            self._inner, self.store = inner, ClaimsOnly(inner.store)
+
+        def __getattr__(self, k):
+            return getattr(self._inner, k)
+
+        def __len__(self):
+            return len(self._inner)
+
+    q = SharedQueue(Sess(s), CountingQueue(s, cold_start=5), annotator="ada", heartbeat_s=0, watch_s=0)
+    assert q.team_ is None
+    q.fit()
+    assert q.queue.fits == 1 and q.changed_ and len(q.candidates()) == q.ahead
