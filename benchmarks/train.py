@@ -15,17 +15,22 @@ training the selector + scoring. Then the target is trained (early stopping on t
 seed) on the proxy's 50%, the target's 50%, a random 50% and all the train set; test accuracy of each.
 Spearman = rank correlation of the proxy's and the target's entropy scores. SEEDS training seeds (the
 split stays seed 0); accuracies are means over seeds, the speed-up is total target time / total proxy
-time. Proxies compared on both sets before choosing this one (RESULTS.md, 2026-11-30 22:xx): a small MLP
+time. Proxies compared on both sets before choosing this one (RESULTS.md, "Train, second pass"): a small MLP
 or a linear model on PCA-32 of the inputs lost 1.5-3.7 points to target selection on CIFAR10_0; selection
 by forgetting events or k-center and class-balanced selection did not do better across both sets.
 
 (2) AutoSampling (Sun et al., ICML 2021) vs uniform / class-balanced / loss-based importance sampling, all
 at the same number of gradient steps (CYCLES x STEPS), MLP (hidden 128) on the PCA-32 embeddings (the
-Trainer's default model), 3 seeds. Baselines keep their best-validation epoch (epoch = STEPS steps), AutoSampling
-picks winners on the same validation set. Cost ratio = AutoSampling's wall time / one uniform run's.
+Trainer's default model), 3 seeds; AutoSampling in its default loss-exponent space and in the paper's
+per-item space ("autosampling_items"). Baselines keep their best-validation epoch (epoch = STEPS steps),
+AutoSampling picks winners on the same validation set. Cost ratio = AutoSampling's CPU seconds / one
+uniform run's (``_wall``: wall time; the box is shared).
+
+(3) ``--calibration``: ECE of the Inspect panel's shown confidence per calibrator (see ``inspect_calibration``).
 
 Run: nice -n 10 .venv/bin/python benchmarks/train.py   (ends with one JSON line; MNIST figures are the
-headline keys, CIFAR10_0's carry a cifar_ prefix)
+headline keys, CIFAR10_0's carry a cifar_ prefix), or the parts as separate processes
+(``--part svp --data cifar`` etc.) merged with ``--merge LOG...``
 """
 from __future__ import annotations
 
