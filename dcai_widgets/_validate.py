@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from .rows import ROW_DTYPES, nonfinite_rows
 
 
 def check_classes(classes) -> list[str]:
@@ -148,10 +151,19 @@ def to_class_indices(labels, classes: Sequence[str], n: int | None = None, name:
 
 
 def check_embeddings(X, n: int | None = None, name: str = "embeddings") -> np.ndarray:
-    """A finite float32 (N, d) matrix (with N == n when given)."""
+    """A finite float32 (N, d) matrix (with N == n when given).
+
+    A memory-mapped float32 or float16 matrix (``np.memmap``, or the path of a ``.npy`` file, opened
+    read-only with ``embed.memmap.open_embeddings``) is checked in row chunks and returned as it is, so
+    it stays on disk (float16 rows are converted when read)."""
     if X is None:
         raise ValueError(f"{name} is None; give an (N, d) array")
-    X = np.asarray(X)
+    if isinstance(X, (str, os.PathLike)):
+        from .embed.memmap import open_embeddings
+
+        X = open_embeddings(X)
+    mapped = isinstance(X, np.memmap) and X.dtype in ROW_DTYPES and X.ndim == 2 and X.flags.c_contiguous
+    X = X if mapped else np.asarray(X)
     if X.dtype == object or X.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
     if X.ndim != 2:
@@ -164,6 +176,8 @@ def check_embeddings(X, n: int | None = None, name: str = "embeddings") -> np.nd
     if len(rows):
         raise ValueError(f"{name} has NaN or infinite values in {len(rows)} row(s) (first: {rows[:5].tolist()}); "
                          "clean or drop those items first")
+    if mapped:
+        return X
     wider = X.dtype.kind == "f" and X.dtype.itemsize > 4     # only a wider float can overflow float32
     with np.errstate(over="ignore"):
         X = np.ascontiguousarray(X, dtype=np.float32)
@@ -175,8 +189,8 @@ def check_embeddings(X, n: int | None = None, name: str = "embeddings") -> np.nd
 
 
 def _nonfinite_rows(X: np.ndarray) -> np.ndarray:
-    """Rows of a 2-D array holding a NaN or an infinity."""
-    return np.flatnonzero((~np.isfinite(X)).any(axis=1))
+    """Rows of a 2-D array holding a NaN or an infinity (checked in row chunks: no N x d temporary)."""
+    return nonfinite_rows(X)
 
 
 def excluded_mask(session, n: int | None = None) -> np.ndarray:

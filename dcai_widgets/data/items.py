@@ -179,7 +179,9 @@ class VectorItems(ItemSet):
         return len(self.X)
 
     def fingerprint(self) -> str:
-        return content_hash("vector", np.asarray(self.X, dtype=np.float32))
+        # a memory-mapped matrix is hashed from its pages as stored (a float16 file is not widened in RAM)
+        X = self.X if isinstance(self.X, np.memmap) else np.asarray(self.X, dtype=np.float32)
+        return content_hash("vector", X)
 
     def describe(self, i: int) -> str:
         v = self.X[int(i)]

@@ -306,6 +306,13 @@ class CallableEncoder(Encoder):
             return items.frame.iloc[lo:hi]
         return items.X[lo:hi]
 
+    def encode_range(self, items: ItemSet, lo: int, hi: int) -> np.ndarray:
+        """Rows lo..hi-1 of the items encoded (in batches of ``batch_size``): what the chunked, memory-mapped
+        writer (``embed.memmap.write_embeddings``) calls for each chunk."""
+        outs = [self.encode_batch(self._batch(items, s, min(hi, s + self.batch_size)))
+                for s in range(int(lo), int(hi), self.batch_size)]
+        return np.concatenate(outs, axis=0)
+
     def encode_batch(self, batch: Any) -> np.ndarray:
         """One batch of raw items -> (m, d) float32 (a torch module runs in eval mode without grad)."""
         if self.is_torch:

@@ -103,7 +103,8 @@ def _busy() -> bool:
     return _LOAD["other"] > _CPUS - 1.5
 
 
-ROW_RESERVE = 0.05   # the row buffer's rows mapped up front, as a fraction of N (the pool's usual size)
+ROW_RESERVE = 0.05   # the row buffer's rows mapped up front, as a fraction of N (the pool's usual size)...
+ROW_RESERVE_MAX = 262_144   # ...but no more rows than this (128 MiB at d=128), so 10M items never reserve N/20 x d
 
 
 def _reads_labeled_rows(strategy: Any) -> bool:
@@ -215,7 +216,7 @@ class Seals:
 
         ``graph``: a precomputed (N, >= k) kNN table (see ``neighbors``); giving one implies
         ``neighbors="graph"``."""
-        X = np.asarray(X)
+        X = X if isinstance(X, np.ndarray) else np.asarray(X)     # a np.memmap stays one
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"X must be a non-empty 2-D array (N, d); got shape {X.shape}")
         if index is None:
@@ -526,29 +527,39 @@ class Seals:
     def _reset_rows(self, X: np.ndarray, y: np.ndarray) -> None:
         """Start the row buffer over: every unlabeled pool member and exploration item.
 
-        The buffer is allocated for all N rows at once: the OS maps memory only where rows are written,
-        so it costs what the pool holds, and it never grows by copying (at 1M a doubling copied and
-        faulted in up to 30 MB, a 6 ms spike in the round that crossed the capacity)."""
+        The buffer holds float32 copies of the rows scored each round (gathered by id from X, which may be
+        a memory-mapped file) and is sized to what the pool and exploration sample hold, with room to grow
+        (``ROW_RESERVE`` of N, at most ``ROW_RESERVE_MAX`` rows, or twice the rows now); it never allocates
+        N x d.  Its pages are written up front (a first write to a fresh page faults: at 1M a round that
+        crossed into new pages spent 3-6 ms there) and it grows by doubling, rarely."""
         n, d = X.shape
         self.pool_.take_changes()
-        self._cache = {"key": (n, getattr(self, "_explore_n", None)), "pos": np.full(n, -1, dtype=np.int32),
-                       "ids": np.empty(n, dtype=np.int64), "ex": np.empty(n, dtype=bool),
-                       "exo": np.empty(n, dtype=bool), "X": np.empty((n, d), dtype=X.dtype), "m": 0,
-                       "ready": 0}
         rows = np.union1d(self.pool_.ids(), self._explore(y))
-        self._reserve(min(n, max(2 * len(rows), int(ROW_RESERVE * n))))
+        cap = min(n, max(2 * len(rows), min(int(ROW_RESERVE * n), ROW_RESERVE_MAX), 1))
+        self._cache = {"key": (n, getattr(self, "_explore_n", None)), "pos": np.full(n, -1, dtype=np.int32),
+                       "m": 0, **self._row_arrays(cap, d)}
         self._add_rows(X, rows)
 
+    @staticmethod
+    def _row_arrays(cap: int, d: int) -> dict:
+        """The buffer's per-row arrays for ``cap`` rows, every page written now (see ``_reset_rows``)."""
+        out = {"X": np.empty((cap, d), dtype=np.float32), "ids": np.empty(cap, dtype=np.int64),
+               "ex": np.empty(cap, dtype=bool), "exo": np.empty(cap, dtype=bool)}
+        for a in out.values():
+            a.fill(0)
+        return out
+
     def _reserve(self, rows: int) -> None:
-        """Have the OS map the row buffer's first ``rows`` rows now, by writing them: a first write to a
-        fresh (huge) page faults, and at 1M a round that crossed into new pages spent 3-6 ms there (more
-        than scoring).  Done for ``ROW_RESERVE`` of N in the one-time setup, then in doublings."""
+        """Room for ``rows`` rows in the buffer: a doubling (capped at N) copied over when it is short."""
         c = self._cache
-        lo, hi = c["ready"], min(len(c["X"]), rows)
-        if hi > lo:
-            for key in ("X", "ids", "ex", "exo"):
-                c[key][lo:hi] = 0
-            c["ready"] = hi
+        cap = len(c["X"])
+        if rows <= cap:
+            return
+        grown = self._row_arrays(min(len(c["pos"]), max(rows, 2 * cap)), c["X"].shape[1])
+        m = c["m"]
+        for key, a in grown.items():
+            a[:m] = c[key][:m]
+            c[key] = a
 
     def _add_rows(self, X: np.ndarray, new: np.ndarray) -> None:
         """Append the rows of ``new`` (distinct ids not in the buffer) to the buffer, gathered from X."""
@@ -556,12 +567,14 @@ class Seals:
         if not k:
             return
         m = c["m"]
-        if m + k > c["ready"]:
-            self._reserve(max(m + k, 2 * c["ready"]))
+        self._reserve(m + k)
         new = np.sort(new)                       # ascending reads of X
         # straight into the buffer: X[new] builds a temporary and checks every id, twice the time
         # (1,500 random rows of 1M x 128: 0.68 ms against 0.33 ms); the ids are pool members, in range
-        np.take(X, new, axis=0, out=c["X"][m:m + k], mode="clip")
+        if X.dtype == c["X"].dtype:
+            np.take(X, new, axis=0, out=c["X"][m:m + k], mode="clip")
+        else:                                    # float16 embeddings: widened row by row as read
+            c["X"][m:m + k] = np.take(X, new, axis=0)
         c["ids"][m:m + k] = new
         is_ex, at = self._in_explore(new)
         c["ex"][m:m + k] = is_ex

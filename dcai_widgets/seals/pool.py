@@ -68,7 +68,7 @@ class CandidatePool:
     def __init__(self, X: np.ndarray, index: Any, k: int = 100, batch: int = 4096, graph: np.ndarray | None = None):
         if graph is None and not hasattr(index, "search"):
             raise TypeError(f"index must have search(vectors, k); got {type(index).__name__}")
-        X = np.asarray(X)
+        X = X if isinstance(X, np.ndarray) else np.asarray(X)     # a np.memmap stays one (rows read by id)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (N, d); got shape {X.shape}")
         n = X.shape[0]

@@ -17,7 +17,13 @@ def content_hash(*parts: object) -> str:
         if isinstance(part, np.ndarray):
             arr = np.ascontiguousarray(part)
             h.update(f"nd:{arr.dtype.str}:{arr.shape}".encode())
-            h.update(arr.tobytes() if arr.dtype != object else repr(arr.tolist()).encode())
+            if arr.dtype == object:
+                h.update(repr(arr.tolist()).encode())
+            else:
+                try:     # the buffer itself: no copy of a large (e.g. memory-mapped) array
+                    h.update(memoryview(arr).cast("B"))
+                except (TypeError, ValueError, BufferError):
+                    h.update(arr.tobytes())
         elif isinstance(part, bytes):
             h.update(b"b:" + part)
         elif isinstance(part, str):
