@@ -212,3 +212,30 @@ def test_session_executor_routes_embedding_and_knn(tmp_path):
     assert ex.calls == ["_EncodeWorker", "_SearchWorker"]
     assert ref.encoder.executor is None and s.encoder.executor is ex
 
+
+def test_memmapped_session_embeddings_on_executor(tmp_path, monkeypatch):
+    """From EMBED_MEMMAP_ROWS items up the Session writes the embeddings in chunks to a memory-mapped file;
+    with an executor the chunks come from its workers (RangeFeed) and the file holds the same rows."""
+    import dcai_widgets.session as session_mod
+    from dcai_widgets.distributed import RangeFeed
+    from dcai_widgets.embed.memmap import write_embeddings
+
+    monkeypatch.setattr(session_mod, "EMBED_MEMMAP_ROWS", 100)
+    X = np.random.default_rng(5).normal(size=(700, 8)).astype(np.float32)
+    model = _mlp(8, 4)
+    ex = _Recording()
+    s = session_mod.Session(VectorItems(X), ["a", "b"], encoder=CallableEncoder(model, batch_size=64),
+                            executor=ex, cache_dir=tmp_path / "a", warn_temp_store=False)
+    ref = session_mod.Session(VectorItems(X), ["a", "b"], encoder=CallableEncoder(model, batch_size=64),
+                              cache_dir=tmp_path / "b", warn_temp_store=False)
+    assert isinstance(s.embeddings, np.memmap) and ex.calls == ["_EncodeWorker"]
+    np.testing.assert_array_equal(s.embeddings, ref.embeddings)
+    # chunks of 300 rows (not a multiple of the batch): each chunk's batches start at its first row
+    enc = CallableEncoder(model, batch_size=64)
+    got = write_embeddings(RangeFeed(enc, VectorItems(X), _Recording(), chunk=300), 700, tmp_path / "e.npy",
+                           chunk=300, progress=False)
+    want = write_embeddings(lambda lo, hi: enc.encode_range(VectorItems(X), lo, hi), 700, tmp_path / "f.npy",
+                            chunk=300, progress=False)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="use chunk=300"):
+        RangeFeed(enc, VectorItems(X), _Recording(), chunk=300)(0, 200)
