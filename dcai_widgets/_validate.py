@@ -161,6 +161,9 @@ def check_embeddings(X, n: int | None = None, name: str = "embeddings") -> np.nd
     if isinstance(X, (str, os.PathLike)):
         from .embed.memmap import open_embeddings
 
+        if not os.path.isfile(X):
+            raise ValueError(f"{name} is {str(X)[:80]!r}, which is not an existing .npy file; give an (N, d) "
+                             "array, an np.memmap or the path of a .npy file")
         X = open_embeddings(X)
     mapped = isinstance(X, np.memmap) and X.dtype in ROW_DTYPES and X.ndim == 2 and X.flags.c_contiguous
     X = X if mapped else np.asarray(X)
