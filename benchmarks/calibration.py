@@ -1,9 +1,12 @@
 """Are the confidences shown to people calibrated? ECE (15 bins) and accuracy of the shown confidence
-against held-out truth along the label curve, before (the model's own top probability) and after
-(calibrators fit on cross-fitted predictions of the human labels, dcai_widgets.calibration).
+against held-out truth along the label curve: raw (the model's own top probability), each calibrator of
+dcai_widgets.calibration fit on cross-fitted predictions of the human labels, and before/after (each
+engine's old and current default method and number of folds, scored on the same checkpoints).
 
     python benchmarks/calibration.py                       # digits, MNIST-10k, docstrings text set
     python benchmarks/calibration.py --datasets digits --checkpoints 20,50,100
+    python benchmarks/calibration.py --seeds 0,1,2 --checkpoints 50,100 --states /tmp/cal-states
+    python benchmarks/calibration.py --from-states /tmp/cal-states     # re-score saved checkpoints
 
 Sources (what a person sees):
   lancet_propagated  LANCET's propagated labels: every item no person labeled.
@@ -16,11 +19,17 @@ Calibration does not change which items are picked, so one run per engine gives 
 out-of-fold predictions are computed at each checkpoint and each calibrator is fit on them.
 Datasets: digits (1,797, pixels), MNIST-10k (/work/shared/data/mnist-test), and docstrings of numpy,
 pandas, torch, scikit-learn and bokeh classed by library, embedded with the packaged MiniLM
-(benchmarks/_docstrings.py; cached under $DCAI_BENCH_CACHE). Last line: one JSON object.
+(benchmarks/_docstrings.py; cached under $DCAI_BENCH_CACHE). ``--seeds``: each engine's curve per seed
+(the queue's random_state, LANCET's seed). ``--states DIR`` saves what each checkpoint needs to score any
+calibrator (out-of-fold pairs, the full model's log-probabilities and distances, labeled ids, the next
+items) so ``--from-states DIR`` re-scores them without re-running the engines (LANCET's curves take
+15-30 min each on the shared box). "before" = each engine's default before issue 14's second pass
+(``BEFORE``), "after" = its current default, both scored on the same checkpoints. Last line: one JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -39,6 +48,8 @@ from dcai_widgets.calibration import METHODS, SHOW_PERCENT_FROM, TopLabelCalibra
 from dcai_widgets.queue import UncertaintyQueue
 
 ALL = ("raw",) + METHODS
+# each engine's default before issue 14's second pass (the "before" of the last line)
+BEFORE = {"lancet": ("coverage", 3), "queue": ("temperature", 5)}   # (method, folds)
 
 
 def session_for(name: str):
@@ -57,15 +68,22 @@ def session_for(name: str):
     raise ValueError(f"unknown dataset {name!r}")
 
 
-def scores(engine, oof, ids: np.ndarray, truth: np.ndarray) -> dict:
-    """ECE and accuracy of each method's confidence on the items ``ids``."""
-    logp = engine.log_proba_[ids]
-    dist = engine.distance_[ids]
-    ok = logp.argmax(1) == truth[ids]
+def scores(state: dict, ids: np.ndarray) -> dict:
+    """ECE and accuracy of each method's confidence on the items ``ids`` of a saved checkpoint ``state``."""
+    logp, dist, truth = state["logp"][ids], state["dist"][ids], state["y"][ids]
+    oof = (state["oof_logp"], state["oof_ok"], state["oof_dist"])
+    ok = logp.argmax(1) == truth
     out = {"accuracy": float(ok.mean()), "n": len(ids)}
     rng = np.random.default_rng(0)
-    for m in ALL:
-        conf = np.exp(logp.max(1)) if m == "raw" else TopLabelCalibrator(m).fit(*oof).predict(logp, distance=dist)
+    # "before": the engine's old default method on out-of-fold pairs from its old number of folds
+    old = tuple(state[f"before_{k}"] for k in ("oof_logp", "oof_ok", "oof_dist")) if "before_oof_ok" in state else oof
+    for m in ALL + ("before",):
+        if m == "raw":
+            conf = np.exp(logp.max(1))
+        elif m == "before":
+            conf = TopLabelCalibrator(BEFORE[str(state["engine"])][0]).fit(*old).predict(logp, distance=dist)
+        else:
+            conf = TopLabelCalibrator(m).fit(*oof).predict(logp, distance=dist)
         # sampling floor: the ECE a perfectly calibrated predictor with these confidences would get on
         # this many items (outcomes drawn from the confidences themselves), mean of 20 draws
         floor = np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(20)])
@@ -74,11 +92,28 @@ def scores(engine, oof, ids: np.ndarray, truth: np.ndarray) -> dict:
     return out
 
 
-def run_engine(name: str, make, engine_name: str, checkpoints: list[int], batch: int, shown: int) -> list[dict]:
+def score_state(state: dict) -> list[dict]:
+    """Rows for one checkpoint: the engine's confidence on every unlabeled item (LANCET: its propagated
+    labels; the queue: its suggestion beyond the next few) and on the next items it asks."""
+    name, engine, n, seed = (str(state["dataset"]), str(state["engine"]), int(state["labels"]), int(state["seed"]))
+    unl = np.setdiff1d(np.arange(len(state["y"])), state["labeled"])
+    head = {"dataset": name, "labels": n, "seed": seed}
+    first = "lancet_propagated" if engine == "lancet" else "queue_all"
+    rows = [{**head, "source": first, **scores(state, unl)},
+            {**head, "source": f"{engine}_suggest", **scores(state, np.asarray(state["order"], np.int64))}]
+    for r in rows:
+        print(f"{name:6s} s{seed} {r['source']:18s} {n:4d} labels: accuracy {r['accuracy']:.3f}  ECE (mean conf) " +
+              "  ".join(f"{m} {r[m]['ece']:.3f} ({r[m]['mean_conf']:.2f})" for m in ALL) +
+              f"  floor {r[METHODS[0]]['floor']:.3f}", flush=True)
+    return rows
+
+
+def run_engine(name: str, make, engine_name: str, checkpoints: list[int], batch: int, shown: int,
+               seed: int = 0, states: str = "") -> list[dict]:
     s = session_for(name)
-    s.embeddings
+    _ = s.embeddings   # encode (and cache) before the curve starts
     y = s.y_true
-    eng = make(s)
+    eng = make(s, seed)
     rows = []
     t0 = time.perf_counter()
     while True:
@@ -87,73 +122,122 @@ def run_engine(name: str, make, engine_name: str, checkpoints: list[int], batch:
         if n in checkpoints:
             t = time.perf_counter()
             oof = eng.out_of_fold() if hasattr(eng, "out_of_fold") else eng.oof_
-            unl = np.flatnonzero(s.label_vector() < 0)
-            nxt = np.asarray(eng.candidates(shown), np.int64)
-            if engine_name == "lancet":
-                rows.append({"dataset": name, "source": "lancet_propagated", "labels": n, **scores(eng, oof, unl, y)})
-            else:  # the queue's confidence on every unlabeled item (its calibration beyond the next few)
-                rows.append({"dataset": name, "source": "queue_all", "labels": n, **scores(eng, oof, unl, y)})
-            rows.append({"dataset": name, "source": f"{engine_name}_suggest", "labels": n, **scores(eng, oof, nxt, y)})
-            for r in rows[-2:]:
-                print(f"{name:6s} {r['source']:18s} {n:4d} labels: accuracy {r['accuracy']:.3f}  ECE (mean conf) " +
-                      "  ".join(f"{m} {r[m]['ece']:.3f} ({r[m]['mean_conf']:.2f})" for m in ALL) +
-                      f"  floor {r[METHODS[0]]['floor']:.3f}  (cross-fit {time.perf_counter() - t:.0f} s)", flush=True)
+            state = {"dataset": name, "engine": engine_name, "labels": n, "seed": seed,
+                     "oof_logp": oof[0], "oof_ok": oof[1], "oof_dist": oof[2], "logp": eng.log_proba_,
+                     "dist": eng.distance_, "y": y, "labeled": np.flatnonzero(s.label_vector() >= 0),
+                     "order": np.asarray(eng.candidates(shown), np.int64)}
+            folds, old_folds = eng.calibration_folds, BEFORE[engine_name][1]
+            if old_folds != folds and hasattr(eng, "out_of_fold"):  # the old default's pairs, same checkpoint
+                eng.calibration_folds = old_folds
+                try:
+                    before = eng.out_of_fold()
+                finally:
+                    eng.calibration_folds = folds
+                state.update(before_oof_logp=before[0], before_oof_ok=before[1], before_oof_dist=before[2])
+            print(f"{name} {engine_name} seed {seed} at {n} labels: cross-fit {time.perf_counter() - t:.0f} s",
+                  flush=True)
+            if states:
+                Path(states).mkdir(parents=True, exist_ok=True)
+                np.savez(Path(states) / f"{name}_{engine_name}_{seed}_{n}.npz", **state)
+            rows += score_state(state)
         if n >= max(checkpoints):
             break
         ask = eng.candidates(batch)
         s.label(ask, y[np.asarray(ask, np.int64)], annotator="oracle")
-    print(f"{name} {engine_name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"{name} {engine_name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     return rows
 
 
-def summary(rows: list[dict], method: str, at: int) -> float:
+def summary(rows: list[dict], method: str, at: int) -> float | None:
+    """ECE of ``method``, worst over datasets, sources and seeds, at ``at`` labels."""
     vals = [r[method]["ece"] for r in rows if r["labels"] == at]
     return max(vals) if vals else None
+
+
+def seed_worst(rows: list[dict], method: str, at: int) -> float | None:
+    """Per seed the worst over datasets and sources, averaged over seeds (the typical worst case)."""
+    per = {}
+    for r in rows:
+        if r["labels"] == at:
+            per[r.get("seed", 0)] = max(per.get(r.get("seed", 0), 0.0), r[method]["ece"])
+    return round(float(np.mean(list(per.values()))), 4) if per else None
+
+
+def default_method(engine: str) -> str | None:
+    """The calibration each engine ships with now (its constructor's default)."""
+    cls = dw.Lancet if engine == "lancet" else UncertaintyQueue
+    return inspect.signature(cls).parameters["calibration"].default
+
+
+def folds_of(engine: str) -> int:
+    cls = dw.Lancet if engine == "lancet" else UncertaintyQueue
+    return inspect.signature(cls).parameters["calibration_folds"].default
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="digits,text,mnist")
     ap.add_argument("--checkpoints", default="20,50,100,200")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds: one curve per engine, dataset and seed")
     ap.add_argument("--lancet-max", type=int, default=100, help="LANCET's curve stops here (its rounds are slow)")
     ap.add_argument("--engines", default="queue,lancet")
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--shown", type=int, default=500,
                     help="next items whose suggestions are scored (fewer: ECE is mostly sampling noise)")
     ap.add_argument("--out", default="", help="also write every row as JSON lines here")
+    ap.add_argument("--states", default="", help="save each checkpoint's state (npz) in this folder")
+    ap.add_argument("--from-states", nargs="*", default=None,
+                    help="score checkpoint states saved by earlier runs (folders or .npz files) instead of running")
     ap.add_argument("--merge", nargs="*", default=None,
                     help="summarise rows written by earlier runs (--out files; runs can go in parallel)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     cps = sorted(int(c) for c in args.checkpoints.split(","))
+    seeds = [int(x) for x in args.seeds.split(",")]
     rows: list[dict] = []
     if args.merge is not None:
         rows = [json.loads(line) for f in args.merge for line in Path(f).read_text().splitlines() if line.strip()]
+    elif args.from_states is not None:
+        files = sorted(f for a in args.from_states for f in (Path(a).glob("*.npz") if Path(a).is_dir() else [Path(a)]))
+        for f in files:
+            with np.load(f, allow_pickle=False) as z:
+                st = {k: z[k] for k in z.files}
+            if str(st["engine"]) in args.engines:
+                rows += score_state(st)
+    else:
+        for name in args.datasets.split(","):
+            for seed in seeds:
+                if "queue" in args.engines:
+                    rows += run_engine(name, lambda s, sd: UncertaintyQueue(s, cold_start=args.batch, random_state=sd),
+                                       "queue", cps, args.batch, args.shown, seed, args.states)
+                if "lancet" in args.engines:
+                    lcp = [c for c in cps if c <= args.lancet_max]
+                    rows += run_engine(name, lambda s, sd: dw.Lancet(s, batch=args.batch, progress=False, warn=False,
+                                                                     calibration=None, seed=sd),
+                                       "lancet", lcp, args.batch, args.shown, seed, args.states)
+                if args.out:
+                    Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if args.merge is not None or args.from_states is not None:
         cps = sorted({r["labels"] for r in rows})
         args.datasets = ",".join(sorted({r["dataset"] for r in rows}))
-    for name in ([] if args.merge is not None else args.datasets.split(",")):
-        if "queue" in args.engines:
-            rows += run_engine(name, lambda s: UncertaintyQueue(s, cold_start=args.batch), "queue", cps,
-                               args.batch, args.shown)
-        if "lancet" in args.engines:
-            lcp = [c for c in cps if c <= args.lancet_max]
-            rows += run_engine(name, lambda s: dw.Lancet(s, batch=args.batch, progress=False, warn=False,
-                                                         calibration=None), "lancet", lcp, args.batch, args.shown)
-        if args.out:
-            Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        seeds = sorted({r.get("seed", 0) for r in rows})
     at = [c for c in cps if c >= SHOW_PERCENT_FROM]
-    # per engine, the method whose ECE, worst over datasets and sources at each checkpoint from 50 labels,
-    # is lowest on average over those checkpoints (each engine ships one default for every kind of data)
-    best, worst = {}, {}
+    # per engine and method: the ECE worst over datasets, sources and seeds at each checkpoint from 50
+    # labels; "best" = lowest on average over those checkpoints (one default per engine for every kind of data)
+    best, worst, typical, cells = {}, {}, {}, {}
     for eng in ("lancet", "queue"):
         part = [r for r in rows if r["source"].startswith(eng)]
         if not part:
             continue
         worst[eng] = {m: {c: summary(part, m, c) for c in at} for m in ALL}
+        typical[eng] = {m: {c: seed_worst(part, m, c) for c in at} for m in ALL}
         best[eng] = min(METHODS, key=lambda m: float(np.mean([v for v in worst[eng][m].values() if v is not None])))
-        print(f"{eng}: worst ECE over datasets and sources: " + "; ".join(
+        print(f"{eng}: worst ECE over datasets, sources and seeds: " + "; ".join(
             f"{m}: " + ", ".join(f"{c}: {worst[eng][m][c]:.3f}" for c in at if worst[eng][m][c] is not None)
-            for m in ALL) + f" -> {best[eng]}")
+            for m in ALL) + f" -> lowest: {best[eng]}; shipped: {default_method(eng)}")
+        cells[eng] = {f"{r['dataset']}/{r['source']}/s{r.get('seed', 0)}@{r['labels']}":
+                      {"before": r["before"]["ece"], "after": r[default_method(eng) or "raw"]["ece"],
+                       "raw": r["raw"]["ece"], "accuracy": round(r["accuracy"], 4)} for r in part if r["labels"] in at}
 
     def overall(method_of, c):
         vals = [worst[e][method_of(e)].get(c) for e in worst]
@@ -161,10 +245,26 @@ def main() -> None:
         return max(vals) if vals else None
 
     acc100 = [r["accuracy"] for r in rows if r["labels"] == 100 and r["source"] == "lancet_propagated"]
-    out = {"methods": best, "ece_at_50": overall(best.get, 50), "ece_at_100": overall(best.get, 100),
-           "ece_at_50_before": overall(lambda e: "raw", 50), "ece_at_100_before": overall(lambda e: "raw", 100),
-           "accuracy_at_100": min(acc100) if acc100 else None, "per_engine_method_worst": worst,
-           "datasets": args.datasets, "checkpoints": cps,
+    qacc100 = [r["accuracy"] for r in rows if r["labels"] == 100 and r["source"] == "queue_all"]
+    after = {e: default_method(e) or "raw" for e in worst}
+
+    def before_worst(c, eng=""):
+        vals = [r["before"]["ece"] for r in rows if r["labels"] == c and "before" in r and r["source"].startswith(eng)]
+        return max(vals) if vals else None
+
+    per_engine = {f"{e}_ece_at_{c}{tag}": (before_worst(c, e) if tag else worst[e][after[e]].get(c))
+                  for e in worst for c in (50, 100) for tag in ("", "_before")}
+
+    out = {"methods": after, "folds": {e: folds_of(e) for e in worst},
+           "methods_before": {e: list(BEFORE[e]) for e in worst}, "lowest_worst": best,
+           "ece_at_50": overall(after.get, 50), "ece_at_100": overall(after.get, 100),
+           "ece_at_50_before": before_worst(50), "ece_at_100_before": before_worst(100),
+           "ece_at_50_raw": overall(lambda e: "raw", 50), "ece_at_100_raw": overall(lambda e: "raw", 100),
+           # calibration changes no label and no pick: accuracy is the same before and after
+           "accuracy_at_100": round(min(acc100), 4) if acc100 else None,
+           "queue_accuracy_at_100": round(min(qacc100), 4) if qacc100 else None,
+           **per_engine, "per_engine_method_worst": worst, "per_engine_method_seed_worst": typical, "cells": cells,
+           "datasets": args.datasets, "seeds": seeds, "checkpoints": cps,
            "lancet_checkpoints": sorted({r["labels"] for r in rows if r["source"].startswith("lancet")}),
            "rows": len(rows)}
     print(json.dumps(out))
