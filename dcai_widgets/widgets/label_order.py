@@ -119,8 +119,7 @@ class ItemOrder:
         self.status.value = (f'<span class="dcai-refit" data-labels="{fit["labels"]}">queue refit #{self._refits} '
                              f"on {fit['labels']} labels{cls} in {fit['seconds']:.2f} s</span>{notes}")
         self._refresh_annotators()
-        if self.current is not None and self._suggestion is not None:
-            self._show_item()   # the suggestion's confidence may now be shown as a percentage
+        self._refresh_suggestion()   # a first suggestion, or its confidence now as a percentage
 
     def _refit_failed(self, e: BaseException) -> None:  # keep labeling with the old order; say why
         self.status.value = f'<span style="color:#b00020">queue refit failed: {html.escape(str(e) or repr(e))}</span>'

@@ -105,6 +105,18 @@ class LabelView:
         if mine is not None:
             self.suggestion.value = f"you labeled this <b>{html.escape(mine)}</b>; press a key to change it"
 
+    def _refresh_suggestion(self) -> None:
+        """Ask the queue again for the shown item's suggestion (after a fit), without showing the item
+        anew: the item shown before the first fit gets its suggestion once the fit lands."""
+        i = self.current
+        if i is None or self._vec[i] >= 0 or i in self._rejected or not hasattr(self.queue, "suggest"):
+            return
+        try:
+            sug = self.queue.suggest(i)
+        except Exception:  # a queue mid-refit may not predict yet; no suggestion then
+            sug = None
+        self._set_suggestion(sug)
+
     def _set_suggestion(self, sug: tuple[str, float] | None) -> None:
         old = self._suggestion
         self._suggestion = sug

@@ -229,6 +229,24 @@ def test_suggestion_says_uncertain_before_fifty_labels_then_a_percentage(demo):
     assert "99%" in p.suggestion.value and "uncertain" not in p.suggestion.value
 
 
+def test_the_item_shown_before_the_first_fit_gets_its_suggestion_when_the_fit_lands(demo):
+    """The App shows the first item before LANCET's first fit: once a fit can suggest, the shown item
+    gets its suggestion, without being shown anew (the page's item counter does not move)."""
+
+    class LateQueue(SuggestingQueue):
+        def suggest(self, item_id):
+            return ("6", 0.99) if self.fits >= 2 else None
+
+    p = LabelPanel(demo, queue=LateQueue([1, 2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
+    assert p.current == 1 and p.suggestion.value == "" and p.accept_button.disabled
+    seq = p.card.shown_count
+    p.refit()
+    assert "suggested: <b>6</b>" in p.suggestion.value and "99%" in p.suggestion.value
+    assert not p.accept_button.disabled and p.current == 1 and p.card.shown_count == seq
+    p.press("a")
+    assert store_labels(demo) == {1: "6"}
+
+
 def test_status_reports_what_the_fit_used_not_the_panels_count(demo):
     demo.label(np.arange(100, 120), [str(i % 10) for i in range(20)], annotator="ada")   # 20 labels, 10 classes
     q = SuggestingQueue([1, 2], n_labeled=5, seen=3, notes=["7 of 10 classes have no labels yet"])
