@@ -76,6 +76,8 @@ def show_confidence(confidence: float | None, n_labels: int) -> str:
     labels exist (the calibrator then holds to about 5 points), "uncertain" before that."""
     if confidence is None or not np.isfinite(confidence) or n_labels < SHOW_PERCENT_FROM:
         return "uncertain"
+    if confidence >= 0.995:   # would print "100%": a calibrated probability is not certainty
+        return ">99%"
     return f"{confidence:.0%}"
 
 

@@ -265,6 +265,10 @@ def test_badges_say_uncertain_before_50_labels_and_show_the_calibrated_confidenc
     assert fitted_labels("lancet-57-3") == 57 and fitted_labels(None) is None and fitted_labels("x") is None
     assert shown_confidence(0.5, "lancet-49-1") == "uncertain" and shown_confidence(0.5, "lancet-50-1") == "0.50"
     assert shown_confidence(float("nan"), "lancet-50-1") is None
+    assert shown_confidence(0.998, "lancet-50-1") == ">0.99" and shown_confidence(0.994, "lancet-50-1") == "0.99"
+    from dcai_widgets.calibration import show_confidence
+
+    assert show_confidence(0.997, 60) == ">99%" and show_confidence(0.97, 60) == "97%"   # never "100%"
     from dcai_widgets.widgets.explore import PROBA
 
     assert PROBA[0] != "p" and "not calibrated" in PROBA[1]
