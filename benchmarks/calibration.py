@@ -7,6 +7,7 @@ engine's old and current default method and number of folds, scored on the same 
     python benchmarks/calibration.py --datasets digits --checkpoints 20,50,100
     python benchmarks/calibration.py --seeds 0,1,2 --checkpoints 50,100 --states /tmp/cal-states
     python benchmarks/calibration.py --from-states /tmp/cal-states     # re-score saved checkpoints
+    python benchmarks/calibration.py --gate --seeds 0,1,2             # the Label panel's live audit gate
 
 Sources (what a person sees):
   lancet_propagated  LANCET's propagated labels: every item no person labeled.
@@ -25,6 +26,13 @@ calibrator (out-of-fold pairs, the full model's log-probabilities and distances,
 items) so ``--from-states DIR`` re-scores them without re-running the engines (LANCET's curves take
 15-30 min each on the shared box). "before" = each engine's default before issue 14's second pass
 (``BEFORE``), "after" = its current default, both scored on the same checkpoints. Last line: one JSON object.
+
+``--gate``: the Label panel's live audit (calibration.SuggestionAudit), prequential as the panel applies
+it: along each engine's curve every suggestion asked is recorded (its shown, calibrated confidence; whether
+the simulated person's label equalled it) after it is labeled; at every round from 50 labels the gate's
+verdict is taken before the next round and scored on the next items the engine asks (``--shown``): the
+share of checkpoints showing a percentage, the ECE of the shown percentages when shown (and of all, as
+if ungated), and how far the "recent suggestions right k/n" figure is from the next items' accuracy.
 """
 from __future__ import annotations
 
@@ -44,7 +52,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dcai_widgets as dw
-from dcai_widgets.calibration import METHODS, SHOW_PERCENT_FROM, TopLabelCalibrator, ece
+from dcai_widgets.calibration import (
+    METHODS,
+    SHOW_PERCENT_FROM,
+    SuggestionAudit,
+    TopLabelCalibrator,
+    ece,
+    wilson,
+)
 from dcai_widgets.queue import UncertaintyQueue
 
 ALL = ("raw",) + METHODS
@@ -174,6 +189,137 @@ def folds_of(engine: str) -> int:
     return inspect.signature(cls).parameters["calibration_folds"].default
 
 
+def run_gate(name: str, make, engine_name: str, upto: int, batch: int, shown: int, seed: int, window: int) -> list[dict]:
+    """The audit gate along one curve (module docstring, ``--gate``): one row per round from 50 to ``upto``
+    labels. "future": the next ``window`` suggestions the person is actually shown after the verdict (the
+    curve runs on until they are known), each with the confidence shown then; "next": the suggestions of
+    the next ``shown`` items the current fit would ask (the figure of the section before)."""
+    s = session_for(name)
+    _ = s.embeddings
+    y, classes = np.asarray(s.y_true, np.int64), [str(c) for c in s.classes]
+    eng, audit, t0 = make(s, seed), SuggestionAudit(window=window), time.perf_counter()
+    log: list[tuple[int, float, bool]] = []      # (labels when shown, shown confidence, right)
+    checks: list[dict] = []
+
+    def suggestions(ids):
+        sug = [eng.suggest(int(i)) for i in ids]
+        keep = [(float(g[1]), g[0] == classes[y[int(i)]]) for i, g in zip(ids, sug)
+                if g is not None and np.isfinite(g[1])]
+        return np.array([c for c, _ in keep]), np.array([o for _, o in keep], bool)
+
+    while True:
+        eng.fit()
+        n = int((s.label_vector() >= 0).sum())
+        if SHOW_PERCENT_FROM <= n <= upto:
+            v = audit.verdict()
+            conf, ok = suggestions(eng.candidates(shown))
+            checks.append({"dataset": name, "engine": engine_name, "seed": seed, "labels": n, "open": bool(v.open),
+                           "audit_k": v.k, "audit_n": v.n, "audit_mean_conf": round(v.mean_conf, 4),
+                           "next_ece": round(ece(conf, ok), 4), "next_accuracy": round(float(ok.mean()), 4),
+                           "next_mean_conf": round(float(conf.mean()), 4)})
+        if sum(1 for m, _, _ in log if m >= upto) >= window or len(log) >= len(y):
+            break
+        ask = [int(i) for i in eng.candidates(batch)]
+        if not ask:
+            break
+        conf, ok = suggestions(ask)          # shown with each asked item; the person's label is its truth
+        s.label(ask, [classes[y[i]] for i in ask], annotator="oracle")
+        for c, o in zip(conf, ok):
+            audit.record(c, o)
+            log.append((n, c, o))
+    for r in checks:
+        fut = [(c, o) for m, c, o in log if m >= r["labels"]][:window]
+        fc, fo = np.array([c for c, _ in fut]), np.array([o for _, o in fut], bool)
+        rate = r["audit_k"] / r["audit_n"] if r["audit_n"] else float("nan")
+        lo, hi = wilson(r["audit_k"], r["audit_n"])
+        r.update(future_conf=fc.round(4).tolist(), future_ok=fo.astype(int).tolist(), n_future=len(fo),
+                 future_accuracy=round(float(fo.mean()), 4), future_mean_conf=round(float(fc.mean()), 4),
+                 future_ece=round(ece(fc, fo), 4), recent_rate=round(rate, 4),
+                 rate_err_future=round(abs(rate - float(fo.mean())), 4),
+                 future_in_wilson=bool(lo <= fo.mean() <= hi))
+        print(f"{name:6s} {engine_name:6s} s{seed} {r['labels']:4d} labels: gate {'OPEN  ' if r['open'] else 'closed'} "
+              f"audit {r['audit_k']}/{r['audit_n']} (mean shown {r['audit_mean_conf']:.2f}) | next {len(fo)} shown: "
+              f"acc {r['future_accuracy']:.2f} mean conf {r['future_mean_conf']:.2f} ECE {r['future_ece']:.3f} | "
+              f"next {shown} asked by this fit: acc {r['next_accuracy']:.3f} conf {r['next_mean_conf']:.3f} "
+              f"ECE {r['next_ece']:.3f}", flush=True)
+    print(f"{name} {engine_name} seed {seed} gate curve: {time.perf_counter() - t0:.0f} s", flush=True)
+    return checks
+
+
+def _pooled(part: list[dict]) -> float | None:
+    """ECE of the future shown suggestions of several checkpoints together (50 items each is mostly noise)."""
+    if not part:
+        return None
+    c = np.concatenate([r["future_conf"] for r in part])
+    o = np.concatenate([r["future_ok"] for r in part]).astype(bool)
+    return round(ece(c, o), 4)
+
+
+def _floor(part: list[dict]) -> float | None:
+    """The ECE a perfectly calibrated predictor with these confidences would get on this many items."""
+    if not part:
+        return None
+    c = np.concatenate([r["future_conf"] for r in part])
+    rng = np.random.default_rng(0)
+    return round(float(np.mean([ece(c, rng.random(len(c)) < c) for _ in range(50)])), 4)
+
+
+def gate_summary(rows: list[dict], checkpoints: list[int]) -> dict:
+    """Per checkpoint (and over every round from 50 to 100): share shown; the ECE of the shown percentage
+    on the next suggestions shown, pooled over the cells where the gate was open / closed / all; the
+    recent-figure's error against those suggestions' accuracy."""
+    out: dict = {}
+    groups = {str(c): [r for r in rows if r["labels"] == c] for c in checkpoints}
+    groups["50to100"] = [r for r in rows if SHOW_PERCENT_FROM <= r["labels"] <= 100]
+    for key, part in groups.items():
+        if not part:
+            continue
+        op, cl = [r for r in part if r["open"]], [r for r in part if not r["open"]]
+        out[key] = {
+            "cells": len(part), "share_shown": round(len(op) / len(part), 3),
+            "ece_shown_pooled": _pooled(op), "floor_shown": _floor(op),
+            "ece_closed_pooled": _pooled(cl), "ece_ungated_pooled": _pooled(part), "floor_ungated": _floor(part),
+            "ece_shown_cell_worst": max((r["future_ece"] for r in op), default=None),
+            "ece_ungated_cell_worst": max(r["future_ece"] for r in part),
+            "next_ece_shown_worst": max((r["next_ece"] for r in op), default=None),
+            "next_ece_ungated_worst": max(r["next_ece"] for r in part),
+            "rate_err_mean": round(float(np.mean([r["rate_err_future"] for r in part])), 4),
+            "rate_err_worst": max(r["rate_err_future"] for r in part),
+            "future_in_wilson_share": round(float(np.mean([r["future_in_wilson"] for r in part])), 3),
+        }
+    return out
+
+
+def main_gate(args) -> None:
+    rows: list[dict] = []
+    upto = max(int(c) for c in args.checkpoints.split(","))
+    for name in args.datasets.split(","):
+        for seed in (int(x) for x in args.seeds.split(",")):
+            if "queue" in args.engines:
+                rows += run_gate(name, lambda s, sd: UncertaintyQueue(s, cold_start=args.batch, random_state=sd),
+                                 "queue", upto, args.batch, args.shown, seed, args.window)
+            if "lancet" in args.engines:
+                rows += run_gate(name, lambda s, sd: dw.Lancet(s, batch=args.batch, progress=False, warn=False, seed=sd),
+                                 "lancet", min(upto, args.lancet_max), args.batch, args.shown, seed, args.window)
+            if args.out:
+                Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cps = sorted(int(c) for c in args.checkpoints.split(",") if int(c) >= SHOW_PERCENT_FROM)
+    summ = {e: gate_summary([r for r in rows if r["engine"] == e], cps) for e in sorted({r["engine"] for r in rows})}
+    for e, d in summ.items():
+        for k, v in d.items():
+            print(f"{e} @ {k}: {v}", flush=True)
+    out = {"mode": "gate", "window": args.window, "shown": args.shown, "datasets": args.datasets,
+           "seeds": args.seeds, "engines": sorted(summ), "rows": len(rows), "gate": summ}
+    for c in ("50", "100"):
+        part = [r for r in rows if str(r["labels"]) == c]
+        op = [r for r in part if r["open"]]
+        out[f"gate_share_shown_at_{c}"] = round(len(op) / len(part), 3) if part else None
+        out[f"gate_ece_shown_at_{c}"] = _pooled(op)
+        out[f"ungated_ece_at_{c}"] = _pooled(part)
+        out[f"recent_rate_err_at_{c}"] = round(float(np.mean([r["rate_err_future"] for r in part])), 4) if part else None
+    print(json.dumps(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="digits,text,mnist")
@@ -190,8 +336,14 @@ def main() -> None:
                     help="score checkpoint states saved by earlier runs (folders or .npz files) instead of running")
     ap.add_argument("--merge", nargs="*", default=None,
                     help="summarise rows written by earlier runs (--out files; runs can go in parallel)")
+    ap.add_argument("--gate", action="store_true", help="measure the Label panel's live audit gate (docstring)")
+    ap.add_argument("--window", type=int, default=50, help="--gate: the audit's window (SuggestionAudit)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.gate:
+        if args.checkpoints == ap.get_default("checkpoints"):
+            args.checkpoints = "50,100"
+        return main_gate(args)
     cps = sorted(int(c) for c in args.checkpoints.split(","))
     seeds = [int(x) for x in args.seeds.split(",")]
     rows: list[dict] = []

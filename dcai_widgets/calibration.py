@@ -25,7 +25,9 @@ trusted to 5 points.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +38,8 @@ N_BINS = 15
 __all__ = [
     "METHODS",
     "SHOW_PERCENT_FROM",
+    "AuditVerdict",
+    "SuggestionAudit",
     "TopLabelCalibrator",
     "cross_fit",
     "ece",
@@ -44,6 +48,7 @@ __all__ = [
     "padded_log_proba",
     "show_confidence",
     "top_label",
+    "wilson",
 ]
 
 
@@ -286,3 +291,86 @@ def cross_fit(labeled: np.ndarray, y: np.ndarray, fit_predict: Callable[[np.ndar
             dist[test] = nn_distance(X, labeled[f != k], rows=labeled[test])
     logp = np.vstack(rows)
     return (logp, logp.argmax(1) == y) if X is None else (logp, logp.argmax(1) == y, dist)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% for z=1.96) of a success rate from ``k`` successes in ``n`` trials
+    (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it over the normal interval for small n)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    mid = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
+
+
+class AuditVerdict(NamedTuple):
+    """``SuggestionAudit.verdict()``: ``open`` (a percentage may be shown), ``k`` of the last ``n`` shown
+    suggestions were right, their ``mean_conf``, the Wilson interval (``low``, ``high``) of the accuracy,
+    ``gap`` (binned calibration error of the window), ``reason`` (why closed; "" when open)."""
+    open: bool
+    k: int
+    n: int
+    mean_conf: float
+    low: float
+    high: float
+    gap: float
+    reason: str
+
+
+class SuggestionAudit:
+    """A live audit of the confidences shown with suggestions: a percentage is shown only while the
+    recent record agrees with it.
+
+    Calibrators learn from the human-labeled items, but an active queue asks about other items (issue 14:
+    suggestions shown at 86% were right 68% of the time; no calibrator fixed it in benchmarks/calibration.py).
+    The person's label is the truth of every suggestion shown, so the panel ``record(conf, correct)``s each
+    one; ``verdict()`` opens the gate only when the last ``window`` records number at least ``min_n``, their
+    mean shown confidence lies inside the Wilson interval (``z``) of their accuracy, and within every
+    confidence bin (``n_bins`` equal-width) holding at least ``min_bin`` records the mean confidence lies
+    inside that bin's Wilson interval too (a small binned gap, judged against its sampling noise). This is
+    prequential checking (Dawid 1984, "Present position and potential developments: the prequential
+    approach"): each confidence is judged on outcomes it did not see. Engine-free: plain numbers in and out.
+    """
+
+    def __init__(self, window: int = 50, min_n: int = 20, z: float = 1.96, n_bins: int = 5, min_bin: int = 8):
+        if not isinstance(window, (int, np.integer)) or window < 1:
+            raise ValueError(f"window must be a positive int, got {window!r}")
+        if not isinstance(min_n, (int, np.integer)) or not 1 <= min_n <= window:
+            raise ValueError(f"min_n must be an int in 1..window ({window}), got {min_n!r}")
+        self.window, self.min_n, self.z, self.n_bins, self.min_bin = int(window), int(min_n), float(z), int(n_bins), int(min_bin)
+        self.conf_: deque[float] = deque(maxlen=self.window)
+        self.correct_: deque[bool] = deque(maxlen=self.window)
+        self.total_ = 0
+
+    def record(self, conf: float, correct: bool) -> None:
+        """One shown suggestion: its shown confidence (0..1) and whether the person's label equalled it."""
+        c = float(conf)
+        if not np.isfinite(c) or not 0.0 <= c <= 1.0:
+            raise ValueError(f"a shown confidence must be a number in [0, 1], got {conf!r}")
+        self.conf_.append(c)
+        self.correct_.append(bool(correct))
+        self.total_ += 1
+
+    def verdict(self) -> AuditVerdict:
+        """Whether the recent shown confidences are consistent with what happened (see the class docstring)."""
+        n = len(self.conf_)
+        conf, ok = np.asarray(self.conf_, float), np.asarray(self.correct_, bool)
+        k = int(ok.sum())
+        low, high = wilson(k, n, self.z)
+        mean = float(conf.mean()) if n else float("nan")
+        gap = ece(conf, ok, self.n_bins) if n else float("nan")
+        if n < self.min_n:
+            return AuditVerdict(False, k, n, mean, low, high, gap, f"only {n} of {self.min_n} suggestions checked")
+        if not low <= mean <= high:
+            return AuditVerdict(False, k, n, mean, low, high, gap,
+                                f"mean shown {mean:.0%}, right {k}/{n} (95% interval {low:.0%}-{high:.0%})")
+        b = np.clip((conf * self.n_bins).astype(int), 0, self.n_bins - 1)
+        for j in np.unique(b):
+            m = b == j
+            if m.sum() >= self.min_bin:
+                lo, hi = wilson(int(ok[m].sum()), int(m.sum()), self.z)
+                if not lo <= conf[m].mean() <= hi:
+                    return AuditVerdict(False, k, n, mean, low, high, gap,
+                                        f"shown ~{conf[m].mean():.0%}, right {int(ok[m].sum())}/{int(m.sum())}")
+        return AuditVerdict(True, k, n, mean, low, high, gap, "")

@@ -9,7 +9,9 @@ background (`widgets.threads.Background`) every `refit_every` labels, so keystro
 a refit asked for while one runs is merged into one more run, so the latest labels are always fitted
 next. The status line reports what that fit used (its own label count and classes). A suggestion's
 confidence is the queue's calibrated one, shown as a percentage only from
-`calibration.SHOW_PERCENT_FROM` human labels ("uncertain" before). A label the store could not save
+`calibration.SHOW_PERCENT_FROM` human labels ("uncertain" before) and only while the live audit of the
+last suggestions shown here (`calibration.SuggestionAudit`: shown confidence vs the label the person then
+gave) agrees with it; otherwise "uncertain — recent suggestions right k/n". A label the store could not save
 stays on screen with a red error line; a busy or unreachable store is retried in the background
 ("saving…") and nothing else is labeled meanwhile.
 
@@ -28,6 +30,7 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
+from ..calibration import SuggestionAudit
 from .item_card import png_cache
 from .label_keys import RESERVED, class_keys
 from .label_order import ItemOrder
@@ -107,6 +110,10 @@ class LabelPanel(LabelView, ItemOrder, W.VBox):
         self._mine: dict[int, str] = self._load_mine()
         self._pending: deque[int] = deque()
         self._suggestion: tuple[str, float] | None = None
+        # the live audit of shown confidences (calibration.SuggestionAudit): each suggestion shown and then
+        # labeled is recorded; its shown confidences are not stored, so a reloaded page starts it empty
+        self.audit = SuggestionAudit()
+        self._audit_pending: tuple[int, str, float] | None = None   # (item, suggested class, confidence)
         self._cache = png_cache(session)
         self._show_callbacks: list = []
         self.timings: list[float] = []  # seconds spent handling each label keystroke (commit + show)
@@ -168,6 +175,9 @@ class LabelPanel(LabelView, ItemOrder, W.VBox):
     def _saved(self, i: int, cls: str, t0: float) -> None:
         """The label of item ``i`` is on disk: update the counters and show the next item."""
         self.error.value = ""
+        pend, self._audit_pending = self._audit_pending, None
+        if pend is not None and pend[0] == i:   # the person's label is the truth of the suggestion shown
+            self.audit.record(pend[2], cls == pend[1])
         self._vec[i] = self.classes.index(cls)
         self._mine[i] = cls
         self._forward()

@@ -124,9 +124,9 @@ class LabelView:
             self.buttons[self.classes.index(old[0])].button_style = ""
         if sug is not None:
             self.buttons[self.classes.index(sug[0])].button_style = "warning"
-            shown = show_confidence(sug[1], self._fit_labels or 0)
-            why = ("calibrated probability that the suggestion is right" if shown != "uncertain" else
-                   "fewer than 50 human labels: the model's confidence cannot be trusted yet")
+            shown, why = self._audited(sug[1])
+            if self.current is not None and np.isfinite(sug[1]) and 0.0 <= sug[1] <= 1.0:
+                self._audit_pending = (int(self.current), sug[0], float(sug[1]))
             self.suggestion.value = (f'suggested: <b>{html.escape(sug[0])}</b> (<span class="dcai-sug-conf" '
                                      f'title="{why}">{shown}</span>) — <kbd>a</kbd> accept, <kbd>x</kbd> reject')
         else:
@@ -134,6 +134,28 @@ class LabelView:
         self.accept_button.disabled = sug is None
         self.reject_button.disabled = sug is None
 
+
+    def _audited(self, conf: float) -> tuple[str, str]:
+        """(what to print, its tooltip) for a suggestion's confidence: the percentage only from 50 human
+        labels and while the audit of the recent shown suggestions agrees with it; else "uncertain" with
+        the count of what happened (``calibration.SuggestionAudit``)."""
+        shown = show_confidence(conf, self._fit_labels or 0)
+        if shown == "uncertain":
+            return shown, "fewer than 50 human labels: the model's confidence cannot be trusted yet"
+        audit = getattr(self, "audit", None)
+        if audit is None:
+            return shown, "calibrated probability that the suggestion is right"
+        v = audit.verdict()
+        if v.open:
+            return shown, (f"calibrated probability that the suggestion is right; the last {v.n} suggestions "
+                           f"shown here: {v.mean_conf:.0%} on average, right {v.k}/{v.n}")
+        if v.n < audit.min_n:
+            return (f"uncertain — {v.n} of {audit.min_n} suggestions checked since this page opened",
+                    ("the confidences shown before are not stored: a percentage returns once "
+                     f"{audit.min_n} suggestions shown here have been checked against your labels"))
+        return (f"uncertain — recent suggestions right {v.k}/{v.n}",
+                f"the confidence disagrees with what happened to the last {v.n} suggestions: "
+                + html.escape(v.reason))
 
     # -- counters and events -------------------------------------------------------------------
     def _refresh_counts(self) -> None:

@@ -146,3 +146,68 @@ def test_lancet_fold_models_close_to_the_full_model_fixed_seed():
     ok = lan.log_proba_[unl].argmax(1) == y[unl]
     assert abs(lan.confidence_[unl].mean() - ok.mean()) < 0.05
     assert ece(lan.confidence_[unl], ok) < 0.05
+
+
+# -- the live audit gate (SuggestionAudit) ---------------------------------------------------------
+
+def test_wilson_interval_matches_the_formula_and_brackets_the_rate():
+    from dcai_widgets.calibration import wilson
+
+    lo, hi = wilson(34, 50)
+    assert lo == pytest.approx(0.5419, abs=1e-4) and hi == pytest.approx(0.7924, abs=1e-4)
+    assert wilson(0, 0) == (0.0, 1.0) and wilson(20, 20)[1] == 1.0 and wilson(20, 20)[0] < 1.0
+
+
+def test_audit_closes_on_a_miscalibrated_stream_and_opens_on_a_calibrated_one():
+    from dcai_widgets.calibration import SuggestionAudit
+
+    rng = np.random.default_rng(0)
+    closed = opened = 0
+    for _ in range(40):
+        bad, good = SuggestionAudit(), SuggestionAudit()
+        for _ in range(50):
+            bad.record(0.86, rng.random() < 0.68)     # issue 14: shown at 86%, right 68%
+            c = rng.uniform(0.55, 0.99)
+            good.record(c, rng.random() < c)          # right as often as it says
+        closed += not bad.verdict().open
+        opened += good.verdict().open
+    assert closed >= 36 and opened >= 30   # both are tests at 95%; a few flips either way are noise
+    v = bad.verdict()
+    assert v.n == 50 and v.k == sum(bad.correct_) and v.mean_conf == pytest.approx(0.86) and v.reason
+
+
+def test_audit_binned_gap_closes_when_the_overall_mean_hides_it():
+    from dcai_widgets.calibration import SuggestionAudit
+
+    a = SuggestionAudit()
+    for j in range(50):   # half at 95% all wrong, half at 25% all right: mean 60% vs right 50%
+        a.record(0.95, False) if j % 2 else a.record(0.25, True)
+    v = a.verdict()
+    assert not v.open and v.k == 25 and v.low <= v.mean_conf <= v.high and "shown ~25%, right 25/25" in v.reason
+
+
+def test_audit_window_forgets_old_records_and_needs_min_n():
+    from dcai_widgets.calibration import SuggestionAudit
+
+    a = SuggestionAudit(window=30, min_n=10)
+    for _ in range(9):
+        a.record(0.9, True)
+    assert not a.verdict().open and "only 9 of 10" in a.verdict().reason
+    for _ in range(30):
+        a.record(0.9, False)                  # a bad run closes the gate
+    assert not a.verdict().open and a.verdict().k == 0 and a.verdict().n == 30
+    for _ in range(30):
+        a.record(0.9, True)                   # the window holds only the last 30: the old run is gone
+    v = a.verdict()
+    assert v.open and (v.k, v.n) == (30, 30) and a.total_ == 69
+
+
+def test_audit_rejects_what_is_not_a_probability():
+    from dcai_widgets.calibration import SuggestionAudit
+
+    with pytest.raises(ValueError, match="window"):
+        SuggestionAudit(window=0)
+    with pytest.raises(ValueError, match="min_n"):
+        SuggestionAudit(window=10, min_n=11)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        SuggestionAudit().record(1.5, True)

@@ -221,10 +221,19 @@ class SuggestingQueue(FixedQueue):
         return "6", 0.99
 
 
+def audit_agrees(p, n=20):
+    """The panel's audit has checked ``n`` suggestions shown at 99%, all right (consistent with 99%)."""
+    for _ in range(n):
+        p.audit.record(0.99, True)
+
+
 def test_suggestion_says_uncertain_before_fifty_labels_then_a_percentage(demo):
     p = LabelPanel(demo, queue=SuggestingQueue([1, 2, 3], n_labeled=20, seen=10), annotator="ada", background=False)
     assert "uncertain" in p.suggestion.value and "%" not in p.suggestion.value
     p.queue.n_labeled_ = 50
+    p.refit()   # 50 labels, but no suggestion shown here has been checked yet: still no percentage
+    assert "uncertain — 0 of 20 suggestions checked" in p.suggestion.value and "%" not in p.suggestion.value
+    audit_agrees(p)
     p.refit()
     assert "99%" in p.suggestion.value and "uncertain" not in p.suggestion.value
 
@@ -238,6 +247,7 @@ def test_the_item_shown_before_the_first_fit_gets_its_suggestion_when_the_fit_la
             return ("6", 0.99) if self.fits >= 2 else None
 
     p = LabelPanel(demo, queue=LateQueue([1, 2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
+    audit_agrees(p)
     assert p.current == 1 and p.suggestion.value == "" and p.accept_button.disabled
     seq = p.card.shown_count
     p.refit()
@@ -348,3 +358,35 @@ def test_label_panel_modules_stay_small_and_keep_the_names_team_mode_uses():
         base = inspect.signature(getattr(lp.LabelPanel, n))
         assert list(inspect.signature(getattr(TeamLabelPanel, n)).parameters)[:len(base.parameters)] == \
             list(base.parameters), n
+
+
+def test_after_wrong_confident_suggestions_the_panel_says_uncertain_with_the_true_count(demo):
+    """Issue 14: suggestions shown at 99% that people then label otherwise close the audit gate: the panel
+    shows "uncertain" and what happened (right k/n), counted from the labels given on this page."""
+    order = list(range(1, 80))
+    p = LabelPanel(demo, queue=SuggestingQueue(order, n_labeled=60, seen=10), annotator="ada", background=False)
+    audit_agrees(p)
+    p.refit()
+    assert "99%" in p.suggestion.value
+    for _ in range(15):          # the person labels each suggested '6' as '3'
+        p.label_current("3")
+    for _ in range(5):           # and accepts five
+        p.accept()
+    v = p.audit.verdict()
+    assert (v.k, v.n, v.open) == (25, 40, False)
+    assert ">uncertain — recent suggestions right 25/40</span>" in p.suggestion.value
+    assert ">99%<" not in p.suggestion.value   # (the tooltip says why: mean shown 99%, right 25/40)
+    assert "suggested: <b>6</b>" in p.suggestion.value and not p.accept_button.disabled
+    assert store_labels(demo) == {**{i: "3" for i in range(1, 16)}, **{i: "6" for i in range(16, 21)}}
+
+
+def test_a_rejected_suggestion_counts_as_wrong_and_a_reloaded_panel_starts_its_audit_empty(demo):
+    p = LabelPanel(demo, queue=SuggestingQueue([1, 2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
+    p.press("x")
+    p.label_current("3")
+    assert list(p.audit.correct_) == [False] and list(p.audit.conf_) == [0.99]
+    p.prev()
+    p.label_current("4")          # relabeling an item no longer suggested records nothing
+    assert p.audit.total_ == 1
+    again = LabelPanel(demo, queue=SuggestingQueue([2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
+    assert again.audit.total_ == 0 and "0 of 20 suggestions checked since this page opened" in again.suggestion.value
