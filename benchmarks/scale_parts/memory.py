@@ -21,6 +21,7 @@ uses 200k / 100k.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -156,10 +157,11 @@ def ap_part(n: int, work: str, rounds: int, repeats: int, peaks: PeakRss) -> dic
     """SEALS AP over exact, auto (IVF) and IVF-PQ indexes on the same n-row set (last 10% held out)."""
     from dcai_widgets.neighbors import NeighborIndex
 
-    X, rare = clustered(n, work=work)
+    off = os.environ.get("SCALEMEM_RARE_OFFSET")   # a harder concept: the rare centre this close to cluster 0's
+    X, rare = clustered(n, work=work, rare_offset=None if off is None else float(off))
     cut = int(0.9 * n)
     Xp, yp, Xt, yt = X[:cut], rare[:cut], X[cut:], rare[cut:]
-    out = {"ap_n": n, "ap_rounds": rounds, "ap_repeats": repeats}
+    out = {"ap_n": n, "ap_rounds": rounds, "ap_repeats": repeats, "ap_rare_offset": off}
     kinds = {"exact": dict(kind="flat"), "ivfpq": dict(kind="ivfpq")}
     for name, kw in kinds.items():
         peaks.phase(f"ap_{name}")

@@ -19,18 +19,24 @@ def centers(d: int = 128, k: int = 100, seed: int = 0) -> np.ndarray:
 
 
 def clustered(n: int, d: int = 128, *, seed: int = 0, k: int = 100, rare_frac: float = 0.001,
-              work: str | Path = "/tmp/dcai_scale") -> tuple[np.memmap, np.ndarray]:
+              work: str | Path = "/tmp/dcai_scale", rare_offset: float | None = None) -> tuple[np.memmap, np.ndarray]:
     """Rows (memory-mapped, read-only) and the rare-concept mask (bool, n).
 
     Cluster ``k-1`` (the last) holds about ``rare_frac`` of the rows; the rest spread over the other
     clusters. Noise sd 0.6 around unit-normal centres, so clusters overlap a little, as real embeddings do.
+    ``rare_offset`` (e.g. 1.5) puts the rare centre that far from cluster 0's centre instead of at its own
+    random place: a concept hidden inside a common one, hard enough that index errors show in SEALS' AP.
     """
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    stem = f"synth_n{n}_d{d}_k{k}_s{seed}_r{rare_frac:g}".replace(".", "p")  # no dot: suffixes stay ours
+    stem = f"synth_n{n}_d{d}_k{k}_s{seed}_r{rare_frac:g}" + ("" if rare_offset is None else f"_o{rare_offset:g}")
+    stem = stem.replace(".", "p")  # no dot: suffixes stay ours
     rows_f, rare_f, done_f = (work / (stem + ext) for ext in (".f32", ".rare.npy", ".json"))
     if not done_f.exists():
         C = centers(d, k, seed)
+        if rare_offset is not None:
+            u = np.random.default_rng([seed, 10**6]).normal(size=d).astype(np.float32)
+            C[k - 1] = C[0] + rare_offset * u / np.linalg.norm(u)
         X = np.lib.format.open_memmap(rows_f, mode="w+", dtype=np.float32, shape=(n, d))
         rare = np.zeros(n, dtype=bool)
         for start in range(0, n, CHUNK):
