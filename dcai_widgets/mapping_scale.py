@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .store.cache import content_hash
+
 log = logging.getLogger(__name__)
 
 # items UMAP is fitted on. A concept needs about `n_neighbors` (15) sample points to get its own island:
@@ -36,14 +38,10 @@ SAMPLE_SIZE = 50_000
 SAMPLED_ABOVE = 100_000
 
 
-def embeddings_key(X: np.ndarray, chunk: int = 262_144) -> str:
-    """Content hash of the rows of X (blake2b, read in chunks: a memory-mapped 10M x 128 file is never
-    copied into RAM whole). Any changed value, shape or dtype gives another key."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{X.dtype.str}:{tuple(X.shape)}".encode())
-    for lo in range(0, len(X), chunk):
-        h.update(np.ascontiguousarray(X[lo:lo + chunk]).tobytes())
-    return h.hexdigest()
+def embeddings_key(X: np.ndarray) -> str:
+    """Content hash of the rows of X (``store.content_hash``: a memory-mapped 10M x 128 file is hashed from
+    its mapped pages, never copied into RAM whole). Any changed value, shape or dtype gives another key."""
+    return content_hash("rows", X)
 
 
 class SampledMap:

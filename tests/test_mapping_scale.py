@@ -94,9 +94,17 @@ def test_the_cache_is_reused_and_rebuilt_when_the_embeddings_change(blobs, tmp_p
     assert len(list(tmp_path.glob("map-sampled-*.npy"))) == 3
 
 
-def test_embeddings_key_reads_chunks_and_sees_dtype_and_shape():
+def test_embeddings_key_reads_chunks_and_sees_dtype_and_shape(tmp_path, monkeypatch):
+    import dcai_widgets.store.cache as cache
+
     X = np.arange(40, dtype=np.float32).reshape(10, 4)
-    assert embeddings_key(X, chunk=3) == embeddings_key(X, chunk=1000)
+    np.save(tmp_path / "x.npy", X)
+    assert embeddings_key(np.load(tmp_path / "x.npy", mmap_mode="r")) == embeddings_key(X)   # from the mapped pages
+    W = np.arange(80, dtype=np.float32).reshape(10, 8)
+    monkeypatch.setattr(cache, "HASH_CHUNK_BYTES", 3 * 16)        # a non-contiguous view, 3 rows at a time
+    assert embeddings_key(W[:, ::2]) == embeddings_key(np.ascontiguousarray(W[:, ::2]))
+    monkeypatch.setattr(cache, "HASH_CHUNK_BYTES", 1000 * 16)
+    assert embeddings_key(W[:, ::2]) == embeddings_key(np.ascontiguousarray(W[:, ::2]))
     assert embeddings_key(X) != embeddings_key(X.astype(np.float64))
     assert embeddings_key(X) != embeddings_key(X.reshape(20, 2))
 

@@ -10,16 +10,25 @@ from pathlib import Path
 import numpy as np
 
 
+HASH_CHUNK_BYTES = 64 << 20   # rows of a non-contiguous array are copied this many bytes at a time
+
+
 def content_hash(*parts: object) -> str:
     """A short stable hash of arrays, strings, bytes and iterables of strings (dataset fingerprints)."""
     h = hashlib.blake2b(digest_size=16)
     for part in parts:
         if isinstance(part, np.ndarray):
-            arr = np.ascontiguousarray(part)
-            h.update(f"nd:{arr.dtype.str}:{arr.shape}".encode())
-            if arr.dtype == object:
-                h.update(repr(arr.tolist()).encode())
+            shape = part.shape if part.ndim else (1,)     # as np.ascontiguousarray reports a 0-d array
+            h.update(f"nd:{part.dtype.str}:{shape}".encode())
+            if part.dtype == object:
+                h.update(repr(part.tolist()).encode())
+            elif part.ndim and not part.flags.c_contiguous:
+                # row chunks, hashed in order: the same digest as the whole C-ordered copy, without it
+                step = max(1, HASH_CHUNK_BYTES // max(1, part[:1].nbytes))
+                for lo in range(0, len(part), step):
+                    h.update(np.ascontiguousarray(part[lo:lo + step]).tobytes())
             else:
+                arr = np.ascontiguousarray(part)
                 try:     # the buffer itself: no copy of a large (e.g. memory-mapped) array
                     h.update(memoryview(arr).cast("B"))
                 except (TypeError, ValueError, BufferError):
