@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 
+def confidence_bins(conf: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """Bin index (0..n_bins-1) of each confidence in [0, 1]: equal-width bins, 1.0 in the last."""
+    return np.clip((conf * n_bins).astype(int), 0, n_bins - 1)
+
+
 def ece(confidence, correct, n_bins: int = N_BINS) -> float:
     """Expected calibration error: sum over ``n_bins`` equal-width confidence bins of
     (share of items in the bin) * |accuracy in the bin - mean confidence in the bin| (Guo et al. 2017)."""
@@ -61,7 +66,7 @@ def ece(confidence, correct, n_bins: int = N_BINS) -> float:
         raise ValueError(f"confidence ({conf.size}) and correct ({ok.size}) must have one value per item")
     if conf.size == 0:
         return float("nan")
-    b = np.clip((conf * n_bins).astype(int), 0, n_bins - 1)
+    b = confidence_bins(conf, n_bins)
     n = np.bincount(b, minlength=n_bins)
     gap = np.abs(np.bincount(b, ok, n_bins) - np.bincount(b, conf, n_bins))  # per bin: n * |acc - conf|
     return float(gap.sum() / n.sum())
@@ -365,7 +370,7 @@ class SuggestionAudit:
         if not low <= mean <= high:
             return AuditVerdict(False, k, n, mean, low, high, gap,
                                 f"mean shown {mean:.0%}, right {k}/{n} (95% interval {low:.0%}-{high:.0%})")
-        b = np.clip((conf * self.n_bins).astype(int), 0, self.n_bins - 1)
+        b = confidence_bins(conf, self.n_bins)
         for j in np.unique(b):
             m = b == j
             if m.sum() >= self.min_bin:
