@@ -114,13 +114,46 @@ class ItemOrder:
     def _refit_done_now(self, fit: dict) -> None:
         self._refits += 1
         self._fit_labels = fit["labels"]
-        cls = "" if fit["classes"] is None else f" of {fit['classes']} of {len(self.classes)} classes"
-        notes = "".join(f" · <i>{html.escape(w)}</i>" for w in fit["notes"])
-        self.status.value = (f'<span class="dcai-refit" data-labels="{fit["labels"]}">queue refit #{self._refits} '
-                             f"on {fit['labels']} labels{cls} in {fit['seconds']:.2f} s</span>{notes}")
+        stored = int((np.asarray(self._vec) >= 0).sum()) if getattr(self, "_vec", None) is not None else None
+        self.status.value = refit_status(fit, len(self.classes), self._refits, queue_name(self.queue), stored)
         self._refresh_annotators()
         self._refresh_suggestion()   # a first suggestion, or its confidence now as a percentage
 
     def _refit_failed(self, e: BaseException) -> None:  # keep labeling with the old order; say why
         self.status.value = f'<span style="color:#b00020">queue refit failed: {html.escape(str(e) or repr(e))}</span>'
 
+
+
+def queue_name(queue: object) -> str:
+    """What to call the Label queue on the page: the engine inside a DeferredQueue or a team's SharedQueue
+    ("LANCET" for dcai_widgets' Lancet), else the queue's class name."""
+    q = queue
+    for _ in range(3):   # SharedQueue -> DeferredQueue -> engine
+        inner = q.__dict__.get("_engine") if hasattr(q, "__dict__") else None
+        inner = inner if inner is not None else (q.__dict__.get("queue") if hasattr(q, "__dict__") else None)
+        if inner is None or inner is q:
+            break
+        q = inner
+    name = type(q).__name__
+    return {"Lancet": "LANCET", "DeferredQueue": "LANCET"}.get(name, name)
+
+
+def refit_status(fit: dict, n_classes: int, fits: int, name: str = "queue", stored: int | None = None) -> str:
+    """The status line after a queue fit, saying plainly what that fit used: its human labels and the
+    classes among them (read from the fit itself), the seconds it took, and its notes (escaped).
+    ``data-labels`` / ``data-fits`` carry the figures for tests; ``stored``: human labels stored now (labels
+    made during the fit are said to wait for the next one)."""
+    n, k = int(fit["labels"]), fit.get("classes")
+    name = html.escape(name)
+    took = f"{fit['seconds']:.1f} s"
+    if n == 0:
+        text = f"{name} has no human labels to learn from yet ({took})"
+    else:
+        cls = "" if k is None else f", {int(k)} of {n_classes} classes"
+        text = f"{name} fitted on {n:,} human label{'s' if n != 1 else ''}{cls} ({took})"
+        if stored is not None and stored > n:
+            text += f" · {stored - n:,} newer label{'s' if stored - n != 1 else ''} wait for the next fit"
+    notes = "".join(f" · <i>{html.escape(w)}</i>" for w in fit.get("notes", ()))
+    return (f'<span class="dcai-refit" data-labels="{n}" data-fits="{int(fits)}" '
+            f'title="the Label queue, refit in the background as you label (fit {int(fits)} on this page)">'
+            f"{text}</span>{notes}")

@@ -1,4 +1,5 @@
 """LabelPanel driven from Python: keys, buttons, undo, skip, accept/reject, resume, queue protocol."""
+import re
 import threading
 
 import numpy as np
@@ -133,7 +134,7 @@ def test_refit_runs_in_the_background_without_blocking_labels(demo):
     assert p._refitter.wait(timeout=30)
     # the refit asked for after label 4 arrived during the first one: merged into one more run
     # (#1 is the first fit at start); the last one fitted all 5 labels
-    assert q.fits == 3 and "refit #3" in p.status.value and 'data-labels="5"' in p.status.value
+    assert q.fits == 3 and 'data-fits="3"' in p.status.value and 'data-labels="5"' in p.status.value
 
 
 def test_bad_input_is_named(demo):
@@ -261,7 +262,8 @@ def test_status_reports_what_the_fit_used_not_the_panels_count(demo):
     demo.label(np.arange(100, 120), [str(i % 10) for i in range(20)], annotator="ada")   # 20 labels, 10 classes
     q = SuggestingQueue([1, 2], n_labeled=5, seen=3, notes=["7 of 10 classes have no labels yet"])
     p = LabelPanel(demo, queue=q, annotator="ada", background=False)
-    assert 'data-labels="5"' in p.status.value and "on 5 labels of 3 of 10 classes" in p.status.value
+    assert 'data-labels="5"' in p.status.value and "fitted on 5 human labels, 3 of 10 classes" in p.status.value
+    assert "15 newer labels wait for the next fit" in p.status.value   # 20 stored, the fit used 5
     assert "7 of 10 classes" in p.status.value       # the note belongs to that same fit
     assert "20 of 1,797 labeled by people" in p.progress_text.value
 
@@ -390,3 +392,12 @@ def test_a_rejected_suggestion_counts_as_wrong_and_a_reloaded_panel_starts_its_a
     assert p.audit.total_ == 1
     again = LabelPanel(demo, queue=SuggestingQueue([2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
     assert again.audit.total_ == 0 and "0 of 20 suggestions checked since this page opened" in again.suggestion.value
+
+
+def test_status_before_any_label_says_so_plainly(demo):
+    # seen on the served demo: "queue refit #2 on 0 labels of 0 of 10 classes in 0.04 s"
+    q = SuggestingQueue([1, 2], n_labeled=0, seen=0)
+    p = LabelPanel(demo, queue=q, annotator="ada", background=False)
+    text = re.sub("<[^>]+>", "", p.status.value)
+    assert "has no human labels to learn from yet" in text, text
+    assert "of 0 of" not in text and "#" not in text and "0 labels" not in text
