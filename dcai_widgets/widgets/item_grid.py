@@ -175,7 +175,9 @@ class ItemGrid(W.VBox):
                 for i, lab, c, v in zip(p["id"], p["label"], p["confidence"], versions)}
         for k, ((_box, card, _t), i) in enumerate(zip(self._cells, chunk)):
             human = humans.get(int(i))
-            pl, pc = prop.get(i, (None, None))
+            # a propagated label is a guess for an item no person has labeled: once one has, the store's
+            # latest propagated row for it is an older round's (later rounds skip labeled items), not shown
+            pl, pc = prop.get(i, (None, None)) if human is None else (None, None)
             score = self.scores[self.page * self.page_size + k] if self.scores is not None else None
             card.set_badges(human=human, propagated=pl, confidence=pc, score=score,
                             score_name=self.score_name[0] if self.score_name and score is not None else None)

@@ -78,7 +78,9 @@ class LancetView(W.VBox):
         self.reject_button.on_click(lambda _: self.reject())
         self.save_button.on_click(lambda _: self.save_correction())
         self.curve = self._build_curve()
-        self.legend = W.HTML(f'<div class="dcai-legend" style="font-size:11px;color:#555">{LEGEND}</div>')
+        # not the map's "dcai-legend" (a flex row of swatches: it put every tag of this text on its own line)
+        self.legend = W.HTML(f'<div class="dcai-lancet-legend" style="font-size:11px;color:#555;line-height:1.35">'
+                             f"{LEGEND}</div>", layout=W.Layout(width="320px"))
         super().__init__([
             W.HTML("<b>LANCET</b>"), self.fit_bar, self.summary, self.bins_html, self.legend,
             W.HTML("<b>stop gauge</b>"), self.loss_bar, self.weight_bar, self.gauge_text,
@@ -104,14 +106,20 @@ class LancetView(W.VBox):
         from jupyter_bokeh import BokehModel
 
         self.curve_source = ColumnDataSource(dict(x=[], conf=[], acc=[], low=[], high=[]))
-        fig = figure(height=200, width=320, x_axis_label="human labels", y_range=(0, 1.02),
+        fig = figure(height=230, width=320, x_axis_label="human labels", y_range=(0, 1.02),
                      toolbar_location=None, title="learning curve")
-        fig.line("x", "conf", source=self.curve_source, legend_label="mean confidence", color="#1f77b4")
+        # markers as well as the line: with one model version a line alone draws nothing
+        fig.line("x", "conf", source=self.curve_source, color="#1f77b4")
+        fig.scatter("x", "conf", source=self.curve_source, legend_label="mean confidence", color="#1f77b4", size=5)
         fig.scatter("x", "acc", source=self.curve_source, legend_label="spot-check accuracy", color="#d62728",
                     size=6)
         fig.segment("x", "low", "x", "high", source=self.curve_source, color="#d62728")
-        fig.legend.location = "bottom_right"
+        # the legend above the plot, in one row: inside it covered the curve's right end
+        fig.legend.location = "top_left"
+        fig.legend.orientation = "horizontal"
         fig.legend.label_text_font_size = "8pt"
+        fig.legend.padding = fig.legend.spacing = 2
+        fig.add_layout(fig.legend[0], "above")
         self.figure = fig
         return BokehModel(fig)
 
@@ -173,6 +181,9 @@ class LancetView(W.VBox):
             return self.lancet.propagated()
         # not fitted in this kernel (a reload): the propagated labels the store holds
         p = self.session.propagated()
+        if len(p):   # the latest propagated row of an item a person has labeled since is an older round's
+            human = np.asarray(self.session.label_vector()) >= 0
+            p = p[~human[p["id"].to_numpy(np.int64)]]
         return p[["id", "label", "confidence"]] if len(p) else pd.DataFrame({"id": [], "label": [], "confidence": []})
 
     def refresh(self) -> None:

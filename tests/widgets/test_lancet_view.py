@@ -100,7 +100,7 @@ def test_spot_checks_carry_the_annotator_and_survive_a_reload(tmp_path):
     view.confirm()
     ev = s.store.events(("review",))
     assert list(ev["annotator"]) == ["ada"] and ev["model_version"].iloc[0].startswith(spot.MARKER)
-    n_prop = len(s.propagated())
+    n_prop = len(s.propagated()) - 1   # the confirmed item has a person's (review) label now
     # a reload: a new kernel opens the same store; nothing is fitted yet
     s2 = dw.Session.from_embeddings(s.embeddings, s.classes, y_true=s.y_true, store=s.store.path)
     lan2 = Lancet(s2, progress=False)
@@ -131,3 +131,27 @@ def test_a_spot_check_the_store_refuses_stays_on_screen(tmp_path, monkeypatch):
     monkeypatch.setattr(s.store, "append", refuse)
     view.confirm()
     assert view.current == first and "read-only" in view.check_text.value and len(view.checks) == 0
+
+
+def test_a_reloaded_view_counts_only_items_no_person_has_labeled(tmp_path):
+    """After a reload the summary is read from the store, whose latest propagated row of an item labeled
+    since is an older round's: such items are not counted as propagated (the summary's own definition)."""
+    s, lan, view = _fitted_with_checks(tmp_path)
+    unlabeled = int((np.asarray(s.label_vector()) < 0).sum())
+    prop = lan.propagated()
+    s.label(prop["id"].iloc[:3].tolist(), prop["label"].iloc[:3].tolist(), annotator="ada")  # no refit
+    s2 = dw.Session.from_embeddings(s.embeddings, s.classes, y_true=s.y_true, store=s.store.path)
+    view2 = LancetView(s2, Lancet(s2, progress=False), annotator="ada", background=False)
+    assert f'data-propagated="{unlabeled - 3}"' in view2.summary.value, view2.summary.value
+
+
+def test_the_learning_curve_shows_a_single_model_version_and_its_legend_sits_outside(tmp_path):
+    """With one fitted version the curve was an empty box (a line needs two points), and the legend inside
+    the plot covered its right end; the text legend was laid out one tag per line (the map's flex class)."""
+    s, lan, view = _fitted_with_checks(tmp_path)
+    assert len(view.curve_source.data["x"]) == 1
+    drawn = [r for r in view.figure.renderers
+             if getattr(r.glyph, "y", None) == "conf" and type(r.glyph).__name__ == "Scatter"]
+    assert drawn, "one version must still be drawn (a marker, not only a line)"
+    assert view.figure.legend[0] in view.figure.above
+    assert "dcai-legend" not in view.legend.value.replace("dcai-lancet-legend", "")

@@ -321,3 +321,15 @@ def test_density_false_keeps_the_fixed_random_subset(demo):
     assert np.array_equal(view.shown, shown) and "(showing 300)" in view.figure.title.text
     with pytest.raises(ValueError, match="lod_points"):
         MapView(demo, lod_points=0)
+
+
+def test_a_card_shows_no_older_rounds_guess_for_an_item_a_person_labeled_since(demo):
+    """Seen in the served app: '6 ~8 uncertain' on an Inspect card: the person's 6 beside the guess of a
+    round fitted on 14 labels, before that person labeled it (later rounds skip labeled items, so that
+    old row stays the item's latest propagated one)."""
+    demo.set_propagated([1, 2], ["8", "8"], [0.3, 0.4], model_version="lancet-60-1")
+    demo.label([1], ["6"], annotator="ada")
+    grid = ItemGrid(demo, [1, 2])
+    first, second = (cell[1].badges.value for cell in grid._cells[:2])
+    assert ">6</span>" in first and "~8" not in first and "dcai-prop" not in first
+    assert "~8 0.40" in second
