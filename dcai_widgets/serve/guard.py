@@ -17,8 +17,10 @@ Rules (see `Policy`):
   no CORS is offered). That is what replaces Jupyter's `_xsrf` check, so Voila's page-close
   `sendBeacon` shutdown (which has no `_xsrf`) now works.
 - Token (team mode): `?token=`, `Authorization: token ...` or the HttpOnly SameSite=Strict cookie set
-  when a page is opened with a valid link. Unknown or revoked -> 403. A kernel belongs to the token
-  that opened its page: another token cannot connect to it, read it or shut it down.
+  when a page is opened with a valid link (a page asked for with the cookie alone is redirected to its
+  link: the kernel reads the token from the page's query). Unknown or revoked -> 403. A kernel belongs
+  to the token that opened its page: another token cannot connect to it, read it or shut it down.
+- Kernel websockets must ask for the v1 protocol (Voila misreads legacy-protocol frames).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from tornado import web
 
@@ -40,6 +42,8 @@ from .identity import token_hash
 WILDCARDS = ("0.0.0.0", "::", "")
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+KERNEL_WS_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+_CHANNELS_PATH = re.compile(r"/api/kernels/[^/]+/channels/?$")
 _KERNEL_PATH = re.compile(r"/(?:api/kernels|voila/api/shutdown|voila/execution|voila/query)/"
                           r"(?P<kid>[\w]+-[\w]+-[\w]+-[\w]+-[\w]+)")
 
@@ -150,6 +154,10 @@ def _request_token(handler: web.RequestHandler, policy: Policy) -> tuple[str | N
     return (c, "cookie") if c else (None, "")
 
 
+def _subprotocols(req: Any) -> list[str]:
+    return [p.strip() for p in req.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+
+
 class GateMixin:
     """Put before a Voila/Jupyter/tornado handler class: checks run in `prepare` before the handler's own.
     Errors are written as a short plain message, never a traceback."""
@@ -162,6 +170,8 @@ class GateMixin:
         gate = self.settings.get("dcai_gate")
         if gate is not None:
             await gate.admit(self)
+            if self._finished:  # type: ignore[attr-defined]  # answered by the gate (a redirect)
+                return
         r = super().prepare(*args, **kw)  # type: ignore[misc]
         if r is not None and hasattr(r, "__await__"):
             await r
@@ -232,11 +242,23 @@ class Gate:
             handler.dcai_identity, handler.dcai_token = who, token
             if page and where == "query":
                 handler.set_cookie(p.cookie, token, path="/", httponly=True, samesite="Strict")
+            elif page and where == "cookie":
+                # a bookmark of the bare address: the kernel learns who labels from the page's query
+                # string only, so without this it started a kernel that said "needs your personal link"
+                # (and that no token owned); the page is sent to its own link instead
+                query = "&".join(q for q in (req.query, "token=" + quote(token, safe="")) if q)
+                handler.redirect(f"{req.path}?{query}")
+                return
             m = _KERNEL_PATH.search(req.path)
             if m and self.kernels is not None:
                 owner = self.kernels.owner(m.group("kid"))
                 if owner is not None and owner != token_hash(token):
                     raise Refused(403, "This kernel belongs to another page.")
+        if websocket and _CHANNELS_PATH.search(req.path) and KERNEL_WS_PROTOCOL not in _subprotocols(req):
+            # Voila reads every outgoing binary frame as the v1 protocol; a legacy-protocol socket made
+            # it loop over a garbage offset count (server stuck, memory growing by GBs): the app's page
+            # always asks for v1, so nothing else is let in
+            raise Refused(400, f"This server's kernels speak only the {KERNEL_WS_PROTOCOL} websocket protocol.")
         if page and self.kernels is not None:
             if not await self.kernels.admit(self.page_wait_s):
                 raise Refused(503, f"The server already runs {self.kernels.max_kernels} pages of this app, "

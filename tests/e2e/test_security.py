@@ -19,6 +19,7 @@ from .harness import PANEL_ID, TeamServer, cli, human_labels, kernels, launch, p
 
 pytestmark = pytest.mark.timeout(600)
 MAX_KERNELS = 3
+V1 = "v1.kernel.websocket.jupyter.org"
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,14 @@ def get(url, **headers):
     return requests.get(url, headers=headers, timeout=60)
 
 
-def ws_status(team, kernel_id, token=None, origin="same", host=None):
-    """HTTP status of a kernel websocket handshake (101 when it opens)."""
+def ws_status(team, kernel_id, token=None, origin="same", host=None, protocol=V1):
+    """HTTP status of a kernel websocket handshake (101 when it opens); `protocol` is the subprotocol
+    asked for (the app's page asks for v1; None: websocket-client's default, the legacy protocol)."""
     import websocket
 
     port = team.port
     q = f"?token={token}" if token else ""
-    kw = {}
+    kw = {"subprotocols": [protocol]} if protocol else {}
     if origin == "same":
         kw["origin"] = f"http://127.0.0.1:{port}"
     elif origin:
@@ -131,6 +133,8 @@ def test_token_decides_who_labels_websockets_and_revocation(team, browser):
 
         # the kernel websocket: only ada's token, from this server's own origin and host
         assert ws_status(team, kid, ada) == 101  # control: the page's own token gets in
+        # a legacy-protocol socket made Voila misread every binary frame (server stuck, GBs of memory)
+        assert ws_status(team, kid, ada, protocol=None) == 400
         assert ws_status(team, kid, ada, origin="http://evil.example") == 403
         assert ws_status(team, kid, ada, host="evil.example") == 403
         assert ws_status(team, kid, None) == 403
@@ -245,7 +249,7 @@ def test_single_user_server_on_loopback_still_refuses_rebinding(tmp_path):
         # honest headers reach the handler (404: no such kernel), so the 403s above are the gate's
         with pytest.raises(websocket.WebSocketBadStatusException) as e:
             websocket.create_connection(f"ws://127.0.0.1:{port}/api/kernels/{fake}/channels", timeout=20,
-                                        origin=f"http://127.0.0.1:{port}")
-        assert e.value.status_code != 403
+                                        origin=f"http://127.0.0.1:{port}", subprotocols=[V1])
+        assert e.value.status_code not in (400, 403)
     finally:
         server.kill()
