@@ -359,13 +359,18 @@ class MapView(W.VBox):
         counts = np.bincount(human[human >= 0], minlength=len(self.classes))
         items = "".join(f'<span><span class="sw" style="background:{c}"></span>{html.escape(name)} '
                         f"({int(k)})</span>" for c, name, k in zip(self.palette, self.classes, counts))
-        items += (f'<span><span class="sw" style="background:{UNLABELED}"></span>unlabeled '
-                  f"({int((human < 0).sum())})</span>")
+        # grey = no label at all; an item with only a model's guess is drawn faint in its class colour
+        # (was "unlabeled (1737)" beside a map with no grey point: every one of them had a guess)
+        guessed = (human < 0) & (self._prop >= 0) if len(self._prop) == len(human) else np.zeros(len(human), bool)
+        items += (f'<span><span class="sw" style="background:{UNLABELED}"></span>no label '
+                  f"({int(((human < 0) & ~guessed).sum())})</span>")
         shading = (" · shading: every item, coloured by its items' mix; zoom in to draw each point"
                    if self.density else "")
         self.legend.value = (f'<div class="dcai-legend">{items}</div>'
                              f'<div class="dcai-counts">{labeled_html(int((human >= 0).sum()), len(human))} · '
-                             "solid dots: labeled by people · faint: propagated by the model · "
+                             "solid dots: labeled by people (counts above) · faint: propagated by the model "
+                             f'(<span class="dcai-guessed" data-count="{int(guessed.sum())}">'
+                             f"{int(guessed.sum()):,}</span>) · "
                              f"black ring: selected or shown elsewhere{shading}</div>")
 
     def _on_labels(self, ids=None, labels=None, source=None, **_: Any) -> None:

@@ -333,3 +333,13 @@ def test_a_card_shows_no_older_rounds_guess_for_an_item_a_person_labeled_since(d
     first, second = (cell[1].badges.value for cell in grid._cells[:2])
     assert ">6</span>" in first and "~8" not in first and "dcai-prop" not in first
     assert "~8 0.40" in second
+
+
+def test_map_legend_counts_items_with_only_a_models_guess_apart_from_items_with_no_label(demo):
+    """The legend said "unlabeled (1737)" in grey while no point was grey: all had propagated labels."""
+    view = MapView(demo, grid=False)
+    demo.label([0, 5], ["3", "4"])
+    assert f"no label ({len(demo) - 2})" in view.legend.value
+    rest = np.arange(10, len(demo))
+    demo.set_propagated(rest, ["1"] * len(rest), [0.5] * len(rest), model_version="lancet-60-1")
+    assert "no label (8)" in view.legend.value and f'data-count="{len(rest)}"' in view.legend.value
