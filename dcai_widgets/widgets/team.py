@@ -371,7 +371,7 @@ class TeamPanel(W.VBox):
                 f"{body}</table>")
 
     def _build_charts(self) -> list[W.Widget]:
-        from bokeh.models import ColumnDataSource, FactorRange
+        from bokeh.models import ColumnDataSource, FactorRange, Range1d
         from bokeh.plotting import figure
         from jupyter_bokeh import BokehModel
 
@@ -379,8 +379,8 @@ class TeamPanel(W.VBox):
         self.kappa_source = ColumnDataSource(dict(a=[], b=[], kappa=[], colour=[], text=[]))
         counts = figure(x_range=FactorRange(), height=180, width=260, title="items labeled", toolbar_location=None)
         counts.vbar(x="annotator", top="items", width=0.8, source=self.counts_source, color="#1f77b4")
-        rate = figure(x_range=FactorRange(), height=180, width=260, title="labels per active hour",
-                      toolbar_location=None)
+        rate = figure(x_range=FactorRange(), y_range=Range1d(0, 1), height=180, width=260,
+                      title="labels per active hour", toolbar_location=None)
         rate.vbar(x="annotator", top="rate", width=0.8, source=self.counts_source, color="#2ca02c")
         heat = figure(x_range=FactorRange(), y_range=FactorRange(), height=220, width=260,
                       title="Cohen's kappa", toolbar_location=None, tooltips=[("pair", "@a / @b"), ("kappa", "@text")])
@@ -395,7 +395,13 @@ class TeamPanel(W.VBox):
     def _update_charts(self, rep: Any) -> None:
         ann = rep.annotators
         names = [str(a) for a in ann["annotator"]]
-        rates = [0.0 if math.isnan(float(r)) else float(r) for r in ann["labels_per_h"]]
+        # no bar where the rate is unknown (all of a person's labels in one instant, "–" in the table): a
+        # bar at 0 read as "labels nothing"
+        rates = [float(r) for r in ann["labels_per_h"]]
+        known = [r for r in rates if not math.isnan(r)]   # an axis from 0 even when none is known yet
+        self.figures["rate"].y_range.end = 1.1 * max(known) if known and max(known) > 0 else 1.0
+        self.figures["rate"].title.text = ("labels per active hour" if known else
+                                           "labels per active hour (none measured yet)")
         self.figures["counts"].x_range.factors = names
         self.figures["rate"].x_range.factors = names
         self.counts_source.data = dict(annotator=names, items=[int(i) for i in ann["items"]], rate=rates)
@@ -407,6 +413,6 @@ class TeamPanel(W.VBox):
                 b_col.append(b)
                 ks.append(float(rep.kappa.loc[a, b]))
         self.figures["kappa"].x_range.factors = kn
-        self.figures["kappa"].y_range.factors = kn
+        self.figures["kappa"].y_range.factors = kn[::-1]   # rows top-down in the table's order
         self.kappa_source.data = dict(a=a_col, b=b_col, kappa=[0.0 if math.isnan(k) else k for k in ks],
                                       colour=[kappa_colour(k) for k in ks], text=[_fmt(k) for k in ks])

@@ -1,0 +1,34 @@
+"""What a lead reads in the Team tab's charts: the same numbers, in the same order, as its tables."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dcai_widgets.widgets.team import TeamPanel
+
+
+def test_charts_show_no_made_up_rates_and_read_like_the_kappa_table(demo):
+    """Labels written in one instant have no labels/hour (the table says "–"); the chart drew a bar at
+    0 for them, a number nobody measured. The kappa heatmap listed its rows bottom-up (bokeh's
+    categorical axis) while the table beside it lists them top-down."""
+    y, names = demo.y_true, demo.classes
+    ids = np.arange(30)
+    demo.label(ids, [names[k] for k in y[ids]], annotator="ada")        # one batch: one instant
+    other = y[ids].copy()
+    other[:6] = (other[:6] + 1) % 10
+    demo.label(ids, [names[k] for k in other], annotator="bo")
+    panel = TeamPanel(demo, background=False)
+    rep = panel.report
+    table_rates = dict(zip(rep.annotators["annotator"], rep.annotators["labels_per_h"]))
+    assert all(math.isnan(r) for r in table_rates.values())           # the table's "–"
+    assert panel.table.value.count("<td>–</td>") >= 2
+    chart = dict(zip(panel.counts_source.data["annotator"], panel.counts_source.data["rate"]))
+    assert chart.keys() == table_rates.keys()
+    assert all(math.isnan(r) for r in chart.values()), f"bars drawn for unknown rates: {chart}"
+    order = list(rep.kappa.columns)
+    assert list(panel.figures["kappa"].x_range.factors) == order
+    assert list(panel.figures["kappa"].y_range.factors) == order[::-1]  # first row at the top
+    assert panel.kappa_table.value.index("<tr><th>ada</th>") < panel.kappa_table.value.index("<tr><th>bo</th>")
+    assert panel.figures["rate"].title.text.endswith("(none measured yet)")
+    assert panel.figures["rate"].y_range.start == 0 and panel.figures["rate"].y_range.end == 1.0
