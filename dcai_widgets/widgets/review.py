@@ -134,8 +134,9 @@ class ReviewPanel(W.VBox):
                             for a, lab in sorted(c["labels"].items()))
             q = "–" if c["quality"] != c["quality"] else f"{c['quality']:.2f}"
             self.labels_html.value = (f'<div class="dcai-review-labels"><ul>{votes}</ul>consensus '
-                                      f'<b>{html.escape(c["consensus"])}</b> · agreement {c["agreement"]:.0%} · '
-                                      f"quality {q}</div>")
+                                      f'<b>{html.escape(c["consensus"])}</b>{self._consensus_note(c)} · '
+                                      f'agreement {c["agreement"]:.0%} · quality {q}'
+                                      f'<div class="dcai-review-why">{self._why(c)}</div></div>')
         bold = ' style="font-weight:bold"'
         rows = "".join(
             f'<tr data-item="{x["id"]}"{bold if k == self.pos else ""}><td>#{x["id"]}</td>'
@@ -146,6 +147,23 @@ class ReviewPanel(W.VBox):
         self.list_html.value = (f'<div class="dcai-review-list" data-count="{n}"><b>{n} to review</b>'
                                 f"<table><tr><th>item</th><th>labels</th><th>agreement</th></tr>{rows}</table>"
                                 f"{more}</div>")
+
+    @staticmethod
+    def _consensus_note(c: dict) -> str:
+        """CROWDLAB weighs a held-out model against the annotators; where it picks a class nobody gave
+        (two low-quality annotators who disagree), "consensus 1" beside "ada: 4, bo: 5" read as a label
+        someone chose. Say whose it is."""
+        if c["consensus"] in c["labels"].values():
+            return ""
+        return (' <span class="dcai-review-model-pick">(the held-out model\'s pick: no annotator gave '
+                "it)</span>")
+
+    def _why(self, c: dict) -> str:
+        """Why the item is listed: a disagreement, or agreeing annotators whose consensus quality is low."""
+        if c["agreement"] < 1.0:
+            return "listed because the annotators disagree"
+        return (f"listed because CROWDLAB's consensus quality {c['quality']:.2f} is below {self.low_quality:.2f} "
+                "although the annotators agree (the model doubts them)")
 
     # -- actions ---------------------------------------------------------------------------------
     def resolve(self, label: str) -> None:

@@ -32,3 +32,24 @@ def test_charts_show_no_made_up_rates_and_read_like_the_kappa_table(demo):
     assert panel.kappa_table.value.index("<tr><th>ada</th>") < panel.kappa_table.value.index("<tr><th>bo</th>")
     assert panel.figures["rate"].title.text.endswith("(none measured yet)")
     assert panel.figures["rate"].y_range.start == 0 and panel.figures["rate"].y_range.end == 1.0
+
+
+def test_review_says_whose_consensus_it_is_and_why_an_item_is_listed(demo):
+    """In the served 3-annotator app the Review tab showed "ada: 4, bo: 5 · consensus 1" (CROWDLAB's
+    held-out model outweighing two annotators it rates low) and listed an item both annotators gave
+    "2" without saying why."""
+    from dcai_widgets.widgets.review import ReviewPanel
+
+    r = ReviewPanel(demo, annotator="lee", background=False)
+    r._loaded([dict(id=929, labels={"ada": "4", "bo": "5"}, consensus="1", agreement=0.5, quality=0.24),
+               dict(id=1742, labels={"ada": "2", "cy": "2"}, consensus="2", agreement=1.0, quality=0.31),
+               dict(id=7, labels={"ada": "3", "bo": "5"}, consensus="3", agreement=0.5, quality=0.6)])
+    assert r.current == 929
+    assert "held-out model's pick: no annotator gave it" in r.labels_html.value
+    assert "annotators disagree" in r.labels_html.value
+    r.press("n")
+    assert r.current == 1742 and "model's pick" not in r.labels_html.value
+    assert "consensus quality 0.31 is below 0.50 although the annotators agree" in r.labels_html.value
+    r.press("n")
+    assert r.current == 7 and "model's pick" not in r.labels_html.value
+    assert "annotators disagree" in r.labels_html.value
