@@ -102,7 +102,22 @@ class ExclusionsEvent:
         _opt_str("exclusions", "reason", self.reason)
 
 
-EVENT_TYPES: dict[str, type] = {"labels": LabelsEvent, "model": ModelEvent, "exclusions": ExclusionsEvent}
+@dataclass(frozen=True)
+class TeamFitEvent:
+    """This page adopted the queue fit another page of the team published (``dcai_widgets.team.TeamFit``):
+    that fit's propagated labels are in the store, and this page's own engine is older. ``state``: the
+    published payload (``n_labeled``, ``by``, ``version``, ``stop`` when the engine has a stop rule, ...)."""
+
+    event: ClassVar[str] = "team_fit"
+    state: dict
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, dict):
+            raise PayloadError(f"'team_fit' event: state must be a dict (the published fit), got {type(self.state).__name__}")
+
+
+EVENT_TYPES: dict[str, type] = {"labels": LabelsEvent, "model": ModelEvent, "exclusions": ExclusionsEvent,
+                                "team_fit": TeamFitEvent}
 
 
 def register_event(cls: type) -> type:

@@ -32,7 +32,7 @@ from .._validate import excluded_mask
 from ..calibration import TopLabelCalibrator, check_params, cross_fit, nn_distance, padded_log_proba
 from .features import encoder_input, shift_knn_graph
 from .propagate import propagate
-from .stop import StopReport, stop_report
+from .stop import PredictionStability, StopReport, stop_report
 
 BACKBONES = ("mlp", "sslgan")
 _VERSION = itertools.count(1)
@@ -186,6 +186,8 @@ class Lancet:
         self.candidates_: np.ndarray | None = None
         self.proba_: np.ndarray | None = None
         self.history_: list[dict] = []
+        # the stop rule also asks that predictions stopped changing over rounds of `batch` labels (stop.py)
+        self.stability_ = PredictionStability(gap=self.batch)
         self._input: np.ndarray | None = None
         self._progress_listeners: list = []
 
@@ -329,6 +331,7 @@ class Lancet:
             self.log_proba_ = padded_log_proba(logp, seen, len(s.classes))
             self.oof_ = self.out_of_fold(progress=bar) if crossfit else None
             self._calibrate()
+            self.stability_.update(self.n_labeled_, seen[proba.argmax(1)])
             # 2. DMN: which unlabeled regions have no labeled item nearby
             if self.selection == "dmn" and len(unl):
                 dmn = DMN(steps=self.dmn_steps, seed=self.seed).fit(z[labeled], z[unl], progress=bar)
@@ -336,7 +339,7 @@ class Lancet:
                 w = dmn.weights_
                 rank = np.empty(len(unl))
                 rank[dmn.order_] = np.arange(len(unl))
-                self.report_ = stop_report(dmn.loss_, float(w.min()), self.alpha_t)
+                self.report_ = stop_report(dmn.loss_, float(w.min()), self.alpha_t, stability=self.stability_)
                 if missing:  # propagated labels cannot cover a class no one has labeled: not done
                     r, why = self.report_, f"{len(missing)} of {len(s.classes)} classes have no human label yet"
                     self.report_ = dataclasses.replace(r, stop=False, reason=why if r.stop else f"{r.reason}; {why}")

@@ -204,6 +204,7 @@ class SharedQueue:
                 self.n_labeled_ = st.get("n_labeled")
                 self.classes_seen_ = st.get("classes_seen")
                 self.labeled_ = None   # read again when the fixed fallback order is needed
+                self.session.emit("team_fit", state=dict(st))   # views of this page's engine: now stale
         self._start_heartbeat()
         return self
 

@@ -157,4 +157,19 @@ def engine_payload(engine: Any, ranking: list[int], n_labeled: Any, classes_seen
     return {"ranking": [int(i) for i in ranking], "suggest": suggest,
             "n_labeled": None if n_labeled is None else int(n_labeled),
             "classes_seen": None if classes_seen is None else [int(c) for c in classes_seen],
-            "warnings": [str(w) for w in (getattr(engine, "warnings_", None) or [])]}
+            "warnings": [str(w) for w in (getattr(engine, "warnings_", None) or [])],
+            "model_version": getattr(engine, "model_version_", None), "stop": _stop_state(engine)}
+
+
+def _stop_state(engine: Any) -> dict | None:
+    """The fitted engine's stop report as plain values (LANCET's; None for an engine without one), so a
+    page that adopts the fit shows the stop rule of the fit in force, not of its own older engine."""
+    report = getattr(engine, "report_", None)
+    to_dict = getattr(report, "to_dict", None)
+    if not callable(to_dict):
+        return None
+    def plain(v: Any) -> Any:   # NaN (a figure not measured yet) as null: strict JSON everywhere
+        if isinstance(v, (bool, int, str)) or v is None:
+            return v
+        return float(v) if v == v else None
+    return {k: plain(v) for k, v in to_dict().items()}

@@ -14,6 +14,7 @@ labels' model versions (:func:`spot.curve_from_store`); that read runs in the ba
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 from typing import Any
 
@@ -30,6 +31,33 @@ LEGEND = ("<b>confidence</b>: LANCET's calibrated probability that a propagated 
           f"(learned from held-out human labels; <i>uncertain</i> before {SHOW_PERCENT_FROM} human labels). "
           "<b>~6 0.83</b> on an item = propagated label 6 at confidence 0.83. Spot checks: your verdicts on "
           "propagated labels, kept as review labels.")
+
+
+def stop_html(r: Any) -> str:
+    """The stop rule's verdict and figures (a ``lancet.StopReport``), in words that claim no more than was
+    measured: the DMN part says the labeled items look like the rest in the model's embedding (a random
+    sample of labels passes that at any size: the served app said "STOP: labels cover the data" at 60
+    random labels on digits), the kappa part that more labels stopped changing the predictions. Neither
+    is an accuracy figure; the spot checks below are."""
+    agreement = getattr(r, "agreement", float("nan"))
+    rounds, kmin = int(getattr(r, "rounds", 0)), getattr(r, "kappa_min", float("nan"))
+    if r.stop:
+        verdict = ("LANCET's stop rule is met: the last labels hardly changed the predictions, and the "
+                   "labeled items look like the rest. Check the propagated labels (spot checks) before "
+                   "you stop")
+    elif getattr(r, "dmn_ok", False):
+        verdict = "keep labeling: the labeled items look like the rest, but the predictions still change"
+    else:
+        verdict = "keep labeling"
+    if np.isfinite(agreement):
+        stab = (f"predictions' agreement between successive rounds (Cohen's kappa, last 3): {agreement:.3f}"
+                f" vs {kmin} needed")
+    else:
+        stab = f"predictions' agreement: {rounds} of 3 rounds measured yet"
+    return (f'<div class="dcai-stop" data-stop="{int(bool(r.stop))}"><b>{html.escape(verdict)}</b>'
+            f'<div style="font-size:11px;color:#555">{html.escape(stab)} · DMN loss {r.dmn_loss:.3f} vs chance '
+            f"{r.chance:.3f} · min weight {r.min_weight:.3f} vs alpha_t {r.alpha_t} (bar full = 2×alpha_t)"
+            f"</div></div>")
 
 
 class LancetView(W.VBox):
@@ -50,6 +78,7 @@ class LancetView(W.VBox):
                           else default if isinstance(default, str) and default.strip() else "expert")
         self.session, self.lancet, self.per_bin = session, lancet, per_bin
         self._stored_curve = pd.DataFrame()
+        self._team: dict | None = None   # the team's published fit this page adopted (newer than our engine)
         self._own_write = False
         self._writes = 0          # spot checks written here; a store read begun before the latest is stale
         self._rng = np.random.default_rng(seed)
@@ -61,6 +90,7 @@ class LancetView(W.VBox):
         self.bins_html = W.HTML()
         self.loss_bar = W.FloatProgress(min=0.0, max=1.0, description="DMN loss", layout=W.Layout(width="260px"))
         self.weight_bar = W.FloatProgress(min=0.0, max=1.0, description="min weight", layout=W.Layout(width="260px"))
+        self.kappa_bar = W.FloatProgress(min=0.0, max=1.0, description="stable", layout=W.Layout(width="260px"))
         self.gauge_text = W.HTML()
         self.estimate_html = W.HTML()
         self.card = ItemCard(session, size=card_size)
@@ -83,7 +113,8 @@ class LancetView(W.VBox):
                              f"{LEGEND}</div>", layout=W.Layout(width="320px"))
         super().__init__([
             W.HTML("<b>LANCET</b>"), self.fit_bar, self.summary, self.bins_html, self.legend,
-            W.HTML("<b>stop gauge</b>"), self.loss_bar, self.weight_bar, self.gauge_text,
+            W.HTML('<b>stop rule</b> <span style="font-size:11px;color:#555">(when more labels stop changing '
+                   "the model)</span>"), self.loss_bar, self.weight_bar, self.kappa_bar, self.gauge_text,
             self.curve,
             W.HTML("<b>spot checks</b>"), self.draw_button, self.card, self.check_text,
             W.HBox([self.confirm_button, self.reject_button]), W.HBox([self.right_class, self.save_button]),
@@ -92,6 +123,10 @@ class LancetView(W.VBox):
         self.add_class("dcai-lancet-view")
         session.on("model", on_main_thread(self._on_model))
         session.on("labels", on_main_thread(self._on_labels))
+        try:   # team mode: another page's fit adopted here makes this page's engine stale
+            session.on("team_fit", on_main_thread(self._on_team_fit))
+        except ValueError:   # a Session without that event
+            pass
         if callable(getattr(lancet, "on_progress", None)):
             lancet.on_progress(on_main_thread(self._on_progress))
         self._restorer = Background(self._read_store, on_done=self._restored, on_error=self._restore_failed,
@@ -130,8 +165,27 @@ class LancetView(W.VBox):
 
     def _on_model(self, name: str | None = None, model: Any = None, **_: Any) -> None:
         if model is self.lancet:
+            self._team = None          # this page's own fit is the newest again
             self.refresh()
             self._restorer.request()   # the curve as stored, with this round's propagated labels
+
+    def _on_team_fit(self, state: dict | None = None, **_: Any) -> None:
+        """This page adopted the team's fit (made on another page): show what the store holds from it
+        (its propagated labels, its stop report), not this page's older engine."""
+        self._team = dict(state or {})
+        self.refresh()
+        self._restorer.request()
+
+    def _team_report(self) -> Any:
+        """The adopted fit's stop report (a StopReport), or None if it published none."""
+        from ..lancet.stop import StopReport
+
+        d = (self._team or {}).get("stop")
+        if not isinstance(d, dict):
+            return None
+        names = [f.name for f in dataclasses.fields(StopReport)]
+        return StopReport(**{k: (float("nan") if d.get(k) is None and k not in ("reason",) else d[k])
+                             for k in names if k in d})
 
     def _on_labels(self, source: str | None = None, **_: Any) -> None:
         # a spot check made elsewhere or taken back (Backspace in the Label panel); our own are recorded here
@@ -171,15 +225,17 @@ class LancetView(W.VBox):
     # -- refresh ----------------------------------------------------------------------------------
     def _fitted_labels(self) -> int | None:
         """Human labels the model shown was fit on (this kernel's fit, else the latest stored version)."""
+        if self._team is not None and self._team.get("n_labeled") is not None:
+            return int(self._team["n_labeled"])
         if getattr(self.lancet, "proba_", None) is not None:
             return int(self.lancet.n_labeled_)
         c = self._stored_curve
         return int(c["human_labels"].iloc[-1]) if len(c) else None
 
     def _propagated(self) -> pd.DataFrame:
-        if getattr(self.lancet, "proba_", None) is not None:
+        if self._team is None and getattr(self.lancet, "proba_", None) is not None:
             return self.lancet.propagated()
-        # not fitted in this kernel (a reload): the propagated labels the store holds
+        # not fitted in this kernel (a reload), or the team's newer fit adopted: what the store holds
         p = self.session.propagated()
         if len(p):   # the latest propagated row of an item a person has labeled since is an older round's
             human = np.asarray(self.session.label_vector()) >= 0
@@ -192,6 +248,9 @@ class LancetView(W.VBox):
         n = len(self.session)
         fit = self._fitted_labels()
         on = "" if fit is None else f" · model fit on {fit:,} human labels"
+        if self._team is not None:
+            by = str(self._team.get("by") or "").split("#")[0]   # "ada#<page id>": the annotator's name
+            on += f" (the team's fit, made on {html.escape(by)}'s page)" if by else " (the team's fit)"
         self.summary.value = (f'<div class="dcai-lancet-summary" data-propagated="{len(p)}" '
                               f'title="items with a label propagated by LANCET and no label from a person">'
                               f"{len(p):,} of {n:,} items have propagated labels{on}</div>")
@@ -209,19 +268,19 @@ class LancetView(W.VBox):
         else:
             self.bins_html.value = "<i>no propagated labels yet: label a first batch</i>"
         try:
-            r = self.lancet.should_stop()
+            r = self._team_report() if self._team is not None else self.lancet.should_stop()
         except RuntimeError:
             r = None
         if r is None or not np.isfinite(r.dmn_loss):
-            self.loss_bar.value, self.weight_bar.value = 0.0, 0.0
-            self.gauge_text.value = f"<i>{html.escape(r.reason if r is not None else 'not fitted yet')}</i>"
+            self.loss_bar.value = self.weight_bar.value = self.kappa_bar.value = 0.0
+            self.gauge_text.value = ('<i class="dcai-stop-none">'
+                                     f"{html.escape(r.reason if r is not None else 'no fit on this page yet')}</i>")
         else:
             self.loss_bar.value = float(min(1.0, r.dmn_loss / r.chance))
             self.weight_bar.value = float(min(1.0, r.min_weight / max(r.alpha_t, 1e-9) / 2))
-            verdict = "STOP: labels cover the data" if r.stop else "keep labeling"
-            self.gauge_text.value = (f'<div class="dcai-stop" data-stop="{int(r.stop)}"><b>{verdict}</b><br>'
-                                     f"DMN loss {r.dmn_loss:.3f} vs chance {r.chance:.3f} · min weight "
-                                     f"{r.min_weight:.3f} vs alpha_t {r.alpha_t} (bar full = 2×alpha_t)</div>")
+            agreement = getattr(r, "agreement", float("nan"))
+            self.kappa_bar.value = float(min(1.0, max(0.0, agreement))) if np.isfinite(agreement) else 0.0
+            self.gauge_text.value = stop_html(r)
         self._refresh_estimate(p)
         self._refresh_curve()
 

@@ -155,3 +155,73 @@ def test_the_learning_curve_shows_a_single_model_version_and_its_legend_sits_out
     assert drawn, "one version must still be drawn (a marker, not only a line)"
     assert view.figure.legend[0] in view.figure.above
     assert "dcai-legend" not in view.legend.value.replace("dcai-lancet-legend", "")
+
+
+def test_the_stop_gauge_claims_only_what_was_measured():
+    """The served app said "STOP: labels cover the data" at 60 random labels on digits: the DMN's two-sample
+    test alone, which a random sample passes at any size. Now: the verdict needs stable predictions too,
+    and even then points to the spot checks instead of claiming coverage."""
+    import re
+
+    from dcai_widgets.lancet.stop import PredictionStability, stop_report
+    from dcai_widgets.widgets.lancet_view import stop_html
+
+    st = PredictionStability(gap=10)
+    st.update(60, np.arange(30) % 3)
+    early = stop_html(stop_report(0.70, 0.5, alpha_t=0.1, stability=st))
+    text = re.sub("<[^>]+>", " ", early)
+    assert 'data-stop="0"' in early and "keep labeling" in text and "still change" in text
+    assert "cover" not in text and "1 of 3 rounds" not in text and "0 of 3 rounds measured" in text
+    for n in (70, 80, 90):
+        st.update(n, np.arange(30) % 3)
+    done = stop_html(stop_report(0.70, 0.5, alpha_t=0.1, stability=st))
+    text = re.sub("<[^>]+>", " ", done)
+    assert 'data-stop="1"' in done and "stop rule is met" in text and "spot checks" in text
+    assert "cover" not in text and "1.000 vs 0.99" in text
+
+
+def test_a_page_that_adopts_the_teams_fit_shows_that_fit_not_its_own_older_one(tmp_path):
+    """Team mode: one page fits LANCET for everyone, the others adopt its fit (dcai_widgets.team). An adopting
+    page's view went on showing its own older engine (its counts, its stop gauge)."""
+    from dcai_widgets.lancet.stop import stop_report
+    from dcai_widgets.team.team_fit import engine_payload
+
+    s, lan, view = _fitted_with_checks(tmp_path)            # this page's own fit, on 6 labels
+    other = dw.Session.from_embeddings(s.embeddings, s.classes, y_true=s.y_true, store=s.store.path)
+    lan2 = Lancet(other, batch=6, steps=80, dmn_steps=40, progress=False)
+    ids = [int(i) for i in np.flatnonzero(np.asarray(other.label_vector()) < 0)[:12]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other.label(ids, other.y_true[ids], annotator="bo")   # the other page: 18 labels, then its fit
+        lan2.fit()
+    lan2.report_ = stop_report(0.70, 0.5, alpha_t=0.1)        # a verdict this page's engine never had
+    state = engine_payload(lan2, lan2.candidates(), lan2.n_labeled_, lan2.classes_seen_)
+    state["by"] = "bo#0123456789ab"
+    s.emit("team_fit", state=state)                          # what SharedQueue.fit does when it adopts
+    unlabeled = int((np.asarray(other.label_vector()) < 0).sum())
+    assert f'data-propagated="{unlabeled}"' in view.summary.value, view.summary.value
+    assert "fit on 18 human labels" in view.summary.value and "bo's page" in view.summary.value
+    assert 'data-stop="1"' in view.gauge_text.value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lan.fit()                                            # this page fits again: its own fit is newest
+    assert "team's fit" not in view.summary.value and "fit on 18 human labels" in view.summary.value
+
+
+def test_shared_queue_tells_its_page_when_it_adopts_the_teams_fit(tmp_path):
+    from dcai_widgets.queue import UncertaintyQueue
+    from dcai_widgets.team import SharedQueue
+
+    s1 = _blobs(tmp_path)
+    s2 = dw.Session.from_embeddings(s1.embeddings, s1.classes, y_true=s1.y_true, store=s1.store.path)
+    s1.label(list(range(0, 90, 9)), [s1.classes[int(c)] for c in s1.y_true[0:90:9]], annotator="ada")
+    got = []
+    s2.on("team_fit", lambda state: got.append(state))
+    a = SharedQueue(s1, UncertaintyQueue(s1, cold_start=5), annotator="ada", heartbeat_s=0, fit_share=1.0)
+    b = SharedQueue(s2, UncertaintyQueue(s2, cold_start=5), annotator="bo", heartbeat_s=0, fit_share=1.0)
+    a.fit()
+    b.fit()
+    assert b.team_.adopted_ == 1 and len(got) == 1
+    assert got[0]["n_labeled"] == 10 and got[0]["by"].startswith("ada#") and "stop" in got[0]
+    b.fit()
+    assert len(got) == 1          # nothing new adopted: no event
