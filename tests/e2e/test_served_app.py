@@ -187,3 +187,36 @@ def test_the_page_loads_nothing_from_outside_the_server(tmp_path):
 
     links = re.findall(r"""<(?:link|script)[^>]*?(?:href|src)=["']([^"']+)""", html)
     assert links and not [u for u in links if u.startswith("//") or (urlsplit(u).scheme and outside(u))], links
+
+
+def test_a_reloaded_page_shows_the_lancet_view_from_the_store(tmp_path):
+    """A new page (a new kernel) shows LANCET's propagated labels and the spot checks the store holds, in
+    Chromium, before (or whether or not) its own LANCET has fitted: it said "no propagated labels yet"."""
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    import dcai_widgets as dw
+    from dcai_widgets.lancet import spot
+
+    store = tmp_path / "labels.db"
+    s = dw.Session.demo(store=store)
+    y = np.asarray(s.y_true)
+    mine = [int(i) for i in np.random.default_rng(0).choice(len(y), 60, replace=False)]
+    s.label(mine, [s.classes[y[i]] for i in mine], annotator="kim")
+    rest = np.setdiff1d(np.arange(len(y)), mine)
+    s.set_propagated(rest, [s.classes[y[i]] for i in rest], np.full(len(rest), 0.9), model_version="lancet-60-1")
+    checked = int(rest[0])
+    spot.record(s, checked, s.classes[y[checked]], s.classes[y[checked]], 0.9, "kim")
+    s.store.close()
+    server = Server(store, tmp_path / "serve.log", annotator="kim")
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = open_app(browser, server.url)
+            # every unlabeled item has a propagated label (the spot-checked one is labeled now)
+            page.locator(f'.dcai-lancet-summary[data-propagated="{len(rest) - 1}"]').wait_for(timeout=240_000)
+            page.locator('.dcai-estimate[data-checks="1"]').wait_for(timeout=120_000)
+            assert "no propagated labels yet" not in page.inner_text(".dcai-lancet-view")
+            browser.close()
+    finally:
+        server.kill()
