@@ -312,8 +312,12 @@ class App(W.VBox):
                 return
             try:
                 panel = self._builders[idx]()
-            except Exception as e:  # show the reason in the tab instead of a blank page
-                panel = W.HTML(f"<pre>could not build this panel: {html.escape(repr(e))}</pre>")
+            except ValueError as e:  # the tab does not apply to this project (e.g. Clean without its classes)
+                panel = W.HTML(f'<div class="dcai-tab-unavailable" style="color:#555;padding:6px">This tab does not '
+                               f"apply to this project: {html.escape(str(e))}.</div>")
+            except Exception as e:  # show the reason in the tab instead of a blank page (never a traceback)
+                panel = W.HTML(f'<div class="dcai-error" style="color:#b00020;padding:6px">This tab could not be '
+                               f"built: {html.escape(str(e) or repr(e))}</div>")
             self._built[idx] = panel
         kids = list(self.tabs.children)
         kids[idx] = panel

@@ -38,8 +38,10 @@ class CleanPanel(W.VBox):
         classes = [str(c) for c in session.classes]
         missing = [c for c in (normal, anomaly) if c not in classes]
         if missing:
-            raise ValueError(f"the Clean tab needs a {normal!r} and an {anomaly!r} class; this session's classes "
-                             f"{classes[:10]} lack {missing}")
+            shown = ", ".join(classes[:10]) + (", …" if len(classes) > 10 else "")
+            raise ValueError(f"the Clean tab needs a {normal!r} and an {anomaly!r} class (ELITE finds mislabeled "
+                             f"items between the two); this project's classes ({shown}) lack "
+                             f"{' and '.join(repr(m) for m in missing)}")
         default = getattr(session, "annotator", None)
         self.annotator = (annotator.strip() if isinstance(annotator, str) and annotator.strip()
                           else default if isinstance(default, str) and default.strip() else "expert")

@@ -300,3 +300,14 @@ def test_lancets_view_is_built_at_a_pause_in_typing(demo):
     app, ran, first_key, second_key = asyncio.run(in_a_kernel())
     assert second_key > first_key and len(ran) == 1 and ran[0] - second_key >= app.QUIET_S
     assert isinstance(app.lancet_view, LancetView)
+
+
+def test_a_tab_that_does_not_apply_says_why_in_words_not_an_exception_repr(demo):
+    """docs/clean.png showed 'could not build this panel: ValueError("the Clean tab needs ...")' on digits."""
+    app = App(demo, annotator="ada")
+    titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
+    if "Clean" not in titles:
+        pytest.skip("no Clean tab in this build")
+    tab = app.show_tab(titles.index("Clean"))
+    assert "does not apply to this project" in tab.value and "'normal'" in tab.value.replace("&#x27;", "'")
+    assert "ValueError" not in tab.value and "could not build" not in tab.value and "0, 1, 2" in tab.value
