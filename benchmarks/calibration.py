@@ -65,6 +65,7 @@ from dcai_widgets.queue import UncertaintyQueue
 ALL = ("raw",) + METHODS
 # each engine's default before issue 14's second pass (the "before" of the last line)
 BEFORE = {"lancet": ("coverage", 3), "queue": ("temperature", 5)}   # (method, folds)
+DEFAULT_SHOWN = 500   # --shown: next items whose suggestions are scored
 
 
 def session_for(name: str):
@@ -189,11 +190,15 @@ def folds_of(engine: str) -> int:
     return inspect.signature(cls).parameters["calibration_folds"].default
 
 
-def run_gate(name: str, make, engine_name: str, upto: int, batch: int, shown: int, seed: int, window: int) -> list[dict]:
+def run_gate(name: str, make, engine_name: str, upto: int, batch: int, shown: int, seed: int, window: int,
+             states: str = "") -> list[dict]:
     """The audit gate along one curve (module docstring, ``--gate``): one row per round from 50 to ``upto``
     labels. "future": the next ``window`` suggestions the person is actually shown after the verdict (the
     curve runs on until they are known), each with the confidence shown then; "next": the suggestions of
-    the next ``shown`` items the current fit would ask (the figure of the section before)."""
+    the next ``shown`` items the current fit would ask (the figure of the section before). With ``states``
+    the whole record (every suggestion shown: labels at its fit, shown confidence, right) and the per-round
+    "next" figures are saved after each round as ``{dataset}_{engine}_{seed}_gate.json``, so other audit
+    rules can be scored on the same curve without re-running it (``--gate-from``)."""
     s = session_for(name)
     _ = s.embeddings
     y, classes = np.asarray(s.y_true, np.int64), [str(c) for c in s.classes]
@@ -210,6 +215,8 @@ def run_gate(name: str, make, engine_name: str, upto: int, batch: int, shown: in
     while True:
         eng.fit()
         n = int((s.label_vector() >= 0).sum())
+        if states:
+            _save_gate_log(states, name, engine_name, seed, batch, shown, log, checks)
         if SHOW_PERCENT_FROM <= n <= upto:
             v = audit.verdict()
             conf, ok = suggestions(eng.candidates(shown))
@@ -242,8 +249,24 @@ def run_gate(name: str, make, engine_name: str, upto: int, batch: int, shown: in
               f"acc {r['future_accuracy']:.2f} mean conf {r['future_mean_conf']:.2f} ECE {r['future_ece']:.3f} | "
               f"next {shown} asked by this fit: acc {r['next_accuracy']:.3f} conf {r['next_mean_conf']:.3f} "
               f"ECE {r['next_ece']:.3f}", flush=True)
+    if states:
+        _save_gate_log(states, name, engine_name, seed, batch, shown, log, checks, done=True)
     print(f"{name} {engine_name} seed {seed} gate curve: {time.perf_counter() - t0:.0f} s", flush=True)
     return checks
+
+
+def _save_gate_log(folder: str, name: str, engine: str, seed: int, batch: int, shown: int,
+                   log: list, checks: list, done: bool = False) -> None:
+    """One gate curve's record as JSON (see ``run_gate``); written atomically after each round."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    f = Path(folder) / f"{name}_{engine}_{seed}_gate.json"
+    keep = ("labels", "next_ece", "next_accuracy", "next_mean_conf")
+    doc = {"dataset": name, "engine": engine, "seed": seed, "batch": batch, "shown": shown, "done": done,
+           "log": [[int(m), round(float(c), 6), int(o)] for m, c, o in log],
+           "checks": [{k: r[k] for k in keep} for r in checks]}
+    tmp = f.with_name(f.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, f)
 
 
 def _pooled(part: list[dict]) -> float | None:
@@ -297,10 +320,11 @@ def main_gate(args) -> None:
         for seed in (int(x) for x in args.seeds.split(",")):
             if "queue" in args.engines:
                 rows += run_gate(name, lambda s, sd: UncertaintyQueue(s, cold_start=args.batch, random_state=sd),
-                                 "queue", upto, args.batch, args.shown, seed, args.window)
+                                 "queue", upto, args.batch, args.shown, seed, args.window, args.states)
             if "lancet" in args.engines:
                 rows += run_gate(name, lambda s, sd: dw.Lancet(s, batch=args.batch, progress=False, warn=False, seed=sd),
-                                 "lancet", min(upto, args.lancet_max), args.batch, args.shown, seed, args.window)
+                                 "lancet", min(upto, args.lancet_max), args.batch, args.shown, seed, args.window,
+                                 args.states)
             if args.out:
                 Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     cps = sorted(int(c) for c in args.checkpoints.split(",") if int(c) >= SHOW_PERCENT_FROM)
@@ -320,6 +344,28 @@ def main_gate(args) -> None:
     print(json.dumps(out))
 
 
+def main_gate_from(folder: str, partial: bool = False) -> None:
+    """Every rule of ``_gate_rules.RULES`` replayed on the saved gate curves (``_gate_rules`` docstring)."""
+    import _gate_rules
+
+    res = _gate_rules.compare(folder, partial=partial)
+    for eng, d in res.items():
+        print(f"{eng}: {len(d['curves'])} curves: {', '.join(d['curves'])}")
+        for name, v in d.items():
+            if name == "curves":
+                continue
+            at = "  ".join(f"@{k[3:]} open {x['open']} ECE next 50 {x['ece_next50_shown']} (floor {x['floor']})"
+                           for k, x in v.items() if k.startswith("at_"))
+            print(f"  {name:12s} shown {v['share_shown']:.3f}  ECE shown {v['ece_shown']} (floor {v['floor_shown']})"
+                  f"  ungated {v['ece_ungated']} (floor {v['floor_ungated']})  worst curve {v['ece_shown_cell_worst']}"
+                  f"  |k/n - next 50| {v['rate_err_mean']}  {at}", flush=True)
+            x = v["next"]
+            print(f"  {'':12s} next-{DEFAULT_SHOWN} ECE per round: open {x['open']:.3f} of {x['rounds']}, mean when open "
+                  f"{x['ece_open_mean']} (worst {x['ece_open_worst']}), when closed {x['ece_closed_mean']}; "
+                  f"open with ECE > 0.05: {x['open_over_0.05']}, closed with <= 0.05: {x['closed_under_0.05']}")
+    print(json.dumps({"mode": "gate-from", "rules": {k: v for k, v in _gate_rules.RULES.items()}, "result": res}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="digits,text,mnist")
@@ -328,7 +374,7 @@ def main() -> None:
     ap.add_argument("--lancet-max", type=int, default=100, help="LANCET's curve stops here (its rounds are slow)")
     ap.add_argument("--engines", default="queue,lancet")
     ap.add_argument("--batch", type=int, default=10)
-    ap.add_argument("--shown", type=int, default=500,
+    ap.add_argument("--shown", type=int, default=DEFAULT_SHOWN,
                     help="next items whose suggestions are scored (fewer: ECE is mostly sampling noise)")
     ap.add_argument("--out", default="", help="also write every row as JSON lines here")
     ap.add_argument("--states", default="", help="save each checkpoint's state (npz) in this folder")
@@ -338,8 +384,12 @@ def main() -> None:
                     help="summarise rows written by earlier runs (--out files; runs can go in parallel)")
     ap.add_argument("--gate", action="store_true", help="measure the Label panel's live audit gate (docstring)")
     ap.add_argument("--window", type=int, default=50, help="--gate: the audit's window (SuggestionAudit)")
+    ap.add_argument("--gate-from", default="", help="replay audit rules on gate curves saved with --gate --states")
+    ap.add_argument("--partial", action="store_true", help="--gate-from: also score curves that did not finish")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.gate_from:
+        return main_gate_from(args.gate_from, args.partial)
     if args.gate:
         if args.checkpoints == ap.get_default("checkpoints"):
             args.checkpoints = "50,100"

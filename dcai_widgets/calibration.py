@@ -41,6 +41,7 @@ __all__ = [
     "AuditVerdict",
     "SuggestionAudit",
     "TopLabelCalibrator",
+    "audit_test",
     "cross_fit",
     "ece",
     "fold_ids",
@@ -323,59 +324,99 @@ class AuditVerdict(NamedTuple):
     reason: str
 
 
+def audit_test(conf, correct, min_n: int = 20, z: float = 1.96, n_bins: int = 5, min_bin: int = 8) -> AuditVerdict:
+    """The audit's test on one set of records (``SuggestionAudit.verdict`` picks which): open when there are
+    at least ``min_n``, their mean shown confidence lies inside the Wilson interval (``z``) of their accuracy,
+    and so does every one of ``n_bins`` equal-width confidence bins holding at least ``min_bin`` records."""
+    conf, ok = np.asarray(conf, float).reshape(-1), np.asarray(correct, bool).reshape(-1)
+    n, k = len(conf), int(ok.sum())
+    low, high = wilson(k, n, z)
+    mean = float(conf.mean()) if n else float("nan")
+    gap = ece(conf, ok, n_bins) if n else float("nan")
+    if n < min_n:
+        return AuditVerdict(False, k, n, mean, low, high, gap, f"only {n} of {min_n} suggestions checked")
+    if not low <= mean <= high:
+        return AuditVerdict(False, k, n, mean, low, high, gap,
+                            f"mean shown {mean:.0%}, right {k}/{n} (95% interval {low:.0%}-{high:.0%})")
+    b = confidence_bins(conf, n_bins)
+    for j in np.unique(b):
+        m = b == j
+        if m.sum() >= min_bin:
+            lo, hi = wilson(int(ok[m].sum()), int(m.sum()), z)
+            if not lo <= conf[m].mean() <= hi:
+                return AuditVerdict(False, k, n, mean, low, high, gap,
+                                    f"shown ~{conf[m].mean():.0%}, right {int(ok[m].sum())}/{int(m.sum())}")
+    return AuditVerdict(True, k, n, mean, low, high, gap, "")
+
+
 class SuggestionAudit:
     """A live audit of the confidences shown with suggestions: a percentage is shown only while the
     recent record agrees with it.
 
     Calibrators learn from the human-labeled items, but an active queue asks about other items (issue 14:
     suggestions shown at 86% were right 68% of the time; no calibrator fixed it in benchmarks/calibration.py).
-    The person's label is the truth of every suggestion shown, so the panel ``record(conf, correct)``s each
-    one; ``verdict()`` opens the gate only when the last ``window`` records number at least ``min_n``, their
-    mean shown confidence lies inside the Wilson interval (``z``) of their accuracy, and within every
-    confidence bin (``n_bins`` equal-width) holding at least ``min_bin`` records the mean confidence lies
-    inside that bin's Wilson interval too (a small binned gap, judged against its sampling noise). This is
-    prequential checking (Dawid 1984, "Present position and potential developments: the prequential
+    The person's label is the truth of every suggestion shown, so the panel ``record(conf, correct, fit)``s
+    each one (``fit``: how many human labels the model that made it was trained on); ``verdict(fit)`` opens
+    the gate only when the records it audits number at least ``min_n``, their mean shown confidence lies
+    inside the Wilson interval (``z``) of their accuracy, and within every confidence bin (``n_bins``
+    equal-width) holding at least ``min_bin`` records the mean confidence lies inside that bin's Wilson
+    interval too (a small binned gap, judged against its sampling noise; :func:`audit_test`). The records
+    audited are the last ``window`` made by *recent* fits: with ``recent`` set, only those whose fit used at
+    least ``recent`` x the labels of the current fit (records without a fit always count). A model that
+    improves quickly (LANCET) is then judged on what it does now, not on what its 20-label ancestors did.
+    This is prequential checking (Dawid 1984, "Present position and potential developments: the prequential
     approach"): each confidence is judged on outcomes it did not see. Engine-free: plain numbers in and out.
     """
 
-    def __init__(self, window: int = 50, min_n: int = 20, z: float = 1.96, n_bins: int = 5, min_bin: int = 8):
+    def __init__(self, window: int = 50, min_n: int = 20, z: float = 1.96, n_bins: int = 5, min_bin: int = 8,
+                 recent: float | None = None):
         if not isinstance(window, (int, np.integer)) or window < 1:
             raise ValueError(f"window must be a positive int, got {window!r}")
         if not isinstance(min_n, (int, np.integer)) or not 1 <= min_n <= window:
             raise ValueError(f"min_n must be an int in 1..window ({window}), got {min_n!r}")
+        if recent is not None and not (isinstance(recent, (int, float)) and 0.0 < recent <= 1.0):
+            raise ValueError(f"recent must be None or a share of the current fit's labels in (0, 1], got {recent!r}")
         self.window, self.min_n, self.z, self.n_bins, self.min_bin = int(window), int(min_n), float(z), int(n_bins), int(min_bin)
-        self.conf_: deque[float] = deque(maxlen=self.window)
-        self.correct_: deque[bool] = deque(maxlen=self.window)
+        self.recent = None if recent is None else float(recent)
+        # every record is kept until it falls out of the window of the records that still count
+        self.conf_: deque[float] = deque()
+        self.correct_: deque[bool] = deque()
+        self.fit_: deque[int | None] = deque()
         self.total_ = 0
+        self._latest_fit = -1
 
-    def record(self, conf: float, correct: bool) -> None:
-        """One shown suggestion: its shown confidence (0..1) and whether the person's label equalled it."""
+    def record(self, conf: float, correct: bool, fit: int | None = None) -> None:
+        """One shown suggestion: its shown confidence (0..1), whether the person's label equalled it, and
+        (optional) the number of human labels of the fit that made it."""
         c = float(conf)
         if not np.isfinite(c) or not 0.0 <= c <= 1.0:
             raise ValueError(f"a shown confidence must be a number in [0, 1], got {conf!r}")
+        if fit is not None and (not isinstance(fit, (int, np.integer)) or fit < 0):
+            raise ValueError(f"fit must be None or the number of labels of the suggesting fit, got {fit!r}")
         self.conf_.append(c)
         self.correct_.append(bool(correct))
+        self.fit_.append(None if fit is None else int(fit))
+        if fit is not None:
+            self._latest_fit = max(self._latest_fit, int(fit))
         self.total_ += 1
+        while len(self.conf_) > self.window:
+            self.conf_.popleft(), self.correct_.popleft(), self.fit_.popleft()
 
-    def verdict(self) -> AuditVerdict:
-        """Whether the recent shown confidences are consistent with what happened (see the class docstring)."""
+    def audited(self, fit: int | None = None) -> np.ndarray:
+        """Positions (into ``conf_``) of the records the verdict audits, given the current fit's labels."""
         n = len(self.conf_)
-        conf, ok = np.asarray(self.conf_, float), np.asarray(self.correct_, bool)
-        k = int(ok.sum())
-        low, high = wilson(k, n, self.z)
-        mean = float(conf.mean()) if n else float("nan")
-        gap = ece(conf, ok, self.n_bins) if n else float("nan")
-        if n < self.min_n:
-            return AuditVerdict(False, k, n, mean, low, high, gap, f"only {n} of {self.min_n} suggestions checked")
-        if not low <= mean <= high:
-            return AuditVerdict(False, k, n, mean, low, high, gap,
-                                f"mean shown {mean:.0%}, right {k}/{n} (95% interval {low:.0%}-{high:.0%})")
-        b = confidence_bins(conf, self.n_bins)
-        for j in np.unique(b):
-            m = b == j
-            if m.sum() >= self.min_bin:
-                lo, hi = wilson(int(ok[m].sum()), int(m.sum()), self.z)
-                if not lo <= conf[m].mean() <= hi:
-                    return AuditVerdict(False, k, n, mean, low, high, gap,
-                                        f"shown ~{conf[m].mean():.0%}, right {int(ok[m].sum())}/{int(m.sum())}")
-        return AuditVerdict(True, k, n, mean, low, high, gap, "")
+        if self.recent is None:
+            return np.arange(n)
+        latest = max(self._latest_fit, -1 if fit is None else int(fit))
+        if latest < 0:
+            return np.arange(n)
+        floor = self.recent * latest
+        return np.array([j for j, f in enumerate(self.fit_) if f is None or f >= floor], np.int64)
+
+    def verdict(self, fit: int | None = None) -> AuditVerdict:
+        """Whether the recent shown confidences are consistent with what happened (see the class docstring);
+        ``fit``: the human labels of the fit whose confidences are about to be shown."""
+        keep = self.audited(fit)
+        conf = np.asarray(self.conf_, float)[keep] if len(keep) else np.zeros(0)
+        ok = np.asarray(self.correct_, bool)[keep] if len(keep) else np.zeros(0, bool)
+        return audit_test(conf, ok, self.min_n, self.z, self.n_bins, self.min_bin)

@@ -113,7 +113,8 @@ class LabelPanel(LabelView, ItemOrder, W.VBox):
         # the live audit of shown confidences (calibration.SuggestionAudit): each suggestion shown and then
         # labeled is recorded; its shown confidences are not stored, so a reloaded page starts it empty
         self.audit = SuggestionAudit()
-        self._audit_pending: tuple[int, str, float] | None = None   # (item, suggested class, confidence)
+        # (item, suggested class, confidence, human labels of the fit that suggested it)
+        self._audit_pending: tuple[int, str, float, int | None] | None = None
         self._cache = png_cache(session)
         self._show_callbacks: list = []
         self.timings: list[float] = []  # seconds spent handling each label keystroke (commit + show)
@@ -177,7 +178,7 @@ class LabelPanel(LabelView, ItemOrder, W.VBox):
         self.error.value = ""
         pend, self._audit_pending = self._audit_pending, None
         if pend is not None and pend[0] == i:   # the person's label is the truth of the suggestion shown
-            self.audit.record(pend[2], cls == pend[1])
+            self.audit.record(pend[2], cls == pend[1], fit=pend[3])
         self._vec[i] = self.classes.index(cls)
         self._mine[i] = cls
         self._forward()

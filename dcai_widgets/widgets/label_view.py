@@ -126,7 +126,7 @@ class LabelView:
             self.buttons[self.classes.index(sug[0])].button_style = "warning"
             shown, why = self._audited(sug[1])
             if self.current is not None and np.isfinite(sug[1]) and 0.0 <= sug[1] <= 1.0:
-                self._audit_pending = (int(self.current), sug[0], float(sug[1]))
+                self._audit_pending = (int(self.current), sug[0], float(sug[1]), self._fit_labels)
             self.suggestion.value = (f'suggested: <b>{html.escape(sug[0])}</b> (<span class="dcai-sug-conf" '
                                      f'title="{why}">{shown}</span>) — <kbd>a</kbd> accept, <kbd>x</kbd> reject')
         else:
@@ -145,7 +145,7 @@ class LabelView:
         audit = getattr(self, "audit", None)
         if audit is None:
             return shown, "calibrated probability that the suggestion is right"
-        v = audit.verdict()
+        v = audit.verdict(fit=self._fit_labels)   # judged on records of recent fits (SuggestionAudit.recent)
         if v.open:
             return shown, (f"calibrated probability that the suggestion is right; the last {v.n} suggestions "
                            f"shown here: {v.mean_conf:.0%} on average, right {v.k}/{v.n}")
