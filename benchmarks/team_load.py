@@ -75,6 +75,7 @@ def worker(a: argparse.Namespace) -> None:
         panel = team_label_panel(s, UncertaintyQueue(s), a.name)
     log = open(Path(a.out) / f"{a.name}.log", "a", buffering=1)
     cpu_by = thread_cpu_meter()
+    trips = round_trip_meter()
     Path(a.out, f"{a.name}.ready").touch()
     while not Path(a.out, "go").exists():
         time.sleep(0.01)
@@ -82,6 +83,7 @@ def worker(a: argparse.Namespace) -> None:
     cpu0 = time.process_time()   # this page's CPU (all its threads: label, claims, refits, heartbeat)
     main0 = time.thread_time()
     cpu_by.clear()
+    trips.clear()
     while a.max <= 0 or done < a.max:
         i = panel.current
         if i is None:
@@ -106,6 +108,7 @@ def worker(a: argparse.Namespace) -> None:
             time.sleep(0.05)
     cpu_by["keypress (main thread)"] = time.thread_time() - main0
     log.write(f"CPU {json.dumps(cpu_by)}\n")
+    log.write(f"RT {json.dumps(trips)}\n")
     team = getattr(panel.queue, "team_", None)   # None: every page fits its own engine (older code)
     log.write(f"FITS {panel._refitter.runs if team is None else team.fits_} "
               f"{-1 if team is None else team.adopted_}\n")
@@ -131,6 +134,95 @@ def thread_cpu_meter() -> dict[str, float]:
 
     Background._run_once = timed
     return spent
+
+
+def round_trip_meter() -> dict[str, int]:
+    """Round trips to PostgreSQL (waits for the server) by thread kind. Outside a pipeline each
+    ``execute``, ``executemany`` (psycopg sends its rows in one pipeline) and transaction command
+    (BEGIN, COMMIT, ROLLBACK) is one. In a pipeline (psycopg 3's pipeline mode) statements go out
+    without waiting; a fetch whose result has not come back, an explicit sync and the pipeline's end
+    are one each. New connections are counted apart, under "connect". SQLite stores count nothing."""
+    import contextlib
+    import threading
+
+    counts: dict[str, int] = {}
+    try:
+        import psycopg
+    except ImportError:
+        return counts
+
+    def note() -> None:
+        name = threading.current_thread().name
+        k = ("keypress (main thread)" if name == "MainThread"
+             else "heartbeat" if name.startswith("dcai-claims-") else name)
+        counts[k] = counts.get(k, 0) + 1
+
+    def unpiped(fn, conn_of):
+        def call(self, *args, **kwargs):
+            if conn_of(self)._pipeline is None:
+                note()
+            return fn(self, *args, **kwargs)
+        return call
+
+    def fetch(fn):
+        def call(self):
+            if self._conn._pipeline and not self.pgresult and self._execmany_returning is not False:
+                note()
+            return fn(self)
+        return call
+
+    def sync(fn):
+        def call(self):
+            note()
+            return fn(self)
+        return call
+
+    enter = psycopg.Connection.pipeline
+    connect = psycopg.Connection.connect.__func__
+
+    def connecting(cls, *args, **kwargs):
+        counts["connect"] = counts.get("connect", 0) + 1
+        return connect(cls, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def pipeline(self):
+        try:
+            with enter(self) as p:
+                yield p
+        finally:
+            note()   # its end: a Sync, and every result not read yet
+
+    psycopg.Cursor.execute = unpiped(psycopg.Cursor.execute, lambda cur: cur._conn)
+    psycopg.Cursor.executemany = unpiped(psycopg.Cursor.executemany, lambda cur: cur._conn)
+    psycopg.Connection._exec_command = unpiped(psycopg.Connection._exec_command, lambda conn: conn)
+    psycopg.Cursor._fetch_pipeline = fetch(psycopg.Cursor._fetch_pipeline)
+    psycopg.Pipeline.sync = sync(psycopg.Pipeline.sync)
+    psycopg.Connection.pipeline = pipeline
+    psycopg.Connection.connect = classmethod(connecting)
+    psycopg.connect = psycopg.Connection.connect
+    return counts
+
+
+def server_cpu_s(data_dir: Path) -> float:
+    """CPU seconds used so far by a PostgreSQL server: the postmaster, the children it has reaped
+    (backends that ended) and its live children (backends, checkpointer, WAL writer, autovacuum)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+
+    def fields(p: int) -> list[str]:
+        try:
+            return open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            return []
+
+    f = fields(pid)
+    total = sum(int(x) for x in f[11:15]) if f else 0    # utime, stime, cutime, cstime
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            g = fields(int(d))
+            if len(g) > 13 and g[1] == str(pid):
+                total += int(g[11]) + int(g[12])
+    return total / tick
 
 
 def memory(a: argparse.Namespace) -> None:
@@ -225,7 +317,7 @@ def read_logs(out: Path) -> tuple[dict[int, set], list[tuple[int, str, str]], li
     shown: dict[int, set] = {}
     acked, lat = [], []
     cpu = [0.0, 0]
-    fits, by = [0, 0], {}
+    fits, by, trips = [0, 0], {}, {}
     for f in out.glob("*.log"):
         name = f.stem
         for line in f.read_text().splitlines():
@@ -241,12 +333,17 @@ def read_logs(out: Path) -> tuple[dict[int, set], list[tuple[int, str, str]], li
             elif p and p[0] == "CPU":
                 for k, v in json.loads(line[4:]).items():
                     by[k] = by.get(k, 0.0) + float(v)
+            elif p and p[0] == "RT":
+                for k, v in json.loads(line[3:]).items():
+                    trips[k] = trips.get(k, 0) + int(v)
             elif p and p[0] == "END" and len(p) == 4:
                 cpu[0] += float(p[3])
                 cpu[1] += int(p[1])
     read_logs.cpu_ms_per_label = 1000 * cpu[0] / cpu[1] if cpu[1] else None
     read_logs.fits = fits
     read_logs.cpu_by = {k: round(1000 * v / cpu[1], 2) for k, v in by.items()} if cpu[1] else {}
+    read_logs.connects = round(trips.pop("connect", 0) / cpu[1], 3) if cpu[1] and trips else None
+    read_logs.trips = {k: round(v / cpu[1], 2) for k, v in sorted(trips.items())} if cpu[1] and trips else {}
     return shown, acked, lat
 
 
@@ -267,6 +364,8 @@ def check(store_url: str, out: Path) -> dict:
                 p95_ms=float(np.percentile(lat, 95)) if lat else None,
                 cpu_ms_per_label=read_logs.cpu_ms_per_label, cpu_ms_per_label_by=read_logs.cpu_by,
                 engine_fits=read_logs.fits[0], fits_adopted=read_logs.fits[1],
+                round_trips_per_label=round(sum(read_logs.trips.values()), 2) if read_logs.trips else None,
+                round_trips_per_label_by=read_logs.trips, connections_per_label=read_logs.connects,
                 code=sorted({f.read_text() for f in out.glob("*.code")}))
 
 
@@ -284,13 +383,35 @@ def load_run(store: str, a, tag: str) -> dict:
     names = [f"w{k}" for k in range(a.annotators)]
     procs = start(store, names, out, a)
     t0 = time.perf_counter()
+    server = ServerCpu(store, a)
     with LoadAverage() as load:
         wait_all(procs, a.timeout)
     wall = time.perf_counter() - t0
+    server_s = server.spent()
     r = check(store, out)
     r.update(labels_per_s=r["labels"] / wall, wall_s=wall, annotators=a.annotators, **load.summary())
+    r.update(server.per_label(server_s, r["acked"]))
     print(f"[{tag}] {r}", flush=True)
     return r
+
+
+class ServerCpu:
+    """The PostgreSQL server's CPU over a run (``server_cpu_s``), when the store is the benchmark's own
+    server (``a.pg_data``: its data directory); nothing for SQLite."""
+
+    def __init__(self, store: str, a) -> None:
+        data = getattr(a, "pg_data", None)
+        self.data = data if data is not None and str(store).startswith("postgresql") else None
+        self.t0 = server_cpu_s(self.data) if self.data is not None else None
+
+    def spent(self) -> float | None:
+        return None if self.data is None else server_cpu_s(self.data) - self.t0
+
+    @staticmethod
+    def per_label(spent: float | None, labels: int) -> dict:
+        if spent is None or not labels:
+            return {}
+        return {"server_cpu_ms_per_label": round(1000 * spent / labels, 3)}
 
 
 def paced_run(store: str, a, tag: str) -> dict:
@@ -300,15 +421,19 @@ def paced_run(store: str, a, tag: str) -> dict:
     names = [f"w{k}" for k in range(a.annotators)]
     procs = start(store, names, out, a, ["--pace", str(a.paced_think), "--max",
                                          str(max(1, a.paced_labels // a.annotators))])
+    server = ServerCpu(store, a)
     with LoadAverage() as load:
         wait_all(procs, a.timeout)
+    server_s = server.spent()
     r = check(store, out)
+    r.update(server.per_label(server_s, r["acked"]))
     print(f"[{tag} paced] {r}", flush=True)
     stalled = r["acked"] < a.annotators * max(1, a.paced_labels // a.annotators)
     return dict(p95_paced_ms=r["p95_ms"], p50_paced_ms=r["p50_ms"], lost_paced=r["lost"],
                 duplicate_claims_paced=r["duplicate_claims"], paced_think_s=a.paced_think,
                 paced_acked=r["acked"], paced_stalled=bool(stalled),
                 cpu_ms_per_label_paced=r["cpu_ms_per_label"],
+                server_cpu_ms_per_label_paced=r.get("server_cpu_ms_per_label"),
                 **{k + "_paced": v for k, v in load.summary().items()})
 
 
@@ -417,9 +542,10 @@ def flat_and_paced(store_kind: str, new_store, a, tag: str) -> dict:
     """The flat-out load run and the paced run on fresh stores of one kind; ``new_store()`` makes one."""
     r = load_run(new_store(), a, tag)
     pr = paced_run(new_store(), a, tag)
-    keep = ("labels_per_s", "p95_ms", "p50_ms", "cpu_ms_per_label", "cpu_ms_per_label_by", "lost", "duplicated",
+    keep = ("labels_per_s", "p95_ms", "p50_ms", "cpu_ms_per_label", "cpu_ms_per_label_by", "server_cpu_ms_per_label",
+            "round_trips_per_label", "round_trips_per_label_by", "connections_per_label", "lost", "duplicated",
             "duplicate_claims", "labels", "wall_s", "engine_fits", "fits_adopted", "load_avg_mean", "load_avg_max")
-    return {**{k: r[k] for k in keep}, **pr}
+    return {**{k: r[k] for k in keep if k in r}, **pr}
 
 
 def main() -> None:
@@ -486,6 +612,7 @@ def main() -> None:
             results["postgresql"] = {"skipped": f"no PostgreSQL binaries in {PG_BIN}"}
         else:
             server = PgServer(Path(tempfile.mkdtemp(prefix="team-pg-")))
+            a.pg_data = server.data
     makers = {"sqlite": lambda: str(tmp / f"s{next(counter)}.db")}
     if server is not None:
         makers["postgresql"] = server.new_database

@@ -228,11 +228,13 @@ class BaseLabelStore(SnapshotMixin, TeamMixin):
         ts = time.time()
 
         def insert(c: Tx) -> int:
+            # the claim check's read goes out with the batch number's (PostgreSQL: one round trip)
+            asked = self._ask_claims(c, items, ts) if claimed else []
             batch = self._next_batch(c)
             if self._already_written(c, batch):
                 return batch
             if claimed:
-                self._check_claims_held(c, annotator, items, ts)
+                self._check_claims_held(asked, annotator)
             c.executemany(
                 "INSERT INTO events (item, label, annotator, source, confidence, model_version, batch, ts)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -244,13 +246,18 @@ class BaseLabelStore(SnapshotMixin, TeamMixin):
 
         return self._write(insert, bulk=bulk) if items else 0
 
-    def _check_claims_held(self, c: Tx, annotator: str | None, items: list[int], now: float) -> None:
-        """Raise ClaimLostError if another annotator holds a live claim on one of ``items`` that
-        ``annotator`` does not hold too (with overlap several annotators hold one item)."""
-        uniq = sorted(set(items))
-        for part in chunks(uniq):
-            rows = c.execute(f"SELECT item, annotator FROM claims WHERE expires > ? AND item IN ({marks(len(part))})",
-                             [now, *part]).fetchall()
+    @staticmethod
+    def _ask_claims(c: Tx, items: list[int], now: float) -> list[Any]:
+        """Send the reads of the live claims on ``items`` (read by `_check_claims_held`)."""
+        return [c.execute(f"SELECT item, annotator FROM claims WHERE expires > ? AND item IN ({marks(len(part))})",
+                          [now, *part]) for part in chunks(sorted(set(items)))]
+
+    @staticmethod
+    def _check_claims_held(asked: list[Any], annotator: str | None) -> None:
+        """Raise ClaimLostError if another annotator holds a live claim on one of the items asked about
+        (`_ask_claims`) that ``annotator`` does not hold too (with overlap several annotators hold one item)."""
+        for cur in asked:
+            rows = cur.fetchall()
             mine = {r[0] for r in rows if r[1] == annotator}
             lost = sorted({(r[0], r[1]) for r in rows if r[1] != annotator and r[0] not in mine})
             if lost:

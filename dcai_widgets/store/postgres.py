@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pge
+from psycopg import pq
 
 from .base import BaseLabelStore
 from .errors import (StoreBusyError, StoreFullError, StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
@@ -41,19 +42,62 @@ def pg_sql(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+_IN_LIST = re.compile(r"\bIN \(\s*\?(?:\s*,\s*\?)*\s*\)")
+
+
+@functools.lru_cache(maxsize=512)
+def _in_lists(sql: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """``sql`` with each ``IN (?, ..., ?)`` list as ``= ANY(%s)`` and the rest as `pg_sql`, and where
+    each list's parameters start and how many there are."""
+    out, lists, pos, k = [], [], 0, 0
+    for m in _IN_LIST.finditer(sql):
+        before = sql[pos:m.start()]
+        k += before.count("?")
+        n = m.group(0).count("?")
+        out.append(before + "= ANY(?)")
+        lists.append((k, n))
+        k, pos = k + n, m.end()
+    out.append(sql[pos:])
+    return "".join(out).replace("?", "%s"), tuple(lists)
+
+
+def pg_query(sql: str, params: Sequence = ()) -> tuple[str, list | None]:
+    """The shared SQL and its parameters for psycopg, with every ``IN (?, ..., ?)`` list sent as one
+    array parameter (``= ANY(%s)``, the same meaning for these non-NULL values): the statement text no
+    longer depends on how many ids are asked, so psycopg caches its parsing and prepares it on the
+    server after a few uses, and neither side parses a list of hundreds of placeholders each time
+    (most of a claim's CPU before; benchmarks/RESULTS.md)."""
+    text, lists = _in_lists(sql)
+    params = list(params)
+    if not lists:
+        return text, params or None
+    out, pos = [], 0
+    for start, n in lists:
+        out += params[pos:start]
+        out.append(params[start:start + n])
+        pos = start + n
+    out += params[pos:]
+    return text, out
+
+
 def masked(url: str) -> str:
     """The URL without its password, for messages and repr."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 class _Tx:
-    """A psycopg connection inside a transaction, offering the calls the shared logic makes."""
+    """A psycopg connection inside a transaction, offering the calls the shared logic makes.
 
-    def __init__(self, conn: psycopg.Connection):
-        self.conn = conn
+    Inside a write the connection is in pipeline mode: statements are sent without waiting, and the
+    client waits for the server only where the logic needs a result (a fetch, a rowcount) and at
+    COMMIT, so a label's write costs 3 round trips instead of 10 (benchmarks/RESULTS.md)."""
 
-    def execute(self, sql: str, params: Sequence = ()) -> psycopg.Cursor:
-        return self.conn.execute(pg_sql(sql), list(params) or None)
+    def __init__(self, conn: psycopg.Connection, pipeline: Any = None):
+        self.conn, self.pipeline = conn, pipeline
+
+    def execute(self, sql: str, params: Sequence = ()) -> Any:
+        cur = self.conn.execute(*pg_query(sql, params))
+        return cur if self.pipeline is None else _Pending(cur, self.pipeline)
 
     def executemany(self, sql: str, rows: Iterable[Sequence]) -> psycopg.Cursor:
         cur = self.conn.cursor()
@@ -61,6 +105,96 @@ class _Tx:
         if rows:
             cur.executemany(pg_sql(sql), rows)
         return cur
+
+
+def _abandon(conn: psycopg.Connection, pipeline: Any) -> None:
+    """Roll back the pipelined transaction after an error (the caller raises it again); a connection
+    that broke meanwhile is left to the retry (the server drops its transaction)."""
+    with contextlib.suppress(psycopg.Error):
+        pipeline.sync()                  # collect what was sent (an aborted pipeline resumes here)
+    if not conn.closed and not conn.broken and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+            pipeline.sync()
+
+
+class _Pending:
+    """A cursor of a pipelined statement: fetching waits for its result (psycopg does that); so does
+    ``rowcount``, which psycopg leaves at -1 until the result has come back."""
+
+    def __init__(self, cur: psycopg.Cursor, pipeline: Any):
+        self._cur, self._pipeline = cur, pipeline
+
+    @property
+    def rowcount(self) -> int:
+        if self._cur.pgresult is None:
+            self._pipeline.sync()
+        return self._cur.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list:
+        return self._cur.fetchall()
+
+    def __iter__(self) -> Iterator:
+        return iter(self._cur.fetchall())
+
+
+class _Idle:
+    """Connections of threads that ended, kept (at most ``keep``) for the next thread that needs one.
+
+    A page's background work (claiming the next items, a queue refit) runs in a new thread each time,
+    and each thread has its own connection: without this every claim opened a new connection, a new
+    server process (fork, authentication, catalog caches) and then closed it again, which cost more
+    server CPU than the queries themselves (benchmarks/RESULTS.md)."""
+
+    def __init__(self, keep: int = 4):
+        self.keep = int(keep)
+        self._conns: list[psycopg.Connection] = []
+        self._lock = threading.RLock()
+
+    @staticmethod
+    def _usable(conn: psycopg.Connection) -> bool:
+        return (not conn.closed and not conn.broken and conn._pipeline is None
+                and conn.info.transaction_status == pq.TransactionStatus.IDLE)
+
+    def put(self, conn: psycopg.Connection) -> None:
+        if self._usable(conn):
+            with self._lock:
+                if len(self._conns) < self.keep:
+                    self._conns.append(conn)
+                    return
+        conn.close()
+
+    def take(self) -> psycopg.Connection | None:
+        with self._lock:
+            while self._conns:
+                conn = self._conns.pop()
+                if self._usable(conn):
+                    return conn
+                conn.close()
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
+
+class _ThreadConn:
+    """Lives in a thread's ``threading.local`` beside its connection: when the thread ends and its local
+    goes, the connection goes back to the store's `_Idle` instead of being closed."""
+
+    def __init__(self, conn: psycopg.Connection, idle: _Idle):
+        self.conn, self.idle = conn, idle
+
+    def __del__(self) -> None:
+        try:
+            self.idle.put(self.conn)
+        except Exception:  # interpreter shutdown, a connection already gone: nothing to keep
+            pass
 
 
 class PgLabelStore(BaseLabelStore):
@@ -75,6 +209,7 @@ class PgLabelStore(BaseLabelStore):
         self.timeout, self.retry_s, self.connect_timeout = float(timeout), float(retry_s), int(connect_timeout)
         self.read_only, self.priority = False, bool(priority)
         self._local = threading.local()
+        self._idle = _Idle()
         self._connected = False
         try:
             self._write(self._init)
@@ -100,17 +235,26 @@ class PgLabelStore(BaseLabelStore):
 
     # -- connections ---------------------------------------------------------------------------
     def _conn(self) -> psycopg.Connection:
+        """This thread's connection: its own, else one an ended thread left (`_Idle`), else a new one."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            try:
-                conn = psycopg.connect(self.target, autocommit=True, connect_timeout=self.connect_timeout)
-            except psycopg.OperationalError as e:
-                if not self._connected:       # never reached: a wrong URL, not a restart; say so now
-                    raise StoreUnavailableError(f"cannot open label store {self.where}: {str(e).strip()}") from e
-                raise
+            conn = self._idle.take()
+            if conn is None:
+                try:
+                    conn = psycopg.connect(self.target, autocommit=True, connect_timeout=self.connect_timeout)
+                except psycopg.OperationalError as e:
+                    if not self._connected:       # never reached: a wrong URL, not a restart; say so now
+                        raise StoreUnavailableError(f"cannot open label store {self.where}: {str(e).strip()}") from e
+                    raise
             self._local.conn = conn
+            self._local.held = _ThreadConn(conn, self._idle)
             self._connected = True
         return conn
+
+    def close(self) -> None:
+        """Close this thread's connection and the idle ones (a later call opens a new one)."""
+        super().close()
+        self._idle.clear()
 
     def _next_batch(self, c: _Tx) -> int:
         """The batch id of the write in progress: drawn once, and kept across its retries."""
@@ -133,7 +277,7 @@ class PgLabelStore(BaseLabelStore):
         def run(conn: psycopg.Connection) -> Any:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                return fn(lambda sql, params=(): conn.execute(pg_sql(sql), list(params) or None).fetchall())
+                return fn(lambda sql, params=(): conn.execute(*pg_query(sql, params)).fetchall())
 
         return self._retrying(run)
 
@@ -196,16 +340,28 @@ class PgLabelStore(BaseLabelStore):
         def run(conn: psycopg.Connection) -> Any:
             attempts[0] += 1
             self._local.retried = attempts[0] > 1       # an earlier attempt may have committed
-            with contextlib.nullcontext() if bulk or not self.priority else self._person(conn):
-                with conn.transaction():
+            # one pipeline: BEGIN, the priority signal, the lock timeout and the writers' lock go out
+            # with the write's first statements, COMMIT with its last; the client waits only where the
+            # logic reads a result, and at the end (psycopg's conn.transaction() would add a wait for
+            # BEGIN and one for COMMIT)
+            with conn.pipeline() as pipeline:
+                conn.execute("BEGIN")
+                try:
+                    if not bulk and self.priority:   # a person writes: bulk writers hold back until COMMIT
+                        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PRIORITY_KEY,))
                     conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
-                    return fn(_Tx(conn))
+                    out = fn(_Tx(conn, pipeline))
+                except BaseException:
+                    _abandon(conn, pipeline)
+                    raise
+                conn.execute("COMMIT")
+            return out
 
         return self._retrying(run)
 
     def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        return self._retrying(lambda conn: conn.execute(pg_sql(sql), list(params) or None).fetchall())
+        return self._retrying(lambda conn: conn.execute(*pg_query(sql, params)).fetchall())
 
     def _retrying(self, run: Callable[[psycopg.Connection], Any]) -> Any:
         """run(conn), reconnecting with backoff while the server cannot be reached (up to retry_s)."""

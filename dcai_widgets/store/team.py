@@ -98,15 +98,19 @@ class TeamMixin:
 
         def take(c) -> list[int]:
             now = time.time()
-            rows = c.execute("SELECT item FROM claims WHERE annotator = ? AND expires > ?", (annotator, now)).fetchall()
-            held = {r[0] for r in rows}
+            # the held claims and the first chunk's labels/claims/exclusions are asked for together (with
+            # PostgreSQL one round trip; rows of items held already are just not used)
+            rows = c.execute("SELECT item FROM claims WHERE annotator = ? AND expires > ?", (annotator, now))
+            first = self._ask_free(c, cands[:500], now)
+            held = {r[0] for r in rows.fetchall()}
             got = [i for i in cands if i in held][:n]
             for a in range(0, len(cands), 500):
                 if len(got) >= n:
                     break
                 part = [i for i in cands[a:a + 500] if i not in held]
                 if part:
-                    got += self._free_items(c, annotator, part, now, limit, n - len(got))
+                    asked = first if a == 0 else self._ask_free(c, part, now)
+                    got += self._pick_free(asked, annotator, part, limit, n - len(got))
             c.executemany("INSERT INTO claims (item, annotator, expires) VALUES (?, ?, ?) ON CONFLICT (item, annotator) "
                           "DO UPDATE SET expires = excluded.expires", [(i, annotator, now + lease_s) for i in got])
             return got
@@ -114,24 +118,30 @@ class TeamMixin:
         return list(self._write(take))
 
     @staticmethod
-    def _free_items(c, annotator: str, part: list[int], now: float, limit: Callable[[int], int],
-                    want: int) -> list[int]:
-        """The first ``want`` items of ``part`` that ``annotator`` may claim now (see ``claim``)."""
+    def _ask_free(c, part: list[int], now: float) -> tuple:
+        """Send the three reads `_pick_free` needs for the items ``part`` (their results are read there)."""
         q = _marks(len(part))
+        return (c.execute(f"SELECT DISTINCT e.item, e.annotator FROM events e WHERE e.source IN ('human', 'review') "
+                          f"AND e.label IS NOT NULL AND e.item IN ({q}) AND NOT EXISTS "
+                          f"(SELECT 1 FROM events r WHERE r.retracts = e.seq)", part),
+                c.execute(f"SELECT item, annotator FROM claims WHERE expires > ? AND item IN ({q})", [now, *part]),
+                c.execute(f"SELECT item, excluded FROM exclusions WHERE item IN ({q}) ORDER BY seq", part))
+
+    @staticmethod
+    def _pick_free(asked: tuple, annotator: str, part: list[int], limit: Callable[[int], int],
+                   want: int) -> list[int]:
+        """The first ``want`` items of ``part`` that ``annotator`` may claim now (see ``claim``), from
+        the reads `_ask_free` sent."""
+        labeled_rows, claim_rows, excl_rows = (cur.fetchall() for cur in asked)
         labeled: dict[int, set] = {}
-        for item, who in c.execute(
-                f"SELECT DISTINCT e.item, e.annotator FROM events e WHERE e.source IN ('human', 'review') "
-                f"AND e.label IS NOT NULL AND e.item IN ({q}) AND NOT EXISTS "
-                f"(SELECT 1 FROM events r WHERE r.retracts = e.seq)", part).fetchall():
+        for item, who in labeled_rows:
             labeled.setdefault(item, set()).add(who)
         claimed: dict[int, set] = {}
         excluded: dict[int, bool] = {}
-        for item, who in c.execute(f"SELECT item, annotator FROM claims WHERE expires > ? AND item IN ({q})",
-                                   [now, *part]).fetchall():
+        for item, who in claim_rows:
             if who != annotator:
                 claimed.setdefault(item, set()).add(who)
-        for item, flag in c.execute(f"SELECT item, excluded FROM exclusions WHERE item IN ({q}) ORDER BY seq",
-                                    part).fetchall():
+        for item, flag in excl_rows:
             excluded[item] = bool(flag)          # the latest exclusion event per item wins
         out = []
         for i in part:
