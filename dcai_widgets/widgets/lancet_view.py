@@ -141,7 +141,11 @@ class LancetView(W.VBox):
         from jupyter_bokeh import BokehModel
 
         self.curve_source = ColumnDataSource(dict(x=[], conf=[], acc=[], low=[], high=[]))
+        from bokeh.models import DataRange1d
+
+        # from 0 labels: with one version bokeh spread 59..61 around it
         fig = figure(height=230, width=320, x_axis_label="human labels", y_range=(0, 1.02),
+                     x_range=DataRange1d(start=0, range_padding=0.1),
                      toolbar_location=None, title="learning curve")
         # markers as well as the line: with one model version a line alone draws nothing
         fig.line("x", "conf", source=self.curve_source, color="#1f77b4")
@@ -293,7 +297,8 @@ class LancetView(W.VBox):
                 rows.append(h)
         est = getattr(self, "last_estimate", None)
         if rows and est is not None:  # the latest estimate belongs to the latest round
-            rows[-1] = {**rows[-1], "spot_accuracy": est["accuracy"], "spot_low": est["low"], "spot_high": est["high"]}
+            rows[-1] = {**rows[-1], "spot_accuracy": est["accuracy"] if est.get("complete", True) else np.nan,
+                        "spot_low": est["low"], "spot_high": est["high"]}
 
         def col(k: str) -> list[float]:
             return [float(r.get(k, np.nan)) if r.get(k) is not None else np.nan for r in rows]
@@ -308,13 +313,25 @@ class LancetView(W.VBox):
             self.last_estimate = None
             return
         est = spot.estimate(p, self.checks)
+        t = est["bins"]
+        # a bin holding propagated labels but no check counts at 0.5 in the point estimate: with checks in
+        # one bin only, "54.2%" was printed after two right answers. Until every such bin has a check, only
+        # the interval (which is honest about the unchecked bins) is shown, and no point on the curve.
+        open_bins = t[(t["share"] > 0) & (t["checked"] == 0)]
+        est["complete"] = open_bins.empty
         self.last_estimate = est
-        rows = "".join(f"<tr><td>{r.bin}</td><td>{r.correct}/{r.checked}</td><td>{r.low:.2f}–{r.high:.2f}</td></tr>"
-                       for r in est["bins"].itertuples())
+        rows = "".join(f"<tr><td>{r.bin}</td><td>{r.share:.0%}</td><td>{r.correct}/{r.checked}</td>"
+                       f"<td>{'–' if not r.checked else f'{r.low:.2f}–{r.high:.2f}'}</td></tr>"
+                       for r in t.itertuples() if r.share > 0 or r.checked)
+        head = (f"estimated accuracy of propagated labels: <b>{est['accuracy']:.1%}</b>" if est["complete"] else
+                "accuracy of propagated labels: <b>not estimated yet</b> — no check yet in the confidence "
+                f"bin{'s' if len(open_bins) > 1 else ''} {', '.join(open_bins['bin'])} "
+                f"({open_bins['share'].sum():.0%} of them); somewhere in")
+        acc = f'{est["accuracy"]:.4f}' if est["complete"] else ""
         self.estimate_html.value = (
-            f'<div class="dcai-estimate" data-accuracy="{est["accuracy"]:.4f}" data-checks="{est["checked"]}">'
-            f"estimated accuracy of propagated labels: <b>{est['accuracy']:.1%}</b> (95% interval "
-            f"{est['low']:.1%}–{est['high']:.1%}, {est['checked']} checks)</div><table><tr><th>confidence</th>"
+            f'<div class="dcai-estimate" data-accuracy="{acc}" data-checks="{est["checked"]}">'
+            f"{head} (95% interval {est['low']:.1%}–{est['high']:.1%}, {est['checked']} "
+            f"check{'s' if est['checked'] != 1 else ''})</div><table><tr><th>confidence</th><th>share</th>"
             f"<th>correct</th><th>Wilson 95%</th></tr>{rows}</table>")
 
     # -- spot checks ---------------------------------------------------------------------------------

@@ -225,3 +225,27 @@ def test_shared_queue_tells_its_page_when_it_adopts_the_teams_fit(tmp_path):
     assert got[0]["n_labeled"] == 10 and got[0]["by"].startswith("ada#") and "stop" in got[0]
     b.fit()
     assert len(got) == 1          # nothing new adopted: no event
+
+
+def test_no_accuracy_figure_while_a_confidence_bin_with_labels_has_no_check(tmp_path):
+    """Two right checks in one bin printed "estimated accuracy 54.2%": the unchecked bins counted at 0.5."""
+    import pandas as pd
+
+    s, lan, view = _fitted_with_checks(tmp_path)
+    ids = s.propagated()["id"].to_numpy()[:40]
+    human = np.asarray(s.label_vector()) >= 0
+    ids = [int(i) for i in ids if not human[i]][:30]
+    s.set_propagated(ids[:20], ["c0"] * 20, [0.95] * 20, model_version="lancet-60-9")
+    s.set_propagated(ids[20:], ["c0"] * 10, [0.5] * 10, model_version="lancet-60-9")
+    view._team = {"n_labeled": 60}            # show the store's propagated labels (as an adopting page)
+    view.checks = pd.DataFrame({"id": ids[:2], "label": ["c0", "c0"], "confidence": [0.95, 0.95],
+                                "correct": [True, True]})
+    view.refresh()
+    html_ = view.estimate_html.value
+    assert "not estimated yet" in html_ and 'data-accuracy=""' in html_ and "95% interval" in html_
+    assert np.isnan(view.curve_source.data["acc"][-1])
+    view.checks = pd.concat([view.checks, pd.DataFrame({"id": [ids[25]], "label": ["c0"], "confidence": [0.5],
+                                                        "correct": [False]})], ignore_index=True)
+    view.refresh()
+    assert "estimated accuracy of propagated labels" in view.estimate_html.value
+    assert np.isfinite(view.curve_source.data["acc"][-1])
