@@ -44,7 +44,8 @@ def estimate(propagated: pd.DataFrame, checks: pd.DataFrame, bins=BINS, z: float
     """Estimated accuracy of the propagated labels from spot ``checks`` (columns confidence, correct).
 
     Returns ``accuracy`` (stratified: per-bin accuracy weighted by the bin's share of propagated items;
-    unchecked bins count at their interval midpoint 0.5), ``low``/``high`` (per-bin Wilson bounds,
+    unchecked bins count at their interval midpoint 0.5, so it is only an estimate when ``complete``:
+    every bin holding propagated labels has a check), ``low``/``high`` (per-bin Wilson bounds,
     combined by the same weights — conservative), ``checked``, and ``bins`` (per-bin table).
     """
     share = np.bincount(confidence_bin(propagated["confidence"].to_numpy(), bins), minlength=len(bins) - 1)
@@ -60,8 +61,11 @@ def estimate(propagated: pd.DataFrame, checks: pd.DataFrame, bins=BINS, z: float
                      "checked": n, "correct": k, "accuracy": k / n if n else float("nan"), "low": lo, "high": hi})
     t = pd.DataFrame(rows)
     acc_b = t["accuracy"].fillna(0.5).to_numpy()
+    # complete: every bin holding propagated labels has a check (else the point estimate leans on the 0.5s)
+    complete = bool(((t["share"] <= 0) | (t["checked"] > 0)).all())
     return {"accuracy": float((t["share"] * acc_b).sum()), "low": float((t["share"] * t["low"]).sum()),
-            "high": float((t["share"] * t["high"]).sum()), "checked": int(t["checked"].sum()), "bins": t}
+            "high": float((t["share"] * t["high"]).sum()), "checked": int(t["checked"].sum()), "bins": t,
+            "complete": complete}
 
 
 # -- spot checks kept in the store (so they survive a reload) --------------------------------------
@@ -128,7 +132,7 @@ def curve_from_store(session) -> pd.DataFrame:
         if len(c):
             prop = ev[ev["model_version"] == r["model_version"]]
             est = estimate(prop, c)
-            acc.append(est["accuracy"]), low.append(est["low"]), high.append(est["high"])
+            acc.append(est["accuracy"] if est["complete"] else np.nan), low.append(est["low"]), high.append(est["high"])
         else:
             acc.append(np.nan), low.append(np.nan), high.append(np.nan)
     g["spot_accuracy"], g["spot_low"], g["spot_high"] = acc, low, high

@@ -318,7 +318,6 @@ class LancetView(W.VBox):
         # one bin only, "54.2%" was printed after two right answers. Until every such bin has a check, only
         # the interval (which is honest about the unchecked bins) is shown, and no point on the curve.
         open_bins = t[(t["share"] > 0) & (t["checked"] == 0)]
-        est["complete"] = open_bins.empty
         self.last_estimate = est
         rows = "".join(f"<tr><td>{r.bin}</td><td>{r.share:.0%}</td><td>{r.correct}/{r.checked}</td>"
                        f"<td>{'–' if not r.checked else f'{r.low:.2f}–{r.high:.2f}'}</td></tr>"

@@ -249,3 +249,13 @@ def test_no_accuracy_figure_while_a_confidence_bin_with_labels_has_no_check(tmp_
     view.refresh()
     assert "estimated accuracy of propagated labels" in view.estimate_html.value
     assert np.isfinite(view.curve_source.data["acc"][-1])
+
+
+def test_estimate_says_whether_every_bin_with_labels_was_checked():
+    import pandas as pd
+
+    prop = pd.DataFrame({"id": range(10), "label": ["a"] * 10, "confidence": [0.95] * 8 + [0.5] * 2})
+    one_bin = pd.DataFrame({"id": [0, 1], "label": ["a"] * 2, "confidence": [0.95] * 2, "correct": [True] * 2})
+    assert not spot.estimate(prop, one_bin)["complete"]
+    both = pd.concat([one_bin, pd.DataFrame({"id": [8], "label": ["a"], "confidence": [0.5], "correct": [True]})])
+    assert spot.estimate(prop, both)["complete"]
