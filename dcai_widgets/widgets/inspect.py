@@ -338,8 +338,11 @@ class InspectPanel(ModelChoice, SuspectActions, W.VBox):
         x = im.X[i]
         y = torch.as_tensor(int(im.y[i]))
         sc = self._scope()
+        # a proponent pushes toward the label (influence > 0), an opponent away (< 0): the top k of each
+        # side stop where the sign does (the screenshot listed "influence -3.7" under proponents)
         pro = im.ms.proponents(x, y, k=self.k, **sc)
         opp = im.ms.opponents(x, y, k=self.k, **sc)
+        pro, opp = pro[pro["score"] > 0], opp[opp["score"] < 0]
         self.pro_grid.set_ids(pro["id"].tolist(), pro["score"].tolist())
         self.opp_grid.set_ids(opp["id"].tolist(), opp["score"].tolist())
         pred, conf = self._pred.get(i, (None, None))
@@ -348,7 +351,11 @@ class InspectPanel(ModelChoice, SuspectActions, W.VBox):
         pl = f"{self.classes[pred]} ({conf})" if pred is not None else "?"
         self.query_info.value = (f'<div class="dcai-inspect-query" data-item="{i}">label <b>{html.escape(lab)}</b>'
                                  f"<br>model says <b>{html.escape(pl)}</b><br>proponents: training items whose "
-                                 "gradient steps lowered this item's loss; opponents raised it</div>")
+                                 "gradient steps lowered this item's loss; opponents raised it"
+                                 + "".join(f"<br><i>only {len(d)} training item{'s' if len(d) != 1 else ''} "
+                                           f"{what}</i>" for d, what in ((pro, "push toward this label"),
+                                                                         (opp, "push away from it"))
+                                           if len(d) < self.k) + "</div>")
 
     def refresh_suspects(self) -> None:
         """Recompute the suspects list for the chosen layer and checkpoint."""

@@ -212,3 +212,21 @@ def test_temporary_store_is_removed_at_interpreter_exit(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     path = Path(out.stdout.strip().splitlines()[-1])
     assert path.name.startswith("dcai-inspect-") and not path.exists()
+
+
+def test_proponents_and_opponents_stop_where_the_sign_of_the_influence_does(demo, tmp_path, monkeypatch):
+    """The regenerated Inspect screenshot listed "influence -3.7" among the proponents ("push toward this
+    label"): the top k by score were shown whatever their sign."""
+    import pandas as pd
+
+    p = InspectPanel(demo, path=str(tmp_path / "ms"), background=False, k=4, n_suspects=4, epochs=2,
+                     train_on="people+import", annotator="expert")
+    im = p.im
+    t = [int(i) for i in im.train_ids[:4]]
+    monkeypatch.setattr(im.ms, "proponents", lambda *a, **k: pd.DataFrame({"id": t, "score": [3.0, 1.0, -0.5, -2.0]}))
+    monkeypatch.setattr(im.ms, "opponents", lambda *a, **k: pd.DataFrame({"id": t[::-1], "score": [-2.0, -0.5, 1.0, 3.0]}))
+    p.show_item(p.current)
+    assert p.pro_grid.ids == t[:2] and all(s > 0 for s in p.pro_grid.scores)
+    assert p.opp_grid.ids == t[::-1][:2] and all(s < 0 for s in p.opp_grid.scores)
+    assert "only 2 training items push toward this label" in p.query_info.value
+    assert "only 2 training items push away from it" in p.query_info.value
