@@ -23,6 +23,8 @@ from .style import style_widget
 from .threads import Background, on_main_thread
 
 KEYS = {"n": "normal", "a": "anomaly", "ArrowRight": "next", "ArrowLeft": "prev"}
+# the number on a suspect's card (a bare "8.75" before), explained in the grid's legend
+SCORE = ("score", "ELITE's anomaly score of the item (higher = more anomalous; not a probability)")
 _COLOURS = {"normal": "#2ca02c", "anomaly": "#d62728"}
 
 
@@ -169,7 +171,7 @@ class CleanPanel(W.VBox):
         if e is None:
             return
         sus = e.suspects(self.k)
-        self.grid.set_ids(sus["id"].tolist(), sus["score"].tolist())
+        self.grid.set_ids(sus["id"].tolist(), sus["score"].tolist(), score_name=SCORE)   # named, and in the legend
         self._reorder()
         self._draw_hist()
         if e.alice and np.isfinite(e.pollution_):

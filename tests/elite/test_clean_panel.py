@@ -93,3 +93,11 @@ def test_label_panel_never_asks_excluded_items(session):
         if lp.current in seen:
             break
     assert seen and all(i % 2 == 1 for i in seen)
+
+
+def test_suspect_cards_name_their_score_and_the_legend_explains_it(session):
+    """The regenerated Clean screenshot showed a bare "8.75" on every suspect card."""
+    p = CleanPanel(session, annotator="ada", background=False, epochs=2)
+    card = p.grid._cells[0][1]
+    assert 'class="dcai-score"' in card.badges.value and ">score " in card.badges.value
+    assert "ELITE&#x27;s anomaly score" in p.grid.legend.value
