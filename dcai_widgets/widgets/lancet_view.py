@@ -79,6 +79,8 @@ class LancetView(W.VBox):
         self.session, self.lancet, self.per_bin = session, lancet, per_bin
         self._stored_curve = pd.DataFrame()
         self._team: dict | None = None   # the team's published fit this page adopted (newer than our engine)
+        self._prop_mask: np.ndarray | None = None   # items counted as propagated in the summary shown
+        self._summary_suffix = ""
         self._own_write = False
         self._writes = 0          # spot checks written here; a store read begun before the latest is stale
         self._rng = np.random.default_rng(seed)
@@ -191,10 +193,21 @@ class LancetView(W.VBox):
         return StopReport(**{k: (float("nan") if d.get(k) is None and k not in ("reason",) else d[k])
                              for k in names if k in d})
 
-    def _on_labels(self, source: str | None = None, **_: Any) -> None:
+    def _on_labels(self, ids: Any = None, source: str | None = None, **_: Any) -> None:
+        # a person's label takes its item out of the propagated count at once (the map's faint count
+        # follows the same event: the two panels of one page said 1,735 and 1,733); from the event's ids,
+        # no store read in the keystroke path
+        if source in ("human", "review", "import") and ids is not None and self._prop_mask is not None:
+            mask = self._prop_mask
+            hit = [int(i) for i in ids if 0 <= int(i) < len(mask) and mask[int(i)]]
+            if hit:
+                mask[hit] = False
+                self._show_summary(int(mask.sum()))
         # a spot check made elsewhere or taken back (Backspace in the Label panel); our own are recorded here
         if source in ("undo", "review") and not self._own_write:
             self._restorer.request()
+        if source == "undo":
+            self.refresh()             # a retracted label may give its item its propagated label back
 
     # -- state from the store (background) ---------------------------------------------------------
     def _read_store(self, job: Job) -> dict:
@@ -237,14 +250,21 @@ class LancetView(W.VBox):
         return int(c["human_labels"].iloc[-1]) if len(c) else None
 
     def _propagated(self) -> pd.DataFrame:
+        """Propagated labels of items no person has labeled (this kernel's fit, else the store's)."""
         if self._team is None and getattr(self.lancet, "proba_", None) is not None:
-            return self.lancet.propagated()
-        # not fitted in this kernel (a reload), or the team's newer fit adopted: what the store holds
-        p = self.session.propagated()
-        if len(p):   # the latest propagated row of an item a person has labeled since is an older round's
+            p = self.lancet.propagated()
+        else:   # not fitted in this kernel (a reload), or the team's newer fit adopted: what the store holds
+            p = self.session.propagated()
+        if len(p):   # labeled since the fit (or, in the store, since an older round that still holds a row)
             human = np.asarray(self.session.label_vector()) >= 0
             p = p[~human[p["id"].to_numpy(np.int64)]]
         return p[["id", "label", "confidence"]] if len(p) else pd.DataFrame({"id": [], "label": [], "confidence": []})
+
+    def _show_summary(self, count: int) -> None:
+        self.summary.value = (f'<div class="dcai-lancet-summary" data-propagated="{count}" '
+                              f'title="items with a label propagated by LANCET and no label from a person">'
+                              f"{count:,} of {len(self.session):,} items have propagated labels"
+                              f"{self._summary_suffix}</div>")
 
     def refresh(self) -> None:
         """Redraw counts, bins, gauge and curve from the lancet's current state (or the store's)."""
@@ -255,9 +275,11 @@ class LancetView(W.VBox):
         if self._team is not None:
             by = str(self._team.get("by") or "").split("#")[0]   # "ada#<page id>": the annotator's name
             on += f" (the team's fit, made on {html.escape(by)}'s page)" if by else " (the team's fit)"
-        self.summary.value = (f'<div class="dcai-lancet-summary" data-propagated="{len(p)}" '
-                              f'title="items with a label propagated by LANCET and no label from a person">'
-                              f"{len(p):,} of {n:,} items have propagated labels{on}</div>")
+        self._summary_suffix = on
+        mask = np.zeros(n, bool)
+        mask[p["id"].to_numpy(np.int64)] = True
+        self._prop_mask = mask
+        self._show_summary(len(p))
         if len(p):
             b = spot.confidence_bin(p["confidence"].to_numpy())
             counts = np.bincount(b, minlength=len(spot.BINS) - 1)

@@ -259,3 +259,15 @@ def test_estimate_says_whether_every_bin_with_labels_was_checked():
     assert not spot.estimate(prop, one_bin)["complete"]
     both = pd.concat([one_bin, pd.DataFrame({"id": [8], "label": ["a"], "confidence": [0.5], "correct": [True]})])
     assert spot.estimate(prop, both)["complete"]
+
+
+def test_the_propagated_count_follows_labels_made_after_the_fit_like_the_map(tmp_path):
+    """Label tab, one page: LANCET's summary said 1,735 propagated while the map's faint count said 1,733
+    (two spot checks had been made since the fit)."""
+    s, lan, view = _fitted_with_checks(tmp_path)
+    before = int(view.summary.value.split('data-propagated="')[1].split('"')[0])
+    prop = lan.propagated()
+    s.label(prop["id"].iloc[:2].tolist(), prop["label"].iloc[:2].tolist(), annotator="ada")   # no refit
+    assert f'data-propagated="{before - 2}"' in view.summary.value
+    s.undo("ada")
+    assert f'data-propagated="{before}"' in view.summary.value
