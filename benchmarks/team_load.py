@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+import team_staleness
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"c{k}" for k in range(10)]
 
@@ -76,6 +78,7 @@ def worker(a: argparse.Namespace) -> None:
     log = open(Path(a.out) / f"{a.name}.log", "a", buffering=1)
     cpu_by = thread_cpu_meter()
     trips = round_trip_meter()
+    split = keypress_split(panel) if a.split else None
     Path(a.out, f"{a.name}.ready").touch()
     while not Path(a.out, "go").exists():
         time.sleep(0.01)
@@ -101,6 +104,9 @@ def worker(a: argparse.Namespace) -> None:
         ms = (time.perf_counter() - t0) * 1000
         if panel._mine.get(i) == key:
             log.write(f"A {i} {key} {ms:.2f}\n")
+            if split is not None:   # where this keypress's time went (--split)
+                log.write("D " + " ".join(f"{k}={v * 1000:.1f}" for k, v in split.items()) + "\n")
+                split.clear()
             done += 1
             if a.pace > 0:   # an expert's look at the next item before the next key
                 time.sleep(a.pace)
@@ -133,6 +139,34 @@ def thread_cpu_meter() -> dict[str, float]:
             spent[self.name] = spent.get(self.name, 0.0) + time.thread_time() - t0
 
     Background._run_once = timed
+    return spent
+
+
+def keypress_split(panel) -> dict[str, float]:
+    """Seconds of the current keypress spent writing the label, waiting for a claim under way, and
+    asking for the next claim / refit (each a wrapped method of this page's panel)."""
+    spent: dict[str, float] = {}
+
+    def timed(obj, name: str, key: str) -> None:
+        fn = getattr(obj, name, None)
+        if fn is None:   # the solo panel claims nothing
+            return
+
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+        setattr(obj, name, call)
+
+    timed(panel.session, "label", "write")
+    prefetch = getattr(panel, "_prefetch", None)
+    timed(prefetch, "wait", "claim_wait")
+    timed(panel, "_claim_more", "claim_now")
+    timed(prefetch, "request", "claim_request")
+    timed(panel._refitter, "request", "refit_request")
+    timed(panel, "_refresh_counts", "counts")
     return spent
 
 
@@ -241,7 +275,7 @@ def memory(a: argparse.Namespace) -> None:
 # -- the load runs ---------------------------------------------------------------------------------
 def spawn(store: str, name: str, out: Path, a: argparse.Namespace, extra: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--worker", "--store", store, "--name", name, "--out", str(out),
-           "--items", str(a.items), "--cache", a.cache, *extra]
+           "--items", str(a.items), "--cache", a.cache, *extra, *(["--split"] if a.split else [])]
     if "--pace" not in extra and a.pace:
         cmd += ["--pace", str(a.pace)]
     env = dict(os.environ)
@@ -366,7 +400,8 @@ def check(store_url: str, out: Path) -> dict:
                 engine_fits=read_logs.fits[0], fits_adopted=read_logs.fits[1],
                 round_trips_per_label=round(sum(read_logs.trips.values()), 2) if read_logs.trips else None,
                 round_trips_per_label_by=read_logs.trips, connections_per_label=read_logs.connects,
-                code=sorted({f.read_text() for f in out.glob("*.code")}))
+                code=sorted({f.read_text() for f in out.glob("*.code")}),
+                label_order=[int(i) for i in ev.sort_values("seq", kind="stable")["id"]])
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float) -> None:
@@ -391,6 +426,10 @@ def load_run(store: str, a, tag: str) -> dict:
     r = check(store, out)
     r.update(labels_per_s=r["labels"] / wall, wall_s=wall, annotators=a.annotators, **load.summary())
     r.update(server.per_label(server_s, r["acked"]))
+    order = r.pop("label_order")
+    if a.staleness != "none":   # the team's labels in the order given, as a learning curve (team_staleness)
+        r["team_curve"] = team_staleness.team_curve(order, dataset, a.items)
+        r["labels_per_engine_fit"] = round(r["labels"] / max(1, r["engine_fits"]), 1)
     print(f"[{tag}] {r}", flush=True)
     return r
 
@@ -427,6 +466,7 @@ def paced_run(store: str, a, tag: str) -> dict:
     server_s = server.spent()
     r = check(store, out)
     r.update(server.per_label(server_s, r["acked"]))
+    r.pop("label_order")
     print(f"[{tag} paced] {r}", flush=True)
     stalled = r["acked"] < a.annotators * max(1, a.paced_labels // a.annotators)
     return dict(p95_paced_ms=r["p95_ms"], p50_paced_ms=r["p50_ms"], lost_paced=r["lost"],
@@ -453,6 +493,7 @@ def fault_run(store: str, a, tag: str, kill, restart) -> dict:
         procs = start(store, names, out, a, extra)   # the same annotators reopen their pages
     wait_all(procs, a.timeout)
     r = check(store, out)
+    r.pop("label_order")
     print(f"[{tag} fault] acked before kill {before}; {r}", flush=True)
     return dict(lost_after_kill=r["lost"], acked_before_kill=before, acked_total=r["acked"],
                 duplicate_claims_fault=r["duplicate_claims"], duplicated_fault=r["duplicated"])
@@ -525,6 +566,7 @@ def pg_fault_run(server, a) -> dict:
             if p.poll() is None:
                 p.kill()
     r = check(url, out)
+    r.pop("label_order")
     print(f"[postgresql fault] acked before kill {before}; {r}", flush=True)
     return dict(lost_after_kill=r["lost"], acked_before_kill=before, acked_total=r["acked"],
                 duplicate_claims_fault=r["duplicate_claims"], duplicated_fault=r["duplicated"])
@@ -544,7 +586,8 @@ def flat_and_paced(store_kind: str, new_store, a, tag: str) -> dict:
     pr = paced_run(new_store(), a, tag)
     keep = ("labels_per_s", "p95_ms", "p50_ms", "cpu_ms_per_label", "cpu_ms_per_label_by", "server_cpu_ms_per_label",
             "round_trips_per_label", "round_trips_per_label_by", "connections_per_label", "lost", "duplicated",
-            "duplicate_claims", "labels", "wall_s", "engine_fits", "fits_adopted", "load_avg_mean", "load_avg_max")
+            "duplicate_claims", "labels", "wall_s", "engine_fits", "fits_adopted", "labels_per_engine_fit", "team_curve",
+            "load_avg_mean", "load_avg_max")
     return {**{k: r[k] for k in keep if k in r}, **pr}
 
 
@@ -575,6 +618,12 @@ def main() -> None:
                     "(default: this one's)")
     ap.add_argument("--no-fault", action="store_true", help="skip the SIGKILL runs and the memory figure")
     ap.add_argument("--prepare", action="store_true")
+    ap.add_argument("--split", action="store_true", help="workers log where each keypress's time went (D lines)")
+    ap.add_argument("--staleness", choices=("none", "blobs", "all"), default="blobs",
+                    help="learning curves of the label orders (team_staleness.py): the team's runs and one "
+                         "annotator refitting every 5/50/400 labels on the load's blobs; 'all' adds scikit-learn's "
+                         "digits over --staleness-seeds splits (a few minutes)")
+    ap.add_argument("--staleness-seeds", type=int, default=3)
     a = ap.parse_args()
     if a.prepare:
         return prepare(a.store, a)
@@ -599,6 +648,7 @@ def main() -> None:
         procs = start(str(tmp / "solo.db"), ["solo"], out, a, ["--solo", "--max", "200"])
         wait_all(procs, a.timeout)
     b = check(str(tmp / "solo.db"), out)
+    b.pop("label_order")
     results["baseline_solo"] = dict(p95_ms=b["p95_ms"], p50_ms=b["p50_ms"], labels=b["labels"],
                                     cpu_ms_per_label=b["cpu_ms_per_label"], **load.summary())
     print(f"[solo] {b}", flush=True)
@@ -637,7 +687,26 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop("immediate")
+    if a.staleness != "none":
+        results["staleness"] = staleness_references(a)
     print(json.dumps(results))
+
+
+def staleness_references(a) -> dict:
+    """One annotator refitting every 5 / 50 / 400 labels and a random order, on the blobs (the load's
+    items) and, with ``--staleness all``, on digits (mean over seeds of the pool/held-out split)."""
+    out = {"blobs": team_staleness.reference_curves(*team_staleness.blobs(dataset, a.items), CLASSES, a.cache)}
+    if a.staleness == "all":
+        runs = [team_staleness.reference_curves(*team_staleness.digits(seed=seed), [str(c) for c in range(10)],
+                                                a.cache) for seed in range(a.staleness_seeds)]
+        mean = {k: v for k, v in runs[0].items() if not isinstance(v, dict)}
+        for name in (k for k, v in runs[0].items() if isinstance(v, dict)):
+            mean[name] = {k: (None if any(r[name][k] is None for r in runs)
+                              else round(float(np.mean([r[name][k] for r in runs])), 4)) for k in runs[0][name]}
+        out[f"digits_mean_of_{a.staleness_seeds}_splits"] = mean
+        out["digits_by_split"] = runs
+    print(f"[staleness] {out}", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def test_two_annotators_get_disjoint_claims_and_labels_consume_them(tmp_path):
     s = session(tmp_path / "l.db")
     qa, qb = shared(s, "ada"), shared(s, "bo")
     a, b = qa.candidates(), qb.candidates()
-    assert len(a) == len(b) == qa.ahead == 4 and not set(a) & set(b)
+    assert len(a) == len(b) == qa.ahead == 8 and not set(a) & set(b)
     assert qa.candidates() == a               # asking again returns the claims already held
     s.label(a[:1], ["a"], annotator="ada")
     assert a[0] not in set(s.store.claims()["id"])
@@ -165,7 +165,7 @@ def test_bad_arguments_are_named(tmp_path):
 def test_close_releases_only_this_pages_claims(tmp_path):
     s = session(tmp_path / "l.db")
     page1, page2 = shared(s, "ada"), shared(s, "ada")       # the same person in two tabs
-    one = page1.candidates()
+    one = page1.candidates(4)
     two = page2.candidates(6)               # resumes the person's held claims first, then 3 more
     assert set(one) < set(two)
     page1.close()

@@ -187,3 +187,21 @@ def test_late_label_after_lease_expiry_is_refused_and_the_page_moves_on(demo):
     demo.label([i], [demo.classes[int(demo.y_true[i])]], annotator="bo", claimed=True)
     assert demo.labeled().set_index("id").loc[i, "annotator"] == "bo"
     qa.close(), qb.close()
+
+
+def test_team_panel_claims_again_while_half_its_claims_are_left(demo):
+    """At flat out a claim under way outlasted the one item left (most keypresses over the p95 waited
+    for it): the panel claims again while half of the queue's ``ahead`` items are still upcoming."""
+    from dcai_widgets.team import SharedQueue
+    from dcai_widgets.widgets.team import TeamLabelPanel
+
+    q = SharedQueue(demo, UncertaintyQueue(demo, cold_start=5), annotator="ada", heartbeat_s=0, watch_s=0)
+    panel = TeamLabelPanel(demo, q, annotator="ada", background=False)
+    assert q.ahead == 8
+    for _ in range(20):
+        upcoming = panel._upcoming(q.ahead)
+        assert len(upcoming) >= q.ahead // 2 - 1, upcoming          # never down to the last item
+        i = panel.current
+        panel.press(str(demo.y_true[i]))
+        assert panel.current != i
+    q.close()
