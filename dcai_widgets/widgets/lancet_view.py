@@ -80,6 +80,7 @@ class LancetView(W.VBox):
         self._stored_curve = pd.DataFrame()
         self._team: dict | None = None   # the team's published fit this page adopted (newer than our engine)
         self._prop_mask: np.ndarray | None = None   # items counted as propagated in the summary shown
+        self._prop_bin = np.zeros(0, np.int64)
         self._summary_suffix = ""
         self._own_write = False
         self._writes = 0          # spot checks written here; a store read begun before the latest is stale
@@ -260,7 +261,24 @@ class LancetView(W.VBox):
             p = p[~human[p["id"].to_numpy(np.int64)]]
         return p[["id", "label", "confidence"]] if len(p) else pd.DataFrame({"id": [], "label": [], "confidence": []})
 
+    def _show_bins(self) -> None:
+        """The propagated items per calibrated-confidence bin (the same items the summary counts)."""
+        b = self._prop_bin[self._prop_mask] if self._prop_mask is not None else np.zeros(0, np.int64)
+        if not len(b):
+            self.bins_html.value = "<i>no propagated labels yet: label a first batch</i>"
+            return
+        counts = np.bincount(b, minlength=len(spot.BINS) - 1)
+        rows = "".join(
+            f"<tr><td>{spot.BINS[i]:.1f}–{min(spot.BINS[i + 1], 1):.1f}</td><td>{int(c)}</td>"
+            f'<td><div style="background:#1f77b4;height:8px;width:{int(120 * c / max(1, counts.max()))}px">'
+            f"</div></td></tr>" for i, c in enumerate(counts))
+        note = "" if (self._fitted_labels() or 0) >= SHOW_PERCENT_FROM else \
+            f"<tr><td colspan=3><i>uncertain: fewer than {SHOW_PERCENT_FROM} human labels</i></td></tr>"
+        self.bins_html.value = (f'<table class="dcai-lancet-bins"><tr><th>calibrated confidence</th>'
+                                f"<th>items</th><th></th></tr>{rows}{note}</table>")
+
     def _show_summary(self, count: int) -> None:
+        self._show_bins()
         self.summary.value = (f'<div class="dcai-lancet-summary" data-propagated="{count}" '
                               f'title="items with a label propagated by LANCET and no label from a person">'
                               f"{count:,} of {len(self.session):,} items have propagated labels"
@@ -279,20 +297,10 @@ class LancetView(W.VBox):
         mask = np.zeros(n, bool)
         mask[p["id"].to_numpy(np.int64)] = True
         self._prop_mask = mask
+        # per item (N,): its confidence bin where it counts as propagated; labels made later clear it
+        self._prop_bin = np.full(n, -1, np.int64)
+        self._prop_bin[p["id"].to_numpy(np.int64)] = spot.confidence_bin(p["confidence"].to_numpy())
         self._show_summary(len(p))
-        if len(p):
-            b = spot.confidence_bin(p["confidence"].to_numpy())
-            counts = np.bincount(b, minlength=len(spot.BINS) - 1)
-            rows = "".join(
-                f"<tr><td>{spot.BINS[i]:.1f}–{min(spot.BINS[i + 1], 1):.1f}</td><td>{int(c)}</td>"
-                f'<td><div style="background:#1f77b4;height:8px;width:{int(120 * c / max(1, counts.max()))}px">'
-                f"</div></td></tr>" for i, c in enumerate(counts))
-            note = "" if (fit or 0) >= SHOW_PERCENT_FROM else \
-                f"<tr><td colspan=3><i>uncertain: fewer than {SHOW_PERCENT_FROM} human labels</i></td></tr>"
-            self.bins_html.value = (f'<table class="dcai-lancet-bins"><tr><th>calibrated confidence</th>'
-                                    f"<th>items</th><th></th></tr>{rows}{note}</table>")
-        else:
-            self.bins_html.value = "<i>no propagated labels yet: label a first batch</i>"
         try:
             r = self._team_report() if self._team is not None else self.lancet.should_stop()
         except RuntimeError:

@@ -269,5 +269,9 @@ def test_the_propagated_count_follows_labels_made_after_the_fit_like_the_map(tmp
     prop = lan.propagated()
     s.label(prop["id"].iloc[:2].tolist(), prop["label"].iloc[:2].tolist(), annotator="ada")   # no refit
     assert f'data-propagated="{before - 2}"' in view.summary.value
+    import re
+
+    counts = [int(c) for c in re.findall(r"</td><td>(\d+)</td><td><div", view.bins_html.value)]
+    assert sum(counts) == before - 2          # the bins table counts the same items as the summary
     s.undo("ada")
     assert f'data-propagated="{before}"' in view.summary.value
