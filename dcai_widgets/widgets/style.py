@@ -59,6 +59,7 @@ STYLE_CSS = """
 .dcai-human { background: #d9ead3; }
 .dcai-prop { background: #eee; color: #555; }
 .dcai-score { display: block; color: #777; font-size: 11px; white-space: nowrap; }
+.dcai-badge-legend .dcai-score { display: inline; }
 .dcai-item-id { color: #555; font-size: 12px; }
 .dcai-legend { display: flex; flex-wrap: wrap; gap: 2px 10px; max-height: 120px; overflow-y: auto;
                font-size: 12px; }
