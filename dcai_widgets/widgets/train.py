@@ -193,7 +193,11 @@ class _Curve:
         fig.line("epoch", "val_loss", source=self.source, color="#ff7f0e", legend_label="holdout loss")
         fig.line("epoch", "val_acc", source=self.source, color="#2ca02c", y_range_name="acc",
                  legend_label="holdout accuracy")
-        fig.legend.location = "top_center"
+        # above the plot, in one row: inside it covered the curves
+        fig.legend.orientation = "horizontal"
+        fig.legend.label_text_font_size = "8pt"
+        fig.legend.padding = fig.legend.spacing = 2
+        fig.add_layout(fig.legend[0], "above")
         self.widget = BokehModel(fig)
         self.widget.add_class("dcai-train-curve")
 
