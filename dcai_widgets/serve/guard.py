@@ -154,6 +154,14 @@ def _request_token(handler: web.RequestHandler, policy: Policy) -> tuple[str | N
     return (c, "cookie") if c else (None, "")
 
 
+_TOKEN_PARAM = re.compile(r"(?i)((?:^|[?&;])token=)[^&;#]*")
+
+
+def scrub_token(uri: str) -> str:
+    """`uri` with the value of every `token=` query parameter replaced by `[secret]`."""
+    return _TOKEN_PARAM.sub(r"\1[secret]", uri or "")
+
+
 def _subprotocols(req: Any) -> list[str]:
     return [p.strip() for p in req.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
 
@@ -181,6 +189,12 @@ class GateMixin:
         if gate is not None:
             gate.finished(self)
         super().on_finish()  # type: ignore[misc]
+
+    def _request_summary(self) -> str:
+        """Tornado's summary for its warning lines ("403 GET /x?token=…: File not allowlisted") wrote
+        the secret link into the server's log; Jupyter scrubs only its access log."""
+        req = self.request  # type: ignore[attr-defined]
+        return f"{req.method} {scrub_token(req.uri)} ({req.remote_ip})"
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

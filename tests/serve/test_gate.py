@@ -111,3 +111,25 @@ def test_a_page_asked_for_with_the_cookie_alone_goes_to_its_link():
     assert [c[:2] for c in h.cookies_set] == [("dcai-token", "ada-token")]
     assert h.cookies_set[0][2]["httponly"] and h.cookies_set[0][2]["samesite"] == "Strict"
     assert _admit(gate, _PageHandler("/", host, cookie="revoked-token")) == 403
+
+
+def test_warning_lines_do_not_write_the_secret_link_into_the_log():
+    """A refused static file logged "403 GET /voila/files/app.ipynb?token=W1gq…: File not allowlisted"
+    (tornado's request summary, which Jupyter's access-log scrubbing does not cover)."""
+    from unittest import mock
+
+    from tornado import web
+    from tornado.httputil import HTTPServerRequest, RequestStartLine
+
+    from dcai_widgets.serve.guard import GateMixin, scrub_token
+
+    class Handler(GateMixin, web.RequestHandler):
+        pass
+
+    uri = "/voila/files/app.ipynb?a=1&token=W1gqSECRET&x=token"
+    req = HTTPServerRequest(start_line=RequestStartLine("GET", uri, "HTTP/1.1"), connection=mock.Mock(),
+                            headers=HTTPHeaders({"Host": "127.0.0.1:8866"}))
+    summary = Handler(web.Application(), req)._request_summary()
+    assert "W1gqSECRET" not in summary and "token=[secret]" in summary and "a=1" in summary
+    assert scrub_token("/?token=abc") == "/?token=[secret]" and scrub_token("/?mytoken=abc") == "/?mytoken=abc"
+    assert scrub_token("/?TOKEN=abc;token=def") == "/?TOKEN=[secret];token=[secret]"
