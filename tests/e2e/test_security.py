@@ -162,6 +162,11 @@ def test_token_decides_who_labels_websockets_and_revocation(team, browser):
         assert get(team.url + f"dcai/api/kernels?token={bo}").status_code == 403
         assert wait_for(lambda: not bo_kernels & {k["id"] for k in kernels(team.url, lead)["kernels"]}, 20), \
             "a revoked annotator's kernel must be shut down"
+        # bo's open page says so (it used to look alive while keys did nothing); ada's page does not
+        banner = bo_page.locator(".dcai-page-banner.dcai-page-revoked")
+        banner.wait_for(timeout=30_000)
+        assert "no longer works" in banner.inner_text()
+        assert page.locator(".dcai-page-banner").count() == 0
         assert ws_status(team, kid, ada) == 101  # ada is unaffected
 
         # closing ada's page shuts its kernel down (the page's unload beacon, accepted without _xsrf)
