@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -56,6 +57,11 @@ class SaveRetry:
     On success the caller continues; on a passing failure the retry runs in ``Background`` and calls
     ``panel._saved(i, cls, t0)`` on the main thread once the label is on disk."""
 
+    # the first write waits for another writer's lock inside the store (up to its timeout, 10 s for
+    # SQLite) on the kernel's main thread, so no widget could change meanwhile: a keypress did nothing
+    # for up to 10 s. After this long a timer thread shows "saving…" while that write still waits.
+    slow_s = 0.5
+
     def __init__(self, panel: Any, retries: int = 4, delay: float = 0.5, background: bool = True) -> None:
         self.panel, self.retries, self.delay = panel, int(retries), float(delay)
         self.pending: tuple[int, str, float] | None = None
@@ -69,10 +75,14 @@ class SaveRetry:
     def save(self, i: int, cls: str) -> bool:
         """Write now; True when on disk. False: not saved (red line) or being retried ("saving…")."""
         t0 = time.perf_counter()
+        finish = self._notice_if_slow(i, cls)
         try:
             self.panel._write(i, cls)
+            if finish():
+                self.panel.error.value = ""
             return True
         except Exception as e:
+            finish()
             if not transient(e):
                 self.panel.error.value = error_html(f"label {cls!r} for item #{i} was NOT saved: {e}")
                 return False
@@ -81,6 +91,32 @@ class SaveRetry:
                                                 f"({e}); retrying", saving=True)
             self._bg.request()
             return False
+
+    def _notice_if_slow(self, i: int, cls: str) -> Any:
+        """Start a timer that shows "saving…" if the write is still waiting after ``slow_s``; returns
+        ``finish()`` (stop it; True when the notice was shown). A lock orders the timer's line before
+        whatever the caller writes next, so a finished save never leaves "saving…" behind."""
+        lock, state = threading.Lock(), {"done": False, "shown": False}
+
+        def show() -> None:
+            with lock:
+                if state["done"]:
+                    return
+                state["shown"] = True
+                self.panel.error.value = error_html(f"saving… label {cls!r} for item #{i}: waiting for the "
+                                                    "store (another writer holds it)", saving=True)
+
+        timer = threading.Timer(self.slow_s, show)
+        timer.daemon = True
+        timer.start()
+
+        def finish() -> bool:
+            timer.cancel()
+            with lock:
+                state["done"] = True
+                return state["shown"]
+
+        return finish
 
     def _retry(self, job: Job) -> tuple[int, str, float]:
         i, cls, t0 = self.pending
