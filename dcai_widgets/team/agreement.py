@@ -248,7 +248,7 @@ def team_report(session: Any, *, low_quality: float = 0.5, gap_s: float = ACTIVE
     ann["agree_propagated"] = agree_prop.reindex(ann.index)
     ann["quality"] = quality.reindex(ann.index) if len(quality) else np.nan
     ann = ann.reset_index().sort_values("items", ascending=False, ignore_index=True)
-    conflicts = _conflicts(items, events, low_quality)
+    conflicts = _conflicts(items, events, low_quality, _leads(session.store))
     return TeamReport(ann, kappa, shared, alpha, items, conflicts, notes, fleiss)
 
 
@@ -276,10 +276,25 @@ def _majority_share(m: pd.DataFrame, majority: np.ndarray) -> np.ndarray:
     return hits / np.maximum(np.isfinite(vals).sum(axis=1), 1)
 
 
-def _conflicts(items: pd.DataFrame, events: pd.DataFrame, low_quality: float) -> pd.DataFrame:
+def _leads(store: Any) -> set[str] | None:
+    """Names with the lead role in the store's registry; None without a registry (single user: any
+    review label settles)."""
+    fn = getattr(store, "annotators", None)
+    if not callable(fn) or not hasattr(store, "annotator_for_token_hash"):
+        return None
+    reg = fn()
+    if reg is None or len(reg) == 0:
+        return None
+    return {str(n) for n, r in zip(reg["name"], reg["role"]) if str(r) == "lead"}
+
+
+def _conflicts(items: pd.DataFrame, events: pd.DataFrame, low_quality: float,
+               leads: set[str] | None = None) -> pd.DataFrame:
     """Items whose annotators disagree (or whose consensus quality is low), not yet settled by a review
     label given after their latest human label; disagreements first (lowest agreement), then the items
-    the annotators agree on but CROWDLAB doubts (lowest quality)."""
+    the annotators agree on but CROWDLAB doubts (lowest quality). With ``leads`` (a team), only a
+    lead's review label settles an item: an annotator's Inspect relabel or LANCET spot check is also a
+    "review" label, and took the item off the lead's list."""
     if items.empty:
         return items.copy()
     multi = items["n"] >= 2
@@ -288,7 +303,10 @@ def _conflicts(items: pd.DataFrame, events: pd.DataFrame, low_quality: float) ->
     todo = items[disagree | low]
     if todo.empty:
         return todo.copy()
-    rev = events[events["source"] == "review"].groupby("id")["seq"].max()
+    rev = events[events["source"] == "review"]
+    if leads is not None:
+        rev = rev[rev["annotator"].isin(leads)]
+    rev = rev.groupby("id")["seq"].max()
     hum = events[events["source"] == "human"].groupby("id")["seq"].max()
     settled = {int(i) for i, s in rev.items() if s > hum.get(i, -1)}
     todo = todo[~todo["id"].isin(settled)]

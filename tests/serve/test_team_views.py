@@ -53,3 +53,25 @@ def test_review_says_whose_consensus_it_is_and_why_an_item_is_listed(demo):
     r.press("n")
     assert r.current == 7 and "model's pick" not in r.labels_html.value
     assert "annotators disagree" in r.labels_html.value
+
+
+def test_only_a_leads_review_label_takes_an_item_off_the_review_list(demo):
+    """Any annotator writes "review" labels too (an Inspect relabel, a LANCET spot check); bo's review
+    label on an item he disputed with ada took it off the lead's Review list as if a lead had settled it."""
+    from dcai_widgets.team import team_report
+
+    for name, role in (("ada", "annotator"), ("bo", "annotator"), ("lee", "lead")):
+        demo.store.add_annotator(name, role=role, token_hash=f"hash-of-{name}")
+    y, names = demo.y_true, demo.classes
+    ids = np.arange(10)
+    demo.label(ids, [names[k] for k in y[ids]], annotator="ada")
+    wrong = y[ids].copy()
+    wrong[:5] = (wrong[:5] + 1) % 10
+    demo.label(ids, [names[k] for k in wrong], annotator="bo")
+    disputed = set(range(5))
+    assert set(team_report(demo).conflicts["id"]) >= disputed
+    demo.label([0], [names[wrong[0]]], annotator="bo", source="review")       # bo "settles" his own way
+    assert 0 in set(team_report(demo).conflicts["id"]), "an annotator's review label settled a conflict"
+    demo.label([1], [names[y[1]]], annotator="lee", source="review")          # the lead settles one
+    left = set(team_report(demo).conflicts["id"])
+    assert 1 not in left and 0 in left
