@@ -8,16 +8,22 @@ import numpy as np
 from dcai_widgets.widgets.team import TeamPanel
 
 
+def ada_and_bo(demo, n: int, n_wrong: int) -> np.ndarray:
+    """ada labels items 0..n-1 right, bo the same items with the first `n_wrong` wrong; bo's labels."""
+    y, names = demo.y_true, demo.classes
+    ids = np.arange(n)
+    demo.label(ids, [names[k] for k in y[ids]], annotator="ada")
+    bo = y[ids].copy()
+    bo[:n_wrong] = (bo[:n_wrong] + 1) % 10
+    demo.label(ids, [names[k] for k in bo], annotator="bo")
+    return bo
+
+
 def test_charts_show_no_made_up_rates_and_read_like_the_kappa_table(demo):
     """Labels written in one instant have no labels/hour (the table says "–"); the chart drew a bar at
     0 for them, a number nobody measured. The kappa heatmap listed its rows bottom-up (bokeh's
     categorical axis) while the table beside it lists them top-down."""
-    y, names = demo.y_true, demo.classes
-    ids = np.arange(30)
-    demo.label(ids, [names[k] for k in y[ids]], annotator="ada")        # one batch: one instant
-    other = y[ids].copy()
-    other[:6] = (other[:6] + 1) % 10
-    demo.label(ids, [names[k] for k in other], annotator="bo")
+    ada_and_bo(demo, 30, 6)                                               # each one batch: one instant
     panel = TeamPanel(demo, background=False)
     rep = panel.report
     table_rates = dict(zip(rep.annotators["annotator"], rep.annotators["labels_per_h"]))
@@ -63,11 +69,7 @@ def test_only_a_leads_review_label_takes_an_item_off_the_review_list(demo):
     for name, role in (("ada", "annotator"), ("bo", "annotator"), ("lee", "lead")):
         demo.store.add_annotator(name, role=role, token_hash=f"hash-of-{name}")
     y, names = demo.y_true, demo.classes
-    ids = np.arange(10)
-    demo.label(ids, [names[k] for k in y[ids]], annotator="ada")
-    wrong = y[ids].copy()
-    wrong[:5] = (wrong[:5] + 1) % 10
-    demo.label(ids, [names[k] for k in wrong], annotator="bo")
+    wrong = ada_and_bo(demo, 10, 5)
     disputed = set(range(5))
     assert set(team_report(demo).conflicts["id"]) >= disputed
     demo.label([0], [names[wrong[0]]], annotator="bo", source="review")       # bo "settles" his own way
