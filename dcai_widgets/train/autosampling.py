@@ -25,10 +25,23 @@ around it (exploration; worker 0 keeps the estimate itself). Two search spaces:
   update the items it drew, so the search adds no forward passes (cheaper, but it scored lower on both
   benchmark sets: RESULTS.md).
 
-``search_cycles`` (None: all): after that many cycles the winner trains alone with the last estimate
-for the remaining cycles, so the search costs about ``workers * search_cycles / cycles +
-(cycles - search_cycles) / cycles`` runs instead of ``workers``. The final model has taken exactly
-``cycles * steps_per_cycle`` gradient steps, like a baseline run at equal steps. No widget imports.
+``warmup`` (default 1) cycles train worker 0 alone with the starting schedule before the search: at
+initialization every item's loss is about ln(classes), so every exponent draws nearly the uniform
+distribution and a search there compares copies of one schedule (measured on MNIST / CIFAR10_0: alpha = 1
+is 0.014-0.017 in total variation from uniform at initialization, 0.10-0.11 after 100 steps); the others
+then start from the warmed-up weights. ``search_cycles`` (None: all): after that many cycles the winner
+trains alone with the last estimate for the remaining cycles (the final model is then that worker). The
+search costs about ``(warmup + workers * (search_cycles - warmup) + cycles - search_cycles) / cycles``
+runs of gradient steps (2.8 with the defaults: 3 workers, 10 cycles), plus one validation pass per
+worker and one loss pass over the training items per cycle (~3% of the CPU time on the benchmark sets).
+
+``final="average"`` (default): the final model is the mean of the workers' weights after the last
+cycle (all of them started that cycle from the same winner's weights, so their mean lies in one basin:
+a "uniform soup", Wortsman et al., ICML 2022; Izmailov et al., UAI 2018 for averaging along one run).
+It varies less from seed to seed than any single worker, whose weights carry the noise of its own last
+cycle of draws (benchmarks/RESULTS.md, "Train, third pass"). ``final="last"``: the last cycle's
+winner, as before. Either way the final model has taken ``cycles * steps_per_cycle`` gradient steps'
+worth of updates, like a baseline run at equal steps. No widget imports.
 """
 from __future__ import annotations
 
@@ -45,9 +58,10 @@ from torch import nn
 
 from .loop import predict_logits, torch_threads
 
-__all__ = ["AutoSampling", "SPACES"]
+__all__ = ["AutoSampling", "SPACES", "FINALS"]
 
 SPACES = ("loss", "items")
+FINALS = ("average", "last")
 
 
 @dataclass
@@ -60,7 +74,8 @@ class _Worker:
 
 @dataclass
 class AutoSampling:
-    """The schedule search; ``fit(X, y, val)`` sets ``model_`` (the final winner), ``p_`` (the last base
+    """The schedule search; ``fit(X, y, val)`` sets ``model_`` (the final model: the mean of the last
+    cycle's workers, or the last winner with ``final="last"``), ``p_`` (the last base
     distribution over the training items), ``alpha_`` (loss space: the last estimated exponent),
     ``loss_`` (loss space: the last seen loss of each training item; None in the items space),
     ``history_`` (cycle, winner, val_acc per worker, alpha per worker) and ``seconds_``."""
@@ -76,6 +91,8 @@ class AutoSampling:
     alpha_max: float = 3.0
     search_cycles: int | None = None
     loss_refresh: str = "cycle"
+    final: str = "average"
+    warmup: int = 1
     eps: float = 1e-3
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -95,6 +112,11 @@ class AutoSampling:
             raise ValueError(f"mix={self.mix!r} must be within [0, 1]")
         if self.search_cycles is not None and not 1 <= int(self.search_cycles) <= int(self.cycles):
             raise ValueError(f"search_cycles={self.search_cycles!r} must be within 1..cycles ({self.cycles}) or None")
+        if self.final not in FINALS:
+            raise ValueError(f"final={self.final!r}: use one of {FINALS}")
+        last = int(self.search_cycles or self.cycles)
+        if not 0 <= int(self.warmup) < last:
+            raise ValueError(f"warmup={self.warmup!r} must be within 0..{last - 1} (a cycle must be left to search)")
 
     @property
     def _sigma(self) -> float:
@@ -146,6 +168,22 @@ class AutoSampling:
                 check()
         return idx.numpy(), seen
 
+    @staticmethod
+    def _losses(model: nn.Module, X, y) -> np.ndarray:
+        return F.cross_entropy(predict_logits(model, X), y, reduction="none").numpy().astype(np.float64)
+
+    @staticmethod
+    def _average(models: list[nn.Module]) -> dict:
+        """The mean of the models' floating-point weights and buffers (integer buffers from the first)."""
+        sds = [m.state_dict() for m in models]
+        return {k: (torch.stack([sd[k] for sd in sds]).mean(0) if t.is_floating_point() else t.clone())
+                for k, t in sds[0].items()}
+
+    @staticmethod
+    def _copy(src: _Worker, dst: _Worker) -> None:
+        dst.model.load_state_dict(src.model.state_dict())
+        dst.opt.load_state_dict(copy.deepcopy(src.opt.state_dict()))
+
     def _search(self, X, y, val, check) -> None:
         n = len(X)
         rng = np.random.default_rng(self.seed)
@@ -163,14 +201,13 @@ class AutoSampling:
                 self._perturb(wk, base_p, base_alpha, rng)
             ws.append(wk)
         won, won_alpha = np.zeros(n), []
-        loss = (F.cross_entropy(predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64)
-                if self.space == "loss" else None)          # last seen per-item losses (updated from batches)
-        search = int(self.search_cycles or self.cycles)
+        loss = self._losses(ws[0].model, X, y) if self.space == "loss" else None   # last seen per-item losses
+        warmup, search, cycles = int(self.warmup), int(self.search_cycles or self.cycles), int(self.cycles)
         rows = []
-        for c in range(1, int(self.cycles) + 1):
-            active = ws if c <= search else ws[:1]
+        for c in range(1, cycles + 1):
+            active = ws if warmup < c <= search else ws[:1]
             if loss is not None and self.loss_refresh == "cycle" and c > 1:
-                loss = F.cross_entropy(predict_logits(ws[0].model, X), y, reduction="none").numpy().astype(np.float64)
+                loss = self._losses(ws[0].model, X, y)
             accs, scheds = [], []
             for wk in active:
                 scheds.append(self._train_cycle(wk, self._distribution(wk, loss), X, y, g, check))
@@ -178,10 +215,13 @@ class AutoSampling:
                     logits = predict_logits(wk.model, val[0])
                     accs.append((float((logits.argmax(1) == val[1]).float().mean()),
                                  -float(F.cross_entropy(logits, val[1]))))
-            if len(active) == 1:
+            if len(active) == 1:        # warm-up, or the winner training alone after the search
                 if loss is not None:
                     loss[scheds[0][0]] = scheds[0][1]
                 rows.append({"cycle": c, "winner": 0, "val_acc": float("nan"), "alpha_0": ws[0].alpha})
+                if c == warmup:         # the search starts: every worker from the warmed-up weights
+                    for wk in ws[1:]:
+                        self._copy(ws[0], wk)
                 continue
             best = max(range(len(active)), key=lambda k: accs[k])
             won += np.bincount(scheds[best][0], minlength=n)
@@ -191,14 +231,14 @@ class AutoSampling:
             rows.append({"cycle": c, "winner": best, "val_acc": accs[best][0],
                          **{f"val_acc_{k}": a[0] for k, a in enumerate(accs)},
                          **{f"alpha_{k}": wk.alpha for k, wk in enumerate(ws)}})
-            state, ostate = ws[best].model.state_dict(), ws[best].opt.state_dict()
+            if c == cycles and self.final == "average":      # the workers' mean weights are the final model
+                ws[best].model.load_state_dict(self._average([wk.model for wk in ws]))
             for k, wk in enumerate(ws):           # multi-exploitation: everyone continues from the winner
                 if k != best:
-                    wk.model.load_state_dict(state)
-                    wk.opt.load_state_dict(copy.deepcopy(ostate))
+                    self._copy(ws[best], wk)
             ws[best].p, ws[0].p = ws[0].p, ws[best].p          # worker 0 holds the winning schedule
             ws[best].alpha, ws[0].alpha = ws[0].alpha, ws[best].alpha
-            if (c % int(self.explore_every) == 0 or c == search) and c < int(self.cycles):   # exploration
+            if (c % int(self.explore_every) == 0 or c == search) and c < cycles:   # exploration
                 base_p = (1 - self.mix) * won / won.sum() + self.mix / n
                 base_alpha = float(np.mean(won_alpha))
                 won[:], won_alpha = 0, []
@@ -208,10 +248,10 @@ class AutoSampling:
                         self._perturb(wk, base_p, base_alpha, rng)
         self.model_ = ws[0].model.eval()
         if loss is not None and self.loss_refresh == "cycle":
-            loss = F.cross_entropy(predict_logits(self.model_, X), y, reduction="none").numpy().astype(np.float64)
+            loss = self._losses(self.model_, X, y)
         self.p_ = base_p if self.space == "items" else self._distribution(
             _Worker(ws[0].model, ws[0].opt, None, base_alpha), loss)
         self.alpha_ = base_alpha
         self.loss_ = loss
         self.history_ = pd.DataFrame(rows)
-        self.steps_ = int(self.cycles) * int(self.steps_per_cycle)
+        self.steps_ = cycles * int(self.steps_per_cycle)

@@ -32,9 +32,9 @@ def test_search_is_seeded_takes_the_stated_steps_and_learns():
     with torch.no_grad():
         assert torch.equal(a.model_(Xv), b.model_(Xv))
         assert (a.model_(Xv).argmax(1) == yv).float().mean() > 0.8
-    # the winner of each cycle has the best validation accuracy of the workers
+    # the winner of each cycle has the best validation accuracy of the workers (cycle 1: warm-up, one worker)
     accs = a.history_[[f"val_acc_{k}" for k in range(3)]].to_numpy()
-    assert np.allclose(a.history_["val_acc"], accs.max(1))
+    assert np.isnan(accs[0]).all() and np.allclose(a.history_["val_acc"][1:], accs[1:].max(1))
     assert a.p_.shape == (300,) and a.p_.sum() == pytest.approx(1.0)
     assert a.p_.min() >= 0.5 / 300 - 1e-12          # mixed with uniform: no item starves
     assert a.p_.max() > 1.0 / 300                     # items space: estimated from the winning schedules
@@ -53,7 +53,7 @@ def test_loss_space_searches_the_focus_exponent_and_items_space_still_runs(refre
     X, y = data()
     Xv, yv = data(90, seed=0)
     a = AutoSampling(make, workers=3, cycles=6, steps_per_cycle=10, explore_every=2, lr=1e-2, seed=3,
-                     sigma=0.8, loss_refresh=refresh).fit(X, y, (Xv, yv))
+                     sigma=0.8, loss_refresh=refresh, warmup=0).fit(X, y, (Xv, yv))
     alphas = a.history_[[f"alpha_{k}" for k in range(3)]].to_numpy()
     assert (alphas >= 0).all() and (alphas <= a.alpha_max).all() and len(np.unique(alphas.round(6))) > 1
     # the estimate after the last exploration is the mean exponent of the winning schedules since the one before
@@ -79,7 +79,8 @@ def test_loss_space_searches_the_focus_exponent_and_items_space_still_runs(refre
 def test_search_cycles_leave_the_winner_training_alone():
     X, y = data()
     Xv, yv = data(90, seed=0)
-    a = AutoSampling(make, workers=3, cycles=6, steps_per_cycle=10, search_cycles=2, lr=1e-2, seed=1).fit(X, y, (Xv, yv))
+    a = AutoSampling(make, workers=3, cycles=6, steps_per_cycle=10, search_cycles=2, lr=1e-2, seed=1,
+                     warmup=0).fit(X, y, (Xv, yv))
     h = a.history_
     assert len(h) == 6 and a.steps_ == 60
     assert h["val_acc"].iloc[:2].notna().all() and h["val_acc"].iloc[2:].isna().all()   # no workers to compare
@@ -90,3 +91,55 @@ def test_search_cycles_leave_the_winner_training_alone():
         AutoSampling(make, loss_refresh="never").fit(X, y, (Xv, yv))
     with pytest.raises(ValueError, match="space='pixels'"):
         AutoSampling(make, space="pixels").fit(X, y, (Xv, yv))
+
+
+class _Spy(AutoSampling):
+    """Records each worker's weights after every cycle it trains (worker identity, cycle index, weights)."""
+
+    def fit(self, X, y, val, check=None):
+        self.trained = []
+        return super().fit(X, y, val, check)
+
+    def _train_cycle(self, wk, p, X, y, g, check):
+        before = {k: t.detach().clone() for k, t in wk.model.state_dict().items()}
+        out = super()._train_cycle(wk, p, X, y, g, check)
+        after = {k: t.detach().clone() for k, t in wk.model.state_dict().items()}
+        self.trained.append((id(wk), after, before))
+        return out
+
+
+def test_final_model_is_the_mean_of_the_last_cycles_workers():
+    X, y = data()
+    Xv, yv = data(90, seed=0)
+    kw = dict(workers=3, cycles=3, steps_per_cycle=10, lr=1e-2, seed=2, warmup=0)
+    a = _Spy(make, final="average", **kw).fit(X, y, (Xv, yv))
+    last = [sd for _, sd, _ in a.trained[-3:]]          # the three workers' weights after the last cycle
+    assert len({i for i, _, _ in a.trained[-3:]}) == 3
+    for k, t in a.model_.state_dict().items():
+        assert torch.allclose(t, torch.stack([sd[k] for sd in last]).mean(0), atol=1e-6)
+        assert not any(torch.allclose(t, sd[k]) for sd in last)     # a mean, not one of them
+    b = _Spy(make, final="last", **kw).fit(X, y, (Xv, yv))
+    winner = int(b.history_["winner"].iloc[-1])
+    for k, t in b.model_.state_dict().items():          # "last": the winner's own weights, as before
+        assert torch.equal(t, b.trained[-3 + winner][1][k])
+    with pytest.raises(ValueError, match="final='best'"):
+        AutoSampling(make, final="best").fit(X, y, (Xv, yv))
+
+
+def test_warmup_cycles_train_one_worker_then_everyone_starts_from_its_weights():
+    X, y = data()
+    Xv, yv = data(90, seed=0)
+    a = _Spy(make, workers=3, cycles=4, steps_per_cycle=10, lr=1e-2, seed=4, warmup=2).fit(X, y, (Xv, yv))
+    h = a.history_
+    assert len(h) == 4 and a.steps_ == 40
+    assert h["val_acc"].iloc[:2].isna().all() and h["val_acc"].iloc[2:].notna().all()
+    # cycles trained: 1 + 1 (warm-up, worker 0 alone) + 3 + 3 = 8 (2.0 runs' worth instead of 3.0)
+    assert len(a.trained) == 8 and a.trained[0][0] == a.trained[1][0]
+    assert (h["alpha_0"].iloc[:2] == 0.0).all()        # the warm-up ran the starting schedule (uniform)
+    # the first searched cycle: three different workers, each starting from the warmed-up weights
+    warmed = a.trained[1][1]
+    assert len({i for i, _, _ in a.trained[2:5]}) == 3
+    for _, _, before in a.trained[2:5]:
+        assert all(torch.equal(before[k], warmed[k]) for k in warmed)
+    with pytest.raises(ValueError, match="warmup=4"):
+        AutoSampling(make, cycles=4, warmup=4).fit(X, y, (Xv, yv))
