@@ -27,6 +27,8 @@ RULES: dict[str, dict] = {
     "w20m10": dict(window=20, min_n=10),
     "w100": dict(window=100, min_n=20),
     "w50r0.5": dict(window=50, min_n=20, recent=0.5),
+    "w50m15r0.5": dict(window=50, min_n=15, recent=0.5),
+    "w30r0.5": dict(window=30, min_n=20, recent=0.5),
     "w50r0.67": dict(window=50, min_n=20, recent=0.67),
     "w50r0.8": dict(window=50, min_n=20, recent=0.8),
     "w50m15r0.67": dict(window=50, min_n=15, recent=0.67),
@@ -34,6 +36,14 @@ RULES: dict[str, dict] = {
     "w30m15r0.67": dict(window=30, min_n=15, recent=0.67),
     "w100r0.67": dict(window=100, min_n=20, recent=0.67),
 }
+
+
+def shipped() -> dict:
+    """The keyword arguments of the audit the Label panel uses (``SuggestionAudit()``'s defaults)."""
+    import inspect
+
+    return {k: v.default for k, v in inspect.signature(SuggestionAudit).parameters.items()
+            if k in ("window", "min_n", "recent")}
 
 
 def load(folder: str, partial: bool = False) -> list[dict]:
@@ -92,6 +102,17 @@ def score(docs: list[dict], rule: dict, lo: int = SHOW_PERCENT_FROM, hi: int = 1
                 errs.append(abs(ch["k"] / ch["n"] - ch["future_accuracy"]))
             if ch["labels"] in (50, 100):
                 at.setdefault(ch["labels"], []).append(ch)
+    per_ds: dict = {}
+    for d, c, o, a, b in zip(docs, shown_c, shown_o, all_c, all_o):
+        g = per_ds.setdefault(d["dataset"], [[], [], [], []])
+        g[0].append(c), g[1].append(o), g[2].append(a), g[3].append(b)
+    datasets = {}
+    for name, (c, o, a, b) in sorted(per_ds.items()):
+        c, o, a, b = np.concatenate(c), np.concatenate(o), np.concatenate(a), np.concatenate(b)
+        e, f = _ece_floor(c, o)
+        eu, fu = _ece_floor(a, b)
+        datasets[name] = {"share_shown": round(len(c) / max(1, len(a)), 3), "ece_shown": e, "floor_shown": f,
+                          "ece_ungated": eu, "floor_ungated": fu, "n": len(a)}
     sc, so = np.concatenate(shown_c), np.concatenate(shown_o)
     ac, ao = np.concatenate(all_c), np.concatenate(all_o)
     e, f = _ece_floor(sc, so)
@@ -100,7 +121,7 @@ def score(docs: list[dict], rule: dict, lo: int = SHOW_PERCENT_FROM, hi: int = 1
            "ece_ungated": eu, "floor_ungated": fu,
            "ece_shown_cell_worst": max((v["ece_shown"] for v in cells.values() if v["ece_shown"] is not None),
                                        default=None),
-           "rate_err_mean": round(float(np.mean(errs)), 4) if errs else None, "cells": cells}
+           "rate_err_mean": round(float(np.mean(errs)), 4) if errs else None, "datasets": datasets, "cells": cells}
     # the lower-noise check: each round's own ECE on the next ``shown`` (500) items its fit would ask
     op = [e for o, e in rounds if o]
     cl = [e for o, e in rounds if not o]
@@ -125,6 +146,6 @@ def compare(folder: str, rules: dict[str, dict] | None = None, partial: bool = F
     for eng in sorted({d["engine"] for d in docs}):
         part = [d for d in docs if d["engine"] == eng]
         out[eng] = {"curves": [f"{d['dataset']}/s{d['seed']}" for d in part]}
-        for name, rule in (rules or RULES).items():
+        for name, rule in {**(rules or RULES), "shipped": shipped()}.items():
             out[eng][name] = score(part, rule)
     return out

@@ -363,7 +363,18 @@ def main_gate_from(folder: str, partial: bool = False) -> None:
             print(f"  {'':12s} next-{DEFAULT_SHOWN} ECE per round: open {x['open']:.3f} of {x['rounds']}, mean when open "
                   f"{x['ece_open_mean']} (worst {x['ece_open_worst']}), when closed {x['ece_closed_mean']}; "
                   f"open with ECE > 0.05: {x['open_over_0.05']}, closed with <= 0.05: {x['closed_under_0.05']}")
-    print(json.dumps({"mode": "gate-from", "rules": {k: v for k, v in _gate_rules.RULES.items()}, "result": res}))
+    slim = {e: {r: {k: v for k, v in x.items() if k != "cells"} for r, x in d.items() if r != "curves"}
+            for e, d in res.items()}
+    out = {"mode": "gate-from", "rules": _gate_rules.RULES, "shipped": _gate_rules.shipped(),
+           "curves": {e: d["curves"] for e, d in res.items()}, "result": slim,
+           "shipped_cells": {e: d["shipped"]["cells"] for e, d in res.items()}}
+    for e, d in res.items():   # headline: the shipped rule against the rule before (w50), suggestions at 50-100 labels
+        for r, tag in (("shipped", ""), ("w50", "_before")):
+            out[f"{e}_share_shown{tag}"] = d[r]["share_shown"]
+            out[f"{e}_ece_shown{tag}"] = d[r]["ece_shown"]
+            out[f"{e}_floor_shown{tag}"] = d[r]["floor_shown"]
+        out[f"{e}_ece_ungated"] = d["shipped"]["ece_ungated"]
+    print(json.dumps(out))
 
 
 def main() -> None:

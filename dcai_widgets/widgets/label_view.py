@@ -149,6 +149,11 @@ class LabelView:
         if v.open:
             return shown, (f"calibrated probability that the suggestion is right; the last {v.n} suggestions "
                            f"shown here: {v.mean_conf:.0%} on average, right {v.k}/{v.n}")
+        if v.n < audit.min_n and audit.total_ > v.n:   # older fits' records no longer count
+            return (f"uncertain — {v.n} of {audit.min_n} suggestions of the current model checked",
+                    ("the model changed since the earlier suggestions were checked (they came from fits on "
+                     "fewer than half of today's labels): a percentage returns once "
+                     f"{audit.min_n} suggestions of recent fits have been checked against your labels"))
         if v.n < audit.min_n:
             return (f"uncertain — {v.n} of {audit.min_n} suggestions checked since this page opened",
                     ("the confidences shown before are not stored: a percentage returns once "

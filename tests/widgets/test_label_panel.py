@@ -375,9 +375,9 @@ def test_after_wrong_confident_suggestions_the_panel_says_uncertain_with_the_tru
     for _ in range(5):           # and accepts five
         p.accept()
     v = p.audit.verdict()
-    assert (v.k, v.n, v.open) == (25, 40, False)
-    assert ">uncertain — recent suggestions right 25/40</span>" in p.suggestion.value
-    assert ">99%<" not in p.suggestion.value   # (the tooltip says why: mean shown 99%, right 25/40)
+    assert (v.k, v.n, v.open) == (15, 30, False)   # the audit's window: the last 30 records
+    assert ">uncertain — recent suggestions right 15/30</span>" in p.suggestion.value
+    assert ">99%<" not in p.suggestion.value   # (the tooltip says why: mean shown 99%, right 15/30)
     assert "suggested: <b>6</b>" in p.suggestion.value and not p.accept_button.disabled
     assert store_labels(demo) == {**{i: "3" for i in range(1, 16)}, **{i: "6" for i in range(16, 21)}}
 
