@@ -264,6 +264,8 @@ class SharedQueue:
         if self._claimed is None:
             held = self.held()
             self._taken.update(held)
+            if not rank and held:   # a restarted page before its first fit: the team's last ranking, so
+                rank = self._published_rank()   # it shows the item it showed (not the lowest number)
         else:
             held = self._claimed
         held = sorted(held, key=lambda i: rank.get(i, -1))   # in the engine's order
@@ -284,6 +286,18 @@ class SharedQueue:
             chunk = [int(i) for i in rest[a:a + step] if int(i) not in seen]
             if chunk:
                 yield chunk
+
+    def _published_rank(self) -> dict[int, int]:
+        """{item: position} in the team's latest published ranking of this engine ({} without one)."""
+        if self.team_ is None:
+            return {}
+        try:
+            st = self.team_.store.published(self.team_.name)
+        except Exception:  # noqa: BLE001 - an order hint only: the claims are what matters
+            return {}
+        if not st or st.get("engine") != self.team_.engine:
+            return {}
+        return {int(i): k for k, i in enumerate(st.get("ranking", []))}
 
     def _overlap_backlog(self) -> list[int]:
         """Items others labeled that the overlap still wants this annotator's label on, oldest first.
