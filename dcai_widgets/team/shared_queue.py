@@ -264,8 +264,8 @@ class SharedQueue:
         if self._claimed is None:
             held = self.held()
             self._taken.update(held)
-            if not rank and held:   # a restarted page before its first fit: the team's last ranking, so
-                rank = self._published_rank()   # it shows the item it showed (not the lowest number)
+            if not rank and held:   # a restarted page before its first fit: in the order they were
+                held = self._restart_order(held)   # claimed, so it shows the item it showed
         else:
             held = self._claimed
         held = sorted(held, key=lambda i: rank.get(i, -1))   # in the engine's order
@@ -287,17 +287,24 @@ class SharedQueue:
             if chunk:
                 yield chunk
 
-    def _published_rank(self) -> dict[int, int]:
-        """{item: position} in the team's latest published ranking of this engine ({} without one)."""
-        if self.team_ is None:
-            return {}
-        try:
-            st = self.team_.store.published(self.team_.name)
-        except Exception:  # noqa: BLE001 - an order hint only: the claims are what matters
-            return {}
-        if not st or st.get("engine") != self.team_.engine:
-            return {}
-        return {int(i): k for k, i in enumerate(st.get("ranking", []))}
+    def _restart_order(self, held: list[int]) -> list[int]:
+        """``held`` in the order this annotator's page claimed them: the team's latest published ranking
+        of this engine first, then the fixed fallback order of ``_candidate_chunks`` (a page that had no
+        fit yet). The store returns claims by item number: a restarted page showed its lowest-numbered
+        claim, not the one it showed."""
+        ranking: list = []
+        if self.team_ is not None:
+            try:
+                st = self.team_.store.published(self.team_.name)
+            except Exception:  # noqa: BLE001 - an order hint only: the claims are what matters
+                st = None
+            if st and st.get("engine") == self.team_.engine:
+                ranking = st.get("ranking", [])
+        pos = {int(i): k for k, i in enumerate(ranking)}
+        n = len(self.session)
+        fallback = np.empty(n, dtype=np.int64)
+        fallback[np.random.default_rng(0).permutation(n)] = np.arange(n)   # as in _candidate_chunks
+        return sorted(held, key=lambda i: (0, pos[i]) if i in pos else (1, int(fallback[i]) if 0 <= i < n else n))
 
     def _overlap_backlog(self) -> list[int]:
         """Items others labeled that the overlap still wants this annotator's label on, oldest first.

@@ -28,3 +28,17 @@ def test_a_restarted_page_shows_the_item_it_showed(tmp_path):
     assert first == [shown], f"showed {first} after the restart, {shown} before"
     claims = s2.store.claims()
     assert set(got) <= set(claims[claims["annotator"] == "ada"]["id"])   # every claim is still ada's
+
+
+def test_a_page_restarted_before_any_fit_shows_the_item_it_showed(tmp_path):
+    """The served app's case: ada's page had claimed in the fixed fallback order (no fit published
+    yet) when the server was killed; after the restart it showed her lowest-numbered claim instead."""
+    path = tmp_path / "labels.db"
+    s = dw.Session.demo(store=path)
+    q = SharedQueue(s, UncertaintyQueue(s, cold_start=5), annotator="ada", heartbeat_s=0)   # never fitted
+    got = q.candidates(6)
+    assert got != sorted(got)
+    s.store.close()
+    s2 = dw.Session.demo(store=path)
+    q2 = SharedQueue(s2, UncertaintyQueue(s2, cold_start=5), annotator="ada", heartbeat_s=0)
+    assert q2.candidates(1) == [got[0]]
