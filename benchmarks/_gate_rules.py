@@ -19,7 +19,8 @@ import numpy as np
 
 from dcai_widgets.calibration import SHOW_PERCENT_FROM, SuggestionAudit, ece
 
-# the rules compared (name -> SuggestionAudit keyword arguments); "w50" is the gate shipped before
+# the rules compared (name -> SuggestionAudit keyword arguments; no "recent" = the plain window); "w50" is the
+# gate shipped before issue 14's third pass, "shipped" (added by ``compare``) the one shipped now
 RULES: dict[str, dict] = {
     "w50": dict(window=50, min_n=20),
     "w30": dict(window=30, min_n=20),
@@ -56,7 +57,7 @@ def load(folder: str, partial: bool = False) -> list[dict]:
 def replay(doc: dict, rule: dict, upto: int = 100) -> dict:
     """One curve under one rule: per suggestion (fit labels, shown confidence, right, shown as a
     percentage?) and per checkpoint (audited k/n before it, the next 50 suggestions' accuracy)."""
-    audit = SuggestionAudit(**rule)
+    audit = SuggestionAudit(**{"recent": None, **rule})   # a rule without ``recent`` audits the plain window
     recs, checks, seen_fits = [], [], set()
     log = doc["log"]
     for j, (m, c, o) in enumerate(log):
