@@ -8,6 +8,12 @@ undo, claims, registry) take one transaction-level advisory lock and run one at 
 cross-process priority signal is a shared advisory lock held while a person's label is written; a bulk
 writer checks it (``pg_try_advisory_lock``) before each part. Batch ids come from a sequence.
 
+On the wire (what a team of pages pressing keys costs the server): each write is one psycopg pipeline,
+so a person's label with its claim check waits for the server twice (the reads it needs, then COMMIT)
+instead of ten times; ``IN (...)`` lists go as one array parameter, so statements keep one text and are
+prepared; and a connection whose thread ended serves the next thread (background work runs in a new
+thread each time). benchmarks/RESULTS.md, "Team load on PostgreSQL".
+
 A lost connection (server restarted, network blip) is retried with backoff for up to ``retry_s``
 seconds before ``StoreUnavailableError``. A write whose COMMIT was sent but never acknowledged is not
 applied twice: its batch id is drawn once, and the retry first looks whether that batch is stored.
