@@ -21,10 +21,12 @@ by forgetting events or k-center and class-balanced selection did not do better 
 
 (2) AutoSampling (Sun et al., ICML 2021) vs uniform / class-balanced / loss-based importance sampling, all
 at the same number of gradient steps (CYCLES x STEPS), MLP (hidden 128) on the PCA-32 embeddings (the
-Trainer's default model), 3 seeds; AutoSampling in its default loss-exponent space and in the paper's
-per-item space ("autosampling_items"). Baselines keep their best-validation epoch (epoch = STEPS steps),
+Trainer's default model), 3 seeds (``--seeds`` for more); AutoSampling with its defaults (loss-exponent
+space, one warm-up cycle, final model = the mean of the last cycle's workers), with the second pass's
+setting ("autosampling_prev": no warm-up, the last winner as the final model) and in the paper's per-item
+space ("autosampling_items"). Baselines keep their best-validation epoch (epoch = STEPS steps),
 AutoSampling picks winners on the same validation set. Cost ratio = AutoSampling's CPU seconds / one
-uniform run's (``_wall``: wall time; the box is shared).
+uniform run's (``_wall``: wall time; the box is shared). Spread = max - min over the seeds.
 
 (3) ``--calibration``: ECE of the Inspect panel's shown confidence per calibrator (see ``inspect_calibration``).
 
@@ -54,6 +56,8 @@ DATA = Path(os.environ.get("DCAI_SHARED_DATA", Path(__file__).resolve().parents[
 TARGET_EPOCHS, PROXY_EPOCHS, FINAL_EPOCHS = 10, 2, 15
 CYCLES, STEPS, WORKERS = 10, 100, 3
 SEEDS = (0, 1, 2)
+AS_VARIANTS = (("autosampling", {}), ("autosampling_prev", {"final": "last", "warmup": 0}),
+               ("autosampling_items", {"space": "items"}))
 
 
 def mnist():
@@ -146,7 +150,7 @@ def sampling(name, E, y):
     E, y = torch.from_numpy(standardize(E)), torch.as_tensor(y)
     tr, va, te = split(len(y))
     make = lambda: MLP(E.shape[1], 10, hidden=128)  # noqa: E731
-    res = {k: [] for k in ("uniform", "balanced", "loss", "autosampling", "autosampling_items")}
+    res = {k: [] for k in ("uniform", "balanced", "loss", *(v for v, _ in AS_VARIANTS))}
     wall, cpu = ({k: [] for k in res} for _ in range(2))
     for seed in SEEDS:
         for key, sampler in (("uniform", UniformSampler()), ("balanced", ClassSampler()), ("loss", LossSampler())):
@@ -158,14 +162,18 @@ def sampling(name, E, y):
             wall[key].append(w)
             cpu[key].append(c)
             res[key].append(accuracy(m, E[te], y[te]))
-        for key, space in (("autosampling", "loss"), ("autosampling_items", "items")):
-            a, w, c = timed(lambda: AutoSampling(make, workers=WORKERS, cycles=CYCLES, steps_per_cycle=STEPS, space=space,
-                                                 seed=seed).fit(E[tr], y[tr], (E[va], y[va])))
+        for key, kw in AS_VARIANTS:
+            a, w, c = timed(lambda: AutoSampling(make, workers=WORKERS, cycles=CYCLES, steps_per_cycle=STEPS,
+                                                 seed=seed, **kw).fit(E[tr], y[tr], (E[va], y[va])))
             wall[key].append(w)
             cpu[key].append(c)
             res[key].append(accuracy(a.model_, E[te], y[te]))
-            if space == "loss":
-                print(f"[{name}] seed {seed}: AutoSampling's last focus exponent {a.alpha_:.2f}", flush=True)
+            if a.space == "loss":
+                h = a.history_.dropna(subset=["val_acc_0"])
+                won = [round(float(r[f"alpha_{int(r['winner'])}"]), 2) for _, r in h.iterrows()]
+                print(f"[{name}] seed {seed} {key}: test {res[key][-1]:.4f}, winning exponents per cycle "
+                      f"{won}, last estimate {a.alpha_:.2f}, {c / cpu['uniform'][-1]:.2f}x uniform's CPU",
+                      flush=True)
     out = {}
     for k in res:
         out[f"{k}_acc"] = float(np.mean(res[k]))
@@ -173,6 +181,7 @@ def sampling(name, E, y):
     out["cost_ratio"] = float(np.sum(cpu["autosampling"]) / np.sum(cpu["uniform"]))
     out["cost_ratio_wall"] = float(np.sum(wall["autosampling"]) / np.sum(wall["uniform"]))
     out["cost_ratio_items"] = float(np.sum(cpu["autosampling_items"]) / np.sum(cpu["uniform"]))
+    out["cost_ratio_prev"] = float(np.sum(cpu["autosampling_prev"]) / np.sum(cpu["uniform"]))
     out["margin_vs_uniform"] = out["autosampling_acc"] - out["uniform_acc"]
     print(f"[{name}] sampling " + ", ".join(f"{k}={v:.4f}" for k, v in out.items())
           + "".join(f" per-seed {k}={[round(v, 4) for v in res[k]]}" for k in res), flush=True)
@@ -236,13 +245,19 @@ def figures(name: str, s: dict | None, a: dict | None) -> dict:
                      f"{p}autosampling_cost_ratio": round(a["cost_ratio"], 2),
                      f"{p}autosampling_items_acc": round(a["autosampling_items_acc"], 4),
                      f"{p}autosampling_cost_ratio_wall": round(a["cost_ratio_wall"], 2),
-                     f"{p}autosampling_items_cost_ratio": round(a["cost_ratio_items"], 2)})
+                     f"{p}autosampling_items_cost_ratio": round(a["cost_ratio_items"], 2),
+                     f"{p}autosampling_prev_acc": round(a["autosampling_prev_acc"], 4),
+                     f"{p}autosampling_prev_spread": round(a["autosampling_prev_spread"], 4),
+                     f"{p}autosampling_prev_cost_ratio": round(a["cost_ratio_prev"], 2),
+                     f"{p}loss_spread": round(a["loss_spread"], 4),
+                     f"{p}autosampling_seeds": len(SEEDS)})
     return figs
 
 
 def main() -> int:
     """Run everything (default), or one part on one set (``--part svp|sampling --data mnist|cifar``, the
     parts' JSON lines merged with ``--merge FILE...``: the four parts can run as separate processes)."""
+    global SEEDS
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -250,7 +265,9 @@ def main() -> int:
     ap.add_argument("--part", choices=("svp", "sampling"))
     ap.add_argument("--data", choices=("mnist", "cifar"))
     ap.add_argument("--merge", nargs="+")
+    ap.add_argument("--seeds", type=int, default=len(SEEDS), help="training seeds 0..N-1 (default 3)")
     args = ap.parse_args()
+    SEEDS = tuple(range(args.seeds))
     torch.set_num_threads(1)
     if args.calibration:
         inspect_calibration()
