@@ -95,9 +95,10 @@ def score(docs: list[dict], rule: dict, lo: int = SHOW_PERCENT_FROM, hi: int = 1
         part = [(c, o, s) for m, c, o, s in r["recs"] if lo <= m <= hi]
         c = np.array([p[0] for p in part]); o = np.array([p[1] for p in part], bool); s = np.array([p[2] for p in part], bool)
         shown_c.append(c[s]); shown_o.append(o[s]); all_c.append(c); all_o.append(o)
+        e_c, f_c = _ece_floor(c[s], o[s])
         cells[f"{d['dataset']}/s{d['seed']}"] = {"shown": round(float(s.mean()), 3) if len(s) else None,
-                                                "ece_shown": round(ece(c[s], o[s]), 4) if s.any() else None,
-                                                "n_shown": int(s.sum())}
+                                                "ece_shown": e_c, "floor_shown": f_c, "n_shown": int(s.sum()),
+                                                "ece_ungated": round(ece(c, o), 4) if len(c) else None}
         for ch in r["checks"]:
             if ch["n"]:
                 errs.append(abs(ch["k"] / ch["n"] - ch["future_accuracy"]))
