@@ -138,7 +138,9 @@ class Lancet:
     training per fit; 5, as the entropy queue: a fold model then trains on 4/5 of the labels instead of
     2/3, closer to the full model whose confidence is shown: at 50 labels the worst "coverage" ECE of the
     propagated labels over digits, MNIST-10k and docstrings (2-3 seeds) went from 0.188 to 0.051; at 100
-    it rose from 0.083 to 0.111 on one text seed; benchmarks/RESULTS.md, issue 14 second pass).
+    it rose from 0.083 to 0.111 on one text seed; benchmarks/RESULTS.md, issue 14 second pass; the cause,
+    third pass: the items LANCET asks are harder than the unlabeled pool at the same score and distance on
+    text, so the calibrator learns their accuracy and under-states the pool's, 72% said for 83% right).
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
     ``embedding_`` (N, z), ``weights_`` (unlabeled ids -> DMN weight), ``candidates_``, ``report_``,
