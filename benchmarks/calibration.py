@@ -8,6 +8,8 @@ engine's old and current default method and number of folds, scored on the same 
     python benchmarks/calibration.py --seeds 0,1,2 --checkpoints 50,100 --states /tmp/cal-states
     python benchmarks/calibration.py --from-states /tmp/cal-states     # re-score saved checkpoints
     python benchmarks/calibration.py --gate --seeds 0,1,2             # the Label panel's live audit gate
+    python benchmarks/calibration.py --gate --seeds 0 --states DIR    # ... and save each curve's record
+    python benchmarks/calibration.py --gate-from DIR [--partial]      # replay audit rules on saved curves
 
 Sources (what a person sees):
   lancet_propagated  LANCET's propagated labels: every item no person labeled.
