@@ -108,8 +108,10 @@ class App(W.VBox):
         children.append(W.HTML('<i class="dcai-building">building the map…</i>'))
         titles.append("Explore")
         if _has_panel("inspect"):
+            # a team annotator's relabel is their own label; only a lead's (or the single user's) is a review
             self._builders[len(children)] = lambda: _optional_panel("inspect", "InspectPanel")(
-                session, annotator=self.annotator or getattr(self.label_panel, "annotator", None))
+                session, annotator=self.annotator or getattr(self.label_panel, "annotator", None),
+                label_source="human" if self.team and self.role != "lead" else "review")
             children.append(W.HTML("<i>loading…</i>"))
             titles.append("Inspect")
         if _has_panel("clean"):   # ELITE; needs the session's "normal" and "anomaly" classes (says so if not)

@@ -5,7 +5,9 @@ chooses ("train on": your labels by default; optionally imported and propagated 
 factors collected in the background (``widgets.threads.Background``: coalesced, results handed to the
 main thread); it retrains when those labels change. A list of validation items (misclassified first)
 opens the top proponents/opponents of the chosen item, and a suspects list lets the expert relabel
-(``source="review"``, with the page's annotator), confirm, or exclude each item, by mouse or keyboard.
+(``source="review"``, with the page's annotator; in a team, an annotator who is not a lead writes
+``source="human"``: a review label would override colleagues' labels), confirm, or exclude each item,
+by mouse or keyboard.
 The "model" choice inspects instead a model the Train tab stored in ``session.models`` (its weights,
 holdout and checkpoints). The confidence shown for a prediction is calibrated on cross-fitted labels
 (``metastore.inspect_model.calibrate``), and "uncertain" before ``calibration.SHOW_PERCENT_FROM`` labels.
@@ -57,7 +59,10 @@ class InspectPanel(ModelChoice, SuspectActions, W.VBox):
     def __init__(self, session: Any, path: str | None = None, k: int = 8, n_suspects: int = 20,
                  background: bool = True, auto_start: bool = True, annotator: str | None = None,
                  epochs: int = 10, train_on: str = "people", auto_retrain: bool = True,
-                 model: str | None = None, calibrate: bool = True) -> None:
+                 model: str | None = None, calibrate: bool = True, label_source: str = "review") -> None:
+        if label_source not in ("review", "human"):
+            raise ValueError(f"label_source={label_source!r}: use 'review' (a lead or the single user) or "
+                             f"'human' (a team annotator's own label)")
         if int(k) < 1 or int(n_suspects) < 1:
             raise ValueError(f"k and n_suspects must be positive ints, got k={k!r}, n_suspects={n_suspects!r}")
         if train_on not in TRAIN_SETS:
@@ -71,6 +76,7 @@ class InspectPanel(ModelChoice, SuspectActions, W.VBox):
         self.n_suspects = int(n_suspects)
         self.background = background
         self.annotator = annotator
+        self.label_source = label_source  # what relabel/confirm write: "review" wins over people's labels
         self.epochs = int(epochs)
         self.auto_retrain = bool(auto_retrain)
         self.calibrate = bool(calibrate)

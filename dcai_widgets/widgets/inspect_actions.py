@@ -75,13 +75,14 @@ class SuspectActions:
     def _review(self, item_id: int, name: str) -> None:
         self._own_write = True
         try:
-            self.session.label([int(item_id)], [name], annotator=self.annotator, source="review")
+            self.session.label([int(item_id)], [name], annotator=self.annotator,
+                               source=getattr(self, "label_source", "review"))
         finally:
             self._own_write = False
 
     def relabel(self, item_id: int, label: str | int) -> str:
-        """Write a corrected label for a training item (``source="review"``, the page's annotator); an int
-        is a class position."""
+        """Write a corrected label for a training item (the panel's ``label_source``, "review" unless a team
+        annotator who is not a lead; the page's annotator); an int is a class position."""
         name = self.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)
         if name not in self.classes:
             raise ValueError(f"{name!r} is not one of the classes {self.classes}")
@@ -89,7 +90,7 @@ class SuspectActions:
         return f"relabeled as {name}"
 
     def confirm(self, item_id: int) -> str:
-        """Record that the item's training label was reviewed and is right (``source="review"``)."""
+        """Record that the item's training label was reviewed and is right (the panel's ``label_source``)."""
         im = self._require()
         lab = int(im.y[int(item_id)])
         if lab < 0:

@@ -205,3 +205,28 @@ def test_team_panel_claims_again_while_half_its_claims_are_left(demo):
         panel.press(str(demo.y_true[i]))
         assert panel.current != i
     q.close()
+
+
+def test_a_team_annotators_inspect_relabel_is_their_own_label_not_a_review(demo, monkeypatch):
+    """A "review" label wins over everyone's labels in the store, so in a team only a lead's Inspect
+    relabel is one; an annotator's relabel is a "human" label (a vote the Review view weighs)."""
+    import dcai_widgets.widgets.inspect as inspect_mod
+    made = {}
+
+    class Recorder:
+        def __init__(self, session, **kw):
+            made[kw["annotator"]] = kw.get("label_source", "review")
+
+    monkeypatch.setattr(inspect_mod, "InspectPanel", Recorder)
+    for who, role in (("ada", "annotator"), ("lee", "lead")):
+        app = App(demo, annotator=who, queue=UncertaintyQueue(demo, cold_start=5), role=role, team=True)
+        app._builders[list(app.tabs.titles).index("Inspect")]()
+    assert made == {"ada": "human", "lee": "review"}
+    monkeypatch.undo()
+    p = inspect_mod.InspectPanel(demo, auto_start=False, annotator="ada", label_source="human")
+    i = int(np.setdiff1d(np.arange(len(demo)), demo.labeled()["id"])[0])
+    p.relabel(i, 1)
+    row = demo.store.events(("human", "review")).iloc[-1]
+    assert (int(row["id"]), row["source"], row["annotator"]) == (i, "human", "ada")
+    with pytest.raises(ValueError, match="label_source"):
+        inspect_mod.InspectPanel(demo, auto_start=False, label_source="lead")
