@@ -203,3 +203,46 @@ def test_refit_trains_a_fresh_copy_on_given_ids_and_stores_nothing(sess):
     u = Trainer(sess, model=own, epochs=3, progress=False, name=None).fit()
     r = u.refit(np.arange(100))
     assert r.model_ is not own and not torch.equal(r.model_.fc1.weight, own.fc1.weight)
+
+
+def _digits_session(tmp_path, n_labels, seed=0):
+    """scikit-learn's digits as the demo holds them, with ``n_labels`` correct people's labels."""
+    s = dw.Session.demo(store=tmp_path / "digits.db")
+    ids = np.sort(np.random.default_rng(seed).choice(len(s), n_labels, replace=False))
+    s.label(ids, np.asarray(s.classes)[np.asarray(s.y_true)[ids]], annotator="ann")
+    return s, ids
+
+
+def test_default_budget_gives_a_sensible_model_from_few_labels(tmp_path):
+    # 60 labels are 48 training items: one optimizer step per epoch, so 30 epochs were 30 steps and the
+    # old default got 45-61% on the unlabeled digits (logistic regression on all 60 labels: ~78-80%)
+    s, ids = _digits_session(tmp_path, 60)
+    t = Trainer(s, progress=False).fit()
+    rest = np.setdiff1d(np.arange(len(s)), ids)
+    assert int(t.history_["steps"].iloc[-1]) >= 100              # the budget is counted in steps
+    assert t.evaluate(rest, y=np.asarray(s.y_true)[rest])["accuracy"] > 0.70   # now ~0.78; 30 steps: 0.61
+
+
+def test_min_steps_sets_steps_per_epoch_only_when_one_pass_is_fewer(sess):
+    t = Trainer(sess, epochs=10, min_steps=200, batch_size=64, progress=False, patience=None, name=None).fit()
+    assert list(t.history_["steps"]) == [20 * e for e in range(1, 11)]     # 120 training items: 2 steps/pass
+    u = Trainer(sess, epochs=10, min_steps=0, batch_size=64, progress=False, patience=None, name=None).fit()
+    assert list(u.history_["steps"]) == [2 * e for e in range(1, 11)]
+    v = Trainer(sess, epochs=10, min_steps=200, steps_per_epoch=3, progress=False, patience=None, name=None).fit()
+    assert int(v.history_["steps"].iloc[-1]) == 30                        # an explicit steps_per_epoch wins
+    with pytest.raises(ValueError, match="min_steps"):
+        Trainer(sess, min_steps=-1, progress=False).fit()
+
+
+def test_holdout_accuracy_is_the_kept_models_with_its_count_and_wilson_interval(sess):
+    from dcai_widgets.calibration import wilson
+
+    t = Trainer(sess, epochs=8, progress=False, name=None).fit()
+    h = t.holdout_
+    assert h["n"] == len(t.val_ids_) == 30
+    right = int((t.predict(t.val_ids_) == sess.y_true[t.val_ids_]).sum())
+    assert h["correct"] == right and h["accuracy"] == pytest.approx(right / 30)
+    assert (h["low"], h["high"]) == pytest.approx(wilson(right, 30))
+    assert h["low"] <= h["accuracy"] <= h["high"] and h["high"] - h["low"] > 0.05
+    none = Trainer(sess, epochs=2, holdout=0.0, progress=False, name=None).fit()
+    assert none.holdout_["n"] == 0
