@@ -126,9 +126,7 @@ class TrainPanel(W.VBox):
         h = t.history_
         d = t.data_.counts
         what = f"{d['labels']} labels" + (f" + {d['propagated']} propagated" if d["propagated"] else "")
-        acc = h["val_acc"].max() if len(h) and h["val_acc"].notna().any() else None
-        best = (f"; best holdout accuracy {acc:.1%} on {len(t.val_ids_)} items" if acc is not None
-                else "; no holdout (too few labels)")
+        best = "; " + holdout_text(t.holdout_)
         how = "stopped" if t.stopped_ else "trained"
         self._status(f"{how} after {len(h)} epoch(s) in {t.fit_seconds_:.1f} s on {what} "
                      f"({d['excluded']} excluded){best}; stored as session.models[{self.name!r}]", "done")
@@ -234,3 +232,12 @@ class _LabelsCurve:
 
     def add(self, row: dict) -> None:
         self.source.stream({"labels": [int(row["labels"])], "accuracy": [float(row["accuracy"])]})
+
+
+def holdout_text(h: dict) -> str:
+    """The kept model's holdout accuracy as people should read it: right/count, the rate and its 95%
+    Wilson interval (a 13-item holdout cannot tell 60% from 85%), or why there is none."""
+    if not h.get("n"):
+        return "no holdout to measure accuracy on (too few people's labels)"
+    return (f"holdout accuracy {h['correct']}/{h['n']} = {h['accuracy']:.0%} "
+            f"(95% interval {h['low']:.0%}-{h['high']:.0%}; the holdout also chose when to stop)")

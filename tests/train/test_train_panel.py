@@ -68,3 +68,16 @@ def test_accuracy_vs_labels_curve(sess):
         box.value = False
     p.accuracy_vs_labels()
     assert 'data-state="error"' in p.labels_status.value
+
+
+def test_status_shows_holdout_accuracy_with_its_count_and_interval(sess):
+    from dcai_widgets.calibration import wilson
+
+    p = TrainPanel(sess, epochs=4, background=False)
+    p.train()
+    h = p.fitted.holdout_
+    lo, hi = wilson(h["correct"], h["n"])
+    assert h["n"] == 12
+    assert f"holdout accuracy {h['correct']}/12 = {h['correct'] / 12:.0%}" in p.status.value
+    assert f"95% interval {lo:.0%}-{hi:.0%}" in p.status.value
+    assert "best holdout accuracy" not in p.status.value     # not the max over epochs (selection-biased)
