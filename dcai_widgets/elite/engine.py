@@ -23,6 +23,7 @@ from ..lancet._threads import torch_threads
 from .alice import alice_step, tailored_loss, validation_loss, validation_weights
 from .inputs import Inputs, arrays_inputs, session_inputs
 from .models import build
+from .pollution import PollutionEstimate, audit_order, estimate_pollution
 
 BACKBONES = ("svdd", "ae", "conv")
 QUERY_RULES = ("score", "meta", "margin", "random")
@@ -52,7 +53,10 @@ class Elite:
 
     After ``fit()``: ``scores_`` (N,) higher = more anomalous; ``pseudo_labels_`` (N,) 1 anomalous,
     0 normal (the expert's label for labeled items, -1 for excluded ones not labeled); ``meta_gradients_``
-    (N,) each pool item's latest meta-gradient (0 for items not trained on); ``C_``; ``history_``.
+    (N,) each pool item's latest meta-gradient (0 for items not trained on); ``C_``; ``history_``; ``pollution_estimate_``
+    (``pollution.PollutionEstimate``) and ``pollution_`` (its point estimate, NaN when not estimable):
+    the set's share of anomalies from the expert's labels in the fixed random order ``audit_order_``
+    (the "random" query rule), never from labels chosen by score or from the pseudo labels.
     """
 
     def __init__(self, session: Any = None, backbone: str | torch.nn.Module = "svdd", normal: str = "normal",
@@ -166,7 +170,13 @@ class Elite:
         self.pseudo_labels_ = pseudo
         self.meta_gradients_ = np.zeros(n)
         self.meta_gradients_[train] = meta
-        self.threshold_, self.pollution_ = _pollution(scores, train, inp.val_ids, inp.val_labels)
+        self.threshold_ = _threshold(scores, inp.val_ids, inp.val_labels)
+        self.audit_order_ = audit_order(n, self.seed)
+        codes = np.full(n, -1, dtype=np.int64)
+        codes[inp.val_ids] = inp.val_labels
+        est = estimate_pollution(codes, inp.excluded, self.audit_order_)
+        self.pollution_estimate_: PollutionEstimate = est
+        self.pollution_ = est.estimate
 
     def _fit_semi(self, inp: Inputs, X: torch.Tensor, callback):
         """``mode="semi"`` (beyond the paper): ``folds`` models, each trained on the pool plus the expert
@@ -288,9 +298,9 @@ class Elite:
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
         pool = self.train_ids_
-        if rule == "random":
-            rng = np.random.default_rng(self.seed if seed is None else seed)
-            return rng.permutation(pool)[: int(n)].astype(np.int64)
+        if rule == "random":   # the fixed audit order (pollution.py), so labels in it form a random sample
+            order = self.audit_order_ if seed is None else audit_order(self.n_items_, seed)
+            return order[np.isin(order, pool)][: int(n)].astype(np.int64)
         if rule == "meta":
             order = np.argsort(-np.abs(self.meta_gradients_[pool]), kind="stable")
             return pool[order][: int(n)].astype(np.int64)
@@ -320,14 +330,13 @@ def _stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
 
 
-def _pollution(scores: np.ndarray, pool: np.ndarray, val_ids: np.ndarray, val_labels: np.ndarray
-               ) -> tuple[float, float]:
-    """(threshold, share of the pool above it): the threshold on the score that best separates the
-    expert's normal from anomalous items (balanced accuracy; midpoint between neighbouring labeled
-    scores; the highest such threshold on ties), and the resulting estimate of the pool's pollution.
-    NaN without both classes. With a handful of labels it is rough; the panel says so."""
-    if len(val_ids) == 0 or val_labels.min() == val_labels.max() or len(pool) == 0:
-        return float("nan"), float("nan")
+def _threshold(scores: np.ndarray, val_ids: np.ndarray, val_labels: np.ndarray) -> float:
+    """The threshold on the score that best separates the expert's normal from anomalous items
+    (balanced accuracy; midpoint between neighbouring labeled scores; the highest such threshold on
+    ties), used by the "margin" query rule. NaN without both classes. Not a pollution estimate: the
+    share of the pool above it is biased by how the labeled items were chosen (see pollution.py)."""
+    if len(val_ids) == 0 or val_labels.min() == val_labels.max():
+        return float("nan")
     s = scores[val_ids]
     order = np.argsort(s)
     s, lab = s[order], val_labels[order]
@@ -336,6 +345,6 @@ def _pollution(scores: np.ndarray, pool: np.ndarray, val_ids: np.ndarray, val_la
     best, t_best = -1.0, cuts[0]
     for t in cuts:
         bacc = 0.5 * ((lab[s > t] == 1).sum() / n_a + (lab[s <= t] == 0).sum() / n_n)
-        if bacc >= best:   # ties: the highest threshold, the more conservative estimate
+        if bacc >= best:   # ties: the highest threshold
             best, t_best = bacc, t
-    return float(t_best), float((scores[pool] > t_best).mean())
+    return float(t_best)

@@ -125,6 +125,18 @@ def arrays_inputs(X: Any, labels: Any, excluded: Any, normal: str, anomaly: str,
                      images, need_labels, "the labels given")
 
 
+def session_codes(session: Any, normal: str, anomaly: str) -> np.ndarray:
+    """(N,) int from the session's current human labels: 1 ``anomaly``, 0 ``normal``, -1 otherwise."""
+    codes = np.full(len(session), -1, dtype=np.int64)
+    lab = session.labeled()
+    if len(lab):
+        ids = lab["id"].to_numpy()
+        names = lab["label"].astype(str).to_numpy()
+        codes[ids[names == anomaly]] = 1
+        codes[ids[names == normal]] = 0
+    return codes
+
+
 def session_inputs(session: Any, normal: str, anomaly: str, *, images: bool, need_labels: bool) -> Inputs:
     """Inputs from a Session: its embeddings (or raw images), current human labels of the two classes
     (others ignored) and exclusions."""
@@ -133,14 +145,7 @@ def session_inputs(session: Any, normal: str, anomaly: str, *, images: bool, nee
     if missing:
         raise ValueError(f"this session's classes {classes[:10]} lack {missing}; ELITE needs a {normal!r} and an "
                          f"{anomaly!r} class (pass normal=/anomaly= to name yours)")
-    n = len(session)
-    codes = np.full(n, -1, dtype=np.int64)
-    lab = session.labeled()
-    if len(lab):
-        ids = lab["id"].to_numpy()
-        names = lab["label"].astype(str).to_numpy()
-        codes[ids[names == anomaly]] = 1
-        codes[ids[names == normal]] = 0
+    codes = session_codes(session, normal, anomaly)
     if images:
         items = session.items
         if getattr(items, "kind", None) != "image":

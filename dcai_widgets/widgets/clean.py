@@ -3,7 +3,7 @@
 The expert walks the ranked suspects with the keyboard (``n`` normal, ``a`` anomalous, arrows to move)
 or labels several at once in the grid; ``run ELITE`` fits ELITE (Zhang et al., KDD 2021) in the
 background with a progress bar (the kernel stays responsive); the panel shows the score distribution
-with the expert-labeled items marked, the pollution estimate and the new ranking; ``exclude`` keeps the
+with the expert-labeled items marked, the pollution estimate (only from items labeled in the fixed random order: ``elite/pollution.py``) and the new ranking; ``exclude`` keeps the
 confirmed anomalies out of training (``Session.exclude(..., reason="anomaly")``, undoable).
 Before the first ELITE fit the ranking comes from the unsupervised model (Deep SVDD), which needs no label.
 """
@@ -16,6 +16,8 @@ import ipywidgets as W
 import numpy as np
 
 from ..elite import Elite
+from ..elite.inputs import session_codes
+from ..elite.pollution import audit_order, estimate_pollution
 from .item_card import ItemCard
 from .item_grid import ItemGrid
 from .keyboard import KeyboardShortcuts
@@ -152,7 +154,8 @@ class CleanPanel(W.VBox):
         if elite.alice:
             flips = int((elite.pseudo_labels_[elite.train_ids_] == 1).sum())
             self._status(f"ELITE fitted in {elite.fit_seconds_:.1f} s ({elite.n_epochs_} epochs, margin C = "
-                         f"{elite.C_:.3g}); {flips} pool item(s) pseudo-labeled {self.anomaly}", "done")
+                         f"{elite.C_:.3g}); {flips} pool item(s) carry ELITE's working pseudo label "
+                         f"{self.anomaly} (not an estimate of the pollution)", "done")
         else:
             self._status(f"unsupervised ranking ready ({elite.fit_seconds_:.1f} s); label a few suspects "
                          f"{self.normal!r} and {self.anomaly!r}, then run ELITE", "done")
@@ -174,14 +177,26 @@ class CleanPanel(W.VBox):
         self.grid.set_ids(sus["id"].tolist(), sus["score"].tolist(), score_name=SCORE)   # named, and in the legend
         self._reorder()
         self._draw_hist()
-        if e.alice and np.isfinite(e.pollution_):
+        self._show_pollution()
+
+    def _show_pollution(self) -> None:
+        """The pollution estimate from the labels in the random order (Wilson 95% interval), or why not."""
+        codes = session_codes(self.session, self.normal, self.anomaly)
+        est = estimate_pollution(codes, self.session.excluded(),
+                                 audit_order(len(codes), int(self.elite_kw.get("seed", 0))))
+        anom = html.escape(self.anomaly)
+        floor = (f"{est.confirmed} confirmed {anom} item(s): at least {est.confirmed / est.population:.1%} "
+                 f"of {est.population:,} items") if est.population else ""
+        if est.ok:
             self.pollution.value = (
-                f'<span class="dcai-pollution" data-value="{e.pollution_:.4f}">estimated pollution: '
-                f"<b>{e.pollution_:.1%}</b> of the {len(e.train_ids_):,} unlabeled items score above the "
-                f"threshold that best separates your {len(e.labeled_ids_)} labels (rough with few labels); "
-                f"ELITE pseudo-labels {np.mean(e.pseudo_labels_[e.train_ids_] == 1):.1%} anomalous</span>")
+                f'<span class="dcai-pollution" data-value="{est.estimate:.4f}" data-low="{est.low:.4f}" '
+                f'data-high="{est.high:.4f}" data-n="{est.n}">estimated pollution: <b>{est.estimate:.1%}</b> '
+                f"(95% interval {est.low:.1%}–{est.high:.1%}): {est.anomalies} {anom} among the first "
+                f"{est.n} items of the random order, all labeled; {floor}</span>")
         else:
-            self.pollution.value = "<i>pollution estimate: after ELITE runs on your labels</i>"
+            self.pollution.value = (
+                f'<span class="dcai-pollution" data-value="" data-n="{est.n}">pollution: <b>not estimated</b>'
+                f" — {html.escape(est.reason)} (choose <i>ask next: random</i>); {floor}</span>")
 
     def _draw_hist(self) -> None:
         e = self.elite
@@ -192,7 +207,7 @@ class CleanPanel(W.VBox):
     def _reorder(self) -> None:
         if self.elite is None:
             return
-        rule = self.rule.value if self.elite.alice else "score"
+        rule = self.rule.value if self.elite.alice or self.rule.value == "random" else "score"
         self.order = [int(i) for i in self.elite.query(len(self.elite.train_ids_), rule=rule)]
         self.pos = 0
         self._skip_labeled()
@@ -291,6 +306,7 @@ class CleanPanel(W.VBox):
         self._refresh_excluded()
         if self.elite is not None:
             self._draw_hist()
+            self._show_pollution()
 
 
 class _Histogram:

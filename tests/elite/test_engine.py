@@ -13,15 +13,15 @@ from dcai_widgets.elite.inputs import arrays_inputs
 from dcai_widgets.elite.models import build
 
 
-def polluted(n=300, d=6, rp=0.15, seed=0):
-    """Normals from one Gaussian, anomalies from a shifted, wider one; 5 + 5 labels."""
+def polluted(n=300, d=6, rp=0.15, seed=0, k=5):
+    """Normals from one Gaussian, anomalies from a shifted, wider one; k + k labels chosen by class."""
     rng = np.random.default_rng(seed)
     na = int(n * rp)
     X = np.vstack([rng.normal(0, 1, (n - na, d)), rng.normal(2.5, 1.5, (na, d))]).astype(np.float32)
     y = np.r_[np.zeros(n - na, int), np.ones(na, int)]
     labels = np.full(n, -1)
-    labels[rng.choice(np.flatnonzero(y == 1), 5, replace=False)] = 1
-    labels[rng.choice(np.flatnonzero(y == 0), 5, replace=False)] = 0
+    labels[rng.choice(np.flatnonzero(y == 1), k, replace=False)] = 1
+    labels[rng.choice(np.flatnonzero(y == 0), k, replace=False)] = 0
     return X, y, labels
 
 
@@ -52,7 +52,7 @@ def test_elite_beats_its_unsupervised_model_and_reports_results():
     assert (e.pseudo_labels_[e.train_ids_] == 1).sum() > 0   # ALICE flipped some pool items
     assert np.abs(e.meta_gradients_[e.train_ids_]).max() > 0 and (e.meta_gradients_[labels >= 0] == 0).all()
     assert 1 <= e.n_epochs_ <= 20 and len(e.history_) == e.n_epochs_
-    assert 0 < e.pollution_ < 1
+    assert np.isnan(e.pollution_) and not e.pollution_estimate_.ok   # labels chosen by class: no estimate
     sus = e.suspects(10)
     assert list(sus.columns) == ["id", "score", "pseudo_label"] and len(sus) == 10
     assert sus["score"].is_monotonic_decreasing and not sus["id"].isin(np.flatnonzero(labels >= 0)).any()
@@ -148,13 +148,10 @@ def test_suspects_frame_types():
     assert isinstance(sus, pd.DataFrame) and sus["id"].dtype == np.int64
 
 
-def test_pollution_estimate_threshold_and_ties():
-    from dcai_widgets.elite.engine import _pollution
+def test_margin_threshold_and_ties():
+    from dcai_widgets.elite.engine import _threshold
 
     scores = np.array([1.0, 3.0, 2.0, 4.0, 0.5, 1.8, 3.7, 5.0, 6.0, 0.1])
-    pool = np.arange(4, 10)
-    t, share = _pollution(scores, pool, np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1]))
-    assert t == 3.5 and share == pytest.approx(3 / 6)   # tie between 1.5 and 3.5: the higher threshold
-    t, share = _pollution(scores, pool, np.array([0, 3]), np.array([0, 1]))
-    assert t == 2.5 and share == pytest.approx(3 / 6)
-    assert np.isnan(_pollution(scores, pool, np.array([0]), np.array([0]))[1])
+    assert _threshold(scores, np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1])) == 3.5   # tie: the higher one
+    assert _threshold(scores, np.array([0, 3]), np.array([0, 1])) == 2.5
+    assert np.isnan(_threshold(scores, np.array([0]), np.array([0])))
