@@ -185,18 +185,17 @@ class CleanPanel(W.VBox):
         est = estimate_pollution(codes, self.session.excluded(),
                                  audit_order(len(codes), int(self.elite_kw.get("seed", 0))))
         anom = html.escape(self.anomaly)
-        floor = (f"{est.confirmed} confirmed {anom} item(s): at least {est.confirmed / est.population:.1%} "
-                 f"of {est.population:,} items") if est.population else ""
+        floor = f"{est.confirmed:,} of {est.population:,} items confirmed {anom} so far (a lower bound)."
         if est.ok:
             self.pollution.value = (
                 f'<span class="dcai-pollution" data-value="{est.estimate:.4f}" data-low="{est.low:.4f}" '
                 f'data-high="{est.high:.4f}" data-n="{est.n}">estimated pollution: <b>{est.estimate:.1%}</b> '
-                f"(95% interval {est.low:.1%}–{est.high:.1%}): {est.anomalies} {anom} among the first "
-                f"{est.n} items of the random order, all labeled; {floor}</span>")
+                f"(95% interval {est.low:.1%}–{est.high:.1%}, Wilson): {est.anomalies} of the first {est.n} "
+                f"items of the random order, all labeled, are {anom}. {floor}</span>")
         else:
             self.pollution.value = (
                 f'<span class="dcai-pollution" data-value="" data-n="{est.n}">pollution: <b>not estimated</b>'
-                f" — {html.escape(est.reason)} (choose <i>ask next: random</i>); {floor}</span>")
+                f" — {html.escape(est.reason)} (choose <i>ask next: random</i>). {floor}</span>")
 
     def _draw_hist(self) -> None:
         e = self.elite

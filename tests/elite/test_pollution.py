@@ -95,7 +95,9 @@ def test_panel_shows_no_figure_for_top_suspects_then_an_estimate_from_the_random
 
     press(12)                                                   # top suspects, by score
     p.run()
-    assert "not estimated" in p.pollution.value and "%" in p.pollution.value   # only the confirmed floor
+    confirmed = int((session.labeled()["label"] == "<i>anomaly</i>").sum())
+    assert "not estimated" in p.pollution.value and "%" not in p.pollution.value   # no figure, only the count
+    assert f"{confirmed} of 200 items confirmed" in p.pollution.value
     assert "<i>anomaly</i>" not in p.pollution.value and html.escape("<i>anomaly</i>") in p.pollution.value
     assert "pseudo-labels" not in p.pollution.value
     p.rule.value = "random"
