@@ -19,6 +19,8 @@ from ..train import Trainer, accuracy_vs_labels
 from .style import style_widget
 from .threads import Background, on_main_thread
 
+CV_BELOW, CV_FOLDS = 30, 5   # a holdout under 30 items: also show a 5-fold estimate over all the labels
+
 _SOURCES = [("your labels (human)", "human"), ("reviewed labels", "review"), ("imported labels", "import")]
 
 
@@ -63,6 +65,7 @@ class TrainPanel(W.VBox):
         self.train_button.on_click(lambda _b: self.train())
         self.stop_button.on_click(lambda _b: self.stop())
         self._epoch = on_main_thread(self._epoch_now)
+        self._note = on_main_thread(self._status)
         self._job = Background(self._work, on_done=self._done, on_error=self._failed, name="dcai-train",
                                background=background)
         super().__init__([style_widget(), self.intro, W.HBox(self.sources + [self.propagated]),
@@ -113,7 +116,12 @@ class TrainPanel(W.VBox):
 
     # -- background ----------------------------------------------------------------------------
     def _work(self, job: Any) -> Trainer:
-        return self.trainer.fit(check=job.check)
+        t = self.trainer.fit(check=job.check)
+        if not t.stopped_ and t.holdout_["n"] < CV_BELOW and t.data_.counts["labels"] >= 2 * CV_FOLDS:
+            self._note(f"trained; estimating its accuracy by {CV_FOLDS}-fold cross-validation "
+                         "(the holdout is small)…", "running")
+            t.cross_validate(CV_FOLDS, check=job.check)
+        return t
 
     def _epoch_now(self, row: dict) -> None:
         self.progress.value = int(row["epoch"])
@@ -127,6 +135,10 @@ class TrainPanel(W.VBox):
         d = t.data_.counts
         what = f"{d['labels']} labels" + (f" + {d['propagated']} propagated" if d["propagated"] else "")
         best = "; " + holdout_text(t.holdout_)
+        cv = getattr(t, "cv_", None)
+        if cv is not None and not t.stopped_:
+            best += (f"; {cv['k']}-fold cross-validation on all {cv['n']} labels: {cv['correct']}/{cv['n']} = "
+                     f"{cv['accuracy']:.0%} (95% interval {cv['low']:.0%}-{cv['high']:.0%})")
         how = "stopped" if t.stopped_ else "trained"
         self._status(f"{how} after {len(h)} epoch(s) in {t.fit_seconds_:.1f} s on {what} "
                      f"({d['excluded']} excluded){best}; stored as session.models[{self.name!r}]", "done")

@@ -81,3 +81,11 @@ def test_status_shows_holdout_accuracy_with_its_count_and_interval(sess):
     assert f"holdout accuracy {h['correct']}/12 = {h['correct'] / 12:.0%}" in p.status.value
     assert f"95% interval {lo:.0%}-{hi:.0%}" in p.status.value
     assert "best holdout accuracy" not in p.status.value     # not the max over epochs (selection-biased)
+
+
+def test_small_holdout_adds_a_k_fold_estimate_over_all_labels(sess):
+    p = TrainPanel(sess, epochs=4, background=False)
+    p.train()
+    cv = p.fitted.cv_
+    assert cv["n"] == 60 and cv["k"] == 5                                  # 12 held out: < 30
+    assert f"5-fold cross-validation on all 60 labels: {cv['correct']}/60" in p.status.value

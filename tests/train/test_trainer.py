@@ -246,3 +246,29 @@ def test_holdout_accuracy_is_the_kept_models_with_its_count_and_wilson_interval(
     assert h["low"] <= h["accuracy"] <= h["high"] and h["high"] - h["low"] > 0.05
     none = Trainer(sess, epochs=2, holdout=0.0, progress=False, name=None).fit()
     assert none.holdout_["n"] == 0
+
+
+def test_cross_validate_predicts_every_label_once_out_of_fold(sess):
+    from dcai_widgets.calibration import wilson
+
+    t = Trainer(sess, epochs=6, progress=False, name=None).fit()
+    cv = t.cross_validate(5)
+    assert cv is t.cv_ and cv["n"] == 150 and cv["k"] == 5                 # all labels, not the 30 held out
+    assert (cv["low"], cv["high"]) == pytest.approx(wilson(cv["correct"], 150))
+    assert cv["accuracy"] > 0.9 and cv["high"] - cv["low"] < 0.2            # separable blobs
+    assert "trainer" not in sess.models                                      # folds store nothing
+    assert Trainer(sess, epochs=6, progress=False, name=None).fit().cross_validate(5) == cv   # seeded
+    with pytest.raises(ValueError, match="cross-validation"):
+        t.cross_validate(1)
+
+
+def test_cross_validate_stops_when_asked(sess):
+    t = Trainer(sess, epochs=6, progress=False, name=None).fit()
+    calls = []
+
+    def stop_soon():
+        calls.append(1)
+        if len(calls) == 3:
+            t.stop()
+
+    assert t.cross_validate(5, check=stop_soon) is None and not hasattr(t, "cv_")
