@@ -291,7 +291,9 @@ class Elite:
         the model is least sure). ``"meta"``: the largest |meta-gradient|, i.e. the largest expected
         change of the validation loss if the item's label changed. ``"margin"``: the items whose score is
         nearest the threshold that best separates the expert's labels (uncertainty sampling; falls back
-        to "score" without both classes). ``"random"``: the baseline."""
+        to "score" without both classes). ``"random"``: the baseline, the pool in the fixed ``audit_order_``
+        (``seed`` given: that seed's order), so the labels it collects are the random sample the
+        pollution estimate uses."""
         self._check_fitted()
         if rule not in QUERY_RULES:
             raise ValueError(f"unknown query rule {rule!r}; use one of {QUERY_RULES}")
