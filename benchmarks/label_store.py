@@ -215,7 +215,7 @@ def cross_process_all(n: int, pg: bool) -> dict:
         spec = importlib.util.spec_from_file_location("tests_conftest", ROOT / "tests" / "conftest.py")
         conftest = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(conftest)
-        server = conftest.PgServer(Path(tempfile.mkdtemp(prefix="dcai-pg-bench-")))
+        server = conftest.PgServer(Path(tempfile.mkdtemp(prefix="dcai-pg-bench-")), durable=True)
         try:
             res["postgresql"] = {}
             for variant in ("no_signal", "after"):

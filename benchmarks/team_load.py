@@ -661,7 +661,7 @@ def main() -> None:
         if not (PG_BIN / "pg_ctl").exists():
             results["postgresql"] = {"skipped": f"no PostgreSQL binaries in {PG_BIN}"}
         else:
-            server = PgServer(Path(tempfile.mkdtemp(prefix="team-pg-")))
+            server = PgServer(Path(tempfile.mkdtemp(prefix="team-pg-")), durable=True)  # fsync on, as deployed
             a.pg_data = server.data
     makers = {"sqlite": lambda: str(tmp / f"s{next(counter)}.db")}
     if server is not None:

@@ -54,9 +54,12 @@ class PgServer:
     """A throwaway PostgreSQL cluster (Debian's initdb + pg_ctl) on a free port and a private data dir.
 
     initdb refuses to run as root, so as root the server runs as the ``postgres`` system user (made with
-    useradd if missing) through runuser; trust authentication on 127.0.0.1 only."""
+    useradd if missing) through runuser; trust authentication on 127.0.0.1 only. Tests run it with
+    fsync off (speed); ``durable=True`` keeps PostgreSQL's defaults (fsync, full-page writes) so that a
+    benchmark's acknowledged label is on disk as in a deployment."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, durable: bool = False):
+        self.durable = bool(durable)
         import socket
         import subprocess
 
@@ -87,8 +90,9 @@ class PgServer:
         return self._sp.run(self.runas + cmd, check=check, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB")
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                + ("" if self.durable else "-c fsync=off -c full_page_writes=off ")
+                + "-c max_connections=200 -c shared_buffers=64MB")
         r = self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts,
                        "-w", "-t", "60", "start"], check=False)
         if r.returncode != 0:
