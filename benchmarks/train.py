@@ -213,7 +213,7 @@ def inspect_calibration() -> None:
                 if src == "own":
                     im = build_inspect_model(s, epochs=60)
                 else:
-                    Trainer(s, epochs=60, progress=False, patience=None, lr=1e-2, hidden=256, min_steps=0).fit()
+                    Trainer(s, epochs=60, progress=False, patience=None, lr=1e-2, hidden=256).fit()
                     im = inspect_model_from(s, "trainer")
                 pred, raw = im.predict(im.val_ids)
                 ok = pred == im.y[im.val_ids]

@@ -224,12 +224,16 @@ def test_default_budget_gives_a_sensible_model_from_few_labels(tmp_path):
 
 
 def test_min_steps_sets_steps_per_epoch_only_when_one_pass_is_fewer(sess):
-    t = Trainer(sess, epochs=10, min_steps=200, batch_size=64, progress=False, patience=None, name=None).fit()
+    kw = dict(epochs=10, batch_size=64, progress=False, patience=100, name=None)   # early stopping on, never fires
+    t = Trainer(sess, min_steps=200, **kw).fit()
     assert list(t.history_["steps"]) == [20 * e for e in range(1, 11)]     # 120 training items: 2 steps/pass
-    u = Trainer(sess, epochs=10, min_steps=0, batch_size=64, progress=False, patience=None, name=None).fit()
+    u = Trainer(sess, min_steps=0, **kw).fit()
     assert list(u.history_["steps"]) == [2 * e for e in range(1, 11)]
-    v = Trainer(sess, epochs=10, min_steps=200, steps_per_epoch=3, progress=False, patience=None, name=None).fit()
+    v = Trainer(sess, min_steps=200, steps_per_epoch=3, **kw).fit()
     assert int(v.history_["steps"].iloc[-1]) == 30                        # an explicit steps_per_epoch wins
+    kw.update(patience=None)                                               # no early stopping: epochs are passes
+    assert list(Trainer(sess, min_steps=200, **kw).fit().history_["steps"]) == [2 * e for e in range(1, 11)]
+    assert int(Trainer(sess, min_steps=200, holdout=0.0, **kw).fit().history_["steps"].iloc[-1]) == 30
     with pytest.raises(ValueError, match="min_steps"):
         Trainer(sess, min_steps=-1, progress=False).fit()
 
