@@ -180,7 +180,9 @@ class LabelView:
         if store is None or not hasattr(store, "progress"):
             return
         prog = store.progress()
-        if len(prog):
-            self.status.value += " · per annotator: " + ", ".join(
+        # written with the fit's status line, so it says when it was counted (the counter beside the
+        # progress bar moves with every label); one annotator alone: that counter already says it
+        if len(prog) > 1:
+            self.status.value += " · items labeled per annotator at this fit: " + ", ".join(
                 f"{html.escape(str(a))} {int(k)}" for a, k in zip(prog["annotator"], prog["items"]))
 

@@ -121,6 +121,12 @@ def test_two_annotators_keep_their_own_progress(demo):
     assert a.progress.value == 3 and b.progress.value == 3  # each sees everyone's labels via events
     b.press("Backspace")                                    # bob's undo leaves ada's labels alone
     assert store_labels(demo) == {1: "1", 2: "2"}
+    # the per-annotator count rides on the fit's status line: it says when it was counted, and is left
+    # out for one annotator alone (where it showed 'expert 60' beside 'you: 66' after six spot checks)
+    assert "per annotator" not in a.status.value
+    b.press("4")
+    a._refit_done_now({"labels": 3, "classes": 3, "seconds": 0.0, "notes": []})
+    assert "items labeled per annotator at this fit: ada 2, bob 1" in a.status.value
 
 
 def test_refit_runs_in_the_background_without_blocking_labels(demo):
