@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow a non-loopback --ip without team links (anyone who reaches the port can label)")
     s.add_argument("--max-kernels", type=int, default=8,
                    help="most open pages at once (each runs a kernel of ~0.5 GB; default 8)")
+    s.add_argument("--max-pages-per-person", type=int, default=2,
+                   help="most open pages one team link may hold (so one person cannot fill the server; "
+                        "0: no limit; default 2)")
     s.add_argument("--kernel-timeout", type=int, default=60,
                    help="seconds after which the kernel of a closed page is shut down (default 60)")
     s.add_argument("--overlap", default=None, metavar="F|N",
@@ -128,6 +131,8 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_kernels < 1:
         raise ValueError(f"--max-kernels must be at least 1, got {args.max_kernels}")
+    if args.max_pages_per_person < 0:
+        raise ValueError(f"--max-pages-per-person must be 0 (no limit) or more, got {args.max_pages_per_person}")
     if args.kernel_timeout < 5:
         raise ValueError(f"--kernel-timeout must be at least 5 seconds, got {args.kernel_timeout}")
     data = args.data
@@ -291,7 +296,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve.launcher import ServeOptions, run
 
     run(ServeOptions(ip=args.ip, allow_hosts=tuple(args.allow_host), team=team, store=env["DCAI_STORE"],
-                     max_kernels=args.max_kernels, cull_idle_s=args.kernel_timeout,
+                     max_kernels=args.max_kernels, max_per_person=args.max_pages_per_person,
+                     cull_idle_s=args.kernel_timeout,
                      cull_interval_s=max(1, min(10, args.kernel_timeout // 4))), cmd[3:])
     return 0
 

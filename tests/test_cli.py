@@ -68,6 +68,7 @@ def test_dry_run_of_a_team_sets_team_mode_and_registers_nobody(tmp_path, capsys)
     (["--annotators", "ada:boss"], "unknown role"),
     (["--annotators", "ada", "--annotator", "bo"], "single-user"),
     (["--max-kernels", "0"], "--max-kernels"),
+    (["--max-pages-per-person", "-1"], "--max-pages-per-person"),
     (["--kernel-timeout", "1"], "--kernel-timeout"),
     (["--guidelines", "/no/such/guide.md"], "--guidelines"),
     (["--allow-host", "<evil>"], "--allow-host"),

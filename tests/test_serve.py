@@ -190,3 +190,35 @@ def test_kernel_manager_bounds_pages_and_reclaims_closed_ones_first():
     assert asyncio.run(km.sweep()) == 1 and km.ended["culled"] == 1
     assert owner_of({"QUERY_STRING": "annotator=x&token=abc"}) == token_hash("abc")
     assert owner_of({"QUERY_STRING": "annotator=x"}) is None and owner_of(None) is None
+
+
+def test_one_person_cannot_hold_every_kernel_slot():
+    """An insider reloading or opening tabs with their own valid link filled all --max-kernels slots,
+    locking colleagues out; a link now holds at most `max_per_person` kernels, their closed pages first."""
+    import asyncio
+
+    from dcai_widgets.serve.kernels import BoundedKernelManager
+
+    km = BoundedKernelManager(max_kernels=8, reclaim_grace_s=0.0, unconnected_grace_s=1000)
+    km.max_per_person = 2
+    shut = []
+
+    async def fake_shutdown(kid, why):
+        shut.append(kid)
+        km._kernels.pop(kid)
+        km._kernel_connections.pop(kid, None)
+
+    km._shutdown_quietly = fake_shutdown
+    for kid, owner in (("a1", "A"), ("a2", "A"), ("b1", "B")):
+        km._kernels[kid] = object()
+        km._kernel_connections[kid] = 0
+        km._owners[kid] = owner
+        km.notify_connect(kid)
+    assert km.owned("A") == 2 and km.owned("B") == 1
+    assert asyncio.run(km.admit_person("A", wait_s=0.3)) is False and shut == []  # two open pages: refused
+    assert asyncio.run(km.admit_person("B")) is True                    # colleagues are not affected
+    assert asyncio.run(km.admit_person(None)) is True                   # single-user mode: no owner
+    km.notify_disconnect("a1")                                          # A closes a tab
+    assert asyncio.run(km.admit_person("A")) is True and shut == ["a1"]
+    km.max_per_person = 0
+    assert asyncio.run(km.admit_person("B")) is True                    # 0: no limit

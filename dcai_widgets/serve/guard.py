@@ -274,6 +274,10 @@ class Gate:
             # always asks for v1, so nothing else is let in
             raise Refused(400, f"This server's kernels speak only the {KERNEL_WS_PROTOCOL} websocket protocol.")
         if page and self.kernels is not None:
+            token = getattr(handler, "dcai_token", None)
+            if token and not await self.kernels.admit_person(token_hash(token), self.page_wait_s):
+                raise Refused(503, f"You already have {self.kernels.max_per_person} pages of this app open, the "
+                                   "limit for one person. Close one of your tabs of this app and reload.")
             if not await self.kernels.admit(self.page_wait_s):
                 raise Refused(503, f"The server already runs {self.kernels.max_kernels} pages of this app, "
                                    "its limit. Close a tab of this app you no longer use, or wait a "

@@ -10,7 +10,9 @@ and Jupyter Server's idle culler is off by default. Here:
   connected within `unconnected_grace_s` are shut down at once, and the load waits a few seconds for
   a slot before it gets a 503 page;
 - each kernel remembers the sha256 of the token of the page that started it (its owner), so the gate
-  can keep other tokens away from it and `shutdown_revoked` can end a revoked member's kernels.
+  can keep other tokens away from it and `shutdown_revoked` can end a revoked member's kernels;
+- one person (one team link) holds at most `max_per_person` of the slots, so an insider reloading or
+  opening tabs cannot fill the server and lock colleagues out (their own closed pages go first).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class BoundedKernelManager(AsyncMappingKernelManager):
     """AsyncMappingKernelManager with a kernel limit, page-close reclaim and kernel owners."""
 
     max_kernels = Integer(8, config=True, help="most kernels (open pages) at once")
+    max_per_person = Integer(2, config=True, help="most kernels one team link holds (0: no limit)")
     reclaim_grace_s = Float(2.0, config=True, help="a closed page's kernel may be reclaimed after this")
     unconnected_grace_s = Float(180.0, config=True,
                                 help="a kernel whose page never connected may be reclaimed after this")
@@ -71,6 +74,27 @@ class BoundedKernelManager(AsyncMappingKernelManager):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.25)
+
+    def owned(self, owner: str) -> int:
+        """Running kernels whose page was opened with the token of sha256 `owner`."""
+        return sum(1 for kid in self.list_kernel_ids() if self._owners.get(kid) == owner)
+
+    async def admit_person(self, owner: str | None, wait_s: float = 8.0) -> bool:
+        """False when the person of token sha256 `owner` still holds `max_per_person` kernels with open
+        pages after `wait_s` (a reload's old page takes a moment to go; their closed pages' kernels are
+        shut down first). No owner or no limit: True."""
+        if owner is None or self.max_per_person < 1:
+            return True
+        deadline = time.monotonic() + wait_s
+        while self.owned(owner) >= self.max_per_person:
+            for kid in self.reclaimable():
+                if self._owners.get(kid) == owner:
+                    self.log.info("Shutting down kernel %s: its person opened another page", kid)
+                    await self._shutdown_quietly(kid, "reclaimed")
+            if self.owned(owner) < self.max_per_person or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.25)
+        return self.owned(owner) < self.max_per_person
 
     def release(self) -> None:
         self.pending = max(0, self.pending - 1)

@@ -32,6 +32,7 @@ class ServeOptions:
     team: bool = False
     store: str | None = None       # label store with the registry (team mode)
     max_kernels: int = 8
+    max_per_person: int = 2        # most open pages per team link (0: no limit)
     cull_idle_s: int = 60
     cull_interval_s: int = 10
     page_wait_s: float = 8.0
@@ -84,6 +85,7 @@ class GuardedVoila(Voila):
         settings = super().init_settings()
         km = self.kernel_manager
         km.max_kernels = o.max_kernels
+        km.max_per_person = o.max_per_person
         km.cull_idle_timeout = o.cull_idle_s
         km.cull_interval = o.cull_interval_s
         km.cull_connected = False

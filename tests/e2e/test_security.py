@@ -209,11 +209,14 @@ def test_kernels_are_bounded_and_closed_pages_kernels_go(team, browser):
             page.reload()
             page.locator(PANEL_ID).first.wait_for(timeout=180_000)
         assert wait_for(lambda: kernels(team.url, lead)["count"] == 1, 10)
-        # fill every slot with an open page: one more page load gets a clear 503
+        # fill every slot with an open page (bo's link is revoked by an earlier test): one more page load
+        # gets a clear 503 — for ada, who holds the most one link may (2), and for cy, as the server is full
         pages = [page] + [open_app_in(c, team.links[n]) for c, n in zip(contexts[1:], ("ada", "cy"))]
         assert kernels(team.url, lead)["count"] == MAX_KERNELS
         r = get(team.links["ada"])
-        assert r.status_code == 503 and "limit" in r.text
+        assert r.status_code == 503 and "limit for one person" in r.text
+        r = get(team.links["cy"])
+        assert r.status_code == 503 and "already runs 3 pages" in r.text
         # close one page: its slot frees and the next load is served
         pages[0].close(run_before_unload=True)
         r = get(team.links["ada"])
