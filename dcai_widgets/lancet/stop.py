@@ -49,17 +49,16 @@ class StopReport:
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's kappa of two label vectors (class indices): (p_o - p_e) / (1 - p_e); 1.0 when both are one
-    and the same constant labeling."""
+    """Cohen's kappa of two label vectors (scikit-learn's ``cohen_kappa_score``); 1.0 when both are one
+    and the same constant labeling (where scikit-learn's 0/0 gives NaN)."""
+    from sklearn.metrics import cohen_kappa_score
+
     a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"kappa needs two label vectors of one non-zero length, got {a.shape} and {b.shape}")
-    lo = min(a.min(), b.min())
-    k = int(max(a.max(), b.max()) - lo + 1)
-    pa = np.bincount(a - lo, minlength=k) / a.size
-    pb = np.bincount(b - lo, minlength=k) / b.size
-    po, pe = float((a == b).mean()), float(pa @ pb)
-    return 1.0 if pe >= 1.0 else (po - pe) / (1.0 - pe)
+    if a.min() == a.max() == b.min() == b.max():
+        return 1.0
+    return float(cohen_kappa_score(a, b))
 
 
 @dataclass
