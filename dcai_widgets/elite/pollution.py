@@ -20,9 +20,11 @@ labeled are outside the population (the estimate is of the remaining items, and 
 from __future__ import annotations
 
 import dataclasses
+from statistics import NormalDist
 
 import numpy as np
-from statsmodels.stats.proportion import proportion_confint
+
+from ..calibration import wilson
 
 MIN_SAMPLE = 10
 
@@ -73,5 +75,5 @@ def estimate_pollution(codes: np.ndarray, excluded: np.ndarray, order: np.ndarra
         why = (f"only {n} item(s) of the random order are labeled in a row; the labels chosen by score "
                f"over-represent anomalies, so the pollution needs at least {min_sample} labeled in random order")
         return PollutionEstimate(float("nan"), float("nan"), float("nan"), n, k, population, confirmed, why)
-    lo, hi = proportion_confint(k, n, alpha=alpha, method="wilson")
-    return PollutionEstimate(k / n, float(lo), float(hi), n, k, population, confirmed)
+    lo, hi = wilson(k, n, NormalDist().inv_cdf(1 - alpha / 2))   # the package's one Wilson interval
+    return PollutionEstimate(k / n, lo, hi, n, k, population, confirmed)
