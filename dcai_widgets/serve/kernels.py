@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -63,17 +64,25 @@ class BoundedKernelManager(AsyncMappingKernelManager):
 
     async def admit(self, wait_s: float = 8.0) -> bool:
         """Reserve a kernel slot for a page load; False when none frees up within `wait_s`."""
+        if not await self._wait_for_room(lambda: self.running() + self.pending < self.max_kernels,
+                                         self.reclaim, wait_s):
+            return False
+        self.pending += 1
+        return True
+
+    async def _wait_for_room(self, has_room: Callable[[], bool], make_room: Callable[[], Any],
+                             wait_s: float) -> bool:
+        """True once ``has_room()``, calling ``await make_room()`` (reclaim closed pages' kernels) and
+        checking every 0.25 s; False if there is still no room after ``wait_s``."""
         deadline = time.monotonic() + wait_s
-        while True:
-            if self.running() + self.pending < self.max_kernels:
-                self.pending += 1
-                return True
-            await self.reclaim()
-            if self.running() + self.pending < self.max_kernels:
-                continue
+        while not has_room():
+            await make_room()
+            if has_room():
+                break
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.25)
+        return True
 
     def owned(self, owner: str) -> int:
         """Running kernels whose page was opened with the token of sha256 `owner`."""
@@ -85,16 +94,8 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         shut down first). No owner or no limit: True."""
         if owner is None or self.max_per_person < 1:
             return True
-        deadline = time.monotonic() + wait_s
-        while self.owned(owner) >= self.max_per_person:
-            for kid in self.reclaimable():
-                if self._owners.get(kid) == owner:
-                    self.log.info("Shutting down kernel %s: its person opened another page", kid)
-                    await self._shutdown_quietly(kid, "reclaimed")
-            if self.owned(owner) < self.max_per_person or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.25)
-        return self.owned(owner) < self.max_per_person
+        return await self._wait_for_room(lambda: self.owned(owner) < self.max_per_person,
+                                         lambda: self.reclaim(owner), wait_s)
 
     def release(self) -> None:
         self.pending = max(0, self.pending - 1)
@@ -124,10 +125,11 @@ class BoundedKernelManager(AsyncMappingKernelManager):
             await self._shutdown_quietly(kid, "culled")
         return len(ids)
 
-    async def reclaim(self) -> int:
-        ids = self.reclaimable()
+    async def reclaim(self, owner: str | None = None) -> int:
+        """Shut down the kernels of closed pages (`reclaimable`), only `owner`'s when given."""
+        ids = [kid for kid in self.reclaimable() if owner is None or self._owners.get(kid) == owner]
         for kid in ids:
-            self.log.info("Shutting down kernel %s: its page is closed and the kernel limit is reached", kid)
+            self.log.info("Shutting down kernel %s: its page is closed and its slot is wanted", kid)
             await self._shutdown_quietly(kid, "reclaimed")
         return len(ids)
 
