@@ -101,6 +101,12 @@ def _release_at_exit() -> None:
             pass
 
 
+def fallback_order(n: int) -> np.ndarray:
+    """The order unranked items are claimed in, before a fit and after the ranked window: the same
+    permutation of ``n`` items in every kernel (so pages agree, and a restarted page finds its place)."""
+    return np.random.default_rng(0).permutation(n)
+
+
 class SharedQueue:
     """One annotator's view of a queue shared by a team, over the store's claims (module docstring).
 
@@ -278,7 +284,7 @@ class SharedQueue:
         labeled = self.labeled_
         if labeled is None:   # before the first fit; afterwards the store skips items labeled since
             labeled = self.labeled_ = np.asarray(self.session.label_vector()) >= 0
-        rest = np.random.default_rng(0).permutation(len(labeled))  # the same order in every kernel
+        rest = fallback_order(len(labeled))
         rest = rest[~labeled[rest] & ~out[rest]]
         seen = set(first) | skipped
         step = max(self.window, 1024)
@@ -303,7 +309,7 @@ class SharedQueue:
         pos = {int(i): k for k, i in enumerate(ranking)}
         n = len(self.session)
         fallback = np.empty(n, dtype=np.int64)
-        fallback[np.random.default_rng(0).permutation(n)] = np.arange(n)   # as in _candidate_chunks
+        fallback[fallback_order(n)] = np.arange(n)   # each item's place in _candidate_chunks' order
         return sorted(held, key=lambda i: (0, pos[i]) if i in pos else (1, int(fallback[i]) if 0 <= i < n else n))
 
     def _overlap_backlog(self) -> list[int]:
