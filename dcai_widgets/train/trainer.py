@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..calibration import wilson
 from .data import LabeledData, labeled_data, make_model, model_inputs
 from .loop import EpochContext, Sampler, fit_loop, predict_logits
 
@@ -224,23 +225,29 @@ class Trainer:
         params.update(overrides)
         return Trainer(**params).fit(check=check)
 
+    def _people(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` carry a label from ``sources`` (people's labels: propagated ones are no truth)."""
+        if not self.sources:
+            return np.zeros(len(ids), bool)
+        return self.session.label_vector(tuple(self.sources))[ids] >= 0
+
+    @staticmethod
+    def _rate(correct: int, n: int) -> dict[str, float]:
+        """``correct`` of ``n`` as accuracy with its 95% Wilson interval (``low``, ``high``)."""
+        low, high = wilson(correct, n)
+        return {"accuracy": correct / n, "correct": int(correct), "n": int(n), "low": low, "high": high}
+
     def _holdout_score(self) -> dict[str, float]:
         """The kept model's accuracy on the holdout items that carry a label from ``sources`` (propagated
         labels are not ground truth), as ``correct`` of ``n`` with a 95% Wilson interval (``low``, ``high``):
         a 13-item holdout says 9/13 = 69% (42-87%), not "69%". The holdout also chose the early-stopping
         epoch, so the figure leans slightly optimistic; items never trained on are the unbiased check."""
-        from ..calibration import wilson
-
         pos = np.searchsorted(self.data_.ids, self.val_ids_)
-        mine = self.session.label_vector(tuple(self.sources))[self.val_ids_] >= 0 if self.sources else \
-            np.zeros(len(self.val_ids_), bool)
+        mine = self._people(self.val_ids_)
         ids, y = self.val_ids_[mine], self.data_.y[pos][mine]
-        n = int(len(ids))
-        if n == 0:
+        if len(ids) == 0:
             return {"accuracy": float("nan"), "correct": 0, "n": 0, "low": float("nan"), "high": float("nan")}
-        k = int((self.predict(ids) == y).sum())
-        low, high = wilson(k, n)
-        return {"accuracy": k / n, "correct": k, "n": n, "low": low, "high": high}
+        return self._rate(int((self.predict(ids) == y).sum()), len(ids))
 
     def cross_validate(self, k: int = 5, check: Callable[[], None] | None = None) -> dict[str, float] | None:
         """k-fold estimate of this trainer's accuracy when a holdout is too small to say much: every item
@@ -251,11 +258,8 @@ class Trainer:
         Each fold model trains without a holdout on (k-1)/k of the labels for the kept model's number of
         steps: with k=5 as many training items as the kept model (which held out 20%), so the estimate is
         of a model trained like it; an inner holdout made it pessimistic (digits, 60 labels: 62% vs 75%)."""
-        from ..calibration import wilson
-
         self._fitted()
-        mine = self.session.label_vector(tuple(self.sources))[self.data_.ids] >= 0 if self.sources else \
-            np.zeros(len(self.data_), bool)
+        mine = self._people(self.data_.ids)
         ids, y = self.data_.ids[mine], self.data_.y[mine]
         k = int(k)
         if k < 2 or len(ids) < 2 * k:
@@ -276,10 +280,7 @@ class Trainer:
                 pred[fold == f] = fitted.predict(ids[fold == f])
         except _Stopped:
             return None
-        right = int((pred == y).sum())
-        low, high = wilson(right, len(ids))
-        self.cv_ = {"accuracy": right / len(ids), "correct": right, "n": int(len(ids)), "low": low,
-                    "high": high, "k": k}
+        self.cv_ = {**self._rate(int((pred == y).sum()), len(ids)), "k": k}
         return self.cv_
 
     # -- use ---------------------------------------------------------------------------------------

@@ -137,8 +137,7 @@ class TrainPanel(W.VBox):
         best = "; " + holdout_text(t.holdout_)
         cv = getattr(t, "cv_", None)
         if cv is not None and not t.stopped_:
-            best += (f"; {cv['k']}-fold cross-validation on all {cv['n']} labels: {cv['correct']}/{cv['n']} = "
-                     f"{cv['accuracy']:.0%} (95% interval {cv['low']:.0%}-{cv['high']:.0%})")
+            best += f"; {cv['k']}-fold cross-validation on all {cv['n']} labels: {rate_text(cv)}"
         how = "stopped" if t.stopped_ else "trained"
         self._status(f"{how} after {len(h)} epoch(s) in {t.fit_seconds_:.1f} s on {what} "
                      f"({d['excluded']} excluded){best}; stored as session.models[{self.name!r}]", "done")
@@ -251,5 +250,11 @@ def holdout_text(h: dict) -> str:
     Wilson interval (a 13-item holdout cannot tell 60% from 85%), or why there is none."""
     if not h.get("n"):
         return "no holdout to measure accuracy on (too few people's labels)"
-    return (f"holdout accuracy {h['correct']}/{h['n']} = {h['accuracy']:.0%} "
-            f"(95% interval {h['low']:.0%}-{h['high']:.0%}; the holdout also chose when to stop)")
+    return f"holdout accuracy {rate_text(h, '; the holdout also chose when to stop')}"
+
+
+def rate_text(r: dict, note: str = "") -> str:
+    """An accuracy from ``Trainer`` (``correct``/``n``, Wilson ``low``/``high``) as "k/n = p% (95% interval
+    lo-hi``note``)"."""
+    return (f"{r['correct']}/{r['n']} = {r['accuracy']:.0%} "
+            f"(95% interval {r['low']:.0%}-{r['high']:.0%}{note})")
