@@ -20,7 +20,7 @@ def class_keys(n: int) -> list[str]:
 
 
 class SuspectActions:
-    """Suspect actions for ``InspectPanel`` (uses its ``session``, ``classes``, ``annotator``,
+    """Suspect actions for ``InspectPanel`` (uses its ``session``, ``classes``, ``annotator``, ``label_source``,
     ``suspects_box``, ``suspects_frame``, ``cursor``, ``_own_write``, ``_require``, ``retrain``)."""
 
     def _highlight(self) -> None:
@@ -75,8 +75,7 @@ class SuspectActions:
     def _review(self, item_id: int, name: str) -> None:
         self._own_write = True
         try:
-            self.session.label([int(item_id)], [name], annotator=self.annotator,
-                               source=getattr(self, "label_source", "review"))
+            self.session.label([int(item_id)], [name], annotator=self.annotator, source=self.label_source)
         finally:
             self._own_write = False
 
