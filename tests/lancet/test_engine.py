@@ -10,16 +10,8 @@ from dcai_widgets.lancet import Lancet
 FAST = dict(steps=120, dmn_steps=80, progress=False)
 
 
-def _blobs_session(tmp_path, n_per=40, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 10, (k, 5))
-    X = np.vstack([c + rng.normal(0, 1, (n_per, 5)) for c in centers]).astype(np.float32)
-    y = np.repeat(np.arange(k), n_per)
-    return dw.Session.from_embeddings(X, [f"c{i}" for i in range(k)], y_true=y, store=tmp_path / "l.db")
-
-
-def test_bad_parameters_fail_at_construction(tmp_path):
-    s = _blobs_session(tmp_path)
+def test_bad_parameters_fail_at_construction(blobs_session):
+    s = blobs_session()
     with pytest.raises(ValueError, match="batch"):
         Lancet(s, batch=0)
     with pytest.raises(ValueError, match="alpha_t"):
@@ -30,9 +22,9 @@ def test_bad_parameters_fail_at_construction(tmp_path):
         Lancet(object())
 
 
-def test_not_fitted_is_clear(tmp_path):
+def test_not_fitted_is_clear(blobs_session):
     with pytest.raises(RuntimeError, match="fit"):
-        Lancet(_blobs_session(tmp_path)).candidates()
+        Lancet(blobs_session()).candidates()
 
 
 def test_session_without_embeddings(tmp_path):
@@ -51,8 +43,8 @@ def test_session_without_embeddings(tmp_path):
         Lancet(NoEmb()).fit()
 
 
-def test_cold_start_covers_clusters(tmp_path):
-    s = _blobs_session(tmp_path)
+def test_cold_start_covers_clusters(blobs_session):
+    s = blobs_session()
     lan = Lancet(s, batch=3, **FAST).fit()
     c = lan.candidates()
     assert len(c) == 3 and len(set(s.y_true[c])) == 3  # one per cluster, no labels needed
@@ -61,8 +53,8 @@ def test_cold_start_covers_clusters(tmp_path):
     assert s.models["lancet"] is lan
 
 
-def test_missing_class_warns_and_propagates_seen_classes(tmp_path):
-    s = _blobs_session(tmp_path)
+def test_missing_class_warns_and_propagates_seen_classes(blobs_session):
+    s = blobs_session()
     ids = [0, 1, 40, 41]  # classes c0 and c1 only
     s.label(ids, s.y_true[ids])
     with pytest.warns(UserWarning, match="1 of 3 classes have no labels"):
@@ -77,10 +69,10 @@ def test_missing_class_warns_and_propagates_seen_classes(tmp_path):
     assert len(stored) == len(p) and (stored["model_version"] == lan.model_version_).all()
 
 
-def test_warn_false_keeps_notes_in_warnings_only(tmp_path):
+def test_warn_false_keeps_notes_in_warnings_only(blobs_session):
     import warnings
 
-    s = _blobs_session(tmp_path)
+    s = blobs_session()
     s.label([0, 1, 40, 41], s.y_true[[0, 1, 40, 41]])
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
@@ -88,8 +80,8 @@ def test_warn_false_keeps_notes_in_warnings_only(tmp_path):
     assert any("1 of 3 classes have no labels" in w for w in lan.warnings_)
 
 
-def test_batch_larger_than_unlabeled_and_all_labeled(tmp_path):
-    s = _blobs_session(tmp_path, n_per=6)
+def test_batch_larger_than_unlabeled_and_all_labeled(blobs_session):
+    s = blobs_session(n_per=6)
     s.label(list(range(15)), s.y_true[:15])
     with pytest.warns(UserWarning, match="larger than the 3 unlabeled"):
         lan = Lancet(s, batch=10, **FAST).fit()
@@ -102,8 +94,8 @@ def test_batch_larger_than_unlabeled_and_all_labeled(tmp_path):
     assert lan.candidates() == [] and lan.propagated().empty and lan.should_stop().stop
 
 
-def test_candidates_drop_items_labeled_since_fit(tmp_path):
-    s = _blobs_session(tmp_path)
+def test_candidates_drop_items_labeled_since_fit(blobs_session):
+    s = blobs_session()
     s.label([0, 40, 80], s.y_true[[0, 40, 80]])
     lan = Lancet(s, batch=4, **FAST).fit()
     first = lan.candidates()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-import dcai_widgets as dw
 from dcai_widgets.lancet import Lancet
 from dcai_widgets.lancet.stop import PredictionStability, cohen_kappa, stop_report
 
@@ -61,12 +60,8 @@ def test_the_dmn_part_alone_no_longer_stops():
     assert not stop_report(0.50, 0.5, alpha_t=0.1, stability=steady).stop   # the DMN part still counts
 
 
-def test_lancet_does_not_stop_on_its_first_rounds(tmp_path):
-    rng = np.random.default_rng(0)
-    centers = rng.normal(0, 10, (3, 4))
-    X = np.vstack([c + rng.normal(0, 1, (40, 4)) for c in centers]).astype(np.float32)
-    y = np.repeat(np.arange(3), 40)
-    s = dw.Session.from_embeddings(X, ["a", "b", "c"], y_true=y, store=tmp_path / "l.db")
+def test_lancet_does_not_stop_on_its_first_rounds(blobs_session):
+    s = blobs_session(d=4)
     lan = Lancet(s, batch=6, steps=80, dmn_steps=40, progress=False, calibration=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
