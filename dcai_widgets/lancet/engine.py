@@ -36,6 +36,15 @@ from .stop import PredictionStability, StopReport, stop_report
 
 BACKBONES = ("mlp", "sslgan")
 _VERSION = itertools.count(1)
+#: suffix of the model version of a fit built with ``calibration=None``: its propagated labels' stored
+#: confidence is the head's raw probability, not the chance the label is right, and a page that finds the
+#: version in the store (no engine in its kernel) must not print it like a calibrated one
+UNCALIBRATED = "-uncalibrated"
+
+
+def version_calibrated(model_version: object) -> bool:
+    """False for a LANCET model version made without calibration (``...-uncalibrated``), else True."""
+    return not (isinstance(model_version, str) and model_version.endswith(UNCALIBRATED))
 _FEATURES_VERSION = 3  # bump when features.py changes what it computes (cached inputs are keyed on it)
 
 
@@ -355,7 +364,8 @@ class Lancet:
         self.rank_ = pd.Series(rank, index=unl, dtype=float)
         self.candidates_ = self._select(z, unl, rank)
         # 4. propagated labels
-        self.model_version_ = f"lancet-{self.n_labeled_}-{next(_VERSION)}"
+        self.model_version_ = (f"lancet-{self.n_labeled_}-{next(_VERSION)}"
+                               + ("" if self.calibration is not None else UNCALIBRATED))
         self._propagated = propagate(proba, seen, labeled | out, confidence=self.confidence_)
         if self.write and len(self._propagated):
             p = self._propagated

@@ -10,6 +10,9 @@ import ipywidgets as W
 from ..calibration import SHOW_PERCENT_FROM
 
 _TEXT_LIMIT = 2000
+UNCALIBRATED = "uncalibrated"    # printed instead of the figure of a model built without calibration
+UNCALIBRATED_WHY = ("the model was built without calibration (calibration=None): its probability is not the "
+                    "chance that the label is right, so no figure is shown")
 
 
 class PngCache:
@@ -116,7 +119,7 @@ class ItemCard(W.VBox):
         """Show the item's current human label, its propagated label (with confidence) and a score.
 
         `confidence`: a number (printed with two decimals) or the text to print instead (e.g. "uncertain",
-        `item_grid.shown_confidence`).
+        "uncalibrated", `item_grid.shown_confidence`), explained in the badge's tooltip.
 
         `score_name` (e.g. "cos" for cosine similarity, "score" for a ranking score) is printed before the
         score and explained in the grid's legend, so no number on a card stands alone.
@@ -129,7 +132,7 @@ class ItemCard(W.VBox):
             conf = ("" if confidence is None else f" {html.escape(confidence)}" if isinstance(confidence, str)
                     else f" {confidence:.2f}")
             what = (f"fewer than {SHOW_PERCENT_FROM} human labels: the confidence cannot be trusted yet"
-                    if confidence == "uncertain"
+                    if confidence == "uncertain" else UNCALIBRATED_WHY if confidence == UNCALIBRATED
                     else "calibrated confidence")
             parts.append(f'<span class="dcai-badge dcai-prop" title="propagated by the model; {what}">'
                          f"~{html.escape(str(propagated))}{conf}</span>")
@@ -139,4 +142,4 @@ class ItemCard(W.VBox):
         self.badges.value = " ".join(parts)
 
 
-__all__ = ["ItemCard", "PngCache", "item_html", "png_cache"]
+__all__ = ["UNCALIBRATED", "UNCALIBRATED_WHY", "ItemCard", "PngCache", "item_html", "png_cache"]

@@ -11,7 +11,8 @@ import numpy as np
 import traitlets
 
 from ..calibration import SHOW_PERCENT_FROM, show_confidence
-from .item_card import ItemCard
+from ..lancet.engine import version_calibrated
+from .item_card import UNCALIBRATED, ItemCard
 from .style import style_widget
 from .threads import on_main_thread
 
@@ -30,10 +31,13 @@ def shown_confidence(confidence: Any, model_version: Any) -> str | None:
     """What a card prints for a propagated label's confidence: the calibrated number (two decimals) once
     the model was fit on ``SHOW_PERCENT_FROM`` human labels, else "uncertain" (as the Label tab says); a
     model whose version does not say how many labels it saw counts as fewer; ">0.99" for what would round
-    to 1.00 (in the screenshot of the digits at 64 labels, 3 of the 470 items at >= 0.995 were wrong).
-    None: no confidence."""
+    to 1.00 (in the screenshot of the digits at 64 labels, 3 of the 470 items at >= 0.995 were wrong);
+    "uncalibrated" (no number) for a model built without calibration (``Lancet(calibration=None)``: its
+    stored figure is the raw head probability, not the chance the label is right). None: no confidence."""
     if confidence is None or confidence != confidence:
         return None
+    if not version_calibrated(model_version):
+        return UNCALIBRATED
     shown = show_confidence(float(confidence), fitted_labels(model_version) or 0)
     if shown == "uncertain":
         return "uncertain"

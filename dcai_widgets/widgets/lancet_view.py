@@ -24,7 +24,8 @@ import pandas as pd
 
 from ..calibration import SHOW_PERCENT_FROM, show_confidence
 from ..lancet import spot
-from .item_card import ItemCard
+from ..lancet.engine import version_calibrated
+from .item_card import UNCALIBRATED_WHY, ItemCard
 from .threads import Background, Job, on_main_thread
 
 LEGEND = ("<b>confidence</b>: LANCET's calibrated probability that a propagated label is right "
@@ -225,6 +226,9 @@ class LancetView(W.VBox):
         if self._fitted_labels() is None:
             self.refresh()             # nothing fitted in this kernel yet: show what the store holds
         else:
+            if self._prop_mask is not None:   # the fit's size and calibration as stored (a reload's first
+                self._summary_suffix = self._fit_text()   # refresh ran before the store was read)
+                self._show_summary(int(self._prop_mask.sum()))
             self._refresh_estimate()
             self._refresh_curve()
         done = set(self.checks["id"].tolist())
@@ -250,6 +254,16 @@ class LancetView(W.VBox):
         c = self._stored_curve
         return int(c["human_labels"].iloc[-1]) if len(c) else None
 
+    def _calibrated(self) -> bool:
+        """Whether the model shown was calibrated (False for ``Lancet(calibration=None)``: its stored
+        confidences are raw head probabilities, so no figure of them is printed as a confidence)."""
+        if self._team is not None:
+            return version_calibrated(self._team.get("model_version"))
+        if getattr(self.lancet, "proba_", None) is not None:
+            return version_calibrated(getattr(self.lancet, "model_version_", None))
+        c = self._stored_curve
+        return version_calibrated(c["model_version"].iloc[-1]) if len(c) else True
+
     def _propagated(self) -> pd.DataFrame:
         """Propagated labels of items no person has labeled (this kernel's fit, else the store's)."""
         if self._team is None and getattr(self.lancet, "proba_", None) is not None:
@@ -272,10 +286,15 @@ class LancetView(W.VBox):
             f"<tr><td>{spot.BINS[i]:.1f}–{min(spot.BINS[i + 1], 1):.1f}</td><td>{int(c)}</td>"
             f'<td><div style="background:#1f77b4;height:8px;width:{int(120 * c / max(1, counts.max()))}px">'
             f"</div></td></tr>" for i, c in enumerate(counts))
-        note = "" if (self._fitted_labels() or 0) >= SHOW_PERCENT_FROM else \
-            f"<tr><td colspan=3><i>uncertain: fewer than {SHOW_PERCENT_FROM} human labels</i></td></tr>"
-        self.bins_html.value = (f'<table class="dcai-lancet-bins"><tr><th>calibrated confidence</th>'
-                                f"<th>items</th><th></th></tr>{rows}{note}</table>")
+        calibrated = self._calibrated()
+        note = ("" if (self._fitted_labels() or 0) >= SHOW_PERCENT_FROM else
+                f"<tr><td colspan=3><i>uncertain: fewer than {SHOW_PERCENT_FROM} human labels</i></td></tr>")
+        head = "calibrated confidence"
+        if not calibrated:   # the bins still stratify the spot checks; they are no chance of being right
+            note = f"<tr><td colspan=3><i>uncalibrated: {html.escape(UNCALIBRATED_WHY)}</i></td></tr>"
+            head = f'<span title="{html.escape(UNCALIBRATED_WHY)}">model probability (uncalibrated)</span>'
+        self.bins_html.value = (f'<table class="dcai-lancet-bins" data-calibrated="{int(calibrated)}"><tr>'
+                                f"<th>{head}</th><th>items</th><th></th></tr>{rows}{note}</table>")
 
     def _show_summary(self, count: int) -> None:
         self._show_bins()
@@ -284,16 +303,20 @@ class LancetView(W.VBox):
                               f"{count:,} of {len(self.session):,} items have propagated labels"
                               f"{self._summary_suffix}</div>")
 
-    def refresh(self) -> None:
-        """Redraw counts, bins, gauge and curve from the lancet's current state (or the store's)."""
-        p = self._propagated()
-        n = len(self.session)
+    def _fit_text(self) -> str:
+        """" · model fit on N human labels" (and whose fit it is), after the propagated count."""
         fit = self._fitted_labels()
         on = "" if fit is None else f" · model fit on {fit:,} human labels"
         if self._team is not None:
             by = str(self._team.get("by") or "").split("#")[0]   # "ada#<page id>": the annotator's name
             on += f" (the team's fit, made on {html.escape(by)}'s page)" if by else " (the team's fit)"
-        self._summary_suffix = on
+        return on
+
+    def refresh(self) -> None:
+        """Redraw counts, bins, gauge and curve from the lancet's current state (or the store's)."""
+        p = self._propagated()
+        n = len(self.session)
+        self._summary_suffix = self._fit_text()
         mask = np.zeros(n, bool)
         mask[p["id"].to_numpy(np.int64)] = True
         self._prop_mask = mask
@@ -325,6 +348,9 @@ class LancetView(W.VBox):
         for h in getattr(self.lancet, "history_", []):
             if np.isfinite(h.get("mean_confidence", np.nan)) and h.get("model_version") not in known:
                 rows.append(h)
+        # an uncalibrated round's mean raw probability is no confidence: its point is left out
+        rows = [r if version_calibrated(r.get("model_version")) else {**r, "mean_confidence": np.nan}
+                for r in rows]
         est = getattr(self, "last_estimate", None)
         if rows and est is not None:  # the latest estimate belongs to the latest round
             rows[-1] = {**rows[-1], "spot_accuracy": est["accuracy"] if est.get("complete", True) else np.nan,
@@ -391,9 +417,12 @@ class LancetView(W.VBox):
             return
         self.card.layout.display = ""
         self.card.show(int(c["id"]))
-        shown = show_confidence(float(c["confidence"]), self._fitted_labels() or 0)
+        if self._calibrated():
+            conf = f"calibrated confidence {show_confidence(float(c['confidence']), self._fitted_labels() or 0)}"
+        else:
+            conf = f'<span title="{html.escape(UNCALIBRATED_WHY)}">uncalibrated model: no confidence shown</span>'
         self.check_text.value = (f'<div data-item="{int(c["id"])}">LANCET says <b>{html.escape(str(c["label"]))}</b>'
-                                 f" (calibrated confidence {shown}) — right? {len(self._queue)} left</div>")
+                                 f" ({conf}) — right? {len(self._queue)} left</div>")
         self.confirm_button.disabled = self.reject_button.disabled = False
 
     def _store_check(self, right: str) -> bool:

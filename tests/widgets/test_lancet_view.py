@@ -1,4 +1,5 @@
 """LancetView driven from Python: counts, stop gauge, curve, spot checks with confirm/reject."""
+import re
 import warnings
 
 import numpy as np
@@ -275,3 +276,53 @@ def test_the_propagated_count_follows_labels_made_after_the_fit_like_the_map(tmp
     assert sum(counts) == before - 2          # the bins table counts the same items as the summary
     s.undo("ada")
     assert f'data-propagated="{before}"' in view.summary.value
+
+
+def _fitted_on(tmp_path, calibration, n_labels=60):
+    """A LANCET fit on ``n_labels`` true labels of 120 blobs, with or without calibration."""
+    s = _blobs(tmp_path, n_per=40)
+    rng = np.random.default_rng(1)
+    ids = rng.choice(len(s), n_labels, replace=False).tolist()
+    s.label(ids, s.y_true[ids], annotator="ada")
+    kw = {} if calibration else {"calibration": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lan = Lancet(s, batch=6, steps=80, dmn_steps=40, progress=False, **kw).fit()
+    return s, lan
+
+
+def test_an_uncalibrated_models_probability_is_never_shown_as_a_confidence(tmp_path):
+    """``Lancet(calibration=None)`` stores its raw head probability as the propagated label's confidence;
+    the cards, the LANCET view and its spot checks printed it like a calibrated one ("~c1 0.97"). Now the
+    model version says so and no figure is printed: "uncalibrated", with a tooltip saying why — also on a
+    reloaded page that has only the store."""
+    from dcai_widgets.widgets.item_grid import ItemGrid
+
+    s, lan = _fitted_on(tmp_path, calibration=False)
+    prop = s.propagated()
+    assert len(prop) and prop["model_version"].str.endswith("-uncalibrated").all()
+    grid = ItemGrid(s, prop["id"].tolist()[:6])
+    badges = " ".join(c.badges.value for _b, c, _t in grid._cells)
+    assert "uncalibrated" in badges and "without calibration" in badges
+    assert not re.search(r"~c\d [01]\.\d\d", badges), badges
+    view = LancetView(s, lan, per_bin=2, annotator="ada", background=False)
+    assert 'data-calibrated="0"' in view.bins_html.value and "calibrated confidence" not in view.bins_html.value
+    assert all(np.isnan(view.curve_source.data["conf"]))
+    view.draw()
+    assert "uncalibrated model" in view.check_text.value and "calibrated confidence" not in view.check_text.value
+    s2 = dw.Session.from_embeddings(s.embeddings, s.classes, y_true=s.y_true, store=s.store.path)
+    view2 = LancetView(s2, Lancet(s2, progress=False), annotator="ada", background=False)
+    assert 'data-calibrated="0"' in view2.bins_html.value
+
+
+def test_a_calibrated_models_confidence_is_still_shown(tmp_path):
+    from dcai_widgets.widgets.item_grid import ItemGrid
+
+    s, lan = _fitted_on(tmp_path, calibration=True)
+    prop = s.propagated()
+    assert len(prop) and not prop["model_version"].str.endswith("-uncalibrated").any()
+    grid = ItemGrid(s, prop["id"].tolist()[:6])
+    badges = " ".join(c.badges.value for _b, c, _t in grid._cells)
+    assert re.search(r"~c\d (>0\.99|[01]\.\d\d)", badges) and "uncalibrated" not in badges
+    view = LancetView(s, lan, per_bin=2, annotator="ada", background=False)
+    assert 'data-calibrated="1"' in view.bins_html.value and np.isfinite(view.curve_source.data["conf"]).all()
