@@ -18,6 +18,11 @@ before the run (no per-dataset tuning):
   ``spread`` = scikit-learn LabelSpreading (10-NN kernel) from the 20 labels; ``lr_smooth`` = LR's
   probability averaged with its 10-NN neighbours' (10 rounds, half own); ``lr_featsmooth`` = LR on features
   averaged half with their 10-NN mean; ``lr_plus_spread`` = mean rank of LR and spread.
+- ``--only-ceiling`` (controls, no ELITE): how far above LR-on-20-labels can *any* use of the pool go?
+  The same classifiers given the true label of every pool item, 5-fold cross-fitted (each item scored by a
+  model that never saw it): ``full_lr`` (the baseline's LR), ``full_svm`` (RBF SVM), ``full_knn``
+  (15-NN), ``full_hgb`` (gradient-boosted trees); and LR given 40 / 80 oracle labels (half anomalous,
+  where the pool has that many anomalies) instead of 20. All scored on the same unlabeled items.
 - ``oracle_choice``: per run the best of lr / ELITE / elite_plus_lr as if chosen knowing the test labels,
   the ceiling of any "choose ELITE or LR on the labels" rule (variant c).
 
@@ -84,13 +89,44 @@ def graph_controls(X, labels) -> dict[str, np.ndarray]:
             "lr_plus_spread": rankdata(p) + rankdata(f)}
 
 
+def ceiling_controls(X, y, labels, seed: int) -> dict[str, np.ndarray]:
+    """Upper references (see ``--only-ceiling``): classifiers that know far more labels than the 20."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+    Xs = StandardScaler().fit_transform(X)
+    lab = np.flatnonzero(labels >= 0)
+    out = {"lr": _lr(Xs, lab, labels[lab], None)}
+    cv = StratifiedKFold(5, shuffle=True, random_state=seed)
+    full = {"full_lr": LogisticRegression(max_iter=2000), "full_svm": SVC(),
+            "full_knn": KNeighborsClassifier(15), "full_hgb": HistGradientBoostingClassifier(random_state=seed)}
+    for name, clf in full.items():
+        method = "predict_proba" if name in ("full_knn", "full_hgb") else "decision_function"
+        p = cross_val_predict(clf, Xs, y, cv=cv, method=method)
+        out[name] = p[:, 1] if p.ndim == 2 else p
+    rng = np.random.default_rng(seed + 1000)
+    pool_a = np.flatnonzero((labels < 0) & (y == 1))
+    pool_n = np.flatnonzero((labels < 0) & (y == 0))
+    for n in (40, 80):
+        extra = (n - len(lab)) // 2
+        if extra > len(pool_a):
+            continue
+        more = np.concatenate([lab, rng.choice(pool_a, extra, replace=False), rng.choice(pool_n, extra, replace=False)])
+        yy = np.where(np.isin(more, lab), labels[more], y[more])
+        out[f"lr_{n}"] = _lr(Xs, more, yy, None)
+    return out
+
+
 def run(X, y, labels, seed, epochs, semi: bool, only_semi: bool = False,
-        backbones=("svdd", "ae"), only_graph: bool = False) -> dict[str, float]:
+        backbones=("svdd", "ae"), only_graph: bool = False, only_ceiling: bool = False) -> dict[str, float]:
     test = labels < 0
     auc = lambda s: float(roc_auc_score(y[test], np.asarray(s)[test]))
     sc = {}
     if only_graph:
         return {k: auc(v) for k, v in graph_controls(X, labels).items()}
+    if only_ceiling:
+        return {k: auc(v) for k, v in ceiling_controls(X, y, labels, seed).items()}
     if only_semi:
         return {f"semi_{b}": auc(Elite.from_arrays(X, labels, backbone=b, epochs=epochs, seed=seed,
                                                    mode="semi").fit().scores_) for b in backbones}
@@ -127,6 +163,7 @@ def main() -> None:
     ap.add_argument("--only-semi", action="store_true", help="fit only Elite(mode='semi') (the other "
                     "variants are deterministic: merge with a run without it)")
     ap.add_argument("--only-graph", action="store_true", help="only the graph-based controls (no ELITE)")
+    ap.add_argument("--only-ceiling", action="store_true", help="only the many-label ceilings (no ELITE)")
     ap.add_argument("--semi-backbones", nargs="*", default=["svdd", "ae"], help="with --only-semi")
     ap.add_argument("--datasets", nargs="*", default=DATASETS)
     args = ap.parse_args()
@@ -134,19 +171,20 @@ def main() -> None:
     rows, t0 = [], time.perf_counter()
     for ds, rp, seed, Xp, yp, labels in settings(args.datasets, args.seeds, args.pool):
         r = run(Xp, yp, labels, seed, args.epochs, args.semi, args.only_semi, args.semi_backbones,
-                args.only_graph)
+                args.only_graph, args.only_ceiling)
         rows.append({"dataset": ds, "rp": rp, "seed": seed, **r})
         print(f"{ds:13s} rp={rp} seed={seed} " + " ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
-    methods = [k for k in rows[0] if k not in ("dataset", "rp", "seed")]
+    methods = list(dict.fromkeys(k for r in rows for k in r if k not in ("dataset", "rp", "seed")))
     print("\nper dataset (mean over r_p and seeds):")
     for ds in args.datasets:
         sub = [r for r in rows if r["dataset"] == ds]
-        print(f"  {ds:13s} " + " ".join(f"{m}={np.mean([r[m] for r in sub]):.3f}" for m in methods))
-    mean = {m: round(float(np.mean([r[m] for r in rows])), 4) for m in methods}
-    by_rp = {m: [round(float(np.mean([r[m] for r in rows if r["rp"] == rp])), 4) for rp in (0.1, 0.3)]
+        print(f"  {ds:13s} " + " ".join(f"{m}={np.mean([r[m] for r in sub if m in r]):.3f}" for m in methods
+                                        if any(m in r for r in sub)))
+    mean = {m: round(float(np.mean([r[m] for r in rows if m in r])), 4) for m in methods}
+    by_rp = {m: [round(float(np.mean([r[m] for r in rows if r["rp"] == rp and m in r])), 4) for rp in (0.1, 0.3)]
              for m in methods}
-    per_ds = {m: {ds: round(float(np.mean([r[m] for r in rows if r["dataset"] == ds])), 4)
-                  for ds in args.datasets} for m in methods}
+    per_ds = {m: {ds: round(float(np.mean([r[m] for r in rows if r["dataset"] == ds and m in r])), 4)
+                  for ds in args.datasets if any(r["dataset"] == ds and m in r for r in rows)} for m in methods}
     print(json.dumps({"roc_auc": mean, "roc_auc_rp01_rp03": by_rp, "per_dataset": per_ds, "runs": len(rows),
                       "seconds": round(time.perf_counter() - t0, 1)}))
 
