@@ -69,24 +69,29 @@ def estimate(propagated: pd.DataFrame, checks: pd.DataFrame, bins=BINS, z: float
 
 
 # -- spot checks kept in the store (so they survive a reload) --------------------------------------
-MARKER = "spot-check:"   # model_version of a spot check's review label: "spot-check:<propagated label>"
+MARKER = "spot-check:"   # model_version of a spot check's label: "spot-check:<propagated label>"
+SOURCES = ("review", "human")   # a lead's (or the single user's) check is a review; a team annotator's, human
 
 
-def record(session, item: int, label: str, propagated_label: str, confidence: float, annotator: str) -> int:
-    """Store one spot check as a review label by ``annotator``: ``label`` is the class the expert says
-    is right; the propagated label and its confidence ride along (``model_version`` =
-    ``MARKER + propagated label``, ``confidence``) so :func:`checks_from_store` finds the check again.
+def record(session, item: int, label: str, propagated_label: str, confidence: float, annotator: str,
+           source: str = "review") -> int:
+    """Store one spot check as a label by ``annotator``: ``label`` is the class the expert says is right;
+    the propagated label and its confidence ride along (``model_version`` = ``MARKER + propagated label``,
+    ``confidence``) so :func:`checks_from_store` finds the check again. ``source``: "review" (a lead's or
+    the single user's check: it overrides colleagues' labels) or "human" (a team annotator's own label).
     Committed before it returns; emits the Session's "labels" event like ``Session.label``."""
     if not isinstance(annotator, str) or not annotator.strip():
         raise ValueError(f"a spot check needs the annotator who made it, got {annotator!r}")
+    if source not in SOURCES:
+        raise ValueError(f"a spot check's source must be one of {SOURCES}, got {source!r}")
     classes = [str(c) for c in session.classes]
     for name, v in (("label", label), ("propagated_label", propagated_label)):
         if str(v) not in classes:
             raise ValueError(f"{name} {v!r} is not one of the classes {classes}")
-    batch = session.store.append([int(item)], [str(label)], annotator=annotator, source="review",
+    batch = session.store.append([int(item)], [str(label)], annotator=annotator, source=source,
                                  confidence=[float(np.clip(confidence, 0.0, 1.0))],
                                  model_version=MARKER + str(propagated_label))
-    session.emit("labels", ids=[int(item)], labels=[str(label)], source="review", annotator=annotator)
+    session.emit("labels", ids=[int(item)], labels=[str(label)], source=source, annotator=annotator)
     return batch
 
 
@@ -94,7 +99,7 @@ def checks_from_store(session) -> pd.DataFrame:
     """The live spot checks in the store (retracted ones left out): DataFrame id, label (the propagated
     label checked), confidence (as shown then), correct, annotator, ts; the latest check per item."""
     cols = ["id", "label", "confidence", "correct", "annotator", "ts"]
-    ev = session.store.events(("review",))
+    ev = session.store.events(SOURCES)
     mv = ev["model_version"].astype("string")
     ev = ev[mv.str.startswith(MARKER).fillna(False).to_numpy(bool)]
     if ev.empty:

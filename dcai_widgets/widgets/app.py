@@ -111,7 +111,7 @@ class App(W.VBox):
             # a team annotator's relabel is their own label; only a lead's (or the single user's) is a review
             self._builders[len(children)] = lambda: _optional_panel("inspect", "InspectPanel")(
                 session, annotator=self.annotator or getattr(self.label_panel, "annotator", None),
-                label_source="human" if self.team and self.role != "lead" else "review")
+                label_source=self._label_source)
             children.append(W.HTML("<i>loading…</i>"))
             titles.append("Inspect")
         if _has_panel("clean"):   # ELITE; needs the session's "normal" and "anomaly" classes (says so if not)
@@ -258,7 +258,8 @@ class App(W.VBox):
             queue = getattr(queue, "queue", queue)
         try:
             engine = queue.engine() if isinstance(queue, DeferredQueue) else queue
-            view = view_cls(self.session, engine, annotator=self.annotator or self.label_panel.annotator)
+            view = view_cls(self.session, engine, annotator=self.annotator or self.label_panel.annotator,
+                            label_source=self._label_source)
         except Exception as e:  # shown in its place; LANCET still fits
             self._lancet_view_failed(e)
             return
@@ -269,6 +270,13 @@ class App(W.VBox):
         self._lancet_slot.children = [W.HTML(f'<span class="dcai-error">LANCET\'s view could not be built: '
                                              f"{html.escape(str(e) or repr(e))}</span>")]
         self._fit_go.set()
+
+    @property
+    def _label_source(self) -> str:
+        """Source of a page's corrections (Inspect's relabel/confirm, LANCET's spot checks): a team
+        annotator's are their own "human" labels; only a lead's (or the single user's) is a "review",
+        which overrides colleagues' labels."""
+        return "human" if self.team and self.role != "lead" else "review"
 
     @property
     def lancet_view(self) -> Any:

@@ -2,14 +2,15 @@
 learning curve (bokeh), and spot checks of propagated labels with an accuracy estimate.
 
 Spot checks (not in the LANCET paper) draw a few propagated labels from every confidence bin; the
-expert confirms (stored as a ``source="review"`` label by the view's annotator) or rejects and gives the
-right class (also a review label). The accuracy of all propagated labels is estimated per bin with a
+expert confirms (stored as a ``source="review"`` label by the view's annotator; a team annotator who is
+not a lead stores their own ``"human"`` label, as Inspect does) or rejects and gives the right class
+(also such a label). The accuracy of all propagated labels is estimated per bin with a
 Wilson interval, combined by each bin's share of the propagated items (:mod:`dcai_widgets.lancet.spot`).
 
 Confidences are LANCET's calibrated ones (:mod:`dcai_widgets.calibration`), shown as numbers only from
 ``SHOW_PERCENT_FROM`` human labels ("uncertain" before). Everything shown is restored from the store when
 the page is reloaded (a new kernel): the propagated-label summary from ``session.propagated()``, the
-spot checks from their review labels (:func:`spot.checks_from_store`), the curve from the propagated
+spot checks from their labels (:func:`spot.checks_from_store`), the curve from the propagated
 labels' model versions (:func:`spot.curve_from_store`); that read runs in the background.
 """
 from __future__ import annotations
@@ -65,7 +66,8 @@ class LancetView(W.VBox):
     """Side panel for the Label tab; refreshes whenever ``lancet`` refits (Session "model" event)."""
 
     def __init__(self, session: Any, lancet: Any, per_bin: int = 2, seed: int | None = 0,
-                 card_size: int = 96, annotator: str | None = None, background: bool = True) -> None:
+                 card_size: int = 96, annotator: str | None = None, background: bool = True,
+                 label_source: str = "review") -> None:
         for name in ("propagated", "should_stop"):
             if not callable(getattr(lancet, name, None)):
                 raise TypeError(f"lancet must be a dcai_widgets Lancet (needs {name}()); got {type(lancet).__name__}")
@@ -73,6 +75,10 @@ class LancetView(W.VBox):
             raise ValueError(f"per_bin must be a positive int (spot checks per confidence bin), got {per_bin!r}")
         if annotator is not None and (not isinstance(annotator, str) or not annotator.strip()):
             raise ValueError(f"annotator must be a non-empty string or None, got {annotator!r}")
+        if label_source not in spot.SOURCES:
+            raise ValueError(f"label_source must be one of {spot.SOURCES}, got {label_source!r}")
+        # a team annotator's check is their own ("human") label; a lead's (or single user's) a review
+        self.label_source = label_source
         default = getattr(session, "annotator", None)
         # spot checks are labels: they carry who made them (the same default as the Label panel's)
         self.annotator = (annotator.strip() if annotator
@@ -430,7 +436,8 @@ class LancetView(W.VBox):
         c = self.current
         self._own_write = True
         try:
-            spot.record(self.session, int(c["id"]), right, str(c["label"]), float(c["confidence"]), self.annotator)
+            spot.record(self.session, int(c["id"]), right, str(c["label"]), float(c["confidence"]), self.annotator,
+                        source=self.label_source)
         except Exception as e:   # nothing moves on: the check stays on screen
             self.check_text.value += (f'<div class="dcai-error" style="color:#b00020">not saved: '
                                       f"{html.escape(str(e) or repr(e))}</div>")

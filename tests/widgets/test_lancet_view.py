@@ -326,3 +326,48 @@ def test_a_calibrated_models_confidence_is_still_shown(tmp_path):
     assert re.search(r"~c\d (>0\.99|[01]\.\d\d)", badges) and "uncalibrated" not in badges
     view = LancetView(s, lan, per_bin=2, annotator="ada", background=False)
     assert 'data-calibrated="1"' in view.bins_html.value and np.isfinite(view.curve_source.data["conf"]).all()
+
+
+def test_a_team_annotators_spot_check_is_their_own_label_and_is_restored_after_a_reload(tmp_path):
+    """A "review" label overrides every colleague's label, so only a lead's (or the single user's) spot
+    check is one; a team annotator's is their own "human" label, still marked as a spot check so the
+    estimate and the curve come back after a reload."""
+    s, lan = _fitted_on(tmp_path, calibration=True)
+    view = LancetView(s, lan, per_bin=2, annotator="ada", background=False, label_source="human")
+    view.draw()
+    first = view.current
+    view.confirm()
+    row = s.store.events(("human", "review")).iloc[-1]
+    assert (int(row["id"]), row["source"], row["annotator"]) == (int(first["id"]), "human", "ada")
+    assert row["model_version"] == spot.MARKER + str(first["label"])
+    lead = LancetView(s, lan, per_bin=2, annotator="lee", background=False)   # default: a review
+    lead.draw()
+    lead.confirm()
+    assert s.store.events(("review",))["annotator"].tolist() == ["lee"]
+    s2 = dw.Session.from_embeddings(s.embeddings, s.classes, y_true=s.y_true, store=s.store.path)
+    view2 = LancetView(s2, Lancet(s2, progress=False), annotator="ada", background=False, label_source="human")
+    assert len(view2.checks) == 2 and int(first["id"]) in set(view2.checks["id"])
+    assert 'data-checks="2"' in view2.estimate_html.value
+    with pytest.raises(ValueError, match="label_source"):
+        LancetView(s, lan, label_source="lead")
+
+
+def test_the_app_gives_a_team_annotators_lancet_view_human_labels_and_a_leads_review_labels(tmp_path):
+    import ipywidgets as W
+
+    from dcai_widgets.queue import UncertaintyQueue
+    from dcai_widgets.widgets import App
+
+    s = _blobs(tmp_path)
+    made = {}
+
+    class Recorder(W.HTML):
+        def __init__(self, session, engine, annotator=None, label_source="review"):
+            super().__init__()
+            made[annotator] = label_source
+
+    for who, role, team in (("ada", "annotator", True), ("lee", "lead", True), ("solo", None, False)):
+        app = App(s, annotator=who, queue=UncertaintyQueue(s, cold_start=5), role=role, team=team)
+        app._lancet_slot = W.VBox()      # as with LANCET as the queue (its view beside the Label panel)
+        app._build_lancet_view((Recorder, app.label_panel.queue))
+    assert made == {"ada": "human", "lee": "review", "solo": "review"}
