@@ -10,15 +10,17 @@ is saved or the retries are spent (then the red line says the label was NOT save
 from __future__ import annotations
 
 import html
+import logging
 import sqlite3
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from .threads import Background, Job
 
+log = logging.getLogger(__name__)
 TRANSIENT = (TimeoutError, ConnectionError)   # StoreBusyError, StoreUnavailableError subclass these
 
 
@@ -51,6 +53,62 @@ def undone_text(batch: pd.DataFrame) -> str:
             f"{html.escape(src)} labels ({what}): items {shown}</span>")
 
 
+class SlowNotice:
+    """Runs ``show()`` if an operation on the kernel's main thread is still going after ``slow_s``.
+
+    One watcher thread per owner (a panel), waiting on a deadline, instead of a ``threading.Timer``
+    (a new thread) per keypress: 200 quick labels started 200 threads. The watcher must be a thread, not
+    the kernel loop's ``call_later``: the write it watches blocks that loop (a store's lock wait runs on
+    the main thread), so ``show`` touches the widget from the watcher, as the timer did. ``arm(show)``
+    returns ``finish()``; a lock orders ``show`` before whatever the caller writes after ``finish()``,
+    so a finished operation never leaves its notice behind."""
+
+    def __init__(self, slow_s: float) -> None:
+        self.slow_s = float(slow_s)
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._show: Callable[[], None] | None = None
+        self._armed = 0            # bumps per arm(): a finish() of an older operation changes nothing
+        self._shown = False
+        self._thread: threading.Thread | None = None
+
+    def arm(self, show: Callable[[], None]) -> Callable[[], bool]:
+        with self._cond:
+            self._armed += 1
+            token = self._armed
+            self._deadline, self._show, self._shown = time.monotonic() + self.slow_s, show, False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="dcai-slow-notice", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+        def finish() -> bool:
+            with self._cond:
+                if token != self._armed:
+                    return False
+                self._deadline = self._show = None
+                return self._shown
+
+        return finish
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                show, self._deadline, self._shown = self._show, None, True
+                try:
+                    if show is not None:
+                        show()
+                except Exception:   # a failing notice must not end the watcher
+                    log.exception("slow-operation notice failed")
+
+
 class SaveRetry:
     """Writes one label for a panel (``panel._write(i, cls)``); see the module docstring.
 
@@ -65,6 +123,7 @@ class SaveRetry:
     def __init__(self, panel: Any, retries: int = 4, delay: float = 0.5, background: bool = True) -> None:
         self.panel, self.retries, self.delay = panel, int(retries), float(delay)
         self.pending: tuple[int, str, float] | None = None
+        self._notice: SlowNotice | None = None   # its watcher thread starts with the first save
         self._bg = Background(self._retry, on_done=self._done, on_error=self._failed, name="dcai-label-save",
                               background=background)
 
@@ -92,31 +151,17 @@ class SaveRetry:
             self._bg.request()
             return False
 
-    def _notice_if_slow(self, i: int, cls: str) -> Any:
-        """Start a timer that shows "saving…" if the write is still waiting after ``slow_s``; returns
-        ``finish()`` (stop it; True when the notice was shown). A lock orders the timer's line before
-        whatever the caller writes next, so a finished save never leaves "saving…" behind."""
-        lock, state = threading.Lock(), {"done": False, "shown": False}
+    def _notice_if_slow(self, i: int, cls: str) -> Callable[[], bool]:
+        """Arm the panel's one ``SlowNotice`` to show "saving…" if the write is still waiting after
+        ``slow_s``; returns ``finish()`` (disarm it; True when the notice was shown)."""
+        if self._notice is None:
+            self._notice = SlowNotice(self.slow_s)
 
         def show() -> None:
-            with lock:
-                if state["done"]:
-                    return
-                state["shown"] = True
-                self.panel.error.value = error_html(f"saving… label {cls!r} for item #{i}: waiting for the "
-                                                    "store (another writer holds it)", saving=True)
+            self.panel.error.value = error_html(f"saving… label {cls!r} for item #{i}: waiting for the "
+                                                "store (another writer holds it)", saving=True)
 
-        timer = threading.Timer(self.slow_s, show)
-        timer.daemon = True
-        timer.start()
-
-        def finish() -> bool:
-            timer.cancel()
-            with lock:
-                state["done"] = True
-                return state["shown"]
-
-        return finish
+        return self._notice.arm(show)
 
     def _retry(self, job: Job) -> tuple[int, str, float]:
         i, cls, t0 = self.pending
