@@ -182,7 +182,7 @@ def test_a_float16_memmap_flows_through_index_and_seals_without_widening_the_mat
     assert peak_setup < nbytes32 / 2       # O(N) pool bookkeeping, not N x d
     assert peak_round < nbytes32 / 3        # O(N) label vectors per round (~50 bytes/item), not N x d
     assert idx.X_ is E and sl.X is E
-    assert len(sl._cache["X"]) < n
+    assert len(sl._rows.X) < n
     assert (lab == 1).sum() > 3      # the search found more of the concept
 
 

@@ -21,7 +21,9 @@ from threadpoolctl import ThreadpoolController
 
 from .._validate import excluded_mask
 from ..neighbors import ivf_cells
-from .pool import CandidatePool, search_neighbors
+from .pool import CandidatePool
+from .rows import RowBuffer
+from .similar import similar_items
 from .strategies import MISSING, MostLikelyPositive, ScoreStrategy, _top, as_strategy
 
 __all__ = ["BACKGROUND_NEGATIVES", "BACKGROUND_WEIGHT", "EXPLORE", "EXPLORE_QUOTA", "Seals", "default_estimator"]
@@ -404,14 +406,14 @@ class Seals:
             row_ids = None
         else:
             row_ids, Xr, yr = self._pool_rows(X, y)
-            cand = row_ids[:self._cache["m"]]     # the unlabeled rows come first, in the buffer's order
+            cand = row_ids[:self._rows.m]     # the unlabeled rows come first, in the buffer's order
         m = max(int(self.batch), 1)
         n_rows = len(cand)    # rows scored this round (the report's n_scored)
         keep = ~out[cand]     # excluded items are scored with the rest (rows are shared) but never offered
         with _blas_limit(_scoring_threads(est, len(Xr))):
             if isinstance(self.strategy_, ScoreStrategy):
                 scores = np.asarray(self.strategy_.score(Xr, yr, est), dtype=np.float64)
-                exo = None if self.full_scan else self._cache["exo"][:len(cand)][keep]
+                exo = None if self.full_scan else self._rows.exo[:len(cand)][keep]
                 cand, scores = cand[keep], scores[keep]
                 self.scores_, self.candidates_pool_ = scores, cand
                 self._outside = None if exo is None else np.flatnonzero(exo)
@@ -495,26 +497,26 @@ class Seals:
         """Rows to score, as (ids, vectors, strategy labels): every unlabeled pool member and exploration
         item, then the labeled items when the strategy reads them (k-center, modAL/skactiveml, custom).
 
-        The unlabeled rows are kept in a buffer across rounds and updated only where the pool changed
-        (``CandidatePool.take_changes``): a round gathers from X just the items new to the pool (random
-        rows of a large X cost ~0.4 us each) and moves a buffer row only for each item that left it.
+        The unlabeled rows are kept in a :class:`RowBuffer` across rounds and updated only where the pool
+        changed (``CandidatePool.take_changes``): a round gathers from X just the items new to the pool
+        (random rows of a large X cost ~0.4 us each) and moves a buffer row only for each item that left it.
         """
-        c = getattr(self, "_cache", None)
-        changed = self.pool_.take_changes() if c is not None else None
-        if c is None or c["key"] != (len(X), getattr(self, "_explore_n", None)) or changed is None:
+        buf = getattr(self, "_rows", None)
+        changed = self.pool_.take_changes() if buf is not None else None
+        if buf is None or buf.key != (len(X), getattr(self, "_explore_n", None)) or changed is None:
             self._reset_rows(X, y)
-            c = self._cache
+            buf = self._rows
         elif len(changed):
             in_pool = self.pool_.mask()[changed]
             is_ex = self._in_explore(changed)[0]
             want = (y[changed] == MISSING) & (in_pool | is_ex)
-            have = c["pos"][changed] >= 0
-            self._drop_rows(changed[have & ~want])
+            have = buf.holds(changed)
+            buf.drop(changed[have & ~want])
             self._add_rows(X, changed[want & ~have])
-            at = c["pos"][changed[want]]     # rows that stay or came: an exploration item may have joined the pool
-            c["exo"][at] = (is_ex & ~in_pool)[want]
-        m = c["m"]
-        ids, Xr = c["ids"][:m].copy(), c["X"][:m]
+            at = buf.pos[changed[want]]     # rows that stay or came: an exploration item may have joined the pool
+            buf.exo[at] = (is_ex & ~in_pool)[want]
+        m = buf.m
+        ids, Xr = buf.ids[:m].copy(), buf.X[:m]
         yr = np.full(m, MISSING, dtype=np.int64)
         if not _reads_labeled_rows(self.strategy_):
             return ids, Xr, yr
@@ -525,85 +527,25 @@ class Seals:
         return np.concatenate([ids, lab]), np.concatenate([Xr, X[lab]]), np.concatenate([yr, yl])
 
     def _reset_rows(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Start the row buffer over: every unlabeled pool member and exploration item.
-
-        The buffer holds float32 copies of the rows scored each round (gathered by id from X, which may be
-        a memory-mapped file) and is sized to what the pool and exploration sample hold, with room to grow
-        (``ROW_RESERVE`` of N, at most ``ROW_RESERVE_MAX`` rows, or twice the rows now); it never allocates
-        N x d.  Its pages are written up front (a first write to a fresh page faults: at 1M a round that
-        crossed into new pages spent 3-6 ms there) and it grows by doubling, rarely."""
+        """Start the row buffer over with every unlabeled pool member and exploration item, sized to
+        them with room to grow (``ROW_RESERVE`` of N, at most ``ROW_RESERVE_MAX`` rows, or twice the rows
+        now)."""
         n, d = X.shape
         self.pool_.take_changes()
         rows = np.union1d(self.pool_.ids(), self._explore(y))
         cap = min(n, max(2 * len(rows), min(int(ROW_RESERVE * n), ROW_RESERVE_MAX), 1))
-        self._cache = {"key": (n, getattr(self, "_explore_n", None)), "pos": np.full(n, -1, dtype=np.int32),
-                       "m": 0, **self._row_arrays(cap, d)}
+        self._rows = RowBuffer(n, d, cap, key=(n, getattr(self, "_explore_n", None)))
         self._add_rows(X, rows)
 
-    @staticmethod
-    def _row_arrays(cap: int, d: int) -> dict:
-        """The buffer's per-row arrays for ``cap`` rows, every page written now (see ``_reset_rows``)."""
-        out = {"X": np.empty((cap, d), dtype=np.float32), "ids": np.empty(cap, dtype=np.int64),
-               "ex": np.empty(cap, dtype=bool), "exo": np.empty(cap, dtype=bool)}
-        for a in out.values():
-            a.fill(0)
-        return out
-
-    def _reserve(self, rows: int) -> None:
-        """Room for ``rows`` rows in the buffer: a doubling (capped at N) copied over when it is short."""
-        c = self._cache
-        cap = len(c["X"])
-        if rows <= cap:
-            return
-        grown = self._row_arrays(min(len(c["pos"]), max(rows, 2 * cap)), c["X"].shape[1])
-        m = c["m"]
-        for key, a in grown.items():
-            a[:m] = c[key][:m]
-            c[key] = a
-
     def _add_rows(self, X: np.ndarray, new: np.ndarray) -> None:
-        """Append the rows of ``new`` (distinct ids not in the buffer) to the buffer, gathered from X."""
-        c, k = self._cache, len(new)
-        if not k:
+        """Add the rows of ``new`` (distinct ids not in the buffer), noting exploration items as scored."""
+        if not len(new):
             return
-        m = c["m"]
-        self._reserve(m + k)
         new = np.sort(new)                       # ascending reads of X
-        # straight into the buffer: X[new] builds a temporary and checks every id, twice the time
-        # (1,500 random rows of 1M x 128: 0.68 ms against 0.33 ms); the ids are pool members, in range
-        if X.dtype == c["X"].dtype:
-            np.take(X, new, axis=0, out=c["X"][m:m + k], mode="clip")
-        else:                                    # float16 embeddings: widened row by row as read
-            c["X"][m:m + k] = np.take(X, new, axis=0)
-        c["ids"][m:m + k] = new
         is_ex, at = self._in_explore(new)
-        c["ex"][m:m + k] = is_ex
-        c["exo"][m:m + k] = is_ex & ~self.pool_.mask()[new]      # exploration items outside the pool
+        self._rows.add(X, new, is_ex, is_ex & ~self.pool_.mask()[new])
         if len(at):
             self._explore_ever[at[is_ex]] = True  # scored from this round on
-        c["pos"][new] = np.arange(m, m + k, dtype=np.int32)
-        c["m"] = m + k
-
-    def _drop_rows(self, gone: np.ndarray) -> None:
-        """Remove the rows of ``gone`` (ids in the buffer): the last rows move into the holes."""
-        c = self._cache
-        if not len(gone):
-            return
-        m = c["m"]
-        at = c["pos"][gone].astype(np.int64)
-        c["pos"][gone] = -1
-        keep_to = m - len(gone)
-        tail = np.ones(m - keep_to, dtype=bool)
-        tail[at[at >= keep_to] - keep_to] = False
-        movers = keep_to + np.flatnonzero(tail)     # surviving rows past the new end
-        holes = at[at < keep_to]                    # as many as movers
-        if len(holes):
-            c["X"][holes] = c["X"][movers]
-            c["ids"][holes] = c["ids"][movers]
-            c["ex"][holes] = c["ex"][movers]
-            c["exo"][holes] = c["exo"][movers]
-            c["pos"][c["ids"][holes]] = holes.astype(np.int32)
-        c["m"] = keep_to
 
     def _background_ids(self, n: int) -> np.ndarray:
         """The background sample (drawn once for this N, seeded); empty when off or in multi-class mode."""
@@ -731,54 +673,9 @@ class Seals:
 
     def similar(self, ids: Sequence[int] | None = None, vectors: np.ndarray | None = None, k: int = 10,
                 exclude: Sequence[int] | None = None) -> pd.DataFrame:
-        """"More like these": neighbours of items (by id) or query vectors, merged, nearest first.
-
-        Returns id, distance (index metric), similarity (cosine to the nearest query) and query (the
-        query item, or -1-based position of the query vector).  The query items themselves are left out.
-        """
-        if (ids is None) == (vectors is None):
-            raise TypeError("pass exactly one of ids= or vectors=")
-        n = self._n_items()
-        X = self.X
-        if ids is not None:
-            qids = np.asarray(ids, dtype=np.int64).reshape(-1)
-            if qids.size == 0:
-                raise ValueError("no ids given: select at least one item")
-            if qids.min() < 0 or qids.max() >= n:
-                raise ValueError(f"ids must lie in 0..{n - 1}")
-            Q = np.asarray(X[qids], dtype=np.float32)
-        else:
-            Q = np.asarray(vectors, dtype=np.float32)
-            if Q.ndim == 1:
-                Q = Q[None, :]
-            qids = -1 - np.arange(len(Q))
-        k = int(k)
-        if not 1 <= k < n:
-            raise ValueError(f"k={k} neighbours asked but there are only {n} items; choose 1 <= k <= {n - 1}")
-        skip = set(int(i) for i in qids if i >= 0) | set(int(i) for i in (exclude or []))
-        kk = min(n, k + len(skip))
-        nbr, dist = search_neighbors(self.index, Q, kk, X.shape[1])
-        best: dict[int, tuple[float, int]] = {}
-        for qi, row, drow in zip(qids, nbr, dist):
-            for j, d in zip(row, drow):
-                j = int(j)
-                if j < 0 or j in skip:
-                    continue
-                if j not in best or d < best[j][0]:
-                    best[j] = (float(d), int(qi))
-        items = sorted(best.items(), key=lambda t: (t[1][0], t[0]))[:k]
-        out = pd.DataFrame({"id": [i for i, _ in items], "distance": [v[0] for _, v in items],
-                            "query": [v[1] for _, v in items]})
-        if len(out):
-            V = np.asarray(X[out["id"].to_numpy()], dtype=np.float32)
-            qrow = {int(q): r for r, q in enumerate(qids)}
-            Qm = Q[[qrow[int(q)] for q in out["query"]]]
-            num = np.einsum("ij,ij->i", V, Qm)
-            den = np.linalg.norm(V, axis=1) * np.linalg.norm(Qm, axis=1)
-            out["similarity"] = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0).astype(np.float32)
-        else:
-            out["similarity"] = np.zeros(0, np.float32)
-        return out[["id", "similarity", "distance", "query"]]
+        """"More like these": neighbours of items (by id) or query vectors, merged, nearest first
+        (:func:`~dcai_widgets.seals.similar.similar_items` over this engine's vectors and index)."""
+        return similar_items(self.X, self.index, ids=ids, vectors=vectors, k=k, exclude=exclude)
 
     def __repr__(self) -> str:
         mode = "full scan" if self.full_scan else f"k={self.k}"

@@ -128,11 +128,11 @@ def test_cached_rows_match_a_fresh_engine_over_rounds_and_undo(blobs, strategy):
     assert sorted(s.candidates_pool_.tolist()) == sorted(fresh.candidates_pool_.tolist())
     assert set(s.candidates(20)) == set(fresh.candidates(20))
     # the row buffer holds exactly the unlabeled pool members and exploration items, each once
-    buffered = s._cache["ids"][: s._cache["m"]]
+    buffered = s._rows.ids[: s._rows.m]
     explore = s.explore_ids_[lab[s.explore_ids_] == -1]
     assert sorted(buffered.tolist()) == sorted(set(s.pool_.ids().tolist()) | set(explore.tolist()))
-    assert (s._cache["pos"][buffered] == np.arange(len(buffered))).all()
-    assert (s._cache["pos"] >= 0).sum() == len(buffered)
+    assert (s._rows.pos[buffered] == np.arange(len(buffered))).all()
+    assert (s._rows.pos >= 0).sum() == len(buffered)
 
 
 @pytest.mark.parametrize("strategy", ["most_likely_positive", "kcenter"])
@@ -145,14 +145,14 @@ def test_row_buffer_follows_random_labels_undos_and_far_labels(blobs, strategy):
     s = Seals.from_arrays(X, index, k=10, strategy=strategy, target=1, batch=15, explore=40)
     for r in range(8):
         s.fit(lab)
-        buffered = s._cache["ids"][: s._cache["m"]]
+        buffered = s._rows.ids[: s._rows.m]
         explore = s.explore_ids_[lab[s.explore_ids_] == -1]
         assert len(set(buffered.tolist())) == len(buffered)
         assert set(buffered.tolist()) == set(s.pool_.ids().tolist()) | set(explore.tolist())
         assert (lab[buffered] == -1).all()
-        np.testing.assert_array_equal(s._cache["X"][: len(buffered)], X[buffered])
+        np.testing.assert_array_equal(s._rows.X[: len(buffered)], X[buffered])
         outside = np.isin(buffered, s.explore_ids_) & ~s.pool_.mask()[buffered]
-        np.testing.assert_array_equal(s._cache["exo"][: len(buffered)], outside)
+        np.testing.assert_array_equal(s._rows.exo[: len(buffered)], outside)
         fresh = Seals.from_arrays(X, index, k=10, strategy=strategy, target=1, batch=15, explore=40).fit(lab)
         assert sorted(s.candidates_pool_.tolist()) == sorted(fresh.candidates_pool_.tolist())
         if s.scores_ is not None:

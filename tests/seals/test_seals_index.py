@@ -65,5 +65,5 @@ def test_seals_over_a_memmap_and_an_ivfpq_index_equals_the_in_ram_run_and_finds_
     sl_map.fit(lab_map)
     np.testing.assert_array_equal(np.sort(sl_map.pool_.ids()),
                                   CandidatePool.from_scratch(E, idx, labeled, k=30))
-    assert len(sl_map._cache["X"]) < len(X)             # the row buffer holds the pool, not N rows
+    assert len(sl_map._rows.X) < len(X)             # the row buffer holds the pool, not N rows
     faiss.omp_set_num_threads(os.cpu_count() or 1)
