@@ -53,12 +53,16 @@ class App(W.VBox):
     shown from a fixed random order without torch, scikit-learn, FAISS or bokeh. Each tab's keyboard shortcuts are active only while that tab is shown; "?" lists them.
     Every panel that labels gets the page's annotator. `guidelines`: markdown text (or a Path to a file;
     default: the file named by env DCAI_GUIDELINES) shown collapsible above the tabs, rendered safely.
+    Above the tabs `DataNotes` says what opening the data did (images resized); `offer_import`: the
+    session's `y_true` are the user's own labels (a CSV label column, class folders), not a demo's answer
+    key: say so and let a lead or the single user import them.
     """
 
     def __init__(self, session: Any, annotator: str | None = None, queue: Any = None,
                  extras: W.Widget | None = None, role: str | None = None, team: bool | None = None,
                  overlap: float | int | None = None, guidelines: str | os.PathLike | None = None,
-                 prepare: bool = True) -> None:
+                 prepare: bool = True, offer_import: bool = False) -> None:
+        from .data_notes import DataNotes
         from .first_paint import DeferredQueue, PaintSignal
         from .guidelines import guidelines_widget, load_guidelines
 
@@ -144,7 +148,10 @@ class App(W.VBox):
         self.label_panel.keyboard.on_key(self._on_label_key)
         text = load_guidelines(guidelines)
         self.guidelines = guidelines_widget(text) if text and text.strip() else None
-        top = [style_widget()] + ([self.guidelines] if self.guidelines is not None else [])
+        # what opening the data did (images resized) and labels the data brought (import them, or not)
+        self.data_notes = DataNotes(session, offer_import=offer_import, can_import=self._label_source == "review",
+                                    annotator=self.annotator or getattr(self.label_panel, "annotator", None))
+        top = [style_widget()] + ([self.guidelines] if self.guidelines is not None else []) + [self.data_notes]
         self.label_help = self._label_key_help()
         if self.label_help is not None:
             top += [self.label_help.button, self.label_help]
@@ -429,4 +436,5 @@ def app_from_env(environ: Mapping[str, str] | None = None) -> App:
             session.store.close()
             raise PermissionError("this page needs your personal link; the link is missing, wrong or revoked")
         annotator, role = who
-    return App(session, annotator=annotator, role=role)
+    # the user's file brought labels (the digits demo's are its answer key): offer to import them
+    return App(session, annotator=annotator, role=role, offer_import=data != "digits")

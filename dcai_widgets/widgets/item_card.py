@@ -49,6 +49,19 @@ def png_cache(session: Any) -> PngCache:
     return cache
 
 
+def resized_from(session: Any) -> dict[int, str]:
+    """{item id: its size in the file, "WxH"} for the images opening the folder resized (cached per session)."""
+    got = getattr(session, "_dw_resized_from", None)
+    if got is None:
+        r = getattr(session.items, "resized_", None)
+        got = {} if r is None or not len(r) else dict(zip(r["id"].astype(int), r["from_size"].astype(str)))
+        try:
+            session._dw_resized_from = got
+        except AttributeError:
+            pass
+    return got
+
+
 def item_html(session: Any, item_id: int, max_chars: int = _TEXT_LIMIT) -> str:
     """HTML for a non-image item: escaped text, a table row as key/value pairs, or a vector summary."""
     items = session.items
@@ -108,6 +121,10 @@ class ItemCard(W.VBox):
         else:
             self.body.value = item_html(self.session, i)
         extra = f" · {html.escape(note)}" if note else ""
+        was = resized_from(self.session).get(i) if self.is_image else None
+        if was:   # the file's own size: the shown image was resized to the set's one size
+            extra += (f' · <span class="dcai-resized" title="resized from {html.escape(was)} to the size all '
+                      f'images were given">resized from {html.escape(was)}</span>')
         self.shown_count += 1
         self.caption.value = (f'<span class="dcai-item-id" data-item="{i}" data-seq="{self.shown_count}">'
                               f"#{i}</span>{extra}")
