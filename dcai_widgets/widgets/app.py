@@ -155,7 +155,13 @@ class App(W.VBox):
         self.label_help = self._label_key_help()
         if self.label_help is not None:
             top += [self.label_help.button, self.label_help]
-        super().__init__(top + [self.tabs, self.paint])
+        # the labels as a file, from the page (a lead's or the single user's: a team annotator's page has none)
+        self.export_bar = None
+        if self._label_source == "review":
+            from .export_bar import ExportBar
+
+            self.export_bar = ExportBar(session)
+        super().__init__(top + [self.tabs] + ([self.export_bar] if self.export_bar is not None else []) + [self.paint])
         self.add_class("dcai-app")
         self._build_lock = threading.Lock()
         self._explore_wanted = False   # the Explore tab was clicked before its preparation finished
