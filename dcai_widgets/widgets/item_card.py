@@ -10,6 +10,7 @@ import ipywidgets as W
 from ..calibration import SHOW_PERCENT_FROM
 
 _TEXT_LIMIT = 2000
+SMALL = 160   # cards narrower than this are a grid's thumbnails: text wraps in the card, cut after a few lines
 UNCALIBRATED = "uncalibrated"    # printed instead of the figure of a model built without calibration
 UNCALIBRATED_WHY = ("the model was built without calibration (calibration=None): its probability is not the "
                     "chance that the label is right, so no figure is shown")
@@ -99,7 +100,10 @@ class ItemCard(W.VBox):
         self.image = W.Image(format="png", layout=W.Layout(width=f"{size}px", height=f"{size}px",
                                                            object_fit="contain"))
         self.image.add_class("dcai-pixelated")
-        self.body = W.HTML(layout=W.Layout(width=f"{max(size, 240)}px"))
+        # a small card (a grid's, Inspect's neighbours) holds its text in its own width, wrapped and cut at
+        # the bottom: a 240 px block centred in a 108 px grid cell was cut on both sides ("ce was paid late")
+        small = size < SMALL
+        self.body = W.HTML(layout=W.Layout(width="100%" if small else f"{max(size, 240)}px"))
         self.caption = W.HTML()
         self.badges = W.HTML()
         children = [self.image if self.is_image else self.body]
@@ -107,6 +111,8 @@ class ItemCard(W.VBox):
             children += [self.caption, self.badges]
         super().__init__(children=children, **kwargs)
         self.add_class("dcai-card")
+        if small:
+            self.add_class("dcai-card-small")
         if item_id is not None:
             self.show(item_id)
 

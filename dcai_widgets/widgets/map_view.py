@@ -217,7 +217,10 @@ class MapView(W.VBox):
         self.renderer = fig.scatter("x", "y", source=self.source, size=6 if n < 5000 else 4,
                                     fill_color="color", line_color=None, fill_alpha="alpha",
                                     selection_line_color=SELECTION, selection_fill_alpha="alpha",
-                                    nonselection_fill_alpha=0.3)
+                                    # faint means one thing (only a model's guess): with a fixed 0.3 the
+                                    # points outside a selection faded too, so a lasso of 2 made 43
+                                    # people-labeled texts look "propagated by the model (0)"
+                                    nonselection_fill_alpha="alpha")
         self.hl_source = ColumnDataSource({"x": [], "y": []})
         self._hl = fig.scatter("x", "y", source=self.hl_source, size=16, fill_color=None,
                                line_color=SELECTION, line_width=3)

@@ -54,6 +54,9 @@ STYLE_CSS = """
 .dcai-card { border: 1px solid #ddd; border-radius: 4px; padding: 4px; align-items: center; }
 .dcai-card.dcai-selected { outline: 3px dashed %(sel)s; outline-offset: 1px; background: #f4f4f4; }
 .dcai-text { white-space: pre-wrap; max-height: 320px; overflow-y: auto; font-size: 14px; }
+.dcai-card-small .dcai-text { font-size: 11px; line-height: 1.3; max-height: 7.8em; overflow: hidden;
+  white-space: normal; overflow-wrap: anywhere; text-align: left; }
+.dcai-card-small .widget-html, .dcai-card-small .widget-html-content { width: 100%%; }
 .dcai-row th { text-align: right; padding-right: 6px; color: #555; }
 .dcai-badge { border-radius: 3px; padding: 0 4px; font-size: 12px; }
 .dcai-human { background: #d9ead3; }

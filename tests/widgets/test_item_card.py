@@ -55,3 +55,17 @@ def test_text_and_table_items_are_escaped():
 def test_bad_size_is_named(demo):
     with pytest.raises(ValueError, match="size"):
         ItemCard(demo, 0, size=2)
+
+
+def test_a_small_cards_text_wraps_inside_the_card_instead_of_a_240px_block_cut_on_both_sides():
+    """Explore's grid (72 px cards in ~108 px cells) centred a 240 px text block in each card: the served
+    page showed "ce was paid late" for "the invoice was paid late". A small card's text now takes the
+    card's width and wraps (cut after a few lines); the Label panel's big card is unchanged."""
+    from dcai_widgets.widgets.style import STYLE_CSS
+
+    texts = Sess(TextItems(["the invoice was paid late (ticket 1)"]))
+    small, big = ItemCard(texts, 0, size=72), ItemCard(texts, 0, size=192)
+    assert "dcai-card-small" in small._dom_classes and small.body.layout.width == "100%"
+    assert "dcai-card-small" not in big._dom_classes and big.body.layout.width == "240px"
+    rule = STYLE_CSS[STYLE_CSS.index(".dcai-card-small .dcai-text"):].split("}")[0]
+    assert "white-space: normal" in rule and "overflow: hidden" in rule and "max-height" in rule

@@ -343,3 +343,15 @@ def test_map_legend_counts_items_with_only_a_models_guess_apart_from_items_with_
     rest = np.arange(10, len(demo))
     demo.set_propagated(rest, ["1"] * len(rest), [0.5] * len(rest), model_version="lancet-60-1")
     assert "no label (8)" in view.legend.value and f'data-count="{len(rest)}"' in view.legend.value
+
+
+def test_points_outside_a_selection_keep_their_solid_or_faint_look(demo):
+    """The legend says faint = propagated by the model; bokeh's default faded every point outside a
+    selection to 0.3, so after a lasso of two, the walk's text map showed 43 people-labeled items faint
+    beside "faint: propagated by the model (0)". Outside a selection a point keeps its own alpha."""
+    view = MapView(demo, grid=True)
+    demo.label([0], ["3"])
+    view.source.selected.indices = [5]
+    glyph = view.renderer.nonselection_glyph
+    assert glyph.fill_alpha == "alpha"                            # the column, as unselected points use
+    assert view.source.data["alpha"][view._pos[0]] == 0.95       # a person's label: solid
