@@ -92,7 +92,9 @@ class DataNotes(W.VBox):
             self.import_button.layout.display = "none"
         elif pending == 0:
             self.known.value = (f"<div {attrs}>{done:,} of the data's own labels are imported (source "
-                                "<i>import</i>); a label made here takes precedence over them</div>")
+                                "<i>import</i>): they count as labeled; Train and Inspect use them once "
+                                "<i>imported labels</i> is chosen there; a label made here takes precedence "
+                                "over them</div>")
             self.import_button.layout.display = "none"
         else:
             who = "" if self.can_import else " (a lead can import them)"
