@@ -220,3 +220,51 @@ def test_a_reloaded_page_shows_the_lancet_view_from_the_store(tmp_path):
             browser.close()
     finally:
         server.kill()
+
+
+def test_a_new_users_labeled_csv_is_offered_for_import_and_the_labels_download_from_the_page(tmp_path):
+    """A new user's walk on a CSV with a label column of 1-3: the page said "0 of 60 labeled" without a
+    word about the file's labels, and offered no way to export from the browser. Now the file's labels
+    are said and imported on a click (source import, the page's annotator), and the export bar gives the
+    labels as a downloadable CSV."""
+    import base64
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(0)
+    csv = tmp_path / "rows.csv"
+    pd.DataFrame({"label": rng.integers(1, 4, 30), "width": rng.random(30), "height": rng.random(30)}).to_csv(
+        csv, index=False)
+    store = tmp_path / "labels.db"
+    server = Server(store, tmp_path / "serve.log", data=str(csv), annotator="new")
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = open_app(browser, server.url)
+            note = page.locator(".dcai-data-notes .dcai-known")
+            note.wait_for(timeout=60_000)
+            assert "comes with labels for 30 of 30 items" in note.inner_text()
+            item, _ = shown(page)
+            press_and_wait(page, "1")                               # a label made here first
+            page.get_by_role("button", name="import 29 labels").click()
+            page.locator('.dcai-known[data-pending="0"]').wait_for(timeout=60_000)
+            bar = page.locator(".dcai-export-bar")
+            bar.get_by_role("button", name="export labels").click()
+            link = page.locator(".dcai-export-bar a.dcai-download")
+            link.wait_for(timeout=60_000)
+            href = link.get_attribute("href")
+            browser.close()
+        st = LabelStore(store)
+        try:
+            cur = st.current(("human", "import")).set_index("id")
+        finally:
+            st.close()
+        assert len(cur) == 30 and (cur["source"] == "import").sum() == 29 and set(cur["annotator"]) == {"new"}
+        assert cur.loc[item, "source"] == "human" and cur.loc[item, "label"] == "1"
+        df = pd.read_csv(io.BytesIO(base64.b64decode(href.split(",", 1)[1])), dtype={"label": str})
+        assert len(df) == 30 and set(df["source"]) == {"human", "import"}
+    finally:
+        server.kill()
