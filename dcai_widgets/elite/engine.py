@@ -21,6 +21,7 @@ import torch
 
 from ..lancet._threads import torch_threads
 from .alice import alice_step, tailored_loss, validation_loss, validation_weights
+from .classical import CLASSICAL, classical_scores
 from .inputs import Inputs, arrays_inputs, session_inputs
 from .models import build
 from .pollution import PollutionEstimate, audit_order, estimate_pollution
@@ -50,6 +51,9 @@ class Elite:
     the labels-only logistic regression's 0.899 (benchmarks/elite_beyond.py; RESULTS.md, ELITE,
     "Beyond the paper"). It is kept as an option so that the negative result can be reproduced; the
     Clean tab uses the published mode.
+
+    ``backbone="hbos"`` (with ``alice=False`` only): no deep model; a classical detector
+(``classical.py``, HBOS) scores the items, the Clean tab's label-free first ranking.
 
     After ``fit()``: ``scores_`` (N,) higher = more anomalous; ``pseudo_labels_`` (N,) 1 anomalous,
     0 normal (the expert's label for labeled items, -1 for excluded ones not labeled); ``meta_gradients_``
@@ -95,8 +99,12 @@ class Elite:
 
     # -- checks --------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        if not isinstance(self.backbone, torch.nn.Module) and self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES} or a torch module, got {self.backbone!r}")
+        if not isinstance(self.backbone, torch.nn.Module) and self.backbone not in BACKBONES + CLASSICAL:
+            raise ValueError(f"backbone must be one of {BACKBONES + CLASSICAL} or a torch module, "
+                             f"got {self.backbone!r}")
+        if self._classical() and self.alice:
+            raise ValueError(f"backbone={self.backbone!r} is a classical detector for the label-free ranking "
+                             f"(alice=False); ELITE's ALICE trains a deep model: use one of {BACKBONES}")
         for name in ("epochs", "batch_size", "min_epochs"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (0 if name == "min_epochs" else 1):
@@ -119,6 +127,9 @@ class Elite:
                 raise ValueError(f"folds must be an int >= 2 (cross-fitted validation), got {self.folds!r}")
         if self.normal == self.anomaly:
             raise ValueError(f"normal and anomaly must be different class names, both are {self.normal!r}")
+
+    def _classical(self) -> bool:
+        return isinstance(self.backbone, str) and self.backbone in CLASSICAL
 
     def _inputs(self) -> Inputs:
         conv = isinstance(self.backbone, str) and self.backbone == "conv"
@@ -147,7 +158,13 @@ class Elite:
     def _fit(self, inp: Inputs, callback) -> None:
         X = torch.from_numpy(inp.X)
         train = inp.train_ids
-        if self.mode == "semi":
+        if self._classical():
+            scores = classical_scores(inp.X, train, self.backbone)
+            y, meta, Cs, hist = np.zeros(len(train)), np.zeros(len(train)), [np.nan], []
+            self.model_ = None
+            if callback is not None:
+                callback(1, 1, {"epoch": 1, "flips": 0, "pseudo_anomalies": 0})
+        elif self.mode == "semi":
             scores, y, meta, Cs, hist = self._fit_semi(inp, X, callback)
         else:
             model, y, meta, C, hist = self._train(X, train, inp.val_ids, inp.val_labels, None, None, callback)

@@ -5,7 +5,9 @@ or labels several at once in the grid; ``run ELITE`` fits ELITE (Zhang et al., K
 background with a progress bar (the kernel stays responsive); the panel shows the score distribution
 with the expert-labeled items marked, the pollution estimate (only from items labeled in the fixed random order: ``elite/pollution.py``) and the new ranking; ``exclude`` keeps the
 confirmed anomalies out of training (``Session.exclude(..., reason="anomaly")``, undoable).
-Before the first ELITE fit the ranking comes from the unsupervised model (Deep SVDD), which needs no label.
+Before the first ELITE fit the ranking comes from HBOS (``elite/classical.py``), a label-free outlier score
+that put more anomalies on top than the unsupervised Deep SVDD across image, text and tabular sets
+(``benchmarks/clean_start.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from .threads import Background, on_main_thread
 KEYS = {"n": "normal", "a": "anomaly", "ArrowRight": "next", "ArrowLeft": "prev"}
 # the number on a suspect's card (a bare "8.75" before), explained in the grid's legend
 SCORE = ("score", "ELITE's anomaly score of the item (higher = more anomalous; not a probability)")
+FIRST_SCORE = ("score", "HBOS outlier score, the label-free first ranking before ELITE runs (higher = more "
+               "anomalous; not a probability)")
+FIRST = "hbos"   # the first ranking's detector (elite.classical)
 _COLOURS = {"normal": "#2ca02c", "anomaly": "#d62728"}
 
 
@@ -122,11 +127,11 @@ class CleanPanel(W.VBox):
 
     def fit(self, alice: bool = True) -> None:
         self._mode = "elite" if alice else "unsupervised"
-        self._spec = dict(backbone=self.backbone.value, alice=alice, normal=self.normal, anomaly=self.anomaly,
+        self._spec = dict(backbone=self.backbone.value if alice else FIRST, alice=alice, normal=self.normal, anomaly=self.anomaly,
                           **self.elite_kw)
         self.run_button.disabled = True
         self.progress.value, self.progress.max = 0, int(self.elite_kw.get("epochs", 30))
-        what = "ELITE" if alice else "the unsupervised model (no labels needed)"
+        what = "ELITE" if alice else "the first ranking (HBOS, no labels needed)"
         self._status(f"fitting {what}…", "running")
         self._job.request()
 
@@ -157,8 +162,8 @@ class CleanPanel(W.VBox):
                          f"{elite.C_:.3g}); {flips} pool item(s) carry ELITE's working pseudo label "
                          f"{self.anomaly} (not an estimate of the pollution)", "done")
         else:
-            self._status(f"unsupervised ranking ready ({elite.fit_seconds_:.1f} s); label a few suspects "
-                         f"{self.normal!r} and {self.anomaly!r}, then run ELITE", "done")
+            self._status(f"first ranking (HBOS, no labels) ready ({elite.fit_seconds_:.1f} s); label a few "
+                         f"suspects {self.normal!r} and {self.anomaly!r}, then run ELITE", "done")
         self._show_results()
 
     def _failed(self, exc: BaseException) -> None:
@@ -174,7 +179,8 @@ class CleanPanel(W.VBox):
         if e is None:
             return
         sus = e.suspects(self.k)
-        self.grid.set_ids(sus["id"].tolist(), sus["score"].tolist(), score_name=SCORE)   # named, and in the legend
+        self.grid.set_ids(sus["id"].tolist(), sus["score"].tolist(),      # named, and in the legend
+                          score_name=SCORE if e.alice else FIRST_SCORE)
         self._reorder()
         self._draw_hist()
         self._show_pollution()

@@ -105,4 +105,15 @@ def test_suspect_cards_name_their_score_and_the_legend_explains_it(session):
     p = CleanPanel(session, annotator="ada", background=False, epochs=2)
     card = p.grid._cells[0][1]
     assert 'class="dcai-score"' in card.badges.value and ">score " in card.badges.value
+    # before any label the ranking is HBOS's, and the legend says so; after ELITE runs, ELITE's
+    assert "HBOS outlier score" in p.grid.legend.value and "ELITE&#x27;s" not in p.grid.legend.value
+    assert p.elite.backbone == "hbos" and not p.elite.alice
+    assert "first ranking (HBOS, no labels)" in p.status.value
+    ids = p.order[:6]
+    for i in ids[:3]:
+        session.label(i, "anomaly", annotator="ada")
+    for i in ids[3:]:
+        session.label(i, "normal", annotator="ada")
+    p.run()
+    assert p.elite.alice and p.elite.backbone == "svdd"
     assert "ELITE&#x27;s anomaly score" in p.grid.legend.value

@@ -155,3 +155,26 @@ def test_margin_threshold_and_ties():
     assert _threshold(scores, np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1])) == 3.5   # tie: the higher one
     assert _threshold(scores, np.array([0, 3]), np.array([0, 1])) == 2.5
     assert np.isnan(_threshold(scores, np.array([0]), np.array([0])))
+
+
+def test_hbos_first_ranking_scores_without_labels_and_matches_pyod():
+    """backbone="hbos" (alice=False): PyOD's HBOS fit on the pool scores every item, no label needed;
+    the pool's anomalies rank high; the labeled items are scored but not fit on; ALICE refuses it."""
+    from pyod.models.hbos import HBOS
+
+    X, y, labels = polluted(n=400, rp=0.1)
+    e = Elite.from_arrays(X, np.full(len(X), -1), backbone="hbos", alice=False).fit()
+    assert e.scores_.shape == (len(X),) and np.isfinite(e.scores_).all()
+    assert roc_auc_score(y, e.scores_) > 0.9
+    assert e.model_ is None and e.n_epochs_ == 0 and (e.pseudo_labels_ == 0).all()
+    assert list(e.suspects(5)["id"]) == list(np.argsort(-e.scores_, kind="stable")[:5])
+    # with labels: fit on the unlabeled pool only (standardised by the pool), same as PyOD directly
+    e2 = Elite.from_arrays(X, labels, backbone="hbos", alice=False).fit()
+    inp = arrays_inputs(X, labels, None, "normal", "anomaly", images=False, need_labels=False)
+    want = HBOS().fit(inp.X[inp.train_ids].astype(np.float64)).decision_function(inp.X.astype(np.float64))
+    np.testing.assert_allclose(e2.scores_, want)
+    assert len(e2.query(5, rule="score")) == 5
+    with pytest.raises(ValueError, match="classical detector.*alice=False"):
+        Elite.from_arrays(X, labels, backbone="hbos").fit()
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        Elite.from_arrays(X, labels, backbone="iforest", alice=False).fit()
