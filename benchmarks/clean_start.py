@@ -3,7 +3,7 @@
 The expert's first labels are the top of this ranking, so it decides how soon ELITE's validation set
 holds anomalies. Compared on the same items: the unsupervised Deep SVDD and autoencoder of
 ``dcai_widgets.elite`` (``alice=False``; Deep SVDD was the tab's first ranking), ``Elite(backbone="hbos",
-alice=False)`` (PyOD's HBOS through the engine), and PyOD / scikit-learn's Isolation Forest, ECOD,
+alice=False)`` (HBOS through the engine; its scores equal PyOD's), and PyOD / scikit-learn's Isolation Forest, ECOD,
 COPOD, kNN and LOF on the standardised features.
 
 Settings (dissimilar on purpose): the 5 ADBench sets (ResNet-18 CIFAR-10 embeddings, BERT 20 Newsgroups

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 import dcai_widgets as dw
 from dcai_widgets.elite import Elite
+from dcai_widgets.elite.classical import hbos
 from dcai_widgets.elite.inputs import arrays_inputs
 from dcai_widgets.elite.models import build
 
@@ -158,9 +159,9 @@ def test_margin_threshold_and_ties():
 
 
 def test_hbos_first_ranking_scores_without_labels_and_matches_pyod():
-    """backbone="hbos" (alice=False): PyOD's HBOS fit on the pool scores every item, no label needed;
-    the pool's anomalies rank high; the labeled items are scored but not fit on; ALICE refuses it."""
-    from pyod.models.hbos import HBOS
+    """backbone="hbos" (alice=False): HBOS fit on the pool scores every item, no label needed, equal to
+    PyOD's; the pool's anomalies rank high; the labeled items are scored but not fit on; ALICE refuses it."""
+    HBOS = pytest.importorskip("pyod.models.hbos", reason="pyod (a dev dependency) checks the scores").HBOS
 
     X, y, labels = polluted(n=400, rp=0.1)
     e = Elite.from_arrays(X, np.full(len(X), -1), backbone="hbos", alice=False).fit()
@@ -174,6 +175,11 @@ def test_hbos_first_ranking_scores_without_labels_and_matches_pyod():
     want = HBOS().fit(inp.X[inp.train_ids].astype(np.float64)).decision_function(inp.X.astype(np.float64))
     np.testing.assert_allclose(e2.scores_, want)
     assert len(e2.query(5, rule="score")) == 5
+    # values outside the pool's range (edge bins, tolerance, far out) and a constant feature
+    rng = np.random.default_rng(1)
+    F = np.c_[rng.normal(size=(200, 3)), np.ones(200)]
+    Q = np.r_[F, [[9, 0, 0, 1], [-9, 0, 0, 1], [F[:, 0].max() + 0.01, F[:, 1].min() - 0.01, 0, 2]]]
+    np.testing.assert_allclose(hbos(F, Q), HBOS().fit(F).decision_function(Q))
     with pytest.raises(ValueError, match="classical detector.*alice=False"):
         Elite.from_arrays(X, labels, backbone="hbos").fit()
     with pytest.raises(ValueError, match="backbone must be one of"):
