@@ -67,8 +67,8 @@ class CleanPanel(W.VBox):
         self.intro = W.HTML(
             "<b>Clean</b>: mark a few items as <kbd>n</kbd> normal or <kbd>a</kbd> anomalous "
             "(<kbd>←</kbd>/<kbd>→</kbd> move), run ELITE, exclude the confirmed anomalies.")
-        self.backbone = W.Dropdown(options=self._backbones(), value="svdd", description="model",
-                                   layout=W.Layout(width="200px"))
+        self.backbone = W.Dropdown(options=self._backbones(), value="svdd", description="ELITE model",
+                                   layout=W.Layout(width="260px"), style={"description_width": "initial"})
         self.rule = W.Dropdown(options=[("top score", "score"), ("largest meta-gradient", "meta"),
                                         ("nearest the threshold", "margin"), ("random", "random")],
                                value="score", description="ask next",
