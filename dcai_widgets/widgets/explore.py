@@ -62,6 +62,7 @@ class ExplorePanel(W.VBox):
         self.classes = [str(c) for c in session.classes]
         self.mode = "neighbors"            # or "rare"
         self.query_ids: list[int] = []     # the items the current neighbour grid was searched from
+        self._searched_text: tuple[str, int] | None = None   # (text, k) the grid shows the matches of
         self.seals: Seals | None = None    # fitted rare-concept engine
         self._searcher_: Seals | None = None   # similarity search helper (index + embeddings), on first search
         self._lock = threading.Lock()
@@ -181,6 +182,16 @@ class ExplorePanel(W.VBox):
             self._say("type a few words to search for", error=True)
             return []
         k = int(self.k_slider.value if k is None else k)
+        if (text, k) == self._searched_text and self.grid.ids:
+            return list(self.grid.ids)   # the box's change and the button's click of one search: once
+        # the query is embedded on this thread (the first one loads the text model: 10 s on the walk's
+        # 2-core box, with nothing on the page meanwhile); the status line goes out at once
+        self._say(f"searching for “{html.escape(text)}”…")
+        found = self._search_text(text, k)
+        self._searched_text = (text, k) if found else None
+        return found
+
+    def _search_text(self, text: str, k: int) -> list[int]:
         try:
             vec = self._encode_text(text)
         except (ValueError, TypeError, ImportError, OSError) as e:   # e.g. the model is not available offline
@@ -237,6 +248,7 @@ class ExplorePanel(W.VBox):
               score_name: tuple[str, str] | None = None, ring: bool = True) -> list[int]:
         """Fill the grid (sorted by score, highest first, when there are scores) and ring the items on
         the map (`ring=False` for a map selection: the map already marks it; rings on top hid the points)."""
+        self._searched_text = None    # the grid shows something else now (a text search sets it after)
         if scores is not None and len(ids):
             order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
             ids = [int(ids[j]) for j in order]

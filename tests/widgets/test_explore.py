@@ -272,3 +272,32 @@ def test_badges_say_uncertain_before_50_labels_and_show_the_calibrated_confidenc
     from dcai_widgets.widgets.explore import PROBA
 
     assert PROBA[0] != "p" and "not calibrated" in PROBA[1]
+
+
+def test_typing_then_clicking_search_embeds_the_query_once_and_says_it_is_searching(tmp_path):
+    """On the walk's text set the text box's change (on blur) and the button's click each embedded the
+    query (the first loads the text model: 10 s each on a 2-core box), with nothing on the page meanwhile."""
+    calls, said = [], []
+    words = ["cat", "kitten", "dog", "market", "rates"]
+
+    def bag(texts):
+        calls.append(len(texts))
+        return np.array([[t.split().count(w) + 0.01 for w in words] for t in texts], dtype=np.float32)
+
+    texts = ["cat kitten cat", "dog dog", "market rates", "kitten cat", "rates market market", "dog cat"] * 4
+    s = dw.Session.from_texts(texts, ["pets", "finance"], encoder=bag, store=tmp_path / "t.db")
+    panel = ExplorePanel(s, k=6, map=False, background=False)
+    _ = s.embeddings
+    panel.status.observe(lambda ch: said.append(ch["new"]), names="value")
+    calls.clear()
+    panel.text_box.value = "kitten cat"            # the box loses focus as the button is clicked…
+    first = list(panel.grid.ids)
+    panel.text_button.click()                      # …and the click asks for the same search
+    assert calls == [1] and panel.grid.ids == first
+    assert any("searching for" in v for v in said)
+    panel.k_slider.value = 3
+    panel.text_button.click()                      # another k: a new search
+    assert calls == [1, 1] and len(panel.grid.ids) == 3
+    panel.search([0])                              # the grid shows something else: the text searches again
+    panel.text_button.click()
+    assert calls == [1, 1, 1]
