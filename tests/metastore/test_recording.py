@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcai_widgets.metastore import MetaStore, layers, storage
+from dcai_widgets.metastore import MetaStore, layers, shard_writes, storage
 from dcai_widgets.metastore.storage import ShardWriter
 
 from .helpers import CNN, MLP, param_names, per_sample_grads
@@ -162,7 +162,7 @@ def test_crash_mid_shard_write_is_detected_and_recollected(tmp_path, monkeypatch
 
     ms = MetaStore(model, ["fc1", "fc2"], path=tmp_path / "g", dtype="float64", shard_bytes=800, batch_size=5)
     calls = {"n": 0}
-    real = storage._write_all
+    real = shard_writes._write_all
 
     def dies_on_the_third_write(f, data):
         calls["n"] += 1
@@ -170,10 +170,10 @@ def test_crash_mid_shard_write_is_detected_and_recollected(tmp_path, monkeypatch
             real(f, memoryview(data)[: len(data) // 2])
             raise KeyboardInterrupt("killed")          # as if the process died mid-write
         real(f, data)
-    monkeypatch.setattr(storage, "_write_all", dies_on_the_third_write)
+    monkeypatch.setattr(shard_writes, "_write_all", dies_on_the_third_write)
     with pytest.raises(KeyboardInterrupt):
         ms.collect((X, Y), nn.CrossEntropyLoss(), "c", progress=False)
-    monkeypatch.setattr(storage, "_write_all", real)
+    monkeypatch.setattr(shard_writes, "_write_all", real)
     tmps = list((tmp_path / "g" / "ckpt" / "c").rglob("*.tmp"))
     assert tmps, "the interrupted write should have left its temp file behind"
     with pytest.warns(UserWarning, match="recollected"):
