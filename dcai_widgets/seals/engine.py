@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import ThreadpoolController
 
 from .._validate import excluded_mask
-from ..neighbors import ivf_cells
+from .draws import SampleDraws
 from .pool import CandidatePool
 from .rows import RowBuffer
 from .similar import similar_items
@@ -129,22 +129,7 @@ def default_estimator() -> LogisticRegression:
     return LogisticRegression(class_weight="balanced", max_iter=1000)
 
 
-def _stratified(rng: np.random.Generator, cells: np.ndarray, m: int, exclude: np.ndarray) -> np.ndarray:
-    """m items spread evenly over cells: in a random order, the items of lowest rank within their cell
-    (ties at the last rank broken at random), so each cell gives about m / #cells, all of a smaller one."""
-    perm = rng.permutation(len(cells))
-    perm = perm[~np.isin(perm, exclude)]
-    c = cells[perm]
-    o = np.argsort(c, kind="stable")
-    rank = np.empty(len(perm), dtype=np.int64)
-    rank[o] = np.arange(len(perm)) - np.searchsorted(c[o], c[o], side="left")
-    level = int(np.searchsorted(np.cumsum(np.bincount(rank)), min(m, len(perm))))
-    take = rank < level
-    take[np.flatnonzero(rank == level)[:max(0, m - int(take.sum()))]] = True
-    return perm[take].astype(np.int64)
-
-
-class Seals:
+class Seals(SampleDraws):
     """SEALS candidate selection over a Session (or plain arrays via :meth:`from_arrays`).
 
     Parameters follow scikit-learn: ``fit`` returns self, learned state ends in ``_``.  ``strategy`` is
@@ -546,67 +531,6 @@ class Seals:
         self._rows.add(X, new, is_ex, is_ex & ~self.pool_.mask()[new])
         if len(at):
             self._explore_ever[at[is_ex]] = True  # scored from this round on
-
-    def _background_ids(self, n: int) -> np.ndarray:
-        """The background sample (drawn once for this N, seeded); empty when off or in multi-class mode."""
-        m = int(self.background_negatives)
-        if self.target_ is None or m <= 0:
-            return np.zeros(0, dtype=np.int64)
-        if getattr(self, "background_ids_", None) is None or self._background_n != (n, m):
-            rng = np.random.default_rng(self.random_state)
-            self.background_ids_ = np.sort(rng.choice(n, min(m, n), replace=False)).astype(np.int64)
-            self._background_n = (n, m)
-        return self.background_ids_
-
-    def _background(self, y: np.ndarray) -> np.ndarray:
-        """Unlabeled ids of the background sample, used as weak negatives; empty when off."""
-        ids = self._background_ids(len(y))
-        return ids[y[ids] == MISSING]
-
-    def _explore(self, y: np.ndarray) -> np.ndarray:
-        """Unlabeled ids of the exploration sample (drawn once; disjoint from the background unless the
-        background leaves fewer than its size); empty when off."""
-        n = len(y)
-        ex = float(self.explore)
-        m = min(n, int(round(ex * n)) if ex < 1 else int(ex))
-        if m <= 0:
-            return np.zeros(0, dtype=np.int64)
-        if getattr(self, "explore_ids_", None) is None or self._explore_n != (n, m):
-            seed = None if self.random_state is None else (int(self.random_state), 1)
-            rng = np.random.default_rng(seed)
-            bg = self._background_ids(n)
-            if n - len(bg) < m:     # a small data set the background covers: let the two samples overlap
-                bg = np.zeros(0, dtype=np.int64)
-            cells = ivf_cells(self.index, n)
-            if cells is None:
-                rest = np.setdiff1d(np.arange(n), bg, assume_unique=True)
-                ids = rng.choice(rest, m, replace=False).astype(np.int64)
-            else:
-                ids = _stratified(rng, cells, m, exclude=bg)
-            self.explore_ids_ = np.sort(ids)
-            self._explore_n = (n, m)
-            self._explore_ever = np.zeros(len(ids), dtype=bool)
-            self._explore_pos = np.full(n, -1, dtype=np.int32)     # id -> position in the sample, or -1
-            self._explore_pos[self.explore_ids_] = np.arange(len(ids), dtype=np.int32)
-        ids = self.explore_ids_
-        return ids[y[ids] == MISSING]
-
-    def _in_explore(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whether each id is in the exploration sample, and its position there (meaningful where it is):
-        one lookup per id in an N-sized map (a binary search per id cost 0.2 ms a round at 1M)."""
-        ex = getattr(self, "explore_ids_", None)
-        if ex is None or not len(ex):
-            return np.zeros(len(ids), dtype=bool), np.zeros(0, dtype=np.int64)
-        pos = self._explore_pos[ids]
-        return pos >= 0, pos
-
-    def _fraction_scored(self, y: np.ndarray) -> float:
-        """Fraction of all items ever scored: ever in the kNN pool, or an unlabeled exploration item."""
-        ever = int(self.pool_.ever_.sum())
-        ids = getattr(self, "explore_ids_", None)
-        if ids is not None and len(ids):
-            ever += int((self._explore_ever & ~self.pool_.ever_[ids]).sum())
-        return ever / len(y) if len(y) else 0.0
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "ranking_"):

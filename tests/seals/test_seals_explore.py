@@ -149,7 +149,7 @@ def test_exploration_sample_is_stratified_by_ivf_cell():
     """With an IVF index each cell gives about the same number of items (all of a cell smaller than
     that), so a small cell, e.g. a rare sub-cluster that owns one, is never left out by chance."""
     from dcai_widgets.neighbors import ivf_cells
-    from dcai_widgets.seals.engine import _stratified
+    from dcai_widgets.seals.draws import _stratified
 
     rng = np.random.default_rng(1)
     centers = rng.normal(scale=10, size=(20, 8))
