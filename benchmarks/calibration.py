@@ -10,6 +10,8 @@ engine's old and current default method and number of folds, scored on the same 
     python benchmarks/calibration.py --gate --seeds 0,1,2             # the Label panel's live audit gate
     python benchmarks/calibration.py --gate --seeds 0 --states DIR    # ... and save each curve's record
     python benchmarks/calibration.py --gate-from DIR [--partial]      # replay audit rules on saved curves
+    python benchmarks/calibration.py --fold-states DIR --datasets text --seeds 0,1   # LANCET fold states
+    python benchmarks/calibration.py --fold-states-from DIR          # score propagated-label calibrators
 
 Sources (what a person sees):
   lancet_propagated  LANCET's propagated labels: every item no person labeled.
@@ -379,6 +381,30 @@ def main_gate_from(folder: str, partial: bool = False) -> None:
     print(json.dumps(out))
 
 
+def main_fold_states(args) -> None:
+    """``--fold-states DIR``: LANCET curves saving fold states; ``--fold-states-from DIR``: score them
+    (``_fold_states`` docstring). Last line: per candidate calibrator the worst ECE over datasets, both
+    sources and seeds at 50 and 100 labels; ``ece_at_50`` / ``ece_at_100`` are the shipped one's."""
+    import _fold_states
+
+    if args.fold_states:
+        cps = sorted(int(c) for c in args.checkpoints.split(","))
+        for name in args.datasets.split(","):
+            for seed in (int(x) for x in args.seeds.split(",")):
+                s, t = session_for(name), time.perf_counter()
+                eng = dw.Lancet(s, batch=args.batch, progress=False, warn=False, calibration=None, seed=seed)
+                for p in _fold_states.save(s, eng, name, seed, cps, args.fold_states, args.batch):
+                    print(f"saved {p}", flush=True)
+                print(f"{name} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
+    res = _fold_states.compare(args.fold_states or args.fold_states_from, session_for)
+    _fold_states.print_table(res)
+    head = res["headline"]
+    out = {"mode": "fold-states", "shipped": "coverage", "ece_at_50": head["coverage_ece_at_50"],
+           "ece_at_100": head["coverage_ece_at_100"], "accuracy_at_100": res["accuracy_at_100"], **head,
+           "states": [f"{r['dataset']}/s{r['seed']}@{r['labels']}" for r in res["rows"]], "cells": res["cells"]}
+    print(json.dumps(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="digits,text,mnist")
@@ -399,8 +425,14 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=50, help="--gate: the audit's window (SuggestionAudit)")
     ap.add_argument("--gate-from", default="", help="replay audit rules on gate curves saved with --gate --states")
     ap.add_argument("--partial", action="store_true", help="--gate-from: also score curves that did not finish")
+    ap.add_argument("--fold-states", default="", help="LANCET curves saving fold states here (_fold_states.py)")
+    ap.add_argument("--fold-states-from", default="", help="score propagated-label calibrators on saved fold states")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.fold_states or args.fold_states_from:
+        if args.checkpoints == ap.get_default("checkpoints"):
+            args.checkpoints = "50,100"
+        return main_fold_states(args)
     if args.gate_from:
         return main_gate_from(args.gate_from, args.partial)
     if args.gate:

@@ -122,9 +122,10 @@ def _smoothed_targets(correct: np.ndarray) -> np.ndarray:
     return np.where(ok, (n_pos + 1) / (n_pos + 2), 1.0 / (n_neg + 2))
 
 
-def _bce(p: np.ndarray, t: np.ndarray) -> float:
+def _bce(p: np.ndarray, t: np.ndarray, w: np.ndarray | None = None) -> float:
     p = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(-(t * np.log(p) + (1 - t) * np.log1p(-p)).mean())
+    loss = -(t * np.log(p) + (1 - t) * np.log1p(-p))
+    return float(loss.mean() if w is None else (w * loss).sum() / w.sum())
 
 
 def _temperature_conf(logp: np.ndarray, T: float) -> np.ndarray:
@@ -152,13 +153,20 @@ class TopLabelCalibrator:
     def __init__(self, method: str = "temperature"):
         self.method = method
 
-    def fit(self, logp, correct, distance=None) -> TopLabelCalibrator:
+    def fit(self, logp, correct, distance=None, sample_weight=None) -> TopLabelCalibrator:
+        """``sample_weight`` (n,) non-negative: each pair's weight in the loss (e.g. importance weights
+        that make the labeled pairs look like the items whose confidence is shown); None = equal."""
         if self.method not in METHODS:
             raise ValueError(f"calibration method must be one of {METHODS}, got {self.method!r}")
         logp = np.asarray(logp, np.float64)
         ok = np.asarray(correct, bool).reshape(-1)
         if logp.ndim != 2 or len(logp) != len(ok):
             raise ValueError(f"logp must be (n, K) with one row per outcome; got {logp.shape} and {ok.shape}")
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, np.float64).reshape(-1)
+            if len(w) != len(ok) or not np.all(np.isfinite(w)) or (w < 0).any() or (len(w) and w.sum() <= 0):
+                raise ValueError(f"sample_weight must be {len(ok)} finite non-negative weights, not all 0")
         self.n_, self.n_classes_ = len(ok), logp.shape[1]
         self.accuracy_ = float(ok.mean()) if len(ok) else float("nan")
         if not len(ok):
@@ -172,21 +180,21 @@ class TopLabelCalibrator:
             self.d_scale_ = float(np.median(F[:, 1])) if len(F) else 0.0
             F[:, 1] -= self.d_scale_
 
-            def loss_c(w):
-                return _bce(_sigmoid(F @ w[:2] + w[2]), t) + 1e-4 * float(w[:2] @ w[:2])
+            def loss_c(v):
+                return _bce(_sigmoid(F @ v[:2] + v[2]), t, w) + 1e-4 * float(v[:2] @ v[:2])
 
             self.w_ = minimize(loss_c, x0=np.array([1.0, 0.0, 0.0]), method="L-BFGS-B").x
         elif self.method == "temperature":
             from scipy.optimize import minimize_scalar
 
-            res = minimize_scalar(lambda lt: _bce(_temperature_conf(logp, np.exp(lt)), t),
+            res = minimize_scalar(lambda lt: _bce(_temperature_conf(logp, np.exp(lt)), t, w),
                                   bounds=(np.log(0.05), np.log(1e4)), method="bounded")
             self.T_ = float(np.exp(res.x))
         elif self.method == "platt":
             from scipy.optimize import minimize
 
             def loss(ab):
-                return _bce(_sigmoid(ab[0] * s + ab[1]), t) + 1e-4 * ab[0] ** 2
+                return _bce(_sigmoid(ab[0] * s + ab[1]), t, w) + 1e-4 * ab[0] ** 2
 
             res = minimize(loss, x0=np.array([1.0, 0.0]), method="L-BFGS-B")
             self.a_, self.b_ = float(res.x[0]), float(res.x[1])
@@ -194,7 +202,7 @@ class TopLabelCalibrator:
             from sklearn.isotonic import IsotonicRegression
 
             self.iso_ = IsotonicRegression(y_min=float(t.min()), y_max=float(t.max()),
-                                           out_of_bounds="clip").fit(s, t)
+                                           out_of_bounds="clip").fit(s, t, sample_weight=w)
         return self
 
     @staticmethod
