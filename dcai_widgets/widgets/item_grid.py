@@ -187,10 +187,11 @@ class ItemGrid(W.VBox):
                             score_name=self.score_name[0] if self.score_name and score is not None else None)
 
     def _refresh_legend(self) -> None:
-        parts = ['<span class="dcai-badge dcai-human">3</span> labeled by a person',
-                 '<span class="dcai-badge dcai-prop">~3 0.87</span> propagated by the model (not yet '
+        c = html.escape(self.classes[0]) if self.classes else "a"   # the project's own class, not a digit
+        parts = [f'<span class="dcai-badge dcai-human">{c}</span> labeled by a person',
+                 f'<span class="dcai-badge dcai-prop">~{c} 0.87</span> propagated by the model (not yet '
                  "checked by a person) with its calibrated confidence (the chance it is right; "
-                 f'<span class="dcai-badge dcai-prop">~3 uncertain</span> while the model has fewer than '
+                 f'<span class="dcai-badge dcai-prop">~{c} uncertain</span> while the model has fewer than '
                  f"{SHOW_PERCENT_FROM} human labels)"]
         if self.scores is not None and self.score_name:
             short, meaning = self.score_name

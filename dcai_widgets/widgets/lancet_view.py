@@ -31,8 +31,14 @@ from .threads import Background, Job, on_main_thread
 
 LEGEND = ("<b>confidence</b>: LANCET's calibrated probability that a propagated label is right "
           f"(learned from held-out human labels; <i>uncertain</i> before {SHOW_PERCENT_FROM} human labels). "
-          "<b>~6 0.83</b> on an item = propagated label 6 at confidence 0.83. Spot checks: your verdicts on "
-          "propagated labels, kept as review labels.")
+          "<b>~{cls} 0.83</b> on an item = propagated label {cls} at confidence 0.83. Spot checks: your "
+          "verdicts on propagated labels, kept as labels.")
+
+
+def legend(classes: Any) -> str:
+    """LEGEND with one of the project's own classes as the example (a shapes project read "~6 0.83")."""
+    cls = html.escape(str(list(classes)[0])) if len(classes) else "a"
+    return LEGEND.replace("{cls}", cls)
 
 
 def stop_html(r: Any) -> str:
@@ -120,7 +126,7 @@ class LancetView(W.VBox):
         self.curve = self._build_curve()
         # not the map's "dcai-legend" (a flex row of swatches: it put every tag of this text on its own line)
         self.legend = W.HTML(f'<div class="dcai-lancet-legend" style="font-size:11px;color:#555;line-height:1.35">'
-                             f"{LEGEND}</div>", layout=W.Layout(width="320px"))
+                             f"{legend(session.classes)}</div>", layout=W.Layout(width="320px"))
         super().__init__([
             W.HTML("<b>LANCET</b>"), self.fit_bar, self.summary, self.bins_html, self.legend,
             W.HTML('<b>stop rule</b> <span style="font-size:11px;color:#555">(when more labels stop changing '

@@ -371,3 +371,15 @@ def test_the_app_gives_a_team_annotators_lancet_view_human_labels_and_a_leads_re
         app._lancet_slot = W.VBox()      # as with LANCET as the queue (its view beside the Label panel)
         app._build_lancet_view((Recorder, app.label_panel.queue))
     assert made == {"ada": "human", "lee": "review", "solo": "review"}
+
+
+def test_the_legends_use_one_of_the_projects_own_classes_as_their_example(tmp_path):
+    """The walk's shapes project (circle, square, triangle) read "~6 0.83 on an item = propagated label 6"
+    beside the LANCET view, and "~3 0.87" under the grids: classes it does not have."""
+    from dcai_widgets.widgets.item_grid import ItemGrid
+
+    s = _blobs(tmp_path)
+    view = LancetView(s, Lancet(s, progress=False), background=False)
+    assert "~c0 0.83" in view.legend.value and "~6" not in view.legend.value
+    grid = ItemGrid(s, [0, 1])
+    assert "~c0 0.87" in grid.legend.value and "~3" not in grid.legend.value
