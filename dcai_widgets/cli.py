@@ -203,19 +203,32 @@ def check_port(ip: str, port: int) -> None:
             raise ValueError(f"cannot listen on {ip}:{port}: {e.strerror or e}") from None
 
 
-def check_data_and_store(data: str, store: str) -> None:
+def check_data_and_store(data: str, store: str, keep: bool = True) -> None:
     """Open the data and bind the store to it, as the app will: a wrong format, an unreadable file, a
-    store made for other data or a damaged store is a ValueError here instead of an error page."""
+    store made for other data or a damaged store is a ValueError here instead of an error page. What
+    opening did to the data (images resized to one size) is said on stderr. ``keep=False`` (--dry-run):
+    a SQLite store this check created is removed again, so a dry run with the wrong --data does not
+    leave a store that then refuses the right one ("belongs to another dataset")."""
+    from .data.loaders import ImagesResizedWarning
     from .session import Session
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    path = Path(store).expanduser()
+    fresh = "://" not in str(store) and not path.exists()
+    before = set(path.parent.glob(path.name + "*")) if fresh else set()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             session = Session.open(data, store=store)
         except (OSError, ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:
             msg = str(e) or type(e).__name__
             raise ValueError(f"could not open --data {data!r} with --store {store!r}: {msg}") from None
     session.store.close()
+    for w in caught:
+        if issubclass(w.category, ImagesResizedWarning):
+            print(f"dcai-widgets: note: {w.message}", file=sys.stderr, flush=True)
+    if fresh and not keep:   # the store file and its side files (-wal, -shm, the writers' -priority lock)
+        for f in set(path.parent.glob(path.name + "*")) - before:
+            f.unlink(missing_ok=True)
 
 
 def team_links(store_spec: str, members, revoke_names: Sequence[str], key_file: str | None) -> list[Link]:
@@ -255,7 +268,7 @@ def _serve(args: argparse.Namespace) -> int:
     cmd, env = serve_command(args)
     if not args.dry_run:
         check_port(args.ip, args.port)
-    check_data_and_store(env["DCAI_DATA"], env["DCAI_STORE"])
+    check_data_and_store(env["DCAI_DATA"], env["DCAI_STORE"], keep=not args.dry_run)
     others: list[str] = []
     if args.dry_run:  # registers nobody
         links, team = [], "DCAI_TEAM" in env

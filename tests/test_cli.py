@@ -115,8 +115,9 @@ def test_bad_data_and_stores_are_refused_before_serving(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.savez(other, X=rng.normal(size=(30, 4)).astype("float32"), y=np.arange(30) % 3)
     digits_store = tmp_path / "digits.db"
-    assert main(["serve", "--store", str(digits_store), "--dry-run"]) == 0
-    capsys.readouterr()
+    import dcai_widgets as dw
+
+    dw.Session.demo(store=digits_store).store.close()   # (a dry run leaves no store behind)
     assert main(["serve", "--data", str(other), "--store", str(digits_store), "--dry-run"]) == 2
     assert "could not open" in capsys.readouterr().err
 
@@ -215,3 +216,21 @@ def test_overlap_reaches_the_kernels_as_the_team_panel_reads_it(tmp_path, capsys
     out = capsys.readouterr().out
     assert f"DCAI_TEAM_OVERLAP={env}" in out
     assert overlap_from_env({"DCAI_TEAM_OVERLAP": env}) == float(given)
+
+
+def test_a_dry_run_leaves_no_store_behind_and_says_what_resizing_did(tmp_path, capsys):
+    """The walk: `serve --dry-run` with one folder created the store bound to it, so the real run with
+    the intended data was refused ("belongs to another dataset"); and a folder of mixed image sizes was
+    resized without a word in the terminal."""
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for k, size in enumerate([(16, 16), (16, 16), (30, 20)]):
+            Image.new("L", size, 40 * k).save(tmp_path / "imgs" / c / f"{k}.png")
+    store = tmp_path / "l.db"
+    assert main(["serve", "--data", str(tmp_path / "imgs"), "--store", str(store), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert not list(tmp_path.glob("l.db*")), "a dry run must not create the store"
+    assert "2 of 6 images" in err and "resized to 16x16" in err
+    assert main(["serve", "--data", "digits", "--store", str(store), "--dry-run"]) == 0   # not refused
