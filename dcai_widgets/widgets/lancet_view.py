@@ -291,7 +291,9 @@ class LancetView(W.VBox):
         """The propagated items per calibrated-confidence bin (the same items the summary counts)."""
         b = self._prop_bin[self._prop_mask] if self._prop_mask is not None else np.zeros(0, np.int64)
         if not len(b):
-            self.bins_html.value = "<i>no propagated labels yet: label a first batch</i>"
+            done = bool((np.asarray(self.session.label_vector()) >= 0).all())   # not on a keystroke: no hits
+            self.bins_html.value = ("<i>every item has a label from a person: nothing to propagate</i>" if done
+                                    else "<i>no propagated labels yet: label a first batch</i>")
             return
         counts = np.bincount(b, minlength=len(spot.BINS) - 1)
         rows = "".join(

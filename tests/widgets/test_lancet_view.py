@@ -383,3 +383,14 @@ def test_the_legends_use_one_of_the_projects_own_classes_as_their_example(tmp_pa
     assert "~c0 0.83" in view.legend.value and "~6" not in view.legend.value
     grid = ItemGrid(s, [0, 1])
     assert "~c0 0.87" in grid.legend.value and "~3" not in grid.legend.value
+
+
+def test_with_every_item_labeled_the_view_does_not_ask_for_a_first_batch(tmp_path):
+    """The walk's CSV with its labels imported: "no propagated labels yet: label a first batch" beside
+    "60 of 60 labeled"."""
+    s = _blobs(tmp_path, n_per=4)
+    view = LancetView(s, Lancet(s, progress=False), background=False)
+    assert "label a first batch" in view.bins_html.value
+    s.import_labels()
+    view.refresh()
+    assert "nothing to propagate" in view.bins_html.value and "first batch" not in view.bins_html.value
