@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                         "integer >= 2) annotators for every item; default: each item to one person")
     s.add_argument("--guidelines", default=None, metavar="PATH",
                    help="markdown file with the labeling guidelines shown at the top of the app")
+    s.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="a folder of images of several sizes: resize all to PX x PX (default: the most "
+                        "common size, at most 128)")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser")
     s.add_argument("--dry-run", action="store_true",
                    help="check the options, data and store, print the server command, then exit")
@@ -163,6 +166,10 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     if members is not None and args.annotator:
         raise ValueError("--annotator is for single-user mode; with --annotators/--team each link names its person")
     env = {"DCAI_DATA": data, "DCAI_STORE": store}
+    if args.image_size is not None:
+        if not 8 <= args.image_size <= 1024:
+            raise ValueError(f"--image-size must be between 8 and 1024 pixels, got {args.image_size}")
+        env["DCAI_IMAGE_SIZE"] = str(args.image_size)
     if args.annotator:
         env["DCAI_ANNOTATOR"] = args.annotator
     if args.guidelines is not None:
@@ -203,7 +210,7 @@ def check_port(ip: str, port: int) -> None:
             raise ValueError(f"cannot listen on {ip}:{port}: {e.strerror or e}") from None
 
 
-def check_data_and_store(data: str, store: str, keep: bool = True) -> None:
+def check_data_and_store(data: str, store: str, keep: bool = True, image_size: int | None = None) -> None:
     """Open the data and bind the store to it, as the app will: a wrong format, an unreadable file, a
     store made for other data or a damaged store is a ValueError here instead of an error page. What
     opening did to the data (images resized to one size) is said on stderr. ``keep=False`` (--dry-run):
@@ -218,7 +225,7 @@ def check_data_and_store(data: str, store: str, keep: bool = True) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            session = Session.open(data, store=store)
+            session = Session.open(data, store=store, **({} if image_size is None else {"image_size": image_size}))
         except (OSError, ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:
             msg = str(e) or type(e).__name__
             raise ValueError(f"could not open --data {data!r} with --store {store!r}: {msg}") from None
@@ -268,7 +275,7 @@ def _serve(args: argparse.Namespace) -> int:
     cmd, env = serve_command(args)
     if not args.dry_run:
         check_port(args.ip, args.port)
-    check_data_and_store(env["DCAI_DATA"], env["DCAI_STORE"], keep=not args.dry_run)
+    check_data_and_store(env["DCAI_DATA"], env["DCAI_STORE"], keep=not args.dry_run, image_size=args.image_size)
     others: list[str] = []
     if args.dry_run:  # registers nobody
         links, team = [], "DCAI_TEAM" in env

@@ -234,3 +234,22 @@ def test_a_dry_run_leaves_no_store_behind_and_says_what_resizing_did(tmp_path, c
     assert not list(tmp_path.glob("l.db*")), "a dry run must not create the store"
     assert "2 of 6 images" in err and "resized to 16x16" in err
     assert main(["serve", "--data", "digits", "--store", str(store), "--dry-run"]) == 0   # not refused
+
+
+def test_image_size_reaches_the_app_and_is_checked(tmp_path, capsys):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        Image.new("L", (16, 16), 10).save(tmp_path / "imgs" / c / "0.png")
+    Image.new("L", (30, 20), 90).save(tmp_path / "imgs" / "a" / "1.png")
+    args = ["serve", "--data", str(tmp_path / "imgs"), "--store", str(tmp_path / "l.db"), "--dry-run"]
+    assert main(args + ["--image-size", "40"]) == 0
+    out = capsys.readouterr()
+    assert "DCAI_IMAGE_SIZE=40" in out.out and "3 of 3 images" in out.err and "to 40x40" in out.err
+    assert main(args + ["--image-size", "2"]) == 2 and "--image-size" in capsys.readouterr().err
+    csv = tmp_path / "t.csv"
+    csv.write_text("label,x\n1,0.5\n2,0.1\n")
+    assert main(["serve", "--data", str(csv), "--store", str(tmp_path / "m.db"), "--dry-run",
+                 "--image-size", "40"]) == 2
+    assert "image_size applies to a folder" in capsys.readouterr().err

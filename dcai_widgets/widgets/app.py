@@ -408,7 +408,8 @@ def app_from_env(environ: Mapping[str, str] | None = None) -> App:
     """Build the App from the settings `dcai-widgets serve` passes in the environment.
 
     DCAI_DATA ("digits" or a path Session.open reads), DCAI_STORE (label store file or URL; default
-    ./dcai-labels.db, or ~/dcai-labels.db where the working folder is read-only).
+    ./dcai-labels.db, or ~/dcai-labels.db where the working folder is read-only), DCAI_IMAGE_SIZE
+    (`--image-size`: the one size a folder of images of several sizes is resized to).
     Team mode (DCAI_TEAM=1): the page's `?token=` (Voila puts the query string in QUERY_STRING) is
     looked up in the store's annotator registry (sha256 of the token); it names the annotator and
     their role, and `?annotator=` is ignored. No valid token: PermissionError (the server's gate has
@@ -434,7 +435,8 @@ def app_from_env(environ: Mapping[str, str] | None = None) -> App:
         store = (here if os.access(here, os.W_OK) else Path.home()) / "dcai-labels.db"
     if "://" not in str(store):
         store = str(Path(store).expanduser())
-    session = Session.open(data, store=store)
+    size = env.get("DCAI_IMAGE_SIZE")   # `serve --image-size`: a folder of mixed sizes resized to it
+    session = Session.open(data, store=store, **({"image_size": int(size)} if size else {}))
     role = "lead"
     if team:
         who = identity_from_query(session.store, env.get("QUERY_STRING", ""))

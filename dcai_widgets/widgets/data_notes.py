@@ -29,8 +29,9 @@ def resized_text(session: Any) -> str:
     froms = ", ".join(f"{html.escape(str(k))} ({int(v)})" for k, v in by.items())
     to = html.escape(str(r["to_size"].iloc[0]))
     return (f"{len(r)} of {len(session):,} images were resized to {to} (from {froms}) so that all have one "
-            "size: they are shown and embedded at that size, a different aspect ratio stretched. Open the "
-            "folder with <code>Session.open(path, image_size=...)</code> to choose the size.")
+            "size: they are shown and embedded at that size, a different aspect ratio stretched. Choose the "
+            "size with <code>dcai-widgets serve --image-size PX</code> (in Python: "
+            "<code>Session.open(path, image_size=PX)</code>).")
 
 
 class DataNotes(W.VBox):

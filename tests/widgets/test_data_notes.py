@@ -37,6 +37,13 @@ def test_a_folder_of_mixed_sizes_says_on_the_page_what_resizing_did(tmp_path):
     assert "resized" not in card.caption.value
     # class folders are the user's labels: said, and offered
     assert 'data-known="6"' in app.data_notes.known.value
+    # `serve --image-size 24`: the size the person chose, said as well
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sized = app_from_env({"DCAI_DATA": str(tmp_path / "imgs"), "DCAI_STORE": str(tmp_path / "m.db"),
+                              "DCAI_IMAGE_SIZE": "24"})
+    assert sized.session.items.images.shape[1:3] == (24, 24)
+    assert "6 of 6 images were resized to 24x24" in sized.data_notes.resized.value
 
 
 def test_a_csvs_label_column_is_offered_for_import_and_never_overwrites_a_label_made_here(tmp_path):
