@@ -23,10 +23,11 @@ import ipywidgets as W
 import numpy as np
 import pandas as pd
 
-from ..calibration import SHOW_PERCENT_FROM, show_confidence
+from ..calibration import SHOW_PERCENT_FROM
 from ..lancet import spot
 from ..lancet.engine import version_calibrated
 from .item_card import UNCALIBRATED_WHY, ItemCard
+from .lancet_spot_checks import SpotChecks
 from .threads import Background, Job, on_main_thread
 
 LEGEND = ("<b>confidence</b>: LANCET's calibrated probability that a propagated label is right "
@@ -37,7 +38,7 @@ LEGEND = ("<b>confidence</b>: LANCET's calibrated probability that a propagated 
 
 def legend(classes: Any) -> str:
     """LEGEND with one of the project's own classes as the example (a shapes project read "~6 0.83")."""
-    cls = html.escape(str(list(classes)[0])) if len(classes) else "a"
+    cls = html.escape(str(next(iter(classes)))) if len(classes) else "a"
     return LEGEND.replace("{cls}", cls)
 
 
@@ -68,7 +69,7 @@ def stop_html(r: Any) -> str:
             f"</div></div>")
 
 
-class LancetView(W.VBox):
+class LancetView(SpotChecks, W.VBox):
     """Side panel for the Label tab; refreshes whenever ``lancet`` refits (Session "model" event)."""
 
     def __init__(self, session: Any, lancet: Any, per_bin: int = 2, seed: int | None = 0,
@@ -402,91 +403,3 @@ class LancetView(W.VBox):
             f"{head} (95% interval {est['low']:.1%}–{est['high']:.1%}, {est['checked']} "
             f"check{'s' if est['checked'] != 1 else ''})</div><table><tr><th>confidence</th><th>share</th>"
             f"<th>correct</th><th>Wilson 95%</th></tr>{rows}</table>")
-
-    # -- spot checks ---------------------------------------------------------------------------------
-    def draw(self) -> list[int]:
-        """Draw ``per_bin`` propagated items per confidence bin to check; shows the first. Returns their ids."""
-        p = self._propagated()
-        if not len(p):
-            self.check_text.value = "<i>nothing propagated yet to check</i>"
-            return []
-        human = np.asarray(self.session.label_vector()) >= 0
-        p = p[~human[p["id"].to_numpy(np.int64)]]
-        d = spot.draw(p, self.per_bin, exclude=self.checks["id"].tolist(), seed=int(self._rng.integers(2**31)))
-        self._queue = d.to_dict("records")
-        self._show_next()
-        return [int(i) for i in d["id"]]
-
-    @property
-    def current(self) -> dict | None:
-        return self._queue[0] if self._queue else None
-
-    def _show_next(self) -> None:
-        self.right_class.layout.display = self.save_button.layout.display = "none"
-        c = self.current
-        if c is None:
-            self.card.layout.display = "none"
-            self.confirm_button.disabled = self.reject_button.disabled = True
-            self.check_text.value = "<i>spot checks done</i>" if len(self.checks) else ""
-            return
-        self.card.layout.display = ""
-        self.card.show(int(c["id"]))
-        if self._calibrated():
-            conf = f"calibrated confidence {show_confidence(float(c['confidence']), self._fitted_labels() or 0)}"
-        else:
-            conf = f'<span title="{html.escape(UNCALIBRATED_WHY)}">uncalibrated model: no confidence shown</span>'
-        self.check_text.value = (f'<div data-item="{int(c["id"])}">LANCET says <b>{html.escape(str(c["label"]))}</b>'
-                                 f" ({conf}) — right? {len(self._queue)} left</div>")
-        self.confirm_button.disabled = self.reject_button.disabled = False
-
-    def _store_check(self, right: str) -> bool:
-        """Write the check as a review label by this view's annotator; False (and a red line) if the store failed."""
-        c = self.current
-        self._own_write = True
-        try:
-            spot.record(self.session, int(c["id"]), right, str(c["label"]), float(c["confidence"]), self.annotator,
-                        source=self.label_source)
-        except Exception as e:   # nothing moves on: the check stays on screen
-            self.check_text.value += (f'<div class="dcai-error" style="color:#b00020">not saved: '
-                                      f"{html.escape(str(e) or repr(e))}</div>")
-            return False
-        finally:
-            self._own_write = False
-        self._writes += 1
-        return True
-
-    def _record(self, correct: bool) -> None:
-        c = self._queue.pop(0)
-        row = pd.DataFrame([{"id": int(c["id"]), "label": c["label"], "confidence": float(c["confidence"]),
-                             "correct": bool(correct)}])
-        self.checks = row if self.checks.empty else pd.concat([self.checks, row], ignore_index=True)
-        self._refresh_estimate()
-        self._refresh_curve()
-        self._show_next()
-        self._restorer.request()       # read back from the store (runs again after a read in progress)
-
-    def confirm(self) -> None:
-        """The shown propagated label is right: store it as a review label (with this view's annotator)."""
-        c = self.current
-        if c is None or not self._store_check(str(c["label"])):
-            return
-        self._record(True)
-
-    def reject(self) -> None:
-        """The shown propagated label is wrong: ask for the right class (then ``save_correction``)."""
-        if self.current is None:
-            return
-        self.right_class.layout.display = self.save_button.layout.display = ""
-        self.confirm_button.disabled = self.reject_button.disabled = True
-        self.check_text.value += "<div>pick the right class and Save</div>"
-
-    def save_correction(self, label: str | int | None = None) -> None:
-        """Store the right class for the rejected item (a review label) and count it as wrong."""
-        c = self.current
-        if c is None:
-            return
-        label = self.right_class.value if label is None else label
-        right = self.session.classes[int(label)] if isinstance(label, (int, np.integer)) else str(label)
-        if not self._store_check(right):
-            return
-        self._record(right == str(c["label"]))
