@@ -103,7 +103,7 @@ class CleanPanel(W.VBox):
         session.on("labels", on_main_thread(self._on_labels))
 
         focus = W.VBox([self.card, W.HBox([self.normal_button, self.anomaly_button]), self.focus_note,
-                        self.keyboard])
+                        self.keyboard], layout=W.Layout(min_width="fit-content"))   # never cuts the card
         focus.add_class("dcai-keyboard-scope")
         right = W.VBox([self.hist.widget, self.pollution,
                         W.HBox([self.exclude_button, self.undo_button]), self.excluded_note])

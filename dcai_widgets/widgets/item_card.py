@@ -113,6 +113,10 @@ class ItemCard(W.VBox):
         self.add_class("dcai-card")
         if small:
             self.add_class("dcai-card-small")
+        elif not self.is_image and not self.layout.min_width:
+            # the text block keeps its width: a flex column narrower than it (the Clean tab's focus card)
+            # cut the centred text on both sides ("tor 796: [0.217, ...")
+            self.layout.min_width = f"{max(size, 240) + 10}px"
         if item_id is not None:
             self.show(item_id)
 

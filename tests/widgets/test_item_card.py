@@ -69,3 +69,13 @@ def test_a_small_cards_text_wraps_inside_the_card_instead_of_a_240px_block_cut_o
     assert "dcai-card-small" not in big._dom_classes and big.body.layout.width == "240px"
     rule = STYLE_CSS[STYLE_CSS.index(".dcai-card-small .dcai-text"):].split("}")[0]
     assert "white-space: normal" in rule and "overflow: hidden" in rule and "max-height" in rule
+
+
+def test_a_big_text_card_is_never_narrower_than_its_text_block():
+    """The Clean tab's focus card (160 px, a flex column) was narrower than its 240 px text block, and
+    the served page cut the centred text on both sides ("tor 796: [0.217, ..."). A text card's minimum
+    width now holds its block; image cards and small cards keep their own sizing."""
+    texts = Sess(TextItems(["vector 796: [0.217, -0.565, -0.204, 2.78]"]))
+    assert ItemCard(texts, 0, size=160).layout.min_width == "250px"
+    assert ItemCard(texts, 0, size=300).layout.min_width == "310px"
+    assert not ItemCard(texts, 0, size=72).layout.min_width
