@@ -204,7 +204,9 @@ def build_inspect_model(session: Any, path: str | Path | None = None, epochs: in
     train_ids = np.sort(np.setdiff1d(lab_ids, val_ids))
     if len(train_ids) == 0:
         raise ValueError("every labeled item is excluded or held out; include some items again")
-    X, model, layers = inputs_for(session)
+    with torch.random.fork_rng(devices=[]):   # the initial weights from ``seed``, not from whatever the
+        torch.manual_seed(seed)                # global generator holds (the same labels gave ECE 0.05-0.11)
+        X, model, layers = inputs_for(session)
     torch.manual_seed(seed)
     states: dict[str, dict] = {}
 
