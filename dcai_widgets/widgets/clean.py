@@ -48,9 +48,9 @@ class CleanPanel(W.VBox):
         missing = [c for c in (normal, anomaly) if c not in classes]
         if missing:
             shown = ", ".join(classes[:10]) + (", …" if len(classes) > 10 else "")
-            raise ValueError(f"the Clean tab needs a {normal!r} and an {anomaly!r} class (ELITE learns from a few "
-                             f"items you mark as one or the other to find the anomalies hiding in the data); this "
-                             f"project's classes ({shown}) lack "
+            raise ValueError(f"the Clean tab needs a {normal!r} and an {anomaly!r} class (ELITE learns from "
+                             "a few items you mark as one or the other to find the anomalies hiding in the "
+                             f"data); this project's classes ({shown}) lack "
                              f"{' and '.join(repr(m) for m in missing)}")
         default = getattr(session, "annotator", None)
         self.annotator = (annotator.strip() if isinstance(annotator, str) and annotator.strip()
