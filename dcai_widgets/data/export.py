@@ -58,8 +58,9 @@ def iso(ts: pd.Series) -> pd.Series:
 
 
 def export_labels(session: Any, path: str | os.PathLike, format: str | None = None,
-                  sources: Sequence[str] = (*_HUMAN, "propagated")) -> Path:
-    """Write ``label_table(session)`` to ``path`` in ``format`` (see the module docstring); returns the path."""
+                  sources: Sequence[str] = (*_HUMAN, "propagated"), table: pd.DataFrame | None = None) -> Path:
+    """Write ``label_table(session, sources)`` to ``path`` in ``format`` (see the module docstring); returns
+    the path. ``table``: that table already read (a caller that also counts its rows reads the store once)."""
     path = Path(path).expanduser()
     if format is None:
         format = _BY_SUFFIX.get(path.suffix.lower())
@@ -71,7 +72,7 @@ def export_labels(session: Any, path: str | os.PathLike, format: str | None = No
         raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
     if not path.parent.exists():
         raise ValueError(f"folder {str(path.parent)!r} does not exist; create it or choose another path")
-    df = label_table(session, sources)
+    df = label_table(session, sources) if table is None else table
     if format in ("hf", "imagefolder"):
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ValueError(f"{str(path)!r} already exists and is not an empty folder; export to a new folder "

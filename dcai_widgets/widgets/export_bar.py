@@ -19,7 +19,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..data.export import label_table
+from ..data.export import export_labels, label_table
 from .threads import Background, Job
 
 MIME = {"csv": "text/csv", "jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet"}
@@ -54,12 +54,13 @@ class ExportBar(W.HBox):
     def _write(self, job: Job) -> tuple[str, int, bytes]:
         fmt = self.format.value
         sources = (*PEOPLE, "propagated") if self.propagated.value else PEOPLE
+        table = label_table(self.session, sources)   # read once: the file and its row count agree
         with tempfile.TemporaryDirectory(prefix="dcai-export-") as tmp:
-            out = self.session.export(Path(tmp) / f"{self.name}.{fmt}", format=fmt, sources=sources)
+            out = export_labels(self.session, Path(tmp) / f"{self.name}.{fmt}", format=fmt, sources=sources,
+                                table=table)
             job.check()
-            rows = len(label_table(self.session, sources))   # one row per labeled item, as in the file
             data = out.read_bytes() if out.stat().st_size <= MAX_BYTES else b""
-            return out.name, rows, data
+            return out.name, len(table), data
 
     def _done(self, res: tuple[str, int, bytes]) -> None:
         self.button.disabled = False
