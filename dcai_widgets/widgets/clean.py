@@ -19,7 +19,7 @@ import numpy as np
 
 from ..elite import Elite
 from ..elite.inputs import session_codes
-from ..elite.pollution import audit_order, estimate_pollution
+from ..elite.pollution import estimate_pollution
 from .item_card import ItemCard
 from .item_grid import ItemGrid
 from .keyboard import KeyboardShortcuts
@@ -128,8 +128,8 @@ class CleanPanel(W.VBox):
 
     def fit(self, alice: bool = True) -> None:
         self._mode = "elite" if alice else "unsupervised"
-        self._spec = dict(backbone=self.backbone.value if alice else FIRST, alice=alice, normal=self.normal, anomaly=self.anomaly,
-                          **self.elite_kw)
+        self._spec = dict(backbone=self.backbone.value if alice else FIRST, alice=alice, normal=self.normal,
+                          anomaly=self.anomaly, **self.elite_kw)
         self.run_button.disabled = True
         self.progress.value, self.progress.max = 0, int(self.elite_kw.get("epochs", 30))
         what = "ELITE" if alice else "the first ranking (HBOS, no labels needed)"
@@ -188,9 +188,8 @@ class CleanPanel(W.VBox):
 
     def _show_pollution(self) -> None:
         """The pollution estimate from the labels in the random order (Wilson 95% interval), or why not."""
-        codes = session_codes(self.session, self.normal, self.anomaly)
-        est = estimate_pollution(codes, self.session.excluded(),
-                                 audit_order(len(codes), int(self.elite_kw.get("seed", 0))))
+        codes = session_codes(self.session, self.normal, self.anomaly)   # today's labels, not the fit's
+        est = estimate_pollution(codes, self.session.excluded(), self.elite.audit_order_)
         anom = html.escape(self.anomaly)
         floor = f"{est.confirmed:,} of {est.population:,} items confirmed {anom} so far (a lower bound)."
         if est.ok:
