@@ -36,6 +36,7 @@ from .stop import PredictionStability, StopReport, stop_report
 
 BACKBONES = ("mlp", "sslgan")
 _VERSION = itertools.count(1)
+_FEATURES_VERSION = 3  # bump when features.py changes what it computes (cached inputs are keyed on it)
 #: suffix of the model version of a fit built with ``calibration=None``: its propagated labels' stored
 #: confidence is the head's raw probability, not the chance the label is right, and a page that finds the
 #: version in the store (no engine in its kernel) must not print it like a calibrated one
@@ -45,7 +46,6 @@ UNCALIBRATED = "-uncalibrated"
 def version_calibrated(model_version: object) -> bool:
     """False for a LANCET model version made without calibration (``...-uncalibrated``), else True."""
     return not (isinstance(model_version, str) and model_version.endswith(UNCALIBRATED))
-_FEATURES_VERSION = 3  # bump when features.py changes what it computes (cached inputs are keyed on it)
 
 
 def _kmeans_representatives(X: np.ndarray, n: int, seed: int = 0, score: np.ndarray | None = None) -> np.ndarray:
