@@ -12,7 +12,7 @@ import numpy as np
 
 from ..calibration import show_confidence
 from .counts import LABELED_MEANS, labeled_html
-from .item_card import ItemCard
+from .item_card import UNCALIBRATED, UNCALIBRATED_WHY, ItemCard
 from .keyboard import KeyboardShortcuts, KeyHelp
 from .label_keys import _KEY_HELP, RESERVED
 from .style import style_widget
@@ -88,7 +88,9 @@ class LabelView:
             self.card.caption.value = (f'<span class="dcai-item-id" data-item="-1" '
                                        f'data-seq="{self.card.shown_count}">all items labeled</span>')
             self._set_suggestion(None)
-            self.suggestion.value = "<b>Nothing left to label.</b> Export with <code>session.export(path)</code>."
+            self.suggestion.value = ("<b>Nothing left to label.</b> Export the labels with the bar below the "
+                                     "tabs (CSV, JSONL or Parquet; a lead's or a single user's page), or from "
+                                     "Python with <code>session.export(path)</code>.")
             return
         mine = self._mine.get(i)
         lab = self.classes[self._vec[i]] if self._vec[i] >= 0 else None
@@ -139,6 +141,8 @@ class LabelView:
         """(what to print, its tooltip) for a suggestion's confidence: the percentage only from 50 human
         labels and while the audit of the recent shown suggestions agrees with it; else "uncertain" with
         the count of what happened (``calibration.SuggestionAudit``)."""
+        if getattr(self.queue, "calibration", "") is None:   # built with calibration=None: a raw probability
+            return UNCALIBRATED, UNCALIBRATED_WHY
         shown = show_confidence(conf, self._fit_labels or 0)
         if shown == "uncertain":
             return shown, "fewer than 50 human labels: the model's confidence cannot be trusted yet"

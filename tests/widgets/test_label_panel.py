@@ -164,7 +164,8 @@ def test_the_end_of_the_queue_says_so(demo):
     demo.label(np.arange(2, len(demo)), "0", annotator="import")
     p = LabelPanel(demo, queue=FixedQueue([0, 1]), annotator="ada", background=False)
     p.press("1"), p.press("1")
-    assert p.current is None and "Nothing left" in p.suggestion.value
+    assert p.current is None and "Nothing left" in p.suggestion.value and "export bar" not in p.suggestion.value
+    assert "the bar below the tabs" in p.suggestion.value   # a browser user cannot run session.export
 
 
 def test_background_first_fit_and_a_dry_queue_never_block_or_repeat(demo):
@@ -243,6 +244,24 @@ def test_suggestion_says_uncertain_before_fifty_labels_then_a_percentage(demo):
     audit_agrees(p)
     p.refit()
     assert "99%" in p.suggestion.value and "uncertain" not in p.suggestion.value
+
+
+def test_an_uncalibrated_queues_suggestion_shows_no_percentage(demo):
+    """A queue built with ``calibration=None`` suggests with its raw top probability: the Label tab printed
+    it as "99%" like a calibrated one once the audit agreed; it now says "uncalibrated", with the reason."""
+
+    class RawQueue(SuggestingQueue):
+        calibration = None
+
+    p = LabelPanel(demo, queue=RawQueue([1, 2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
+    audit_agrees(p)
+    p.refit()
+    assert "uncalibrated" in p.suggestion.value and "without calibration" in p.suggestion.value
+    assert "%" not in p.suggestion.value
+    p2 = LabelPanel(demo, queue=SuggestingQueue([1, 2, 3], n_labeled=60, seen=10), annotator="bo", background=False)
+    audit_agrees(p2)
+    p2.refit()
+    assert "99%" in p2.suggestion.value
 
 
 def test_the_item_shown_before_the_first_fit_gets_its_suggestion_when_the_fit_lands(demo):
