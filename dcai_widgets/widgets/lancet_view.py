@@ -26,6 +26,7 @@ import pandas as pd
 from ..calibration import SHOW_PERCENT_FROM
 from ..lancet import spot
 from ..lancet.engine import version_calibrated
+from .counts import LABELED_MEANS
 from .item_card import UNCALIBRATED_WHY, ItemCard
 from .lancet_spot_checks import SpotChecks
 from .threads import Background, Job, on_main_thread
@@ -319,9 +320,11 @@ class LancetView(SpotChecks, W.VBox):
                               f"{self._summary_suffix}</div>")
 
     def _fit_text(self) -> str:
-        """" · model fit on N human labels" (and whose fit it is), after the propagated count."""
+        """" · model fit on N labels from people" (and whose fit it is), after the propagated count."""
         fit = self._fitted_labels()
-        on = "" if fit is None else f" · model fit on {fit:,} human labels"
+        # the labels of the fit are the labeled count's (counts.LABELED_MEANS): human, review or import
+        on = "" if fit is None else (f' · <span title="{html.escape(LABELED_MEANS)}">model fit on {fit:,} '
+                                     f"labels from people</span>")
         if self._team is not None:
             by = str(self._team.get("by") or "").split("#")[0]   # "ada#<page id>": the annotator's name
             on += f" (the team's fit, made on {html.escape(by)}'s page)" if by else " (the team's fit)"

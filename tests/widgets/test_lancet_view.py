@@ -201,12 +201,13 @@ def test_a_page_that_adopts_the_teams_fit_shows_that_fit_not_its_own_older_one(t
     s.emit("team_fit", state=state)                          # what SharedQueue.fit does when it adopts
     unlabeled = int((np.asarray(other.label_vector()) < 0).sum())
     assert f'data-propagated="{unlabeled}"' in view.summary.value, view.summary.value
-    assert "fit on 18 human labels" in view.summary.value and "bo's page" in view.summary.value
+    assert "fit on 18 labels from people" in view.summary.value and "bo's page" in view.summary.value
     assert 'data-stop="1"' in view.gauge_text.value
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lan.fit()                                            # this page fits again: its own fit is newest
-    assert "team's fit" not in view.summary.value and "fit on 18 human labels" in view.summary.value
+    assert "team's fit" not in view.summary.value and "fit on 18 labels from people" in view.summary.value
+    assert "human, review or import label" in view.summary.value   # what the count holds (imports too)
 
 
 def test_shared_queue_tells_its_page_when_it_adopts_the_teams_fit(tmp_path):
