@@ -73,7 +73,8 @@ class SessionSources:
     def from_table(cls, frame: pd.DataFrame, classes=None, *, label_column: str | None = None,
                    text_column: str | None = None, feature_columns: Sequence[str] | None = None,
                    store=None, encoder=None, **kw) -> Any:
-        """A DataFrame: a text column (text session) or feature columns, and an optional label column."""
+        """A DataFrame: a text column (text session) or feature columns, and an optional label column.
+        A text session keeps the names of the columns it does not use in ``items.unused_columns_``."""
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
         for col in (label_column, text_column, *(feature_columns or [])):
@@ -95,7 +96,10 @@ class SessionSources:
             texts = frame[text_column]
             if texts.isna().any():
                 raise ValueError(f"text column {text_column!r} has {int(texts.isna().sum())} empty cell(s)")
-            return cls(TextItems(texts.astype(str).tolist()), classes, y_true=y_true, store=store,
+            items = TextItems(texts.astype(str).tolist())
+            # the file's other columns are neither embedded nor shown: the page says so (DataNotes)
+            items.unused_columns_ = [str(c) for c in frame.columns if c not in (text_column, label_column)]
+            return cls(items, classes, y_true=y_true, store=store,
                        encoder=encoder if encoder is not None else "all-MiniLM-L6-v2", **kw)
         drop = [c for c in (label_column,) if c is not None]
         feats = frame[list(feature_columns)] if feature_columns else frame.drop(columns=drop)

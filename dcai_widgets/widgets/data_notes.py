@@ -34,6 +34,18 @@ def resized_text(session: Any) -> str:
             "<code>Session.open(path, image_size=PX)</code>).")
 
 
+def unused_columns_text(session: Any) -> str:
+    """"The file's columns 'id', 'date' are not used: …" for a text table with other columns, else ""."""
+    cols = list(getattr(session.items, "unused_columns_", None) or [])
+    if not cols:
+        return ""
+    names = ", ".join(f"<code>{html.escape(c)}</code>" for c in cols[:8]) + (f" and {len(cols) - 8} more"
+                                                                         if len(cols) > 8 else "")
+    return (f"The file's column{'s' if len(cols) > 1 else ''} {names} {'are' if len(cols) > 1 else 'is'} not "
+            "used: only the text is embedded and shown (and the label column read). An export's <code>id</code> "
+            "is the row's position in the file (from 0), to join them back.")
+
+
 class DataNotes(W.VBox):
     """Notes about the data shown above the tabs; hidden when there is nothing to say.
 
@@ -51,10 +63,13 @@ class DataNotes(W.VBox):
                                       layout=W.Layout(width="auto", display="none"))
         self.import_button.on_click(lambda _b: self.import_labels())
         self.offer_import, self.can_import = bool(offer_import), bool(can_import)
-        super().__init__([self.resized, W.HBox([self.known, self.import_button])])
+        self.unused = W.HTML()
+        super().__init__([self.resized, self.unused, W.HBox([self.known, self.import_button])])
         self.add_class("dcai-data-notes")
         text = resized_text(session)
         self.resized.value = f'<div class="dcai-note dcai-resized">{text}</div>' if text else ""
+        text = unused_columns_text(session)
+        self.unused.value = f'<div class="dcai-note dcai-unused-columns">{text}</div>' if text else ""
         self._pending: np.ndarray | None = None   # (N,) the data labels an item no one has labeled here
         y = getattr(session, "y_true", None)
         if self.offer_import and y is not None and (np.asarray(y) >= 0).any():
@@ -103,7 +118,7 @@ class DataNotes(W.VBox):
                                 f"items: {pending:,} of them are not counted or used until imported{who}</div>")
             self.import_button.description = f"import {pending:,} labels"
             self.import_button.layout.display = "" if self.can_import else "none"
-        self.layout.display = "" if (self.resized.value or self.known.value) else "none"
+        self.layout.display = "" if (self.resized.value or self.unused.value or self.known.value) else "none"
 
     def import_labels(self) -> int:
         """Write the data's labels as ``source="import"`` by the page's annotator (one batch) for the

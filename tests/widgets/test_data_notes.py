@@ -74,3 +74,20 @@ def test_nothing_to_say_hides_the_notes_and_an_annotator_cannot_import(demo):
     assert "a lead can import them" in notes.known.value and notes.import_button.layout.display == "none"
     with pytest.raises(PermissionError):
         notes.import_labels()
+
+
+def test_a_text_files_other_columns_are_said_to_be_unused(tmp_path):
+    """A CSV with a text column and other columns ("id", "date"): the text session embeds and shows only
+    the text, and the page said nothing of the rest (found on a new user's walk); now the notes name them."""
+    import dcai_widgets as dw
+
+    frame = pd.DataFrame({"id": range(4), "text": ["late fee", "paid", "refund please", "thanks"],
+                          "label": ["bill", "bill", "ask", "ask"], "date": ["2026-01-0%d" % k for k in range(1, 5)]})
+    s = dw.Session.from_table(frame, label_column="label", text_column="text", store=tmp_path / "l.db")
+    assert s.items.unused_columns_ == ["id", "date"]
+    notes = DataNotes(s)
+    assert "<code>id</code>, <code>date</code> are not used" in notes.unused.value
+    assert notes.layout.display != "none"
+    only = dw.Session.from_table(frame[["text", "label"]], label_column="label", text_column="text",
+                                 store=tmp_path / "m.db")
+    assert DataNotes(only).unused.value == "" and DataNotes(only).layout.display == "none"
