@@ -29,7 +29,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._validate import excluded_mask
-from ..calibration import TopLabelCalibrator, check_params, cross_fit, nn_distance, padded_log_proba
+from ..calibration import TopLabelCalibrator, check_params, cross_fit, padded_log_proba
+from ..calibration_shift import heldout_trust, label_distances, trust_weights
 from .features import encoder_input, shift_knn_graph
 from .propagate import propagate
 from .stop import PredictionStability, StopReport, stop_report
@@ -149,13 +150,19 @@ class Lancet:
     propagated labels over digits, MNIST-10k and docstrings (2-3 seeds) went from 0.188 to 0.051; at 100
     it rose from 0.083 to 0.111 on one text seed; benchmarks/RESULTS.md, issue 14 second pass; the cause,
     third pass: the items LANCET asks are harder than the unlabeled pool at the same score and distance on
-    text, so the calibrator learns their accuracy and under-states the pool's, 72% said for 83% right).
+    text, so the calibrator learns their accuracy and under-states the pool's, 72% said for 83% right);
+    ``calibration_weights`` ("trust", the default, or None): the propagated labels' confidences come from a
+    second calibrator whose pairs are importance-weighted toward the unlabeled pool by their trust scores
+    (:mod:`dcai_widgets.calibration_shift`); suggestions keep the unweighted one, since the items asked
+    are like the labeled pairs (both chosen by the DMN rule). None: one calibrator for both.
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
     ``embedding_`` (N, z), ``weights_`` (unlabeled ids -> DMN weight), ``candidates_``, ``report_``,
     ``model_version_``, ``n_labeled_``, ``warnings_``; ``log_proba_`` (N, K) over all classes (-inf for
-    unseen ones), ``confidence_`` (N,) calibrated top-label confidence, ``raw_confidence_`` (N,),
-    ``calibrator_``, ``oof_`` (out-of-fold log-probabilities and correctness of the human labels, or None).
+    unseen ones), ``confidence_`` (N,) calibrated top-label confidence of the propagated labels,
+    ``raw_confidence_`` (N,), ``calibrator_`` (the suggestions'), ``pool_calibrator_`` (the propagated
+    labels'), ``distance_`` and ``trust_`` (N,) (to the human labels, in the encoder input), ``oof_``
+    (out-of-fold log-probabilities and correctness of the human labels, or None).
     """
 
     def __init__(self, session: Any, batch: int = 10, alpha_t: float = 0.1, backbone: str = "mlp",
@@ -163,7 +170,8 @@ class Lancet:
                  pool_frac: float = 0.05, pool_pick: str = "density",
                  lam_cfm: float = 0.1, threshold: float = 0.9, write: bool = True, progress: bool = True,
                  shift_radius: int = 1, n_threads: int | None = 1, seed: int = 0, warn: bool = True,
-                 calibration: str | None = "coverage", calibration_folds: int = 5):
+                 calibration: str | None = "coverage", calibration_folds: int = 5,
+                 calibration_weights: str | None = "trust"):
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"batch must be a positive int (items per round), got {batch!r}")
         if not (isinstance(alpha_t, (int, float)) and 0 <= alpha_t < 1):
@@ -191,6 +199,9 @@ class Lancet:
             raise ValueError(f"shift_radius must be a non-negative int (pixels; 0 = off), got {shift_radius!r}")
         self.shift_radius = int(shift_radius)
         self.calibration, self.calibration_folds = check_params(calibration, calibration_folds)
+        if calibration_weights not in (None, "trust"):
+            raise ValueError(f"calibration_weights must be 'trust' or None, got {calibration_weights!r}")
+        self.calibration_weights = calibration_weights
         self.confidence_: np.ndarray | None = None
         self.oof_: tuple | None = None
         self.report_: StopReport | None = None
@@ -341,7 +352,7 @@ class Lancet:
             logp = np.zeros((n, 1)) if len(seen) == 1 else net.log_proba(F_in)
             self.log_proba_ = padded_log_proba(logp, seen, len(s.classes))
             self.oof_ = self.out_of_fold(progress=bar) if crossfit else None
-            self._calibrate()
+            self._calibrate(unl)
             self.stability_.update(self.n_labeled_, seen[proba.argmax(1)])
             # 2. DMN: which unlabeled regions have no labeled item nearby
             if self.selection == "dmn" and len(unl):
@@ -406,19 +417,27 @@ class Lancet:
 
         return cross_fit(labeled, y[labeled], fit_predict, folds=self.calibration_folds, seed=self.seed, X=F_in)
 
-    def _calibrate(self) -> None:
-        """Fit the calibrator on ``oof_`` and set ``confidence_`` (chance, 1/K, without out-of-fold pairs)."""
+    def _calibrate(self, pool: np.ndarray) -> None:
+        """Fit the calibrators on ``oof_`` and set ``confidence_`` (chance, 1/K, without out-of-fold pairs):
+        ``calibrator_`` for suggestions, ``pool_calibrator_`` (trust-weighted toward the unlabeled ``pool``
+        ids) for propagated labels."""
         self.raw_confidence_ = np.exp(self.log_proba_.max(1))
         F_in, y = self._snapshot[:2]
-        # label-free input space: an unlabeled item's distance to the nearest human label
-        self.distance_ = nn_distance(F_in, np.flatnonzero(y >= 0))
+        labeled = np.flatnonzero(y >= 0)
+        # label-free input space: each item's distance to the nearest human label and its trust score
+        self.distance_, self.trust_ = label_distances(F_in, labeled, y[labeled], self.log_proba_.argmax(1))
         if self.calibration is None:
-            self.calibrator_, self.confidence_ = None, self.raw_confidence_
+            self.calibrator_ = self.pool_calibrator_ = None
+            self.confidence_ = self.raw_confidence_
             return
         K = self.log_proba_.shape[1]
         oof = self.oof_ if self.oof_ is not None else (np.zeros((0, K)), np.zeros(0, bool), np.zeros(0))
-        self.calibrator_ = TopLabelCalibrator(self.calibration).fit(*oof)
-        self.confidence_ = self.calibrator_.predict(self.log_proba_, distance=self.distance_)
+        self.calibrator_ = self.pool_calibrator_ = TopLabelCalibrator(self.calibration).fit(*oof)
+        if self.calibration_weights == "trust" and len(oof[1]) and len(pool):
+            t = heldout_trust(F_in, labeled, y[labeled], oof[0].argmax(1), self.calibration_folds, self.seed)
+            w = trust_weights(t, self.trust_[pool], seed=self.seed)
+            self.pool_calibrator_ = TopLabelCalibrator(self.calibration).fit(*oof, sample_weight=w)
+        self.confidence_ = self.pool_calibrator_.predict(self.log_proba_, distance=self.distance_)
 
     def _select(self, z: np.ndarray, unl: np.ndarray, rank: np.ndarray) -> np.ndarray:
         if len(unl) == 0:
@@ -509,8 +528,11 @@ class Lancet:
         keys); the panel shows "uncertain" instead of the figure before ``calibration.SHOW_PERCENT_FROM``."""
         if self.proba_ is None or self.confidence_ is None:
             return None
-        k = int(np.argmax(self.proba_[int(item_id)]))
-        return self.session.classes[int(self.classes_seen_[k])], float(self.confidence_[int(item_id)])
+        i = int(item_id)
+        k = int(np.argmax(self.proba_[i]))
+        conf = self.confidence_[i] if self.calibrator_ is None else \
+            self.calibrator_.predict(self.log_proba_[[i]], distance=self.distance_[[i]])[0]
+        return self.session.classes[int(self.classes_seen_[k])], float(conf)
 
     def should_stop(self) -> StopReport:
         """Stop report: ``stop``, ``dmn_loss`` vs ``chance`` (ln 2), ``min_weight`` vs ``alpha_t``, ``reason``.
