@@ -25,15 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from dcai_widgets.calibration import TopLabelCalibrator, ece, fold_ids, nn_distance, padded_log_proba
+from dcai_widgets.calibration_shift import heldout_trust, label_distances, trust_weights
 
 FOLDS = 5
 SHOWN = 500
-# name -> (importance-weight target or None, weight clip): fit on the out-of-fold pairs of the labels
-CANDIDATES: dict[str, tuple[str | None, float]] = {
-    "coverage": (None, 0.0),          # the shipped calibrator (unweighted)
-    "trust_w": ("pool", 10.0),        # pairs weighted toward the unlabeled pool's trust scores
-    "trust_w_sqrt": ("pool_sqrt", 3.0),
+# name -> weighting of the out-of-fold pairs of the labels the calibrator is fit on
+CANDIDATES: dict[str, str | None] = {
+    "coverage": None,      # unweighted: the shipped suggestions' calibrator (and the propagated labels' before)
+    "trust_w": "trust",    # pairs weighted toward the unlabeled pool's trust scores: the shipped propagated one
 }
+SHIPPED = {"lancet_propagated": "trust_w", "lancet_suggest": "coverage"}   # Lancet(calibration_weights="trust")
+BOUND_DRAWS = 60   # random label sets per state for the "random_labels" reference
 
 
 def save(session, engine, name: str, seed: int, checkpoints: list[int], folder: str, batch: int = 10) -> list[str]:
@@ -73,81 +75,55 @@ def save(session, engine, name: str, seed: int, checkpoints: list[int], folder: 
         session.label(ask, y[np.asarray(ask, np.int64)], annotator="oracle")
 
 
-def class_distances(X: np.ndarray, rows: np.ndarray, train: np.ndarray, y_train: np.ndarray,
-                    n_classes: int) -> np.ndarray:
-    """(len(rows), n_classes): distance from each row of ``X[rows]`` to the nearest ``train`` item of each
-    class (inf for a class without one)."""
-    out = np.full((len(rows), int(n_classes)), np.inf)
-    for c in np.unique(y_train):
-        out[:, c] = nn_distance(X, train[y_train == c], rows=rows)
-    return out
-
-
-def trust_score(D: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Jiang et al. (2018): log(distance to the nearest label of another class / to the nearest label of the
-    predicted class) per row of ``D`` (n, K) class distances; > 0 when the prediction agrees with the nearest
-    label. Clipped to [-10, 10] (a class without labels is infinitely far)."""
-    idx = np.arange(len(D))
-    same = D[idx, pred]
-    other = D.copy()
-    other[idx, pred] = np.inf
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.log(np.maximum(other.min(1), 1e-9)) - np.log(np.maximum(same, 1e-9))
-    return np.clip(np.nan_to_num(t, nan=0.0, posinf=10.0, neginf=-10.0), -10.0, 10.0)
-
-
-def shift_weights(source: np.ndarray, target: np.ndarray, clip: float = 10.0, power: float = 1.0) -> np.ndarray:
-    """Importance weights p(target | x) / p(source | x) for the ``source`` rows (n, d) or (n,), from a
-    logistic regression between the two samples (balanced classes), raised to ``power``, normalised to mean 1
-    and clipped to [1/clip, clip] (Bickel et al. 2007)."""
-    from sklearn.linear_model import LogisticRegression
-
-    a = np.asarray(source, float).reshape(len(source), -1)
-    b = np.asarray(target, float).reshape(len(target), -1)
-    X = np.vstack([a, b])
-    z = np.r_[np.ones(len(a)), np.zeros(len(b))]
-    mu, sd = X.mean(0), X.std(0) + 1e-12
-    clf = LogisticRegression(class_weight="balanced", max_iter=1000).fit((X - mu) / sd, z)
-    p = np.clip(clf.predict_proba((a - mu) / sd)[:, 1], 1e-9, 1 - 1e-9)
-    w = ((1 - p) / p) ** power
-    return np.clip(w / w.mean(), 1.0 / clip, clip)
-
-
 def _floor(conf: np.ndarray, draws: int = 20) -> float:
     rng = np.random.default_rng(0)
     return float(np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(draws)]))
 
 
-def score_state(st: dict, F_in: np.ndarray) -> dict:
-    """Every candidate's ECE (and floor, mean confidence, accuracy) on one fold state, both sources."""
+def random_label_bound(lp: np.ndarray, d: np.ndarray, ok: np.ndarray, n: int, draws: int = BOUND_DRAWS) -> dict:
+    """A reference, not a candidate: the "coverage" calibrator fit on ``n`` pool items drawn at random (the
+    full model's own predictions on them, which it was not trained on: no selection, no cross-fitting) and
+    scored on the whole pool. Mean and 6/7 quantile (about the worst of 6 seeds) of its ECE over ``draws``
+    draws: what ``n`` labels can do when they are a representative sample."""
+    rng = np.random.default_rng(1)
+    e = []
+    for _ in range(draws):
+        s = rng.choice(len(ok), min(n, len(ok)), replace=False)
+        e.append(ece(TopLabelCalibrator("coverage").fit(lp[s], ok[s], d[s]).predict(lp, distance=d), ok))
+    return {"mean": round(float(np.mean(e)), 4), "q86": round(float(np.quantile(e, 6 / 7)), 4)}
+
+
+def score_state(st: dict, F_in: np.ndarray, seed: int, bound: bool = True) -> dict:
+    """Every candidate's ECE (and floor, mean confidence, accuracy) on one fold state, both sources; with
+    ``bound`` the random-label reference on the propagated source."""
     y, lab, f = st["y"], st["labeled"], st["fold"]
     K = st["logp"].shape[1]
     unl = np.setdiff1d(np.arange(len(y)), lab)
     oof_lp = np.zeros((len(lab), K))
     oof_d = np.zeros(len(lab))
-    D_lab = np.zeros((len(lab), K))
     for k in range(FOLDS):
         m = f == k
         oof_lp[m] = st["fold_logp"][k][lab[m]]
         oof_d[m] = st["fold_dist"][k][lab[m]]
-        D_lab[m] = class_distances(F_in, lab[m], lab[~m], y[lab[~m]], K)
     ok = oof_lp.argmax(1) == y[lab]
     pool_lp, pool_d = st["logp"][unl], st["dist"][unl]
     pool_ok = pool_lp.argmax(1) == y[unl]
-    t_lab = trust_score(D_lab, oof_lp.argmax(1))
-    t_pool = trust_score(class_distances(F_in, unl, lab, y[lab], K), pool_lp.argmax(1))
+    if not np.array_equal(fold_ids(y[lab], FOLDS, seed), f):
+        raise ValueError(f"the state's folds are not the engine's for seed {seed}")
+    t_lab = heldout_trust(F_in, lab, y[lab], oof_lp.argmax(1), FOLDS, seed)   # as Lancet._calibrate does
+    t_pool = label_distances(F_in, lab, y[lab], pool_lp.argmax(1), rows=unl)[1]
     order = np.searchsorted(unl, np.asarray(st["order"], np.int64)[:SHOWN])
     out: dict = {"oof_accuracy": round(float(ok.mean()), 4)}
-    for name, (target, clip) in CANDIDATES.items():
-        w = None
-        if target is not None:
-            w = shift_weights(t_lab, t_pool, clip, power=0.5 if target.endswith("sqrt") else 1.0)
+    for name, weighting in CANDIDATES.items():
+        w = trust_weights(t_lab, t_pool) if weighting == "trust" else None
         conf = TopLabelCalibrator("coverage").fit(oof_lp, ok, oof_d, sample_weight=w).predict(pool_lp, distance=pool_d)
         for src, ids in (("lancet_propagated", slice(None)), ("lancet_suggest", order)):
             c, o = conf[ids], pool_ok[ids]
             out.setdefault(src, {})[name] = {"ece": round(ece(c, o), 4), "floor": round(_floor(c), 4),
                                              "mean_conf": round(float(c.mean()), 4),
                                              "accuracy": round(float(o.mean()), 4), "n": int(len(c))}
+    if bound:
+        out["random_labels"] = random_label_bound(pool_lp, pool_d, pool_ok, len(lab))
     return out
 
 
@@ -169,7 +145,7 @@ def compare(folder: str, session_for=None) -> dict:
 
                 inputs[name] = dw.Lancet(session_for(name), progress=False, warn=False).encoder_input()
             F_in = inputs[name]
-        rows.append({"dataset": name, "seed": int(seed), "labels": int(labels), **score_state(st, F_in)})
+        rows.append({"dataset": name, "seed": int(seed), "labels": int(labels), **score_state(st, F_in, int(seed))})
     cells: dict = {}
     for r in rows:
         for src in ("lancet_propagated", "lancet_suggest"):
@@ -183,6 +159,19 @@ def compare(folder: str, session_for=None) -> dict:
         for at in (50, 100):
             vals = [d[cand]["worst"] for cell, d in summary.items() if cell.endswith(f"@{at}")]
             head[f"{cand}_ece_at_{at}"] = max(vals) if vals else None
+    for at in (50, 100):   # the shipped pair: trust-weighted for propagated labels, unweighted for suggestions
+        vals = [d[SHIPPED[cell.split("/")[1].split("@")[0]]]["worst"] for cell, d in summary.items()
+                if cell.endswith(f"@{at}")]
+        head[f"shipped_ece_at_{at}"] = max(vals) if vals else None
+    for r in rows:   # the random-label reference, beside the propagated cells
+        if "random_labels" in r:
+            cell = summary[f"{r['dataset']}/lancet_propagated@{r['labels']}"]
+            cell.setdefault("random_labels", {"mean": [], "q86": []})
+            for k in ("mean", "q86"):
+                cell["random_labels"][k].append(r["random_labels"][k])
+    for d in summary.values():
+        if "random_labels" in d:
+            d["random_labels"] = {k: round(float(np.mean(v)), 4) for k, v in d["random_labels"].items()}
     acc = [r["lancet_propagated"]["coverage"]["accuracy"] for r in rows if r["labels"] == 100]
     return {"rows": rows, "cells": summary, "headline": head,
             "accuracy_at_100": round(min(acc), 4) if acc else None}
@@ -190,6 +179,10 @@ def compare(folder: str, session_for=None) -> dict:
 
 def print_table(res: dict) -> None:
     for cell, d in res["cells"].items():
-        print(f"{cell:32s} " + "  ".join(f"{c} worst {v['worst']:.3f} mean {v['mean']:.3f}" for c, v in d.items())
-              + f"  (floor {next(iter(d.values()))['floor_mean']:.3f}, {next(iter(d.values()))['seeds']} seeds)")
+        cands = {c: v for c, v in d.items() if c in CANDIDATES}
+        first = next(iter(cands.values()))
+        ref = d.get("random_labels")
+        print(f"{cell:32s} " + "  ".join(f"{c} worst {v['worst']:.3f} mean {v['mean']:.3f}" for c, v in cands.items())
+              + f"  (floor {first['floor_mean']:.3f}, {first['seeds']} seeds)"
+              + (f"  random labels: mean {ref['mean']:.3f}, q86 {ref['q86']:.3f}" if ref else ""))
     print(json.dumps(res["headline"]))

@@ -64,6 +64,7 @@ from dcai_widgets.calibration import (
     ece,
     wilson,
 )
+from dcai_widgets.calibration_shift import heldout_trust, trust_weights
 from dcai_widgets.queue import UncertaintyQueue
 
 ALL = ("raw",) + METHODS
@@ -88,8 +89,10 @@ def session_for(name: str):
     raise ValueError(f"unknown dataset {name!r}")
 
 
-def scores(state: dict, ids: np.ndarray) -> dict:
-    """ECE and accuracy of each method's confidence on the items ``ids`` of a saved checkpoint ``state``."""
+def scores(state: dict, ids: np.ndarray, pool: bool = False) -> dict:
+    """ECE and accuracy of each method's confidence on the items ``ids`` of a saved checkpoint ``state``;
+    "shipped": the engine's default as the app shows it (for LANCET's propagated labels, ``pool``, the
+    default method on pairs weighted toward the pool's trust scores, ``Lancet(calibration_weights="trust")``)."""
     logp, dist, truth = state["logp"][ids], state["dist"][ids], state["y"][ids]
     oof = (state["oof_logp"], state["oof_ok"], state["oof_dist"])
     ok = logp.argmax(1) == truth
@@ -109,6 +112,14 @@ def scores(state: dict, ids: np.ndarray) -> dict:
         floor = np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(20)])
         out[m] = {"ece": round(ece(conf, ok), 4), "mean_conf": round(float(conf.mean()), 4),
                   "floor": round(float(floor), 4)}
+    shipped = default_method(str(state["engine"])) or "raw"
+    out["shipped"] = dict(out[shipped])
+    if pool and "oof_trust" in state and shipped != "raw":
+        w = trust_weights(state["oof_trust"], state["trust"][ids])
+        conf = TopLabelCalibrator(shipped).fit(*oof, sample_weight=w).predict(logp, distance=dist)
+        floor = np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(20)])
+        out["shipped"] = {"ece": round(ece(conf, ok), 4), "mean_conf": round(float(conf.mean()), 4),
+                          "floor": round(float(floor), 4)}
     return out
 
 
@@ -119,11 +130,11 @@ def score_state(state: dict) -> list[dict]:
     unl = np.setdiff1d(np.arange(len(state["y"])), state["labeled"])
     head = {"dataset": name, "labels": n, "seed": seed}
     first = "lancet_propagated" if engine == "lancet" else "queue_all"
-    rows = [{**head, "source": first, **scores(state, unl)},
+    rows = [{**head, "source": first, **scores(state, unl, pool=engine == "lancet")},
             {**head, "source": f"{engine}_suggest", **scores(state, np.asarray(state["order"], np.int64))}]
     for r in rows:
         print(f"{name:6s} s{seed} {r['source']:18s} {n:4d} labels: accuracy {r['accuracy']:.3f}  ECE (mean conf) " +
-              "  ".join(f"{m} {r[m]['ece']:.3f} ({r[m]['mean_conf']:.2f})" for m in ALL) +
+              "  ".join(f"{m} {r[m]['ece']:.3f} ({r[m]['mean_conf']:.2f})" for m in ALL + ("shipped",)) +
               f"  floor {r[METHODS[0]]['floor']:.3f}", flush=True)
     return rows
 
@@ -146,6 +157,10 @@ def run_engine(name: str, make, engine_name: str, checkpoints: list[int], batch:
                      "oof_logp": oof[0], "oof_ok": oof[1], "oof_dist": oof[2], "logp": eng.log_proba_,
                      "dist": eng.distance_, "y": y, "labeled": np.flatnonzero(s.label_vector() >= 0),
                      "order": np.asarray(eng.candidates(shown), np.int64)}
+            if hasattr(eng, "trust_"):   # LANCET: trust scores for its propagated labels' weighted calibrator
+                lab = state["labeled"]
+                state.update(trust=eng.trust_, oof_trust=heldout_trust(
+                    eng._snapshot[0], lab, y[lab], oof[0].argmax(1), eng.calibration_folds, eng.seed))
             folds, old_folds = eng.calibration_folds, BEFORE[engine_name][1]
             if old_folds != folds and hasattr(eng, "out_of_fold"):  # the old default's pairs, same checkpoint
                 eng.calibration_folds = old_folds
@@ -384,7 +399,8 @@ def main_gate_from(folder: str, partial: bool = False) -> None:
 def main_fold_states(args) -> None:
     """``--fold-states DIR``: LANCET curves saving fold states; ``--fold-states-from DIR``: score them
     (``_fold_states`` docstring). Last line: per candidate calibrator the worst ECE over datasets, both
-    sources and seeds at 50 and 100 labels; ``ece_at_50`` / ``ece_at_100`` are the shipped one's."""
+    sources and seeds at 50 and 100 labels; ``ece_at_50`` / ``ece_at_100`` are the shipped pair's (trust-weighted
+    for propagated labels, unweighted for suggestions)."""
     import _fold_states
 
     if args.fold_states:
@@ -399,8 +415,8 @@ def main_fold_states(args) -> None:
     res = _fold_states.compare(args.fold_states or args.fold_states_from, session_for)
     _fold_states.print_table(res)
     head = res["headline"]
-    out = {"mode": "fold-states", "shipped": "coverage", "ece_at_50": head["coverage_ece_at_50"],
-           "ece_at_100": head["coverage_ece_at_100"], "accuracy_at_100": res["accuracy_at_100"], **head,
+    out = {"mode": "fold-states", "shipped": _fold_states.SHIPPED, "ece_at_50": head["shipped_ece_at_50"],
+           "ece_at_100": head["shipped_ece_at_100"], "accuracy_at_100": res["accuracy_at_100"], **head,
            "states": [f"{r['dataset']}/s{r['seed']}@{r['labels']}" for r in res["rows"]], "cells": res["cells"]}
     print(json.dumps(out))
 
@@ -476,14 +492,14 @@ def main() -> None:
         part = [r for r in rows if r["source"].startswith(eng)]
         if not part:
             continue
-        worst[eng] = {m: {c: summary(part, m, c) for c in at} for m in ALL}
-        typical[eng] = {m: {c: seed_worst(part, m, c) for c in at} for m in ALL}
+        worst[eng] = {m: {c: summary(part, m, c) for c in at} for m in ALL + ("shipped",)}
+        typical[eng] = {m: {c: seed_worst(part, m, c) for c in at} for m in ALL + ("shipped",)}
         best[eng] = min(METHODS, key=lambda m: float(np.mean([v for v in worst[eng][m].values() if v is not None])))
         print(f"{eng}: worst ECE over datasets, sources and seeds: " + "; ".join(
             f"{m}: " + ", ".join(f"{c}: {worst[eng][m][c]:.3f}" for c in at if worst[eng][m][c] is not None)
             for m in ALL) + f" -> lowest: {best[eng]}; shipped: {default_method(eng)}")
         cells[eng] = {f"{r['dataset']}/{r['source']}/s{r.get('seed', 0)}@{r['labels']}":
-                      {"before": r["before"]["ece"], "after": r[default_method(eng) or "raw"]["ece"],
+                      {"before": r["before"]["ece"], "after": r["shipped"]["ece"],
                        "raw": r["raw"]["ece"], "accuracy": round(r["accuracy"], 4)} for r in part if r["labels"] in at}
 
     def overall(method_of, c):
@@ -494,17 +510,18 @@ def main() -> None:
     acc100 = [r["accuracy"] for r in rows if r["labels"] == 100 and r["source"] == "lancet_propagated"]
     qacc100 = [r["accuracy"] for r in rows if r["labels"] == 100 and r["source"] == "queue_all"]
     after = {e: default_method(e) or "raw" for e in worst}
+    shipped = {e: "shipped" for e in worst}
 
     def before_worst(c, eng=""):
         vals = [r["before"]["ece"] for r in rows if r["labels"] == c and "before" in r and r["source"].startswith(eng)]
         return max(vals) if vals else None
 
-    per_engine = {f"{e}_ece_at_{c}{tag}": (before_worst(c, e) if tag else worst[e][after[e]].get(c))
+    per_engine = {f"{e}_ece_at_{c}{tag}": (before_worst(c, e) if tag else worst[e]["shipped"].get(c))
                   for e in worst for c in (50, 100) for tag in ("", "_before")}
 
     out = {"methods": after, "folds": {e: folds_of(e) for e in worst},
            "methods_before": {e: list(BEFORE[e]) for e in worst}, "lowest_worst": best,
-           "ece_at_50": overall(after.get, 50), "ece_at_100": overall(after.get, 100),
+           "ece_at_50": overall(shipped.get, 50), "ece_at_100": overall(shipped.get, 100),
            "ece_at_50_before": before_worst(50), "ece_at_100_before": before_worst(100),
            "ece_at_50_raw": overall(lambda e: "raw", 50), "ece_at_100_raw": overall(lambda e: "raw", 100),
            # calibration changes no label and no pick: accuracy is the same before and after
