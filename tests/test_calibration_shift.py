@@ -139,3 +139,42 @@ def test_calibration_weights_is_checked(tmp_path):
     s = dw.Session.from_embeddings(np.zeros((4, 2), np.float32), ["a", "b"], store=tmp_path / "x.db")
     with pytest.raises(ValueError, match="calibration_weights"):
         dw.Lancet(s, calibration_weights="density")
+
+
+def test_accuracy_se_uses_the_effective_number_of_weighted_pairs():
+    from dcai_widgets.calibration import accuracy_se
+
+    ok = np.r_[np.ones(75, bool), np.zeros(25, bool)]
+    p = (75 + 1) / (100 + 2)
+    assert accuracy_se(ok) == pytest.approx(np.sqrt(p * (1 - p) / 100))
+    w = np.r_[np.full(50, 3.0), np.full(50, 1.0)]          # Kish: n_eff = 200^2 / 500 = 80
+    assert accuracy_se(np.tile([True, False], 50), w) == pytest.approx(np.sqrt(0.5 * 0.5 / 80))
+    assert 0 < accuracy_se(np.ones(60, bool)) < 0.03           # all right still leaves an error
+    assert accuracy_se(np.zeros(0, bool)) == float("inf")
+
+
+def test_a_fit_whose_calibration_is_too_loose_shows_uncertain_not_a_figure(tmp_path):
+    """60 labels on overlapping classes (the model right ~70% of the time) pin the accuracy only to about
+    +-12 points: the fit's version ends in "-imprecise" and the cards print "uncertain"; well separated
+    classes with the same labels get a figure."""
+    from sklearn.datasets import make_blobs
+
+    from dcai_widgets.calibration import MAX_ACCURACY_SE
+    from dcai_widgets.widgets.item_grid import shown_confidence
+
+    X, yt = make_blobs(n_samples=300, centers=4, cluster_std=6.0, n_features=4, random_state=2)
+    s = dw.Session.from_embeddings(X.astype(np.float32), list("abcd"), y_true=yt, store=tmp_path / "o.db")
+    ids = np.random.default_rng(0).choice(len(s), 60, replace=False)
+    s.label(ids.tolist(), s.y_true[ids], annotator="ada")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lan = Lancet_fit(s)
+    assert lan.calibration_se_ > MAX_ACCURACY_SE and lan.model_version_.endswith("-imprecise")
+    prop = s.propagated()
+    assert prop["model_version"].str.endswith("-imprecise").all()
+    assert shown_confidence(prop["confidence"].iloc[0], prop["model_version"].iloc[0]) == "uncertain"
+    (tmp_path / "p").mkdir()
+    precise = _fitted(tmp_path / "p")
+    assert precise.calibration_se_ <= MAX_ACCURACY_SE and not precise.model_version_.endswith("-imprecise")
+    v = precise.session.propagated()["model_version"].iloc[0]
+    assert shown_confidence(0.8, v) == "0.80"

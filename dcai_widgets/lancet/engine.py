@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._validate import excluded_mask
-from ..calibration import TopLabelCalibrator, check_params, cross_fit, padded_log_proba
+from ..calibration import MAX_ACCURACY_SE, TopLabelCalibrator, accuracy_se, check_params, cross_fit, padded_log_proba
 from ..calibration_shift import heldout_trust, label_distances, trust_weights
 from .features import encoder_input, shift_knn_graph
 from .propagate import propagate
@@ -42,11 +42,19 @@ _FEATURES_VERSION = 3  # bump when features.py changes what it computes (cached 
 #: confidence is the head's raw probability, not the chance the label is right, and a page that finds the
 #: version in the store (no engine in its kernel) must not print it like a calibrated one
 UNCALIBRATED = "-uncalibrated"
+#: suffix of the model version of a fit whose calibration pairs leave the accuracy too loose to print
+#: (``calibration.MAX_ACCURACY_SE``): its propagated labels' confidences are shown as "uncertain"
+IMPRECISE = "-imprecise"
 
 
 def version_calibrated(model_version: object) -> bool:
     """False for a LANCET model version made without calibration (``...-uncalibrated``), else True."""
     return not (isinstance(model_version, str) and model_version.endswith(UNCALIBRATED))
+
+
+def version_precise(model_version: object) -> bool:
+    """False for a LANCET model version whose calibration is too loose to print (``...-imprecise``)."""
+    return not (isinstance(model_version, str) and model_version.endswith(IMPRECISE))
 
 
 def _kmeans_representatives(X: np.ndarray, n: int, seed: int = 0, score: np.ndarray | None = None) -> np.ndarray:
@@ -154,7 +162,9 @@ class Lancet:
     ``calibration_weights`` ("trust", the default, or None): the propagated labels' confidences come from a
     second calibrator whose pairs are importance-weighted toward the unlabeled pool by their trust scores
     (:mod:`dcai_widgets.calibration_shift`); suggestions keep the unweighted one, since the items asked
-    are like the labeled pairs (both chosen by the DMN rule). None: one calibrator for both.
+    are like the labeled pairs (both chosen by the DMN rule). None: one calibrator for both. A fit whose
+    pairs leave the accuracy's standard error above ``calibration.MAX_ACCURACY_SE`` (``calibration_se_``)
+    gets a model version ending in ``-imprecise``, and the panels print "uncertain" for its propagated labels.
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
     ``embedding_`` (N, z), ``weights_`` (unlabeled ids -> DMN weight), ``candidates_``, ``report_``,
@@ -376,7 +386,8 @@ class Lancet:
         self.candidates_ = self._select(z, unl, rank)
         # 4. propagated labels
         self.model_version_ = (f"lancet-{self.n_labeled_}-{next(_VERSION)}"
-                               + ("" if self.calibration is not None else UNCALIBRATED))
+                               + (UNCALIBRATED if self.calibration is None else
+                                  IMPRECISE if self.calibration_se_ > MAX_ACCURACY_SE else ""))
         self._propagated = propagate(proba, seen, labeled | out, confidence=self.confidence_)
         if self.write and len(self._propagated):
             p = self._propagated
@@ -426,6 +437,7 @@ class Lancet:
         labeled = np.flatnonzero(y >= 0)
         # label-free input space: each item's distance to the nearest human label and its trust score
         self.distance_, self.trust_ = label_distances(F_in, labeled, y[labeled], self.log_proba_.argmax(1))
+        self.calibration_se_ = float("inf")
         if self.calibration is None:
             self.calibrator_ = self.pool_calibrator_ = None
             self.confidence_ = self.raw_confidence_
@@ -433,10 +445,12 @@ class Lancet:
         K = self.log_proba_.shape[1]
         oof = self.oof_ if self.oof_ is not None else (np.zeros((0, K)), np.zeros(0, bool), np.zeros(0))
         self.calibrator_ = self.pool_calibrator_ = TopLabelCalibrator(self.calibration).fit(*oof)
+        w = None
         if self.calibration_weights == "trust" and len(oof[1]) and len(pool):
             t = heldout_trust(F_in, labeled, y[labeled], oof[0].argmax(1), self.calibration_folds, self.seed)
             w = trust_weights(t, self.trust_[pool], seed=self.seed)
             self.pool_calibrator_ = TopLabelCalibrator(self.calibration).fit(*oof, sample_weight=w)
+        self.calibration_se_ = accuracy_se(oof[1], w)
         self.confidence_ = self.pool_calibrator_.predict(self.log_proba_, distance=self.distance_)
 
     def _select(self, z: np.ndarray, unl: np.ndarray, rank: np.ndarray) -> np.ndarray:

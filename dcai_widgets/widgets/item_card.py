@@ -14,6 +14,9 @@ SMALL = 160   # cards narrower than this are a grid's thumbnails: text wraps in 
 UNCALIBRATED = "uncalibrated"    # printed instead of the figure of a model built without calibration
 UNCALIBRATED_WHY = ("the model was built without calibration (calibration=None): its probability is not the "
                     "chance that the label is right, so no figure is shown")
+UNCERTAIN_WHY = (f"the confidence cannot be trusted yet: the model was fit on fewer than {SHOW_PERCENT_FROM} "
+                 "labels, or its held-out labels pin its accuracy only to worse than about ±10 points "
+                 "(more labels tighten it)")
 
 
 class PngCache:
@@ -158,8 +161,7 @@ class ItemCard(W.VBox):
         if propagated is not None:
             conf = ("" if confidence is None else f" {html.escape(confidence)}" if isinstance(confidence, str)
                     else f" {confidence:.2f}")
-            what = (f"fewer than {SHOW_PERCENT_FROM} human labels: the confidence cannot be trusted yet"
-                    if confidence == "uncertain" else UNCALIBRATED_WHY if confidence == UNCALIBRATED
+            what = (UNCERTAIN_WHY if confidence == "uncertain" else UNCALIBRATED_WHY if confidence == UNCALIBRATED
                     else "calibrated confidence")
             parts.append(f'<span class="dcai-badge dcai-prop" title="propagated by the model; {what}">'
                          f"~{html.escape(str(propagated))}{conf}</span>")
@@ -169,4 +171,4 @@ class ItemCard(W.VBox):
         self.badges.value = " ".join(parts)
 
 
-__all__ = ["UNCALIBRATED", "UNCALIBRATED_WHY", "ItemCard", "PngCache", "item_html", "png_cache"]
+__all__ = ["UNCALIBRATED", "UNCALIBRATED_WHY", "UNCERTAIN_WHY", "ItemCard", "PngCache", "item_html", "png_cache"]

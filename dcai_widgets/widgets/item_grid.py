@@ -11,7 +11,7 @@ import numpy as np
 import traitlets
 
 from ..calibration import SHOW_PERCENT_FROM, show_confidence
-from ..lancet.engine import version_calibrated
+from ..lancet.engine import version_calibrated, version_precise
 from .item_card import UNCALIBRATED, ItemCard
 from .style import style_widget
 from .threads import on_main_thread
@@ -33,11 +33,14 @@ def shown_confidence(confidence: Any, model_version: Any) -> str | None:
     model whose version does not say how many labels it saw counts as fewer; ">0.99" for what would round
     to 1.00 (in the screenshot of the digits at 64 labels, 3 of the 470 items at >= 0.995 were wrong);
     "uncalibrated" (no number) for a model built without calibration (``Lancet(calibration=None)``: its
-    stored figure is the raw head probability, not the chance the label is right). None: no confidence."""
+    stored figure is the raw head probability, not the chance the label is right); "uncertain" too for a
+    model version ending in ``-imprecise`` (``calibration.MAX_ACCURACY_SE``). None: no confidence."""
     if confidence is None or confidence != confidence:
         return None
     if not version_calibrated(model_version):
         return UNCALIBRATED
+    if not version_precise(model_version):   # the fit's calibration pairs leave its accuracy too loose
+        return "uncertain"
     shown = show_confidence(float(confidence), fitted_labels(model_version) or 0)
     if shown == "uncertain":
         return "uncertain"
@@ -192,7 +195,8 @@ class ItemGrid(W.VBox):
                  f'<span class="dcai-badge dcai-prop">~{c} 0.87</span> propagated by the model (not yet '
                  "checked by a person) with its calibrated confidence (the chance it is right; "
                  f'<span class="dcai-badge dcai-prop">~{c} uncertain</span> while the model has fewer than '
-                 f"{SHOW_PERCENT_FROM} human labels)"]
+                 f"{SHOW_PERCENT_FROM} labels, or its held-out labels pin its accuracy only to worse than about "
+                 "±10 points)"]
         if self.scores is not None and self.score_name:
             short, meaning = self.score_name
             parts.append(f'<span class="dcai-score">{html.escape(short)} 0.96</span> {html.escape(meaning)}')

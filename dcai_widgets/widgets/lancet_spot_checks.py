@@ -16,7 +16,7 @@ from .item_card import UNCALIBRATED_WHY
 class SpotChecks:
     """Spot-check actions for ``LancetView`` (uses its ``session``, ``per_bin``, ``checks``, ``annotator``,
     ``label_source``, ``card``, ``check_text``, the buttons, ``_queue``, ``_rng``, ``_propagated``,
-    ``_calibrated``, ``_fitted_labels``, ``_refresh_estimate``, ``_refresh_curve``, ``_restorer``)."""
+    ``_calibrated``, ``_shows_percent``, ``_fitted_labels``, ``_refresh_estimate``, ``_refresh_curve``, ``_restorer``)."""
 
     # -- spot checks ---------------------------------------------------------------------------------
     def draw(self) -> list[int]:
@@ -47,7 +47,9 @@ class SpotChecks:
         self.card.layout.display = ""
         self.card.show(int(c["id"]))
         if self._calibrated():
-            conf = f"calibrated confidence {show_confidence(float(c['confidence']), self._fitted_labels() or 0)}"
+            shown = show_confidence(float(c["confidence"]), self._fitted_labels() or 0) \
+                if self._shows_percent() else "uncertain"
+            conf = f"calibrated confidence {shown}"
         else:
             conf = f'<span title="{html.escape(UNCALIBRATED_WHY)}">uncalibrated model: no confidence shown</span>'
         self.check_text.value = (f'<div data-item="{int(c["id"])}">LANCET says <b>{html.escape(str(c["label"]))}</b>'

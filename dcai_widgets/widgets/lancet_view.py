@@ -25,14 +25,15 @@ import pandas as pd
 
 from ..calibration import SHOW_PERCENT_FROM
 from ..lancet import spot
-from ..lancet.engine import version_calibrated
+from ..lancet.engine import version_calibrated, version_precise
 from .counts import LABELED_MEANS
-from .item_card import UNCALIBRATED_WHY, ItemCard
+from .item_card import UNCALIBRATED_WHY, UNCERTAIN_WHY, ItemCard
 from .lancet_spot_checks import SpotChecks
 from .threads import Background, Job, on_main_thread
 
 LEGEND = ("<b>confidence</b>: LANCET's calibrated probability that a propagated label is right "
-          f"(learned from held-out human labels; <i>uncertain</i> before {SHOW_PERCENT_FROM} human labels). "
+          f"(learned from held-out labels; <i>uncertain</i> before {SHOW_PERCENT_FROM} labels, and while those "
+          "labels pin the model's accuracy only to worse than about ±10 points). "
           "<b>~{cls} 0.83</b> on an item = propagated label {cls} at confidence 0.83. Spot checks: your "
           "verdicts on propagated labels, kept as labels.")
 
@@ -268,15 +269,25 @@ class LancetView(SpotChecks, W.VBox):
         c = self._stored_curve
         return int(c["human_labels"].iloc[-1]) if len(c) else None
 
+    def _model_version(self) -> str | None:
+        """The version of the model shown: the team's adopted fit, this kernel's, else the latest stored."""
+        if self._team is not None:
+            return self._team.get("model_version")
+        if getattr(self.lancet, "proba_", None) is not None:
+            return getattr(self.lancet, "model_version_", None)
+        c = self._stored_curve
+        return c["model_version"].iloc[-1] if len(c) else None
+
     def _calibrated(self) -> bool:
         """Whether the model shown was calibrated (False for ``Lancet(calibration=None)``: its stored
         confidences are raw head probabilities, so no figure of them is printed as a confidence)."""
-        if self._team is not None:
-            return version_calibrated(self._team.get("model_version"))
-        if getattr(self.lancet, "proba_", None) is not None:
-            return version_calibrated(getattr(self.lancet, "model_version_", None))
-        c = self._stored_curve
-        return version_calibrated(c["model_version"].iloc[-1]) if len(c) else True
+        return version_calibrated(self._model_version())
+
+    def _shows_percent(self) -> bool:
+        """Whether the shown model's confidences are printed as figures: fit on ``SHOW_PERCENT_FROM`` labels
+        and its calibration precise (``calibration.MAX_ACCURACY_SE``; the version does not end in
+        ``-imprecise``)."""
+        return (self._fitted_labels() or 0) >= SHOW_PERCENT_FROM and version_precise(self._model_version())
 
     def _propagated(self) -> pd.DataFrame:
         """Propagated labels of items no person has labeled (this kernel's fit, else the store's)."""
@@ -303,8 +314,7 @@ class LancetView(SpotChecks, W.VBox):
             f'<td><div style="background:#1f77b4;height:8px;width:{int(120 * c / max(1, counts.max()))}px">'
             f"</div></td></tr>" for i, c in enumerate(counts))
         calibrated = self._calibrated()
-        note = ("" if (self._fitted_labels() or 0) >= SHOW_PERCENT_FROM else
-                f"<tr><td colspan=3><i>uncertain: fewer than {SHOW_PERCENT_FROM} human labels</i></td></tr>")
+        note = ("" if self._shows_percent() else f"<tr><td colspan=3><i>uncertain: {UNCERTAIN_WHY}</i></td></tr>")
         head = "calibrated confidence"
         if not calibrated:   # the bins still stratify the spot checks; they are no chance of being right
             note = f"<tr><td colspan=3><i>uncalibrated: {html.escape(UNCALIBRATED_WHY)}</i></td></tr>"
