@@ -16,6 +16,12 @@ feature that separates the asked items from the pool, the trust score (Jiang, Ki
 log of the distance to the nearest label of another class over the distance to the nearest label of the
 predicted class, in LANCET's label-free input). Held-out items are scored against their fold's training
 labels, pool items against all labels, as the distance of the "coverage" calibrator is.
+
+Fifth pass: the weighting ships for the propagated labels (``Lancet(calibration_weights="trust")``; the
+suggestions keep the unweighted calibrator: ``SHIPPED``), and the panels print "uncertain" for a fit whose
+pairs leave the accuracy's standard error above ``calibration.MAX_ACCURACY_SE`` ("shown" per state). Beside
+each propagated cell, a reference: the calibrator fit on as many labels drawn at random from the pool
+(``random_label_bound``), what that many labels can do without any selection.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcai_widgets.calibration import TopLabelCalibrator, ece, fold_ids, nn_distance, padded_log_proba
+from dcai_widgets.calibration import (MAX_ACCURACY_SE, TopLabelCalibrator, accuracy_se, ece, fold_ids, nn_distance,
+                                     padded_log_proba)
 from dcai_widgets.calibration_shift import heldout_trust, label_distances, trust_weights
 
 FOLDS = 5
@@ -117,11 +124,13 @@ def score_state(st: dict, F_in: np.ndarray, seed: int, bound: bool = True) -> di
     for name, weighting in CANDIDATES.items():
         w = trust_weights(t_lab, t_pool) if weighting == "trust" else None
         conf = TopLabelCalibrator("coverage").fit(oof_lp, ok, oof_d, sample_weight=w).predict(pool_lp, distance=pool_d)
+        se = accuracy_se(ok, w)   # the panels print "uncertain" above MAX_ACCURACY_SE (model version "-imprecise")
         for src, ids in (("lancet_propagated", slice(None)), ("lancet_suggest", order)):
             c, o = conf[ids], pool_ok[ids]
             out.setdefault(src, {})[name] = {"ece": round(ece(c, o), 4), "floor": round(_floor(c), 4),
                                              "mean_conf": round(float(c.mean()), 4),
-                                             "accuracy": round(float(o.mean()), 4), "n": int(len(c))}
+                                             "accuracy": round(float(o.mean()), 4), "n": int(len(c)),
+                                             "se": round(se, 4), "shown": bool(se <= MAX_ACCURACY_SE)}
     if bound:
         out["random_labels"] = random_label_bound(pool_lp, pool_d, pool_ok, len(lab))
     return out
@@ -152,7 +161,9 @@ def compare(folder: str, session_for=None) -> dict:
             for cand, v in r[src].items():
                 cells.setdefault(f"{r['dataset']}/{src}@{r['labels']}", {}).setdefault(cand, []).append(v)
     summary = {cell: {cand: {"worst": max(v["ece"] for v in vs), "mean": round(float(np.mean([v["ece"] for v in vs])), 4),
-                             "floor_mean": round(float(np.mean([v["floor"] for v in vs])), 4), "seeds": len(vs)}
+                             "floor_mean": round(float(np.mean([v["floor"] for v in vs])), 4), "seeds": len(vs),
+                             "shown": sum(v["shown"] for v in vs),
+                             "worst_shown": max([v["ece"] for v in vs if v["shown"]], default=None)}
                       for cand, vs in d.items()} for cell, d in sorted(cells.items())}
     head = {}
     for cand in CANDIDATES:
@@ -163,6 +174,12 @@ def compare(folder: str, session_for=None) -> dict:
         vals = [d[SHIPPED[cell.split("/")[1].split("@")[0]]]["worst"] for cell, d in summary.items()
                 if cell.endswith(f"@{at}")]
         head[f"shipped_ece_at_{at}"] = max(vals) if vals else None
+        # the propagated labels as the panels print them: states whose calibration is too loose say "uncertain"
+        prop = [d[SHIPPED["lancet_propagated"]] for cell, d in summary.items()
+                if cell.endswith(f"@{at}") and "/lancet_propagated@" in cell]
+        shown = [v["worst_shown"] for v in prop if v["worst_shown"] is not None]
+        head[f"propagated_shown_ece_at_{at}"] = max(shown) if shown else None
+        head[f"propagated_share_shown_at_{at}"] = round(sum(v["shown"] for v in prop) / max(1, sum(v["seeds"] for v in prop)), 3)
     for r in rows:   # the random-label reference, beside the propagated cells
         if "random_labels" in r:
             cell = summary[f"{r['dataset']}/lancet_propagated@{r['labels']}"]
@@ -182,7 +199,10 @@ def print_table(res: dict) -> None:
         cands = {c: v for c, v in d.items() if c in CANDIDATES}
         first = next(iter(cands.values()))
         ref = d.get("random_labels")
-        print(f"{cell:32s} " + "  ".join(f"{c} worst {v['worst']:.3f} mean {v['mean']:.3f}" for c, v in cands.items())
+        gated = "/lancet_propagated@" in cell   # the "-imprecise" gate is the propagated labels' only
+        print(f"{cell:32s} " + "  ".join(f"{c} worst {v['worst']:.3f} mean {v['mean']:.3f}"
+                                           + (f" shown {v['shown']}/{v['seeds']}" if gated else "")
+                                           for c, v in cands.items())
               + f"  (floor {first['floor_mean']:.3f}, {first['seeds']} seeds)"
               + (f"  random labels: mean {ref['mean']:.3f}, q86 {ref['q86']:.3f}" if ref else ""))
     print(json.dumps(res["headline"]))
