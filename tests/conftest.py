@@ -36,6 +36,22 @@ def demo(tmp_path):
     return dw.Session.demo(store=tmp_path / "labels.db")
 
 
+@pytest.fixture
+def overlapping(tmp_path):
+    """300 items of 4 overlapping classes with 60 true labels by "ada": a model right only ~70% of the time,
+    whose 60 held-out labels pin its accuracy to about +-12 points (LANCET's fit is then "-imprecise")."""
+    import numpy as np
+    from sklearn.datasets import make_blobs
+
+    import dcai_widgets as dw
+
+    X, yt = make_blobs(n_samples=300, centers=4, cluster_std=6.0, n_features=4, random_state=2)
+    s = dw.Session.from_embeddings(X.astype(np.float32), list("abcd"), y_true=yt, store=tmp_path / "o.db")
+    ids = np.random.default_rng(0).choice(len(s), 60, replace=False)
+    s.label(ids.tolist(), s.y_true[ids], annotator="ada")
+    return s
+
+
 # -- a private PostgreSQL server for the store tests ---------------------------------------------
 def _pg_bin() -> Path:
     """Debian's PostgreSQL binaries: $DCAI_PG_BIN, else version 15, else the newest installed."""

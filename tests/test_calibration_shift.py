@@ -153,19 +153,14 @@ def test_accuracy_se_uses_the_effective_number_of_weighted_pairs():
     assert accuracy_se(np.zeros(0, bool)) == float("inf")
 
 
-def test_a_fit_whose_calibration_is_too_loose_shows_uncertain_not_a_figure(tmp_path):
+def test_a_fit_whose_calibration_is_too_loose_shows_uncertain_not_a_figure(tmp_path, overlapping):
     """60 labels on overlapping classes (the model right ~70% of the time) pin the accuracy only to about
     +-12 points: the fit's version ends in "-imprecise" and the cards print "uncertain"; well separated
     classes with the same labels get a figure."""
-    from sklearn.datasets import make_blobs
-
     from dcai_widgets.calibration import MAX_ACCURACY_SE
     from dcai_widgets.widgets.item_grid import shown_confidence
 
-    X, yt = make_blobs(n_samples=300, centers=4, cluster_std=6.0, n_features=4, random_state=2)
-    s = dw.Session.from_embeddings(X.astype(np.float32), list("abcd"), y_true=yt, store=tmp_path / "o.db")
-    ids = np.random.default_rng(0).choice(len(s), 60, replace=False)
-    s.label(ids.tolist(), s.y_true[ids], annotator="ada")
+    s = overlapping
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lan = Lancet_fit(s)

@@ -397,17 +397,12 @@ def test_with_every_item_labeled_the_view_does_not_ask_for_a_first_batch(tmp_pat
     assert "nothing to propagate" in view.bins_html.value and "first batch" not in view.bins_html.value
 
 
-def test_an_imprecise_fit_says_uncertain_in_the_view_and_after_a_reload(tmp_path):
+def test_an_imprecise_fit_says_uncertain_in_the_view_and_after_a_reload(overlapping):
     """A fit on 60 labels of overlapping classes (calibration too loose: ``-imprecise``): the bins, the spot
     check and the cards say "uncertain" with the reason, also on a page that has only the store."""
-    from sklearn.datasets import make_blobs
-
     from dcai_widgets.widgets.item_grid import ItemGrid
 
-    X, yt = make_blobs(n_samples=300, centers=4, cluster_std=6.0, n_features=4, random_state=2)
-    s = dw.Session.from_embeddings(X.astype(np.float32), list("abcd"), y_true=yt, store=tmp_path / "o.db")
-    ids = np.random.default_rng(0).choice(len(s), 60, replace=False)
-    s.label(ids.tolist(), s.y_true[ids], annotator="ada")
+    s = overlapping
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lan = Lancet(s, batch=6, steps=80, dmn_steps=40, progress=False).fit()
