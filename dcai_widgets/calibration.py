@@ -434,6 +434,27 @@ class SuggestionAudit:
         while len(self.conf_) > self.window:
             self.conf_.popleft(), self.correct_.popleft(), self.fit_.popleft()
 
+    def state(self) -> dict:
+        """The records that still count, as plain JSON-able data (for the store: a reloaded page resumes the
+        audit instead of starting it empty); :meth:`restore` reads it back."""
+        return {"records": [[round(c, 6), bool(o), f] for c, o, f in zip(self.conf_, self.correct_, self.fit_)],
+                "total": int(self.total_)}
+
+    def restore(self, state: dict) -> SuggestionAudit:
+        """Record what :meth:`state` wrote, in order (a malformed record raises ValueError; nothing is kept
+        from a state that fails)."""
+        recs = state.get("records") if isinstance(state, dict) else None
+        if not isinstance(recs, list) or not all(isinstance(r, (list, tuple)) and len(r) == 3 for r in recs):
+            raise ValueError("an audit state is {'records': [[confidence, correct, fit], ...], 'total': n}")
+        fresh = SuggestionAudit(self.window, self.min_n, self.z, self.n_bins, self.min_bin, self.recent)
+        for c, o, f in recs:
+            fresh.record(float(c), bool(o), fit=None if f is None else int(f))
+        total = state.get("total", len(recs))
+        fresh.total_ = max(fresh.total_, int(total) if isinstance(total, (int, np.integer)) else 0)
+        self.conf_, self.correct_, self.fit_ = fresh.conf_, fresh.correct_, fresh.fit_
+        self.total_, self._latest_fit = fresh.total_, fresh._latest_fit
+        return self
+
     def audited(self, fit: int | None = None) -> np.ndarray:
         """Positions (into ``conf_``) of the records the verdict audits, given the current fit's labels."""
         n = len(self.conf_)

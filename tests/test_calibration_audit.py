@@ -121,3 +121,18 @@ def test_the_label_panel_tags_each_record_with_its_fit_and_forgets_old_fits(demo
     v = p.audit.verdict(fit=50)
     assert v.n == 20 and v.k == 20 and v.open   # only the 50-label fit's records are judged
     assert "90%" in p.suggestion.value and "uncertain" not in p.suggestion.value
+
+
+def test_an_audits_state_round_trips_through_json():
+    import json
+
+    a = SuggestionAudit(window=5, min_n=3)
+    for k in range(8):
+        a.record(0.6 + k / 100, k % 3 != 0, fit=50 + k)
+    b = SuggestionAudit(window=5, min_n=3).restore(json.loads(json.dumps(a.state())))
+    assert np.allclose(b.conf_, a.conf_) and list(b.correct_) == list(a.correct_) and list(b.fit_) == list(a.fit_)
+    assert b.total_ == 8 and b.verdict(fit=57) == a.verdict(fit=57)
+    with pytest.raises(ValueError):
+        SuggestionAudit().restore({"records": [[0.5, True]]})
+    with pytest.raises(ValueError):
+        SuggestionAudit().restore({"records": [[2.0, True, None]]})   # not a confidence

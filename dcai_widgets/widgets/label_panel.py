@@ -10,14 +10,15 @@ a refit asked for while one runs is merged into one more run, so the latest labe
 next. The status line reports what that fit used (its own label count and classes). A suggestion's
 confidence is the queue's calibrated one, shown as a percentage only from
 `calibration.SHOW_PERCENT_FROM` human labels ("uncertain" before) and only while the live audit of the
-last suggestions shown here (`calibration.SuggestionAudit`: shown confidence vs the label the person then
-gave) agrees with it; otherwise "uncertain — recent suggestions right k/n". A label the store could not save
+last suggestions shown to this annotator (`calibration.SuggestionAudit`: shown confidence vs the label the
+person then gave; kept in the store by `label_audit.AuditKeeper`, so a reload resumes it) agrees with it;
+otherwise "uncertain — recent suggestions right k/n". A label the store could not save
 stays on screen with a red error line; a busy or unreachable store is retried in the background
 ("saving…") and nothing else is labeled meanwhile.
 
 The panel's parts: `label_view.LabelView` (its widgets, the item and suggestion shown, the counters),
 `label_order.ItemOrder` (which item comes next; the background refit), `label_keys` (the keys),
-`label_saving` (saving with retries); this module holds the state and the actions.
+`label_saving` (saving with retries), `label_audit` (the audit kept in the store); this module holds the state and the actions.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import ipywidgets as W
 import numpy as np
 
 from ..calibration import SuggestionAudit
+from .label_audit import AuditKeeper
 from .item_card import png_cache
 from .label_keys import RESERVED, class_keys
 from .label_order import ItemOrder
@@ -111,8 +113,9 @@ class LabelPanel(LabelView, ItemOrder, W.VBox):
         self._pending: deque[int] = deque()
         self._suggestion: tuple[str, float] | None = None
         # the live audit of shown confidences (calibration.SuggestionAudit): each suggestion shown and then
-        # labeled is recorded; its shown confidences are not stored, so a reloaded page starts it empty
-        self.audit = SuggestionAudit()
+        # labeled is recorded, and kept in the store per annotator, so a reloaded page resumes it
+        self._audit_keeper = AuditKeeper(session, self.annotator, background=self.background)
+        self.audit = self._audit_keeper.load(SuggestionAudit())
         # (item, suggested class, confidence, human labels of the fit that suggested it)
         self._audit_pending: tuple[int, str, float, int | None] | None = None
         self._cache = png_cache(session)
@@ -179,6 +182,7 @@ class LabelPanel(LabelView, ItemOrder, W.VBox):
         pend, self._audit_pending = self._audit_pending, None
         if pend is not None and pend[0] == i:   # the person's label is the truth of the suggestion shown
             self.audit.record(pend[2], cls == pend[1], fit=pend[3])
+            self._audit_keeper.save(self.audit)
         self._vec[i] = self.classes.index(cls)
         self._mine[i] = cls
         self._forward()

@@ -159,9 +159,9 @@ class LabelView:
                      "fewer than half of today's labels): a percentage returns once "
                      f"{audit.min_n} suggestions of recent fits have been checked against your labels"))
         if v.n < audit.min_n:
-            return (f"uncertain — {v.n} of {audit.min_n} suggestions checked since this page opened",
-                    ("the confidences shown before are not stored: a percentage returns once "
-                     f"{audit.min_n} suggestions shown here have been checked against your labels"))
+            return (f"uncertain — {v.n} of {audit.min_n} suggestions checked",
+                    (f"a percentage is shown once {audit.min_n} suggestions shown to you have been checked "
+                     "against your labels (kept across reloads)"))
         return (f"uncertain — recent suggestions right {v.k}/{v.n}",
                 f"the confidence disagrees with what happened to the last {v.n} suggestions: "
                 + html.escape(v.reason))

@@ -407,7 +407,9 @@ def test_after_wrong_confident_suggestions_the_panel_says_uncertain_with_the_tru
     assert store_labels(demo) == {**{i: "3" for i in range(1, 16)}, **{i: "6" for i in range(16, 21)}}
 
 
-def test_a_rejected_suggestion_counts_as_wrong_and_a_reloaded_panel_starts_its_audit_empty(demo):
+def test_a_rejected_suggestion_counts_as_wrong_and_a_reloaded_panel_resumes_its_audit(demo):
+    """The audit's records are kept in the store per annotator: a reload (a new panel on the same store)
+    resumes them instead of starting at "0 of 20 checked"; another annotator's audit is their own."""
     p = LabelPanel(demo, queue=SuggestingQueue([1, 2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
     p.press("x")
     p.label_current("3")
@@ -416,7 +418,21 @@ def test_a_rejected_suggestion_counts_as_wrong_and_a_reloaded_panel_starts_its_a
     p.label_current("4")          # relabeling an item no longer suggested records nothing
     assert p.audit.total_ == 1
     again = LabelPanel(demo, queue=SuggestingQueue([2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
-    assert again.audit.total_ == 0 and "0 of 20 suggestions checked since this page opened" in again.suggestion.value
+    assert again.audit.total_ == 1 and list(again.audit.correct_) == [False] and list(again.audit.fit_) == [60]
+    assert "1 of 20 suggestions checked" in again.suggestion.value
+    again.label_current("6")      # one more suggestion, labeled as suggested: recorded and stored
+    reloaded = LabelPanel(demo, queue=SuggestingQueue([3], n_labeled=60, seen=10), annotator="ada", background=False)
+    assert reloaded.audit.total_ == 2 and list(reloaded.audit.correct_) == [False, True]
+    bo = LabelPanel(demo, queue=SuggestingQueue([3], n_labeled=60, seen=10), annotator="bo", background=False)
+    assert bo.audit.total_ == 0
+
+
+def test_an_unreadable_stored_audit_starts_empty_and_the_page_opens(demo):
+    demo.store.publish("audit:ada", {"records": [["x", True]]})
+    p = LabelPanel(demo, queue=SuggestingQueue([1, 2], n_labeled=60, seen=10), annotator="ada", background=False)
+    assert p.audit.total_ == 0 and "0 of 20 suggestions checked" in p.suggestion.value
+    p.label_current("6")
+    assert demo.store.published("audit:ada")["records"] == [[0.99, True, 60]]
 
 
 def test_status_before_any_label_says_so_plainly(demo):
