@@ -14,6 +14,7 @@ from collections import deque
 
 import numpy as np
 
+from .counts import LABELED_MEANS
 from .threads import Job
 
 
@@ -139,7 +140,7 @@ def queue_name(queue: object) -> str:
 
 
 def refit_status(fit: dict, n_classes: int, fits: int, name: str = "queue", stored: int | None = None) -> str:
-    """The status line after a queue fit, saying plainly what that fit used: its human labels and the
+    """The status line after a queue fit, saying plainly what that fit used: its labels from people and the
     classes among them (read from the fit itself), the seconds it took, and its notes (escaped).
     ``data-labels`` / ``data-fits`` carry the figures for tests; ``stored``: human labels stored now (labels
     made during the fit are said to wait for the next one)."""
@@ -147,13 +148,15 @@ def refit_status(fit: dict, n_classes: int, fits: int, name: str = "queue", stor
     name = html.escape(name)
     took = f"{fit['seconds']:.1f} s"
     if n == 0:
-        text = f"{name} has no human labels to learn from yet ({took})"
+        text = f"{name} has no labels from people to learn from yet ({took})"
     else:
         cls = "" if k is None else f", {int(k)} of {n_classes} classes"
-        text = f"{name} fitted on {n:,} human label{'s' if n != 1 else ''}{cls} ({took})"
+        # the labeled count's meaning (counts.LABELED_MEANS): human, review or import labels
+        text = f"{name} fitted on {n:,} label{'s' if n != 1 else ''} from people{cls} ({took})"
         if stored is not None and stored > n:
             text += f" · {stored - n:,} newer label{'s' if stored - n != 1 else ''} wait for the next fit"
     notes = "".join(f" · <i>{html.escape(w)}</i>" for w in fit.get("notes", ()))
     return (f'<span class="dcai-refit" data-labels="{n}" data-fits="{int(fits)}" '
-            f'title="the Label queue, refit in the background as you label (fit {int(fits)} on this page)">'
+            f'title="the Label queue, refit in the background as you label (fit {int(fits)} on this page); '
+            f'{LABELED_MEANS}">'
             f"{text}</span>{notes}")

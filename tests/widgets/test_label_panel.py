@@ -287,7 +287,7 @@ def test_status_reports_what_the_fit_used_not_the_panels_count(demo):
     demo.label(np.arange(100, 120), [str(i % 10) for i in range(20)], annotator="ada")   # 20 labels, 10 classes
     q = SuggestingQueue([1, 2], n_labeled=5, seen=3, notes=["7 of 10 classes have no labels yet"])
     p = LabelPanel(demo, queue=q, annotator="ada", background=False)
-    assert 'data-labels="5"' in p.status.value and "fitted on 5 human labels, 3 of 10 classes" in p.status.value
+    assert 'data-labels="5"' in p.status.value and "fitted on 5 labels from people, 3 of 10 classes" in p.status.value
     assert "15 newer labels wait for the next fit" in p.status.value   # 20 stored, the fit used 5
     assert "7 of 10 classes" in p.status.value       # the note belongs to that same fit
     assert "20 of 1,797 labeled by people" in p.progress_text.value
@@ -440,5 +440,5 @@ def test_status_before_any_label_says_so_plainly(demo):
     q = SuggestingQueue([1, 2], n_labeled=0, seen=0)
     p = LabelPanel(demo, queue=q, annotator="ada", background=False)
     text = re.sub("<[^>]+>", "", p.status.value)
-    assert "has no human labels to learn from yet" in text, text
+    assert "has no labels from people to learn from yet" in text, text
     assert "of 0 of" not in text and "#" not in text and "0 labels" not in text
