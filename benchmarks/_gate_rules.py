@@ -40,11 +40,12 @@ RULES: dict[str, dict] = {
 
 
 def shipped() -> dict:
-    """The keyword arguments of the audit the Label panel uses (``SuggestionAudit()``'s defaults)."""
+    """The keyword arguments of the audit the Label panel uses (``SuggestionAudit()``'s defaults), with
+    ``precise``: the panel also hides the suggestions of an "-imprecise" fit (fifth pass)."""
     import inspect
 
-    return {k: v.default for k, v in inspect.signature(SuggestionAudit).parameters.items()
-            if k in ("window", "min_n", "recent")}
+    return {**{k: v.default for k, v in inspect.signature(SuggestionAudit).parameters.items()
+               if k in ("window", "min_n", "recent")}, "precise": True}
 
 
 def load(folder: str, partial: bool = False) -> list[dict]:
@@ -56,21 +57,26 @@ def load(folder: str, partial: bool = False) -> list[dict]:
 
 def replay(doc: dict, rule: dict, upto: int = 100) -> dict:
     """One curve under one rule: per suggestion (fit labels, shown confidence, right, shown as a
-    percentage?) and per checkpoint (audited k/n before it, the next 50 suggestions' accuracy)."""
+    percentage?) and per checkpoint (audited k/n before it, the next 50 suggestions' accuracy). A rule with
+    ``precise=True`` also hides the suggestions of fits whose model version says "-imprecise" (the Label tab
+    prints "uncertain" for them; the audit still records them, as the panel does)."""
+    rule = dict(rule)
+    use_precise = bool(rule.pop("precise", False))
     audit = SuggestionAudit(**{"recent": None, **rule})   # a rule without ``recent`` audits the plain window
     recs, checks, seen_fits = [], [], set()
     log = doc["log"]
-    for j, (m, c, o) in enumerate(log):
+    for j, (m, c, o, *rest) in enumerate(log):
+        precise = bool(rest[0]) if rest else True   # curves saved before the "-imprecise" flag: precise
         if m not in seen_fits and SHOW_PERCENT_FROM <= m <= upto:   # a checkpoint: the first record of a fit
             seen_fits.add(m)
             v = audit.verdict(fit=m)
-            fut = [(cc, oo) for mm, cc, oo in log[j:] if mm >= m][:50]
+            fut = [(cc, oo) for mm, cc, oo, *_ in log[j:] if mm >= m][:50]
             if len(fut) < 50:     # a partial curve: the next 50 are not known yet
                 continue
             checks.append({"labels": m, "open": bool(v.open), "k": v.k, "n": v.n,
                            "future_accuracy": float(np.mean([oo for _, oo in fut])) if fut else float("nan"),
                            "future_conf": [cc for cc, _ in fut], "future_ok": [oo for _, oo in fut]})
-        shown = m >= SHOW_PERCENT_FROM and audit.verdict(fit=m).open
+        shown = m >= SHOW_PERCENT_FROM and (precise or not use_precise) and audit.verdict(fit=m).open
         recs.append((m, c, o, shown))
         audit.record(c, bool(o), fit=m)
     return {"recs": recs, "checks": checks}

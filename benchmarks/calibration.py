@@ -65,6 +65,7 @@ from dcai_widgets.calibration import (
     wilson,
 )
 from dcai_widgets.calibration_shift import heldout_trust, trust_weights
+from dcai_widgets.lancet.engine import version_precise
 from dcai_widgets.queue import UncertaintyQueue
 
 ALL = ("raw",) + METHODS
@@ -222,7 +223,7 @@ def run_gate(name: str, make, engine_name: str, upto: int, batch: int, shown: in
     _ = s.embeddings
     y, classes = np.asarray(s.y_true, np.int64), [str(c) for c in s.classes]
     eng, audit, t0 = make(s, seed), SuggestionAudit(window=window), time.perf_counter()
-    log: list[tuple[int, float, bool]] = []      # (labels when shown, shown confidence, right)
+    log: list[tuple] = []      # (labels when shown, shown confidence, right, the fit's calibration precise)
     checks: list[dict] = []
 
     def suggestions(ids):
@@ -243,18 +244,19 @@ def run_gate(name: str, make, engine_name: str, upto: int, batch: int, shown: in
                            "audit_k": v.k, "audit_n": v.n, "audit_mean_conf": round(v.mean_conf, 4),
                            "next_ece": round(ece(conf, ok), 4), "next_accuracy": round(float(ok.mean()), 4),
                            "next_mean_conf": round(float(conf.mean()), 4)})
-        if sum(1 for m, _, _ in log if m >= upto) >= window or len(log) >= len(y):
+        if sum(1 for m, *_ in log if m >= upto) >= window or len(log) >= len(y):
             break
         ask = [int(i) for i in eng.candidates(batch)]
         if not ask:
             break
         conf, ok = suggestions(ask)          # shown with each asked item; the person's label is its truth
+        precise = version_precise(getattr(eng, "model_version_", None))   # else the panel says "uncertain"
         s.label(ask, [classes[y[i]] for i in ask], annotator="oracle")
         for c, o in zip(conf, ok):
             audit.record(c, o)
-            log.append((n, c, o))
+            log.append((n, c, o, precise))
     for r in checks:
-        fut = [(c, o) for m, c, o in log if m >= r["labels"]][:window]
+        fut = [(c, o) for m, c, o, *_ in log if m >= r["labels"]][:window]
         fc, fo = np.array([c for c, _ in fut]), np.array([o for _, o in fut], bool)
         rate = r["audit_k"] / r["audit_n"] if r["audit_n"] else float("nan")
         lo, hi = wilson(r["audit_k"], r["audit_n"])
@@ -281,7 +283,7 @@ def _save_gate_log(folder: str, name: str, engine: str, seed: int, batch: int, s
     f = Path(folder) / f"{name}_{engine}_{seed}_gate.json"
     keep = ("labels", "next_ece", "next_accuracy", "next_mean_conf")
     doc = {"dataset": name, "engine": engine, "seed": seed, "batch": batch, "shown": shown, "done": done,
-           "log": [[int(m), round(float(c), 6), int(o)] for m, c, o in log],
+           "log": [[int(m), round(float(c), 6), int(o), int(p)] for m, c, o, p in log],
            "checks": [{k: r[k] for k in keep} for r in checks]}
     tmp = f.with_name(f.name + ".tmp")
     tmp.write_text(json.dumps(doc))
