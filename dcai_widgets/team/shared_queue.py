@@ -126,7 +126,6 @@ class SharedQueue:
 
     Learned state after ``fit()``: ``order_`` (the ranking in force, best first), ``changed_`` (whether
     that fit brought a new ranking), ``n_labeled_`` and ``classes_seen_`` (what the fit used),
-    ``model_version_`` (the fit's, e.g. "-imprecise": the Label tab then prints no percentage),
     ``team_`` (the `TeamFit`, or None).
     """
 
@@ -170,7 +169,6 @@ class SharedQueue:
         self.order_: list[int] | None = None
         self.changed_ = False
         self.n_labeled_: int | None = None
-        self.model_version_: str | None = None   # of the fit in force (this page's or the team's adopted one)
         self.classes_seen_: list[int] | None = None
         self.team_: TeamFit | None = None
         team_api = ("try_lease", "release_lease", "lease_holder", "publish", "published", "people_labels_since")
@@ -212,7 +210,6 @@ class SharedQueue:
                 st = self.team_.state_
                 self.order_ = [int(i) for i in st.get("ranking", [])]
                 self.n_labeled_ = st.get("n_labeled")
-                self.model_version_ = st.get("model_version")
                 self.classes_seen_ = st.get("classes_seen")
                 self.labeled_ = None   # read again when the fixed fallback order is needed
                 self.session.emit("team_fit", state=dict(st))   # views of this page's engine: now stale
@@ -231,7 +228,6 @@ class SharedQueue:
         n = getattr(self.queue, "n_labeled_", None)
         seen = getattr(self.queue, "classes_seen_", None)
         self.n_labeled_ = int(n) if isinstance(n, (int, np.integer)) else None
-        self.model_version_ = getattr(self.queue, "model_version_", None)
         self.classes_seen_ = None if seen is None else [int(c) for c in np.asarray(seen).ravel()]
         return self.order_
 

@@ -12,8 +12,7 @@ import numpy as np
 
 from ..calibration import show_confidence
 from .counts import LABELED_MEANS, labeled_html
-from ..lancet.engine import version_precise
-from .item_card import UNCALIBRATED, UNCALIBRATED_WHY, UNCERTAIN_WHY, ItemCard
+from .item_card import UNCALIBRATED, UNCALIBRATED_WHY, ItemCard
 from .keyboard import KeyboardShortcuts, KeyHelp
 from .label_keys import _KEY_HELP, RESERVED
 from .style import style_widget
@@ -140,13 +139,10 @@ class LabelView:
 
     def _audited(self, conf: float) -> tuple[str, str]:
         """(what to print, its tooltip) for a suggestion's confidence: the percentage only from 50 human
-        labels, while the fit's calibration is precise (its model version does not end in "-imprecise",
-        as the LANCET view and the cards also say) and while the audit of the recent shown suggestions
-        agrees with it; else "uncertain" with the count of what happened (``calibration.SuggestionAudit``)."""
+        labels and while the audit of the recent shown suggestions agrees with it; else "uncertain" with
+        the count of what happened (``calibration.SuggestionAudit``)."""
         if getattr(self.queue, "calibration", "") is None:   # built with calibration=None: a raw probability
             return UNCALIBRATED, UNCALIBRATED_WHY
-        if not version_precise(getattr(self.queue, "model_version_", None)):   # the fit says "-imprecise"
-            return "uncertain", UNCERTAIN_WHY
         shown = show_confidence(conf, self._fit_labels or 0)
         if shown == "uncertain":
             return shown, "fewer than 50 human labels: the model's confidence cannot be trusted yet"

@@ -264,25 +264,6 @@ def test_an_uncalibrated_queues_suggestion_shows_no_percentage(demo):
     assert "99%" in p2.suggestion.value
 
 
-def test_an_imprecise_fits_suggestion_says_uncertain_like_its_propagated_labels(demo):
-    """A fit whose calibration pairs leave its accuracy too loose (model version "-imprecise") shows no
-    percentage in the Label tab either, though the audit agrees: the LANCET view and the cards already say
-    "uncertain" for the same fit. The record is still audited."""
-
-    class LooseQueue(SuggestingQueue):
-        model_version_ = "lancet-60-3-imprecise"
-
-    p = LabelPanel(demo, queue=LooseQueue([1, 2, 3], n_labeled=60, seen=10), annotator="ada", background=False)
-    audit_agrees(p)
-    p.refit()
-    assert ">uncertain<" in p.suggestion.value and "±10 points" in p.suggestion.value and "%" not in p.suggestion.value
-    p.label_current("6")
-    assert p.audit.total_ == 21           # recorded all the same
-    p.queue.model_version_ = "lancet-60-4"
-    p.refit()
-    assert "99%" in p.suggestion.value
-
-
 def test_the_item_shown_before_the_first_fit_gets_its_suggestion_when_the_fit_lands(demo):
     """The App shows the first item before LANCET's first fit: once a fit can suggest, the shown item
     gets its suggestion, without being shown anew (the page's item counter does not move)."""
