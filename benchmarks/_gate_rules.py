@@ -36,16 +36,17 @@ RULES: dict[str, dict] = {
     "w50m10r0.8": dict(window=50, min_n=10, recent=0.8),
     "w30m15r0.67": dict(window=30, min_n=15, recent=0.67),
     "w100r0.67": dict(window=100, min_n=20, recent=0.67),
+    # the shipped audit, and also hiding the suggestions of "-imprecise" fits (fifth pass; not shipped)
+    "w30r0.5_precise": dict(window=30, min_n=20, recent=0.5, precise=True),
 }
 
 
 def shipped() -> dict:
-    """The keyword arguments of the audit the Label panel uses (``SuggestionAudit()``'s defaults), with
-    ``precise``: the panel also hides the suggestions of an "-imprecise" fit (fifth pass)."""
+    """The keyword arguments of the audit the Label panel uses (``SuggestionAudit()``'s defaults)."""
     import inspect
 
-    return {**{k: v.default for k, v in inspect.signature(SuggestionAudit).parameters.items()
-               if k in ("window", "min_n", "recent")}, "precise": True}
+    return {k: v.default for k, v in inspect.signature(SuggestionAudit).parameters.items()
+            if k in ("window", "min_n", "recent")}
 
 
 def load(folder: str, partial: bool = False) -> list[dict]:

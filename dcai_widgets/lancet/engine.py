@@ -165,7 +165,8 @@ class Lancet:
     are like the labeled pairs (both chosen by the DMN rule). None: one calibrator for both. A fit whose
     pairs leave the accuracy's standard error above ``calibration.MAX_ACCURACY_SE`` (``calibration_se_``)
     gets a model version ending in ``-imprecise``, and the panels print "uncertain" for its propagated labels
-    and its suggestions.
+    (not for its suggestions, which the Label tab's live audit judges on what people answer: hiding those
+    of imprecise fits too hid half the text suggestions and left the rest no better calibrated).
 
     Learned state after ``fit()``: ``proba_`` (N, K') head probabilities over ``classes_seen_``,
     ``embedding_`` (N, z), ``weights_`` (unlabeled ids -> DMN weight), ``candidates_``, ``report_``,
@@ -541,7 +542,7 @@ class Lancet:
     def suggest(self, item_id: int) -> tuple[str, float] | None:
         """The head's label for ``item_id`` and its calibrated confidence (``calibrator_``: among items like
         those LANCET asks) for the panel's accept/reject keys; the panel shows "uncertain" instead of the
-        figure before ``calibration.SHOW_PERCENT_FROM`` labels and for an "-imprecise" fit."""
+        figure before ``calibration.SHOW_PERCENT_FROM`` labels and while its audit disagrees."""
         if self.proba_ is None or self.confidence_ is None:
             return None
         i = int(item_id)
