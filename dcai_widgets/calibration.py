@@ -275,6 +275,15 @@ def fold_ids(y: np.ndarray, folds: int, seed: int = 0, groups: np.ndarray | None
     return out
 
 
+def sq_distance_chunks(X: np.ndarray, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096):
+    """Yield (slice into ``rows``, squared Euclidean distances (len(slice), len(Y))) from the rows
+    ``X[rows]`` to every row of ``Y``, ``chunk`` rows at a time (a whole pool never sits in memory)."""
+    yy = np.einsum("ij,ij->i", Y, Y)
+    for a in range(0, len(rows), chunk):
+        A = X[rows[a:a + chunk]]
+        yield slice(a, a + len(A)), np.einsum("ij,ij->i", A, A)[:, None] - 2.0 * A @ Y.T + yy[None, :]
+
+
 def nn_distance(X: np.ndarray, to: np.ndarray, rows: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
     """Euclidean distance from each row of ``X`` (or of ``X[rows]``) to the nearest of the items ``to``."""
     X = np.asarray(X, np.float32)
@@ -282,12 +291,9 @@ def nn_distance(X: np.ndarray, to: np.ndarray, rows: np.ndarray | None = None, c
     rows = np.arange(len(X)) if rows is None else np.asarray(rows, np.int64)
     if not len(Y):
         return np.full(len(rows), np.inf)
-    yy = np.einsum("ij,ij->i", Y, Y)
     out = np.empty(len(rows))
-    for a in range(0, len(rows), chunk):
-        A = X[rows[a:a + chunk]]
-        d2 = np.einsum("ij,ij->i", A, A)[:, None] - 2.0 * A @ Y.T + yy[None, :]
-        out[a:a + chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
+    for sl, d2 in sq_distance_chunks(X, Y, rows, chunk):
+        out[sl] = np.sqrt(np.maximum(d2.min(1), 0.0))
     return out
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calibration import fold_ids
+from .calibration import fold_ids, sq_distance_chunks
 
 __all__ = ["TRUST_CLIP", "label_distances", "trust_score", "heldout_trust", "trust_weights"]
 
@@ -30,7 +30,8 @@ def label_distances(X: np.ndarray, labeled: np.ndarray, y_labeled: np.ndarray, p
     """(distance to the nearest labeled item, trust score) for each row of ``X`` (or of ``X[rows]``).
 
     ``labeled`` (m,) item ids with classes ``y_labeled`` (m,); ``pred`` (len(rows),) each row's predicted
-    class. One pass over the labels, as :func:`calibration.nn_distance`: the nearest distance comes free."""
+    class. The same chunked pass over the labels as :func:`calibration.nn_distance`
+    (:func:`calibration.sq_distance_chunks`): the nearest distance comes free."""
     X = np.asarray(X, np.float32)
     labeled, yl = np.asarray(labeled, np.int64), np.asarray(y_labeled, np.int64)
     rows = np.arange(len(X)) if rows is None else np.asarray(rows, np.int64)
@@ -42,15 +43,11 @@ def label_distances(X: np.ndarray, labeled: np.ndarray, y_labeled: np.ndarray, p
     order = np.argsort(yl, kind="stable")
     Y, ys = X[labeled[order]], yl[order]
     classes, starts = np.unique(ys, return_index=True)
-    yy = np.einsum("ij,ij->i", Y, Y)
     near, trust = np.empty(len(rows)), np.empty(len(rows))
-    for a in range(0, len(rows), chunk):
-        A = X[rows[a:a + chunk]]
-        d2 = np.einsum("ij,ij->i", A, A)[:, None] - 2.0 * A @ Y.T + yy[None, :]
+    for sl, d2 in sq_distance_chunks(X, Y, rows, chunk):
         D = np.sqrt(np.maximum(np.minimum.reduceat(d2, starts, axis=1), 0.0))   # (chunk, classes seen)
-        near[a:a + chunk] = D.min(1)
-        trust[a:a + chunk] = trust_score(D, np.searchsorted(classes, pred[a:a + chunk]),
-                                         known=np.isin(pred[a:a + chunk], classes))
+        near[sl] = D.min(1)
+        trust[sl] = trust_score(D, np.searchsorted(classes, pred[sl]), known=np.isin(pred[sl], classes))
     return near, trust
 
 
