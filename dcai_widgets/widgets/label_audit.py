@@ -49,9 +49,6 @@ class AuditKeeper:
             self._state = audit.state()
             self._saver.request()
 
-    def wait(self, timeout: float | None = 10) -> bool:
-        return self._saver.wait(timeout)
-
     def _save(self, job: Job) -> None:
         state = self._state
         if state is not None:

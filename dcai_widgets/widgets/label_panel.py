@@ -18,7 +18,8 @@ stays on screen with a red error line; a busy or unreachable store is retried in
 
 The panel's parts: `label_view.LabelView` (its widgets, the item and suggestion shown, the counters),
 `label_order.ItemOrder` (which item comes next; the background refit), `label_keys` (the keys),
-`label_saving` (saving with retries), `label_audit` (the audit kept in the store); this module holds the state and the actions.
+`label_saving` (saving with retries), `label_audit` (the audit kept in the store); this module holds the
+state and the actions.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ import ipywidgets as W
 import numpy as np
 
 from ..calibration import SuggestionAudit
-from .label_audit import AuditKeeper
 from .item_card import png_cache
+from .label_audit import AuditKeeper
 from .label_keys import RESERVED, class_keys
 from .label_order import ItemOrder
 from .label_saving import SaveRetry, error_html, undone_text

@@ -16,7 +16,8 @@ from .item_card import UNCALIBRATED_WHY
 class SpotChecks:
     """Spot-check actions for ``LancetView`` (uses its ``session``, ``per_bin``, ``checks``, ``annotator``,
     ``label_source``, ``card``, ``check_text``, the buttons, ``_queue``, ``_rng``, ``_propagated``,
-    ``_calibrated``, ``_shows_percent``, ``_fitted_labels``, ``_refresh_estimate``, ``_refresh_curve``, ``_restorer``)."""
+    ``_calibrated``, ``_shows_percent``, ``_fitted_labels``, ``_refresh_estimate``, ``_refresh_curve``,
+    ``_restorer``)."""
 
     # -- spot checks ---------------------------------------------------------------------------------
     def draw(self) -> list[int]:
