@@ -99,6 +99,14 @@ def scores(state: dict, ids: np.ndarray, pool: bool = False) -> dict:
     ok = logp.argmax(1) == truth
     out = {"accuracy": float(ok.mean()), "n": len(ids)}
     rng = np.random.default_rng(0)
+
+    def cell(conf: np.ndarray) -> dict:
+        # sampling floor: the ECE a perfectly calibrated predictor with these confidences would get on
+        # this many items (outcomes drawn from the confidences themselves), mean of 20 draws
+        floor = np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(20)])
+        return {"ece": round(ece(conf, ok), 4), "mean_conf": round(float(conf.mean()), 4),
+                "floor": round(float(floor), 4)}
+
     # "before": the engine's old default method on out-of-fold pairs from its old number of folds
     old = tuple(state[f"before_{k}"] for k in ("oof_logp", "oof_ok", "oof_dist")) if "before_oof_ok" in state else oof
     for m in ALL + ("before",):
@@ -108,19 +116,12 @@ def scores(state: dict, ids: np.ndarray, pool: bool = False) -> dict:
             conf = TopLabelCalibrator(BEFORE[str(state["engine"])][0]).fit(*old).predict(logp, distance=dist)
         else:
             conf = TopLabelCalibrator(m).fit(*oof).predict(logp, distance=dist)
-        # sampling floor: the ECE a perfectly calibrated predictor with these confidences would get on
-        # this many items (outcomes drawn from the confidences themselves), mean of 20 draws
-        floor = np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(20)])
-        out[m] = {"ece": round(ece(conf, ok), 4), "mean_conf": round(float(conf.mean()), 4),
-                  "floor": round(float(floor), 4)}
+        out[m] = cell(conf)
     shipped = default_method(str(state["engine"])) or "raw"
     out["shipped"] = dict(out[shipped])
     if pool and "oof_trust" in state and shipped != "raw":
         w = trust_weights(state["oof_trust"], state["trust"][ids])
-        conf = TopLabelCalibrator(shipped).fit(*oof, sample_weight=w).predict(logp, distance=dist)
-        floor = np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(20)])
-        out["shipped"] = {"ece": round(ece(conf, ok), 4), "mean_conf": round(float(conf.mean()), 4),
-                          "floor": round(float(floor), 4)}
+        out["shipped"] = cell(TopLabelCalibrator(shipped).fit(*oof, sample_weight=w).predict(logp, distance=dist))
     return out
 
 
