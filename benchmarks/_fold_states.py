@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcai_widgets.calibration import (MAX_ACCURACY_SE, TopLabelCalibrator, accuracy_se, ece, fold_ids, nn_distance,
-                                     padded_log_proba)
+from dcai_widgets.calibration import (MAX_ACCURACY_SE, TopLabelCalibrator, accuracy_se, ece, ece_floor, fold_ids,
+                                     nn_distance, padded_log_proba)
 from dcai_widgets.calibration_shift import heldout_trust, label_distances, trust_weights
 
 FOLDS = 5
@@ -82,11 +82,6 @@ def save(session, engine, name: str, seed: int, checkpoints: list[int], folder: 
         session.label(ask, y[np.asarray(ask, np.int64)], annotator="oracle")
 
 
-def _floor(conf: np.ndarray, draws: int = 20) -> float:
-    rng = np.random.default_rng(0)
-    return float(np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(draws)]))
-
-
 def random_label_bound(lp: np.ndarray, d: np.ndarray, ok: np.ndarray, n: int, draws: int = BOUND_DRAWS) -> dict:
     """A reference, not a candidate: the "coverage" calibrator fit on ``n`` pool items drawn at random (the
     full model's own predictions on them, which it was not trained on: no selection, no cross-fitting) and
@@ -127,7 +122,7 @@ def score_state(st: dict, F_in: np.ndarray, seed: int, bound: bool = True) -> di
         se = accuracy_se(ok, w)   # the panels print "uncertain" above MAX_ACCURACY_SE (model version "-imprecise")
         for src, ids in (("lancet_propagated", slice(None)), ("lancet_suggest", order)):
             c, o = conf[ids], pool_ok[ids]
-            out.setdefault(src, {})[name] = {"ece": round(ece(c, o), 4), "floor": round(_floor(c), 4),
+            out.setdefault(src, {})[name] = {"ece": round(ece(c, o), 4), "floor": round(ece_floor(c), 4),
                                              "mean_conf": round(float(c.mean()), 4),
                                              "accuracy": round(float(o.mean()), 4), "n": int(len(c)),
                                              "se": round(se, 4), "shown": bool(se <= MAX_ACCURACY_SE)}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcai_widgets.calibration import SHOW_PERCENT_FROM, SuggestionAudit, ece
+from dcai_widgets.calibration import SHOW_PERCENT_FROM, SuggestionAudit, ece, ece_floor
 
 # the rules compared (name -> SuggestionAudit keyword arguments; no "recent" = the plain window); "w50" is the
 # gate shipped before issue 14's third pass, "shipped" (added by ``compare``) the one shipped now
@@ -86,8 +86,7 @@ def replay(doc: dict, rule: dict, upto: int = 100) -> dict:
 def _ece_floor(c: np.ndarray, o: np.ndarray) -> tuple[float | None, float | None]:
     if not len(c):
         return None, None
-    rng = np.random.default_rng(0)
-    return round(ece(c, o), 4), round(float(np.mean([ece(c, rng.random(len(c)) < c) for _ in range(50)])), 4)
+    return round(ece(c, o), 4), round(ece_floor(c, 50), 4)
 
 
 def score(docs: list[dict], rule: dict, lo: int = SHOW_PERCENT_FROM, hi: int = 100) -> dict:

@@ -62,6 +62,7 @@ from dcai_widgets.calibration import (
     SuggestionAudit,
     TopLabelCalibrator,
     ece,
+    ece_floor,
     wilson,
 )
 from dcai_widgets.calibration_shift import heldout_trust, trust_weights
@@ -101,11 +102,8 @@ def scores(state: dict, ids: np.ndarray, pool: bool = False) -> dict:
     rng = np.random.default_rng(0)
 
     def cell(conf: np.ndarray) -> dict:
-        # sampling floor: the ECE a perfectly calibrated predictor with these confidences would get on
-        # this many items (outcomes drawn from the confidences themselves), mean of 20 draws
-        floor = np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(20)])
         return {"ece": round(ece(conf, ok), 4), "mean_conf": round(float(conf.mean()), 4),
-                "floor": round(float(floor), 4)}
+                "floor": round(ece_floor(conf, 20, rng), 4)}
 
     # "before": the engine's old default method on out-of-fold pairs from its old number of folds
     old = tuple(state[f"before_{k}"] for k in ("oof_logp", "oof_ok", "oof_dist")) if "before_oof_ok" in state else oof
@@ -304,9 +302,7 @@ def _floor(part: list[dict]) -> float | None:
     """The ECE a perfectly calibrated predictor with these confidences would get on this many items."""
     if not part:
         return None
-    c = np.concatenate([r["future_conf"] for r in part])
-    rng = np.random.default_rng(0)
-    return round(float(np.mean([ece(c, rng.random(len(c)) < c) for _ in range(50)])), 4)
+    return round(ece_floor(np.concatenate([r["future_conf"] for r in part]), 50), 4)
 
 
 def gate_summary(rows: list[dict], checkpoints: list[int]) -> dict:

@@ -51,6 +51,7 @@ __all__ = [
     "audit_test",
     "cross_fit",
     "ece",
+    "ece_floor",
     "fold_ids",
     "nn_distance",
     "padded_log_proba",
@@ -78,6 +79,15 @@ def ece(confidence, correct, n_bins: int = N_BINS) -> float:
     n = np.bincount(b, minlength=n_bins)
     gap = np.abs(np.bincount(b, ok, n_bins) - np.bincount(b, conf, n_bins))  # per bin: n * |acc - conf|
     return float(gap.sum() / n.sum())
+
+
+def ece_floor(confidence, draws: int = 20, rng: np.random.Generator | None = None) -> float:
+    """The sampling floor of :func:`ece`: the mean ECE, over ``draws`` draws, of a perfectly calibrated
+    predictor with these confidences on this many items (each outcome drawn from its own confidence).
+    An ECE near it is as small as that many items can show. ``rng``: default a fresh generator seeded 0."""
+    conf = np.asarray(confidence, float).reshape(-1)
+    rng = np.random.default_rng(0) if rng is None else rng
+    return float(np.mean([ece(conf, rng.random(len(conf)) < conf) for _ in range(int(draws))]))
 
 
 def check_params(method: str | None, folds: int) -> tuple[str | None, int]:

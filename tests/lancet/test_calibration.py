@@ -12,6 +12,7 @@ from dcai_widgets.calibration import (
     TopLabelCalibrator,
     cross_fit,
     ece,
+    ece_floor,
     padded_log_proba,
     show_confidence,
 )
@@ -24,6 +25,15 @@ def test_ece_by_hand():
     assert ece([1.0, 0.0], [1, 0]) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="one value per item"):
         ece([0.5], [1, 0])
+
+
+def test_ece_floor_is_what_a_calibrated_predictor_scores_on_that_many_items():
+    conf = np.random.default_rng(1).uniform(0.5, 1.0, 200)
+    floor = ece_floor(conf)
+    assert 0.02 < floor < 0.15                                    # 200 items cannot show an ECE of 0
+    assert ece_floor(np.tile(conf, 50)) < floor / 4                # 50x the items: about 1/7 of it
+    assert ece_floor(conf, 20, np.random.default_rng(0)) == floor  # the default rng is seeded 0
+    assert ece_floor(np.ones(30)) == 0.0                           # certain and always right
 
 
 def _overconfident(n, rng, K=5, sharpen=4.0):
